@@ -1,0 +1,80 @@
+//! jsonlink on [async-std]: [`AsyncStdRuntime`] implements [`rt::Runtime`]
+//! with async-std tasks, timers and sockets, and TLS through futures-rustls.
+//!
+//! **async-std is discontinued upstream** ([RUSTSEC-2025-0052]); its authors
+//! point to smol. This crate is kept as a small shim for existing async-std
+//! programs and gets no features of its own: prefer `jsonlink-smol` (the same
+//! executor and reactor underneath) or `jsonlink-tokio` for new code.
+//!
+//! [async-std]: https://docs.rs/async-std
+//! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_std::net::{TcpListener, TcpStream};
+pub use jsonlink_rt as rt;
+use jsonlink_rt::runtime::{
+    Accepted, BoxFuture, FuturesAccepted, Listener, Runtime, TlsStream, futures_tls_connect,
+};
+use rustls_pki_types::ServerName;
+
+/// The [`Runtime`] for async-std (discontinued upstream, see the crate docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncStdRuntime;
+
+impl Runtime for AsyncStdRuntime {
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        drop(async_std::task::spawn(future));
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            async_std::task::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        })
+    }
+
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(addr).await?;
+            Ok(Box::new(AsyncStdListener(listener)) as Box<dyn Listener>)
+        })
+    }
+
+    fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> BoxFuture<'static, io::Result<TlsStream>> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            futures_tls_connect(tcp, addr, config, server_name).await
+        })
+    }
+}
+
+#[derive(Debug)]
+struct AsyncStdListener(TcpListener);
+
+impl Listener for AsyncStdListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>> {
+        Box::pin(async move {
+            let (tcp, peer_addr) = self.0.accept().await?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(FuturesAccepted::new(tcp, peer_addr)) as Box<dyn Accepted>)
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

@@ -1,0 +1,123 @@
+//! TLS over loopback on async-std: handshake, bytes both ways, channel binding.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_std::future::timeout;
+use async_std::task::block_on;
+use futures_util::future::join;
+use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use jsonlink_async_std::AsyncStdRuntime;
+use jsonlink_rt::certs::DevPki;
+use jsonlink_rt::runtime::{EXPORTER_LEN, Runtime};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn tls_smoke() {
+    block_on(timeout(LIMIT, tls_round_trip(&AsyncStdRuntime))).expect("timed out");
+}
+
+#[test]
+fn a_client_trusting_another_ca_fails_tls() {
+    block_on(timeout(
+        LIMIT,
+        untrusted_server_is_refused(&AsyncStdRuntime),
+    ))
+    .expect("timed out");
+}
+
+#[test]
+fn sleep_until_waits_for_the_deadline() {
+    let rt = AsyncStdRuntime;
+    let deadline = rt.now() + Duration::from_millis(20);
+    block_on(timeout(LIMIT, rt.sleep_until(deadline))).expect("timed out");
+    assert!(rt.now() >= deadline);
+}
+
+#[test]
+fn spawned_tasks_run() {
+    let rt = AsyncStdRuntime;
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(Box::pin(async move { tx.send(7).unwrap() }));
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 7);
+}
+
+/// The test's body, the same on every runtime: one TLS connection over
+/// loopback, a few bytes each way, and equal channel bindings on both ends.
+async fn tls_round_trip(rt: &dyn Runtime) {
+    let pki = DevPki::generate().unwrap();
+    let listener = rt.bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let server = async {
+        let accepted = listener.accept().await.unwrap();
+        let mut tls = accepted
+            .tls(Arc::new(pki.server_config().unwrap()))
+            .await
+            .unwrap();
+        let mut ping = [0u8; 4];
+        tls.stream.read_exact(&mut ping).await.unwrap();
+        assert_eq!(&ping, b"ping");
+        tls.stream.write_all(b"pong").await.unwrap();
+        tls.stream.flush().await.unwrap();
+        tls
+    };
+    let client = async {
+        let config = Arc::new(pki.client_config().unwrap());
+        let mut tls = rt
+            .connect_tls(addr, config, pki.server_name())
+            .await
+            .unwrap();
+        assert_eq!(tls.peer_addr, addr);
+        tls.stream.write_all(b"ping").await.unwrap();
+        tls.stream.flush().await.unwrap();
+        let mut pong = [0u8; 4];
+        tls.stream.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"pong");
+        tls
+    };
+    let (server, client) = join(server, client).await;
+
+    assert_eq!(server.channel_binding.len(), EXPORTER_LEN);
+    assert_eq!(EXPORTER_LEN, 32);
+    assert_eq!(server.channel_binding, client.channel_binding);
+    assert_eq!(server.peer_addr.ip(), addr.ip());
+}
+
+/// A client that trusts another CA fails the handshake with the rustls
+/// error inside, and so does the server it aborts on.
+async fn untrusted_server_is_refused(rt: &dyn Runtime) {
+    let pki = DevPki::generate().unwrap();
+    let stranger = DevPki::generate().unwrap();
+    let listener = rt.bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let server = async {
+        let accepted = listener.accept().await.unwrap();
+        accepted.tls(Arc::new(pki.server_config().unwrap())).await
+    };
+    let client = async {
+        let config = Arc::new(stranger.client_config().unwrap());
+        rt.connect_tls(addr, config, pki.server_name()).await
+    };
+    let (server, client) = join(server, client).await;
+
+    let err = client.expect_err("client accepted a server from another CA");
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(
+            inner,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "{err:?}"
+    );
+    assert!(
+        server.is_err(),
+        "server finished a handshake the client refused"
+    );
+}

@@ -1,0 +1,193 @@
+//! The seam between the runtime-independent layer and one async runtime.
+//!
+//! Everything runtime-specific that jsonlink needs fits in [`Runtime`]: spawning
+//! a detached task, a timer at an instant, the current time, and TCP + TLS
+//! connect/accept yielding [`futures_io`] streams. Each `jsonlink-*` adapter
+//! crate implements it in a few dozen lines (tokio bridges its streams with
+//! `tokio_util::compat`, as async-tungstenite does).
+//!
+//! Shared TLS glue lives here too: [`channel_binding`] for any rustls
+//! connection, and [`futures_tls_connect`] / [`futures_tls_accept`] /
+//! [`FuturesAccepted`] for runtimes whose sockets already speak futures-io
+//! (async-std, smol), over futures-rustls.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_io::{AsyncRead, AsyncWrite};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A bidirectional byte stream (TCP, or TLS over TCP) in futures-io terms.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncStream for T {}
+
+/// A boxed [`AsyncStream`].
+pub type BoxStream = Box<dyn AsyncStream>;
+
+/// Label used for TLS exporter keying material (RFC 5705 / RFC 8446 §7.5)
+/// that both sides feed into the handshake as channel binding.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-jsonlink-channel-binding";
+/// Length of the exported channel-binding material in bytes.
+pub const EXPORTER_LEN: usize = 32;
+
+/// An established TLS session, ready for the jsonlink handshake.
+pub struct TlsStream {
+    /// The encrypted stream.
+    pub stream: BoxStream,
+    /// [`EXPORTER_LEN`] bytes of TLS exporter keying material under
+    /// [`EXPORTER_LABEL`] with no context; both ends derive the same bytes
+    /// only if they share one TLS session (no terminating relay between them).
+    pub channel_binding: Vec<u8>,
+    /// The peer's address.
+    pub peer_addr: SocketAddr,
+}
+
+impl Debug for TlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("peer_addr", &self.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bound TCP listener. Dropping it closes the socket.
+pub trait Listener: Send + Sync + Debug + 'static {
+    /// Accepts the next TCP connection (with `TCP_NODELAY` set).
+    fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>>;
+    /// The local address the listener is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// An accepted TCP connection that has not started TLS yet. Dropping it
+/// closes the socket.
+pub trait Accepted: Send + 'static {
+    /// The peer's address.
+    fn peer_addr(&self) -> SocketAddr;
+    /// Runs the server side of TLS with `config`.
+    fn tls(
+        self: Box<Self>,
+        config: Arc<rustls::ServerConfig>,
+    ) -> BoxFuture<'static, io::Result<TlsStream>>;
+}
+
+/// One async runtime, as jsonlink needs it. Object safe: held as
+/// `Arc<dyn Runtime>`.
+pub trait Runtime: Send + Sync + Debug + 'static {
+    /// Spawns a detached task. Tasks jsonlink spawns end by themselves when
+    /// the handles that own them are dropped.
+    fn spawn(&self, future: BoxFuture<'static, ()>);
+    /// The current time of the runtime's clock.
+    fn now(&self) -> Instant;
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+    /// Binds a TCP listener.
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>>;
+    /// Opens a TCP connection (with `TCP_NODELAY` set) and runs the client
+    /// side of TLS over it.
+    fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls_pki_types::ServerName<'static>,
+    ) -> BoxFuture<'static, io::Result<TlsStream>>;
+}
+
+/// Derives the channel binding of an established TLS session:
+/// [`EXPORTER_LEN`] bytes of exporter keying material under
+/// [`EXPORTER_LABEL`] with no context. Works on either side
+/// (`ClientConnection` and `ServerConnection` deref to
+/// [`rustls::ConnectionCommon`]).
+///
+/// Fails (with [`io::ErrorKind::Other`] wrapping the [`rustls::Error`]) if
+/// the handshake has not completed.
+pub fn channel_binding<D>(conn: &rustls::ConnectionCommon<D>) -> io::Result<Vec<u8>> {
+    conn.export_keying_material(vec![0u8; EXPORTER_LEN], EXPORTER_LABEL, None)
+        .map_err(io::Error::other)
+}
+
+/// Runs the client side of TLS with futures-rustls over an open `tcp`
+/// stream whose peer is `peer_addr`.
+///
+/// A handshake failure is an [`io::ErrorKind::InvalidData`] error wrapping
+/// the [`rustls::Error`].
+pub async fn futures_tls_connect<S>(
+    tcp: S,
+    peer_addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    server_name: rustls_pki_types::ServerName<'static>,
+) -> io::Result<TlsStream>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let tls = futures_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await?;
+    let channel_binding = channel_binding(tls.get_ref().1)?;
+    Ok(TlsStream {
+        stream: Box::new(tls),
+        channel_binding,
+        peer_addr,
+    })
+}
+
+/// Runs the server side of TLS with futures-rustls over an accepted `tcp`
+/// stream whose peer is `peer_addr`.
+///
+/// A handshake failure is an [`io::ErrorKind::InvalidData`] error wrapping
+/// the [`rustls::Error`].
+pub async fn futures_tls_accept<S>(
+    tcp: S,
+    peer_addr: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<TlsStream>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let tls = futures_rustls::TlsAcceptor::from(config)
+        .accept(tcp)
+        .await?;
+    let channel_binding = channel_binding(tls.get_ref().1)?;
+    Ok(TlsStream {
+        stream: Box::new(tls),
+        channel_binding,
+        peer_addr,
+    })
+}
+
+/// An [`Accepted`] connection over any futures-io TCP stream; its
+/// [`Accepted::tls`] is [`futures_tls_accept`].
+#[derive(Debug)]
+pub struct FuturesAccepted<S> {
+    stream: S,
+    peer_addr: SocketAddr,
+}
+
+impl<S> FuturesAccepted<S> {
+    /// Wraps an accepted `stream` whose peer is `peer_addr`.
+    pub fn new(stream: S, peer_addr: SocketAddr) -> Self {
+        Self { stream, peer_addr }
+    }
+}
+
+impl<S> Accepted for FuturesAccepted<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    fn tls(
+        self: Box<Self>,
+        config: Arc<rustls::ServerConfig>,
+    ) -> BoxFuture<'static, io::Result<TlsStream>> {
+        Box::pin(futures_tls_accept(self.stream, self.peer_addr, config))
+    }
+}

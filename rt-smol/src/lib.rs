@@ -1,0 +1,77 @@
+//! jsonlink on [smol]: [`SmolRuntime`] implements [`rt::Runtime`] with smol's
+//! global executor, async-io timers, async-net sockets and TLS through
+//! futures-rustls.
+//!
+//! [smol]: https://docs.rs/smol
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use jsonlink_rt as rt;
+use jsonlink_rt::runtime::{
+    Accepted, BoxFuture, FuturesAccepted, Listener, Runtime, TlsStream, futures_tls_connect,
+};
+use rustls_pki_types::ServerName;
+use smol::Timer;
+use smol::net::{TcpListener, TcpStream};
+
+/// The [`Runtime`] for smol. Tasks run on smol's global executor
+/// (`smol::spawn`), detached.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmolRuntime;
+
+impl Runtime for SmolRuntime {
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        smol::spawn(future).detach();
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            Timer::at(deadline).await;
+        })
+    }
+
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(addr).await?;
+            Ok(Box::new(SmolListener(listener)) as Box<dyn Listener>)
+        })
+    }
+
+    fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> BoxFuture<'static, io::Result<TlsStream>> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            futures_tls_connect(tcp, addr, config, server_name).await
+        })
+    }
+}
+
+#[derive(Debug)]
+struct SmolListener(TcpListener);
+
+impl Listener for SmolListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>> {
+        Box::pin(async move {
+            let (tcp, peer_addr) = self.0.accept().await?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(FuturesAccepted::new(tcp, peer_addr)) as Box<dyn Accepted>)
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

@@ -1,0 +1,123 @@
+//! jsonlink on [tokio]: [`TokioRuntime`] implements [`rt::Runtime`] with tokio
+//! tasks, timers and sockets, and TLS through tokio-rustls. TLS streams are
+//! bridged to futures-io with `tokio_util::compat`.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use jsonlink_rt as rt;
+use jsonlink_rt::runtime::{Accepted, BoxFuture, Listener, Runtime, TlsStream, channel_binding};
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::compat::TokioAsyncReadCompatExt as _;
+
+/// The [`Runtime`] for tokio. Tasks are spawned on the tokio runtime whose
+/// [`Handle`] it holds, so it may be used from any thread.
+#[derive(Debug, Clone)]
+pub struct TokioRuntime {
+    handle: Handle,
+}
+
+impl TokioRuntime {
+    /// A runtime spawning onto the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a tokio runtime (see [`Handle::current`]).
+    pub fn current() -> Self {
+        Self::from_handle(Handle::current())
+    }
+
+    /// A runtime spawning onto the tokio runtime of `handle`.
+    pub fn from_handle(handle: Handle) -> Self {
+        Self { handle }
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        drop(self.handle.spawn(future));
+    }
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(async move { tokio::time::sleep_until(deadline.into()).await })
+    }
+
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(addr).await?;
+            Ok(Box::new(TokioListener(listener)) as Box<dyn Listener>)
+        })
+    }
+
+    fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> BoxFuture<'static, io::Result<TlsStream>> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
+            let channel_binding = channel_binding(tls.get_ref().1)?;
+            Ok(TlsStream {
+                stream: Box::new(tls.compat()),
+                channel_binding,
+                peer_addr: addr,
+            })
+        })
+    }
+}
+
+#[derive(Debug)]
+struct TokioListener(TcpListener);
+
+impl Listener for TokioListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>> {
+        Box::pin(async move {
+            let (tcp, peer_addr) = self.0.accept().await?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(TokioAccepted { tcp, peer_addr }) as Box<dyn Accepted>)
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+struct TokioAccepted {
+    tcp: TcpStream,
+    peer_addr: SocketAddr,
+}
+
+impl Accepted for TokioAccepted {
+    fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    fn tls(
+        self: Box<Self>,
+        config: Arc<rustls::ServerConfig>,
+    ) -> BoxFuture<'static, io::Result<TlsStream>> {
+        Box::pin(async move {
+            let tls = TlsAcceptor::from(config).accept(self.tcp).await?;
+            let channel_binding = channel_binding(tls.get_ref().1)?;
+            Ok(TlsStream {
+                stream: Box::new(tls.compat()),
+                channel_binding,
+                peer_addr: self.peer_addr,
+            })
+        })
+    }
+}
