@@ -1,0 +1,226 @@
+//! Connection configuration: every limit and timeout, with documented defaults.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Secret;
+
+/// Default maximum frame size after authentication: 8 MiB (excluding `\n`).
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+/// Default maximum frame size before authentication: 16 KiB.
+pub const DEFAULT_PRE_AUTH_MAX_FRAME: usize = 16 * 1024;
+/// Default handshake deadline, counted from [`Connection::new`](crate::Connection::new).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default keepalive ping interval.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// Default time to wait for a pong before closing with `KeepaliveTimeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default request timeout when `request` is given none.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default limit on our requests awaiting a response.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 1024;
+/// Default limit on the peer's requests awaiting our response.
+pub const DEFAULT_MAX_INCOMING_REQUESTS: usize = 1024;
+/// Default outbound buffer bound in bytes (see [`Config::max_outbound`]).
+pub const DEFAULT_MAX_OUTBOUND: usize = 1024 * 1024;
+/// Default time a graceful close waits for in-flight requests.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Maximum length of node id and designation strings, in bytes.
+pub const MAX_IDENTITY_LEN: usize = 256;
+
+/// The identity a peer announces in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// Id of the node instance (zetta-rpc's `node`, e.g. a host MAC or UUID).
+    pub node: String,
+    /// Name of the application (zetta-rpc's `designation`).
+    pub designation: String,
+}
+
+impl Identity {
+    /// Builds an identity.
+    pub fn new(node: impl Into<String>, designation: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            designation: designation.into(),
+        }
+    }
+}
+
+/// Local policy for an optional protection layer (signing or sealing).
+///
+/// Outcome for two sides `a`, `b`: the layer is **on** when either side is
+/// `Preferred` or `Required` and neither is `Off`; negotiation **fails** when
+/// one side is `Required` and the other `Off`; otherwise it is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Policy {
+    /// Refuse the layer.
+    Off,
+    /// Use it if the peer prefers or requires it. The default.
+    #[default]
+    Optional,
+    /// Ask for it; accept a peer that refuses.
+    Preferred,
+    /// Insist on it; a peer that refuses (or strips it) fails with
+    /// `NegotiationFailed`.
+    Required,
+}
+
+impl Policy {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Optional => "optional",
+            Self::Preferred => "preferred",
+            Self::Required => "required",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "off" => Self::Off,
+            "optional" => Self::Optional,
+            "preferred" => Self::Preferred,
+            "required" => Self::Required,
+            _ => return None,
+        })
+    }
+
+    /// Negotiates two policies; `Err` when one requires what the other refuses.
+    pub fn negotiate(a: Self, b: Self) -> Result<bool, ()> {
+        use Policy::*;
+        match (a, b) {
+            (Required, Off) | (Off, Required) => Err(()),
+            (Off, _) | (_, Off) => Ok(false),
+            (Preferred | Required, _) | (_, Preferred | Required) => Ok(true),
+            (Optional, Optional) => Ok(false),
+        }
+    }
+}
+
+/// Keepalive settings. Each side pings on its own schedule.
+#[derive(Clone)]
+pub struct Keepalive {
+    /// Time between pings (counted from the previous pong or from
+    /// authentication). Default [`DEFAULT_KEEPALIVE_INTERVAL`].
+    pub interval: Duration,
+    /// Time to wait for the pong. Default [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    pub timeout: Duration,
+    /// A JSON object sent with every keepalive ping (zetta-rpc's
+    /// `pingDataObject`), as compact JSON text. `None` sends a bare ping.
+    pub data: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_KEEPALIVE_INTERVAL,
+            timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            data: None,
+        }
+    }
+}
+
+impl fmt::Debug for Keepalive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keepalive")
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("data", &self.data.as_ref().map(|d| d.get()))
+            .finish()
+    }
+}
+
+/// Configuration shared by many connections (wrap it in an `Arc`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The pre-shared secret.
+    pub secret: Secret,
+    /// Our identity, announced in the handshake.
+    pub identity: Identity,
+    /// Largest frame we accept after authentication, in bytes excluding
+    /// `\n`; announced to the peer, which must not send larger. Default
+    /// [`DEFAULT_MAX_FRAME`].
+    pub max_frame: usize,
+    /// Largest frame we accept before authentication. Default
+    /// [`DEFAULT_PRE_AUTH_MAX_FRAME`].
+    pub pre_auth_max_frame: usize,
+    /// Deadline for the whole handshake, counted from the `now` given to
+    /// [`Connection::new`](crate::Connection::new). Default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// Keepalive; `None` disables our pings (we still answer the peer's).
+    pub keepalive: Option<Keepalive>,
+    /// Timeout for requests that do not name their own. Default
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
+    /// Our requests awaiting a response, at most; past it `request` returns
+    /// `SendError::Busy`. Default [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`].
+    pub max_requests_in_flight: usize,
+    /// The peer's requests awaiting our response, at most; past it the
+    /// connection answers new requests itself with a `busy` error.
+    /// Default [`DEFAULT_MAX_INCOMING_REQUESTS`].
+    pub max_incoming_requests: usize,
+    /// Bound on encoded bytes waiting in the outbound buffer. A command is
+    /// accepted while fewer bytes than this are buffered (so the buffer
+    /// holds at most this plus one frame); past it, commands return
+    /// `SendError::Blocked` until `Event::SendUnblocked`. Pongs are
+    /// coalesced and never queue more than one. Default [`DEFAULT_MAX_OUTBOUND`].
+    pub max_outbound: usize,
+    /// Time a graceful [`close`](crate::Connection::close) waits for
+    /// in-flight requests. Default [`DEFAULT_CLOSE_TIMEOUT`].
+    pub close_timeout: Duration,
+    /// Signing policy. Default [`Policy::Optional`].
+    pub signing: Policy,
+    /// Second-layer encryption (AES-256-CBC + HMAC) policy. Default
+    /// [`Policy::Optional`].
+    pub encryption: Policy,
+    /// Seed for the nonce/IV generator. `None` (the default) seeds from the
+    /// OS; set it only in tests.
+    pub rng_seed: Option<[u8; 32]>,
+}
+
+impl Config {
+    /// A configuration with the given secret and identity and all defaults.
+    pub fn new(secret: Secret, identity: Identity) -> Self {
+        Self {
+            secret,
+            identity,
+            max_frame: DEFAULT_MAX_FRAME,
+            pre_auth_max_frame: DEFAULT_PRE_AUTH_MAX_FRAME,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            keepalive: Some(Keepalive::default()),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+            max_incoming_requests: DEFAULT_MAX_INCOMING_REQUESTS,
+            max_outbound: DEFAULT_MAX_OUTBOUND,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            signing: Policy::Optional,
+            encryption: Policy::Optional,
+            rng_seed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_negotiation_table() {
+        use Policy::*;
+        let all = [Off, Optional, Preferred, Required];
+        for a in all {
+            for b in all {
+                let r = Policy::negotiate(a, b);
+                assert_eq!(r, Policy::negotiate(b, a), "symmetric");
+                let want = if (a == Required && b == Off) || (a == Off && b == Required) {
+                    Err(())
+                } else {
+                    Ok(a != Off && b != Off && (a >= Preferred || b >= Preferred))
+                };
+                assert_eq!(r, want, "{a:?} {b:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,1253 @@
+//! The connection state machine.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng as _, SeedableRng as _};
+use serde_json::value::RawValue;
+
+use crate::config::{Config, Identity, MAX_IDENTITY_LEN, Policy};
+use crate::crypto::{self, DirectionKeys, IV_LEN, Key as MacKey, NONCE_LEN, SessionKeys, TAG_LEN};
+use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
+use crate::event::{Authenticated, Event, Payload, PeerRequestId, RequestId};
+use crate::frame::{Line, LineReader};
+use crate::wire::{self, Envelope, Key};
+
+/// Protocol versions this implementation speaks.
+pub const SUPPORTED_VERSIONS: &[u64] = &[1];
+/// Signing algorithm name on the wire.
+pub const SIGN_ALG: &str = "hmac-sha256";
+/// Sealing algorithm name on the wire.
+pub const SEAL_ALG: &str = "aes-256-cbc-hmac-sha256";
+/// Smallest `max_frame` a peer may announce.
+pub const MIN_PEER_MAX_FRAME: u64 = 1024;
+/// Longest close reason kept or sent, in bytes.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Which end of the link this is. The client opens the handshake; after it,
+/// both sides are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sends `hello`, proves first.
+    Client,
+    /// Answers with `challenge`, proves second.
+    Server,
+}
+
+/// Per-connection parameters that are not shared configuration.
+#[derive(Clone, Default)]
+pub struct ConnectionParams {
+    /// Channel-binding bytes (TLS exporter keying material) mixed into the
+    /// transcript; both sides must supply the same bytes. Empty for none.
+    pub channel_binding: Vec<u8>,
+    /// The connection id a server assigns and announces (ignored on clients).
+    pub connection_id: u64,
+}
+
+impl std::fmt::Debug for ConnectionParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionParams")
+            .field("channel_binding_len", &self.channel_binding.len())
+            .field("connection_id", &self.connection_id)
+            .finish()
+    }
+}
+
+/// Counters, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames received and processed.
+    pub frames_in: u64,
+    /// Frames encoded for sending.
+    pub frames_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes handed out by `poll_transmit`.
+    pub bytes_out: u64,
+    /// Responses dropped: late (after timeout), unknown id, or duplicate.
+    pub dropped_responses: u64,
+    /// Peer requests answered automatically with `busy` or `shutting_down`.
+    pub rejected_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Handshake = 0,
+    KeepaliveSend = 1,
+    KeepaliveDeadline = 2,
+    Close = 3,
+}
+
+const TIMERS: [Timer; 4] = [
+    Timer::Handshake,
+    Timer::KeepaliveSend,
+    Timer::KeepaliveDeadline,
+    Timer::Close,
+];
+
+#[derive(Debug)]
+enum State {
+    /// Client: hello sent, awaiting challenge. Server: awaiting hello.
+    AwaitHello,
+    /// Server: challenge sent, awaiting the client's proof.
+    AwaitAuth,
+    /// Client: challenge answered, awaiting the server's proof.
+    AwaitOk,
+    Established,
+    /// Close frame sent or received; draining in-flight requests.
+    Closing {
+        reason: CloseReason,
+    },
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::AwaitHello => "await-hello",
+            Self::AwaitAuth => "await-auth",
+            Self::AwaitOk => "await-ok",
+            Self::Established => "established",
+            Self::Closing { .. } => "closing",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Handshake data, dropped once authenticated.
+struct Handshake {
+    hello: Vec<u8>,
+    transcript: [u8; 32],
+    version: u64,
+    signing: bool,
+    encryption: bool,
+    peer: Identity,
+}
+
+enum Protection {
+    Plain,
+    Signed {
+        send: MacKey,
+        recv: MacKey,
+    },
+    Sealed {
+        send: DirectionKeys,
+        recv: DirectionKeys,
+    },
+}
+
+/// One jsonlink connection: a sans-IO state machine.
+///
+/// Methods come in quinn's order:
+/// - **(A) getters** (`&self`): [`side`](Self::side), [`is_authenticated`](Self::is_authenticated), …
+/// - **(B) inputs**: [`handle_input`](Self::handle_input), [`handle_eof`](Self::handle_eof),
+///   [`handle_timeout`](Self::handle_timeout)
+/// - **(C) commands**: [`send`](Self::send), [`request`](Self::request),
+///   [`respond`](Self::respond), [`ping`](Self::ping), [`close`](Self::close)
+/// - **(D) outputs**: [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
+///   [`poll_timeout`](Self::poll_timeout) — drain them after every (B) or (C) call.
+///
+/// Peer misbehaviour never surfaces as a `Result` from (B): the connection
+/// queues a close frame and ends with [`Event::Closed`].
+pub struct Connection {
+    config: Arc<Config>,
+    side: Side,
+    state: State,
+    params: ConnectionParams,
+    reader: LineReader,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    events: VecDeque<Event>,
+    rng: ChaCha20Rng,
+    hs: Option<Box<Handshake>>,
+    protection: Protection,
+    send_seq: u64,
+    recv_seq: u64,
+    peer_max_frame: usize,
+    peer: Option<Identity>,
+    next_request: u64,
+    pending: HashMap<u64, Instant>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    incoming: HashSet<u64>,
+    timers: [Option<Instant>; 4],
+    pong_owed: bool,
+    notify_unblocked: bool,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.side)
+            .field("state", &self.state.name())
+            .field("peer", &self.peer)
+            .field("pending_requests", &self.pending.len())
+            .field("outbound_bytes", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Creates a connection. `now` starts the handshake deadline: pass the
+    /// time the transport was accepted/opened so the deadline covers TCP and
+    /// TLS too. A client queues its `hello` at once.
+    pub fn new(config: Arc<Config>, side: Side, now: Instant, params: ConnectionParams) -> Self {
+        let rng = match config.rng_seed {
+            Some(seed) => ChaCha20Rng::from_seed(seed),
+            None => {
+                let mut seed = [0u8; 32];
+                // Without OS randomness we cannot make nonces; fall back to
+                // a seed mixed from the secret-independent clock-free data we
+                // have. getrandom only fails on exotic platforms.
+                if getrandom::fill(&mut seed).is_err() {
+                    seed = crypto::transcript_hash(&params.channel_binding, b"", b"");
+                }
+                ChaCha20Rng::from_seed(seed)
+            }
+        };
+        let mut conn = Self {
+            side,
+            state: State::AwaitHello,
+            params,
+            reader: LineReader::new(),
+            out: Vec::new(),
+            scratch: Vec::new(),
+            events: VecDeque::new(),
+            rng,
+            hs: None,
+            protection: Protection::Plain,
+            send_seq: 0,
+            recv_seq: 0,
+            peer_max_frame: MIN_PEER_MAX_FRAME as usize,
+            peer: None,
+            next_request: 1,
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            incoming: HashSet::new(),
+            timers: [None; 4],
+            pong_owed: false,
+            notify_unblocked: false,
+            stats: Stats::default(),
+            config,
+        };
+        conn.set_timer(Timer::Handshake, Some(now + conn.config.handshake_timeout));
+        if side == Side::Client {
+            conn.send_hello();
+        }
+        conn
+    }
+
+    // ---------------------------------------------------------------- (A)
+
+    /// Which side this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Whether the handshake completed (stays true while closing).
+    pub fn is_authenticated(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// Whether the connection has ended (the `Closed` event was queued).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The peer's identity, once authenticated.
+    pub fn peer(&self) -> Option<&Identity> {
+        self.peer.as_ref()
+    }
+
+    /// Our requests awaiting a response.
+    pub fn requests_in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The peer's requests awaiting our response.
+    pub fn incoming_in_flight(&self) -> usize {
+        self.incoming.len()
+    }
+
+    /// Encoded bytes waiting for [`poll_transmit`](Self::poll_transmit).
+    pub fn outbound_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether the owner should read more input now. False while the
+    /// outbound buffer is at its bound (the peer is not reading our
+    /// answers), so a reader that never reads cannot make us queue without
+    /// bound: stop reading, keep writing.
+    pub fn wants_input(&self) -> bool {
+        !self.is_closed() && self.out.len() < self.config.max_outbound
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The largest frame the peer accepts (after authentication).
+    pub fn peer_max_frame(&self) -> usize {
+        self.peer_max_frame
+    }
+
+    // ---------------------------------------------------------------- (B)
+
+    /// Feeds received plaintext bytes (what came out of TLS). Any split is
+    /// fine: partial frames are buffered, many frames may arrive at once.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        self.stats.bytes_in += data.len() as u64;
+        let mut input = data;
+        while !self.is_closed() {
+            let limit = if self.peer.is_some() {
+                self.config.max_frame
+            } else {
+                self.config.pre_auth_max_frame
+            };
+            match self.reader.next(&mut input, limit) {
+                Err(e) => {
+                    self.fail(e);
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Line::Input(line))) => self.handle_line(now, line),
+                Ok(Some(Line::Buffered)) => {
+                    let buf = self.reader.take_buffered();
+                    self.handle_line(now, &buf);
+                    self.reader.restore(buf);
+                    self.reader.shrink(64 * 1024);
+                }
+            }
+        }
+    }
+
+    /// The transport reached end of stream.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        match &self.state {
+            State::Closed => {}
+            State::Closing { reason } => {
+                let reason = reason.clone();
+                self.terminate(reason);
+            }
+            _ => self.terminate(CloseReason::UnexpectedEof),
+        }
+    }
+
+    /// Fires due timers. Spurious calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for t in TIMERS {
+            if self.is_closed() {
+                return;
+            }
+            if self.timers[t as usize].is_some_and(|d| d <= now) {
+                self.timers[t as usize] = None;
+                self.on_timer(now, t);
+            }
+        }
+        while let Some(&(d, id)) = self.deadlines.first() {
+            if d > now || self.is_closed() {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.pending.remove(&id);
+            self.events.push_back(Event::RequestFailed {
+                id: RequestId(id),
+                error: RequestError::Timeout,
+            });
+        }
+        self.check_drained();
+    }
+
+    // ---------------------------------------------------------------- (C)
+
+    /// Sends a fire-and-forget message.
+    pub fn send(&mut self, body: &RawValue) -> Result<(), SendError> {
+        self.check_can_send()?;
+        self.queue_frame(|o| {
+            o.extend_from_slice(b"{\"t\":\"msg\",\"d\":");
+            o.extend_from_slice(body.get().as_bytes());
+            o.push(b'}');
+        })
+    }
+
+    /// Sends a request; its outcome arrives as exactly one
+    /// [`Event::Response`] or [`Event::RequestFailed`]. `timeout` defaults
+    /// to [`Config::request_timeout`].
+    pub fn request(
+        &mut self,
+        now: Instant,
+        body: &RawValue,
+        timeout: Option<Duration>,
+    ) -> Result<RequestId, SendError> {
+        self.check_can_send()?;
+        if self.pending.len() >= self.config.max_requests_in_flight {
+            return Err(SendError::Busy {
+                limit: self.config.max_requests_in_flight,
+            });
+        }
+        let id = self.next_request;
+        self.queue_frame(|o| {
+            o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
+            crypto::push_u64(o, id);
+            o.extend_from_slice(b",\"d\":");
+            o.extend_from_slice(body.get().as_bytes());
+            o.push(b'}');
+        })?;
+        self.next_request += 1;
+        let deadline = now + timeout.unwrap_or(self.config.request_timeout);
+        self.pending.insert(id, deadline);
+        self.deadlines.insert((deadline, id));
+        Ok(RequestId(id))
+    }
+
+    /// Answers a peer's request with a value or an error. Allowed while
+    /// closing, so in-flight requests can finish.
+    pub fn respond(
+        &mut self,
+        id: PeerRequestId,
+        result: Result<&RawValue, &RemoteError>,
+    ) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if !self.incoming.contains(&id.0) {
+            return Err(SendError::UnknownRequest(id.0));
+        }
+        if self.out.len() >= self.config.max_outbound {
+            self.notify_unblocked = true;
+            return Err(SendError::Blocked);
+        }
+        self.queue_frame(|o| encode_response(o, id.0, result))?;
+        self.incoming.remove(&id.0);
+        self.check_drained();
+        Ok(())
+    }
+
+    /// Sends a ping, optionally with a JSON object as data. The peer answers
+    /// with a pong ([`Event::Pong`]).
+    pub fn ping(&mut self, data: Option<&RawValue>) -> Result<(), SendError> {
+        if data.is_some_and(|d| !d.get().starts_with('{')) {
+            return Err(SendError::NotAnObject);
+        }
+        self.check_can_send()?;
+        self.queue_frame(|o| encode_ping(o, data))
+    }
+
+    /// Closes gracefully: sends a close frame, refuses new commands, lets
+    /// requests in flight (both ways) finish for up to
+    /// [`Config::close_timeout`], then ends with
+    /// [`CloseReason::Local`]. Before authentication it ends at once.
+    pub fn close(&mut self, now: Instant, reason: &str) {
+        let deadline = now + self.config.close_timeout;
+        self.close_by(now, reason, deadline);
+    }
+
+    /// Like [`close`](Self::close) with an explicit drain deadline
+    /// (for a server-wide shutdown deadline). Requests still open at the
+    /// deadline fail with [`RequestError::ClosedLocally`].
+    pub fn close_by(&mut self, now: Instant, reason: &str, deadline: Instant) {
+        let _ = now;
+        let local = CloseReason::Local {
+            reason: wire::clip(reason, MAX_REASON_LEN),
+        };
+        match self.state {
+            State::Closed => {}
+            State::Closing { .. } => {
+                // Already draining (perhaps the peer closed): tighten the
+                // deadline, keep the first reason.
+                let d = self.timers[Timer::Close as usize].map_or(deadline, |d| d.min(deadline));
+                self.set_timer(Timer::Close, Some(d));
+            }
+            State::Established => {
+                self.queue_close(CloseCode::Normal, reason, None);
+                self.state = State::Closing { reason: local };
+                self.set_timer(Timer::KeepaliveSend, None);
+                self.set_timer(Timer::KeepaliveDeadline, None);
+                self.set_timer(Timer::Close, Some(deadline));
+                self.check_drained();
+            }
+            _ => {
+                self.queue_close(CloseCode::Normal, reason, None);
+                self.terminate(local);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- (D)
+
+    /// Appends all bytes ready to send to `buf` and returns how many. When
+    /// `buf` is empty the internal buffer is swapped in without copying.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        let start = buf.len();
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.out);
+        } else {
+            buf.append(&mut self.out);
+        }
+        if self.pong_owed && !self.is_closed() {
+            self.pong_owed = false;
+            let mut pong = std::mem::take(&mut self.out);
+            // Encoding a pong never exceeds any limit.
+            let _ = self.encode_into(&mut pong, |o| o.extend_from_slice(b"{\"t\":\"pong\"}"));
+            buf.append(&mut pong);
+            self.out = pong;
+        }
+        if self.notify_unblocked && self.out.len() < self.config.max_outbound && !self.is_closed() {
+            self.notify_unblocked = false;
+            self.events.push_back(Event::SendUnblocked);
+        }
+        let n = buf.len() - start;
+        self.stats.bytes_out += n as u64;
+        n
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout)
+    /// must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let timers = self.timers.iter().flatten().copied();
+        let req = self.deadlines.first().map(|(d, _)| *d);
+        timers.chain(req).min()
+    }
+
+    // ---------------------------------------------------------- internals
+
+    fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
+        self.timers[t as usize] = at;
+    }
+
+    fn on_timer(&mut self, now: Instant, t: Timer) {
+        match t {
+            Timer::Handshake => {
+                if self.peer.is_none() {
+                    self.queue_close(CloseCode::HandshakeTimeout, "handshake timed out", None);
+                    self.terminate(CloseReason::HandshakeTimeout);
+                }
+            }
+            Timer::KeepaliveSend => {
+                if let (State::Established, Some(ka)) =
+                    (&self.state, self.config.keepalive.as_ref())
+                {
+                    let timeout = ka.timeout;
+                    let config = self.config.clone();
+                    let data = config.keepalive.as_ref().and_then(|k| k.data.as_deref());
+                    let _ = self.queue_frame(|o| encode_ping(o, data));
+                    self.set_timer(Timer::KeepaliveDeadline, Some(now + timeout));
+                }
+            }
+            Timer::KeepaliveDeadline => {
+                self.queue_close(
+                    CloseCode::KeepaliveTimeout,
+                    "no pong within the keepalive timeout",
+                    None,
+                );
+                self.terminate(CloseReason::KeepaliveTimeout);
+            }
+            Timer::Close => {
+                if let State::Closing { reason } = &self.state {
+                    let reason = reason.clone();
+                    self.terminate(reason);
+                }
+            }
+        }
+    }
+
+    fn check_can_send(&mut self) -> Result<(), SendError> {
+        match self.state {
+            State::Established => {}
+            State::Closing { .. } | State::Closed => return Err(SendError::Closed),
+            _ => return Err(SendError::NotAuthenticated),
+        }
+        if self.out.len() >= self.config.max_outbound {
+            self.notify_unblocked = true;
+            return Err(SendError::Blocked);
+        }
+        Ok(())
+    }
+
+    fn queue_frame(&mut self, inner: impl FnOnce(&mut Vec<u8>)) -> Result<(), SendError> {
+        let mut out = std::mem::take(&mut self.out);
+        let r = self.encode_into(&mut out, inner);
+        self.out = out;
+        r
+    }
+
+    /// Encodes one frame (protected as negotiated) plus `\n` into `out`;
+    /// rolls back and fails if the line would exceed the peer's limit.
+    fn encode_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        inner: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), SendError> {
+        let start = out.len();
+        match &self.protection {
+            Protection::Plain => inner(out),
+            Protection::Signed { send, .. } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                inner(&mut scratch);
+                crypto::sign_frame(send, self.send_seq, &scratch, out);
+                self.scratch = scratch;
+            }
+            Protection::Sealed { send, .. } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                inner(&mut scratch);
+                let mut iv = [0u8; IV_LEN];
+                self.rng.fill_bytes(&mut iv);
+                crypto::seal_frame(send, self.send_seq, &iv, &scratch, out);
+                self.scratch = scratch;
+            }
+        }
+        let size = out.len() - start;
+        let limit = if self.peer.is_some() {
+            self.peer_max_frame
+        } else {
+            usize::MAX
+        };
+        if size > limit {
+            out.truncate(start);
+            return Err(SendError::FrameTooLarge { size, limit });
+        }
+        if self.scratch.capacity() > 64 * 1024 {
+            self.scratch = Vec::new();
+        }
+        out.push(b'\n');
+        if !matches!(self.protection, Protection::Plain) {
+            self.send_seq += 1;
+        }
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
+    fn queue_close(&mut self, code: CloseCode, reason: &str, versions: Option<&[u64]>) {
+        let reason = wire::clip(reason, MAX_REASON_LEN);
+        let _ = self.queue_frame(|o| {
+            o.extend_from_slice(b"{\"t\":\"close\",\"code\":\"");
+            o.extend_from_slice(code.as_str().as_bytes());
+            o.extend_from_slice(b"\",\"reason\":");
+            wire::push_str(o, &reason);
+            if let Some(v) = versions {
+                o.extend_from_slice(b",\"versions\":");
+                push_u64_list(o, v);
+            }
+            o.push(b'}');
+        });
+    }
+
+    /// The peer broke the protocol: tell it why (if we still can) and end.
+    fn fail(&mut self, e: ProtocolError) {
+        if self.is_closed() {
+            return;
+        }
+        let versions = match &e {
+            ProtocolError::VersionMismatch { ours, .. } => Some(ours.clone()),
+            _ => None,
+        };
+        self.queue_close(e.code(), &e.to_string(), versions.as_deref());
+        self.terminate(CloseReason::Protocol(e));
+    }
+
+    /// Ends the connection: resolve every request, emit `Closed` last.
+    fn terminate(&mut self, reason: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        let error = match reason {
+            CloseReason::Local { .. } => RequestError::ClosedLocally,
+            _ => RequestError::ConnectionLost,
+        };
+        let mut ids: Vec<u64> = self.pending.drain().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.events.push_back(Event::RequestFailed {
+                id: RequestId(id),
+                error: error.clone(),
+            });
+        }
+        self.deadlines.clear();
+        self.incoming.clear();
+        self.timers = [None; 4];
+        self.hs = None;
+        self.pong_owed = false;
+        self.state = State::Closed;
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    /// While closing, end once nothing is in flight either way.
+    fn check_drained(&mut self) {
+        if let State::Closing { reason } = &self.state {
+            if self.pending.is_empty() && self.incoming.is_empty() {
+                let reason = reason.clone();
+                self.terminate(reason);
+            }
+        }
+    }
+
+    fn send_hello(&mut self) {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        let c = self.config.clone();
+        let mut line = Vec::with_capacity(256);
+        line.extend_from_slice(b"{\"t\":\"hello\",\"versions\":");
+        push_u64_list(&mut line, SUPPORTED_VERSIONS);
+        line.extend_from_slice(b",\"nonce\":\"");
+        crypto::push_b64(&mut line, &nonce);
+        line.extend_from_slice(b"\",\"node\":");
+        wire::push_str(&mut line, &c.identity.node);
+        line.extend_from_slice(b",\"designation\":");
+        wire::push_str(&mut line, &c.identity.designation);
+        line.extend_from_slice(b",\"max_frame\":");
+        crypto::push_u64(&mut line, c.max_frame as u64);
+        line.extend_from_slice(b",\"sign\":\"");
+        line.extend_from_slice(c.signing.as_str().as_bytes());
+        line.extend_from_slice(b"\",\"sign_alg\":\"");
+        line.extend_from_slice(SIGN_ALG.as_bytes());
+        line.extend_from_slice(b"\",\"seal\":\"");
+        line.extend_from_slice(c.encryption.as_str().as_bytes());
+        line.extend_from_slice(b"\",\"seal_alg\":\"");
+        line.extend_from_slice(SEAL_ALG.as_bytes());
+        line.extend_from_slice(b"\"}");
+        self.out.extend_from_slice(&line);
+        self.out.push(b'\n');
+        self.stats.frames_out += 1;
+        self.hs = Some(Box::new(Handshake {
+            hello: line,
+            transcript: [0; 32],
+            version: 0,
+            signing: false,
+            encryption: false,
+            peer: Identity::default(),
+        }));
+    }
+
+    fn handle_line(&mut self, now: Instant, line: &[u8]) {
+        self.stats.frames_in += 1;
+        let r = match &self.protection {
+            Protection::Plain => self.handle_plain(now, line),
+            Protection::Signed { recv, .. } => match crypto::open_signed(recv, line) {
+                Ok((seq, inner)) => self
+                    .check_seq(seq)
+                    .and_then(|()| self.handle_plain(now, inner)),
+                Err(e) => Err(e),
+            },
+            Protection::Sealed { recv, .. } => match crypto::open_sealed(recv, line) {
+                Ok((seq, inner)) => self
+                    .check_seq(seq)
+                    .and_then(|()| self.handle_plain(now, &inner)),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = r {
+            self.fail(e);
+        }
+    }
+
+    fn check_seq(&mut self, seq: u64) -> Result<(), ProtocolError> {
+        if seq != self.recv_seq {
+            return Err(ProtocolError::Sequence {
+                expected: self.recv_seq,
+                got: seq,
+            });
+        }
+        self.recv_seq += 1;
+        Ok(())
+    }
+
+    fn handle_plain(&mut self, now: Instant, line: &[u8]) -> Result<(), ProtocolError> {
+        let env = wire::parse(line)?;
+        let t = env.frame_type();
+        if matches!(t.as_deref(), Ok("close")) {
+            return self.on_close(now, &env);
+        }
+        match (&self.state, self.side) {
+            (State::AwaitHello, Side::Server) => self
+                .expect(&env, "hello")
+                .and_then(|()| self.on_hello(&env, line)),
+            (State::AwaitHello, Side::Client) => self
+                .expect(&env, "challenge")
+                .and_then(|()| self.on_challenge(&env, line)),
+            (State::AwaitAuth, _) => self
+                .expect(&env, "auth")
+                .and_then(|()| self.on_auth(now, &env)),
+            (State::AwaitOk, _) => self.expect(&env, "ok").and_then(|()| self.on_ok(now, &env)),
+            (State::Established | State::Closing { .. }, _) => self.on_app_frame(now, &env),
+            (State::Closed, _) => Ok(()),
+        }
+    }
+
+    /// Before authentication only the expected handshake frame is allowed.
+    fn expect(&self, env: &Envelope<'_>, want: &str) -> Result<(), ProtocolError> {
+        match env.frame_type() {
+            Ok(t) if t == want => Ok(()),
+            Ok(t) => Err(ProtocolError::Unauthenticated {
+                frame: wire::clip(&t, 32),
+            }),
+            Err(_) => Err(ProtocolError::Unauthenticated {
+                frame: String::new(),
+            }),
+        }
+    }
+
+    fn on_close(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
+        let code = CloseCode::parse(&env.opt_str(Key::Code)?.unwrap_or_default());
+        let reason = wire::clip(
+            &env.opt_str(Key::Reason)?.unwrap_or_default(),
+            MAX_REASON_LEN,
+        );
+        let remote = CloseReason::Remote { code, reason };
+        match &self.state {
+            State::Established if code == CloseCode::Normal => {
+                // The peer closes gracefully: no new requests either way;
+                // finish what is in flight, for at most our close timeout.
+                self.state = State::Closing { reason: remote };
+                self.set_timer(Timer::KeepaliveSend, None);
+                self.set_timer(Timer::KeepaliveDeadline, None);
+                self.set_timer(Timer::Close, Some(now + self.config.close_timeout));
+                self.check_drained();
+            }
+            State::Closing { .. } if code == CloseCode::Normal => {}
+            _ => self.terminate(remote),
+        }
+        Ok(())
+    }
+
+    fn on_app_frame(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
+        let t = env.frame_type()?;
+        match &*t {
+            "msg" => {
+                let d = required_body(env)?;
+                self.events.push_back(Event::Message {
+                    op: wire::probe_op(d),
+                    body: Payload::new(d.to_owned()),
+                });
+            }
+            "req" => {
+                let id = env.u64(Key::Id)?;
+                let d = required_body(env)?;
+                if self.incoming.contains(&id) {
+                    return Err(ProtocolError::InvalidField {
+                        field: "id",
+                        detail: "request id already in flight",
+                    });
+                }
+                let refuse = if matches!(self.state, State::Closing { .. }) {
+                    Some(RemoteError::new(
+                        RemoteError::SHUTTING_DOWN,
+                        "connection is closing",
+                    ))
+                } else if self.incoming.len() >= self.config.max_incoming_requests {
+                    Some(RemoteError::new(
+                        RemoteError::BUSY,
+                        "too many requests in flight",
+                    ))
+                } else {
+                    None
+                };
+                if let Some(err) = refuse {
+                    // Bounded: the owner stops reading while `wants_input` is false.
+                    self.stats.rejected_requests += 1;
+                    let _ = self.queue_frame(|o| encode_response(o, id, Err(&err)));
+                    return Ok(());
+                }
+                self.incoming.insert(id);
+                self.events.push_back(Event::Request {
+                    id: PeerRequestId(id),
+                    op: wire::probe_op(d),
+                    body: Payload::new(d.to_owned()),
+                });
+            }
+            "res" => {
+                let id = env.u64(Key::Id)?;
+                let result = match (env.raw(Key::D), env.raw(Key::Err)) {
+                    (Some(d), None) => Ok(d),
+                    (None, Some(e)) => Err(parse_remote_error(e)?),
+                    _ => {
+                        return Err(ProtocolError::InvalidField {
+                            field: "d",
+                            detail: "a response needs exactly one of `d` and `err`",
+                        });
+                    }
+                };
+                match self.pending.remove(&id) {
+                    Some(deadline) => {
+                        self.deadlines.remove(&(deadline, id));
+                        self.events.push_back(match result {
+                            Ok(d) => Event::Response {
+                                id: RequestId(id),
+                                body: Payload::new(d.to_owned()),
+                            },
+                            Err(e) => Event::RequestFailed {
+                                id: RequestId(id),
+                                error: RequestError::Remote(e),
+                            },
+                        });
+                        self.check_drained();
+                    }
+                    // Late (after its timeout), unknown, or a duplicate.
+                    None => self.stats.dropped_responses += 1,
+                }
+            }
+            "ping" => {
+                let data = env.raw(Key::D);
+                if data.is_some_and(|d| !d.get().starts_with('{')) {
+                    return Err(ProtocolError::InvalidField {
+                        field: "d",
+                        detail: "ping data must be an object",
+                    });
+                }
+                self.pong_owed = true;
+                self.events.push_back(Event::Ping {
+                    data: data.map(|d| Payload::new(d.to_owned())),
+                });
+            }
+            "pong" => {
+                self.set_timer(Timer::KeepaliveDeadline, None);
+                if let (State::Established, Some(ka)) = (&self.state, &self.config.keepalive) {
+                    let at = now + ka.interval;
+                    self.set_timer(Timer::KeepaliveSend, Some(at));
+                }
+                self.events.push_back(Event::Pong);
+            }
+            other => {
+                return Err(ProtocolError::UnexpectedFrame {
+                    frame: wire::clip(other, 32),
+                    state: self.state.name(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_hello(&mut self, env: &Envelope<'_>, line: &[u8]) -> Result<(), ProtocolError> {
+        let theirs = env.u64_list(Key::Versions)?;
+        let Some(&version) = SUPPORTED_VERSIONS.iter().rev().find(|v| theirs.contains(v)) else {
+            return Err(ProtocolError::VersionMismatch {
+                ours: SUPPORTED_VERSIONS.to_vec(),
+                theirs,
+            });
+        };
+        let client_nonce: [u8; NONCE_LEN] = env.b64(Key::Nonce)?;
+        let peer = read_identity(env)?;
+        let peer_max = read_max_frame(env)?;
+        let signing = negotiate_offer(
+            env,
+            Key::Sign,
+            Key::SignAlg,
+            SIGN_ALG,
+            self.config.signing,
+            "signing",
+        )?;
+        let encryption = negotiate_offer(
+            env,
+            Key::Seal,
+            Key::SealAlg,
+            SEAL_ALG,
+            self.config.encryption,
+            "encryption",
+        )?;
+        let _ = client_nonce;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        let c = self.config.clone();
+        let mut ch = Vec::with_capacity(256);
+        ch.extend_from_slice(b"{\"t\":\"challenge\",\"version\":");
+        crypto::push_u64(&mut ch, version);
+        ch.extend_from_slice(b",\"nonce\":\"");
+        crypto::push_b64(&mut ch, &nonce);
+        ch.extend_from_slice(b"\",\"node\":");
+        wire::push_str(&mut ch, &c.identity.node);
+        ch.extend_from_slice(b",\"designation\":");
+        wire::push_str(&mut ch, &c.identity.designation);
+        ch.extend_from_slice(b",\"conn\":");
+        crypto::push_u64(&mut ch, self.params.connection_id);
+        ch.extend_from_slice(b",\"max_frame\":");
+        crypto::push_u64(&mut ch, c.max_frame as u64);
+        ch.extend_from_slice(b",\"sign\":");
+        ch.extend_from_slice(if signing { b"true" } else { b"false" });
+        ch.extend_from_slice(b",\"seal\":");
+        ch.extend_from_slice(if encryption { b"true" } else { b"false" });
+        ch.push(b'}');
+        let transcript = crypto::transcript_hash(line, &ch, &self.params.channel_binding);
+        self.out.extend_from_slice(&ch);
+        self.out.push(b'\n');
+        self.stats.frames_out += 1;
+        self.peer_max_frame = peer_max;
+        self.hs = Some(Box::new(Handshake {
+            hello: Vec::new(),
+            transcript,
+            version,
+            signing,
+            encryption,
+            peer,
+        }));
+        self.state = State::AwaitAuth;
+        Ok(())
+    }
+
+    fn on_challenge(&mut self, env: &Envelope<'_>, line: &[u8]) -> Result<(), ProtocolError> {
+        let version = env.u64(Key::Version)?;
+        if !SUPPORTED_VERSIONS.contains(&version) {
+            return Err(ProtocolError::VersionMismatch {
+                ours: SUPPORTED_VERSIONS.to_vec(),
+                theirs: vec![version],
+            });
+        }
+        let _server_nonce: [u8; NONCE_LEN] = env.b64(Key::Nonce)?;
+        let peer = read_identity(env)?;
+        let conn = env.u64(Key::Conn)?;
+        let peer_max = read_max_frame(env)?;
+        let signing = env.bool(Key::Sign)?;
+        let encryption = env.bool(Key::Seal)?;
+        check_decision(self.config.signing, signing, "signing")?;
+        check_decision(self.config.encryption, encryption, "encryption")?;
+        let Some(hs) = self.hs.as_mut() else {
+            return Err(ProtocolError::UnexpectedFrame {
+                frame: "challenge".into(),
+                state: "no handshake",
+            });
+        };
+        hs.transcript = crypto::transcript_hash(&hs.hello, line, &self.params.channel_binding);
+        hs.version = version;
+        hs.signing = signing;
+        hs.encryption = encryption;
+        hs.peer = peer;
+        hs.hello = Vec::new();
+        let proof = crypto::client_proof(&self.config.secret, &hs.transcript);
+        self.params.connection_id = conn;
+        self.peer_max_frame = peer_max;
+        self.out.extend_from_slice(b"{\"t\":\"auth\",\"proof\":\"");
+        crypto::push_b64(&mut self.out, &proof);
+        self.out.extend_from_slice(b"\"}\n");
+        self.stats.frames_out += 1;
+        self.state = State::AwaitOk;
+        Ok(())
+    }
+
+    fn on_auth(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
+        let proof: [u8; TAG_LEN] = env.b64(Key::Proof)?;
+        let Some(hs) = self.hs.take() else {
+            return Err(ProtocolError::AuthFailed);
+        };
+        if !crypto::verify_proof(&self.config.secret, true, &hs.transcript, &proof) {
+            // No proof of ours goes to a client that failed.
+            return Err(ProtocolError::AuthFailed);
+        }
+        let ours = crypto::server_proof(&self.config.secret, &hs.transcript);
+        self.out.extend_from_slice(b"{\"t\":\"ok\",\"proof\":\"");
+        crypto::push_b64(&mut self.out, &ours);
+        self.out.extend_from_slice(b"\"}\n");
+        self.stats.frames_out += 1;
+        self.establish(now, *hs);
+        Ok(())
+    }
+
+    fn on_ok(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
+        let proof: [u8; TAG_LEN] = env.b64(Key::Proof)?;
+        let Some(hs) = self.hs.take() else {
+            return Err(ProtocolError::AuthFailed);
+        };
+        if !crypto::verify_proof(&self.config.secret, false, &hs.transcript, &proof) {
+            return Err(ProtocolError::AuthFailed);
+        }
+        self.establish(now, *hs);
+        Ok(())
+    }
+
+    fn establish(&mut self, now: Instant, hs: Handshake) {
+        if hs.signing || hs.encryption {
+            let keys = SessionKeys::derive(&self.config.secret, &hs.transcript);
+            let (send, recv) = match self.side {
+                Side::Client => (keys.c2s.clone(), keys.s2c.clone()),
+                Side::Server => (keys.s2c.clone(), keys.c2s.clone()),
+            };
+            self.protection = if hs.encryption {
+                Protection::Sealed { send, recv }
+            } else {
+                Protection::Signed {
+                    send: send.mac.clone(),
+                    recv: recv.mac.clone(),
+                }
+            };
+        }
+        self.set_timer(Timer::Handshake, None);
+        self.state = State::Established;
+        self.peer = Some(hs.peer.clone());
+        self.events.push_back(Event::Authenticated(Authenticated {
+            peer: hs.peer,
+            connection_id: self.params.connection_id,
+            version: hs.version,
+            signing: hs.signing || hs.encryption,
+            encryption: hs.encryption,
+        }));
+        if let Some(ka) = &self.config.keepalive {
+            let at = now + ka.interval;
+            self.set_timer(Timer::KeepaliveSend, Some(at));
+        }
+    }
+}
+
+fn required_body<'a>(env: &Envelope<'a>) -> Result<&'a RawValue, ProtocolError> {
+    env.raw(Key::D).ok_or(ProtocolError::InvalidField {
+        field: "d",
+        detail: "missing",
+    })
+}
+
+fn parse_remote_error(raw: &RawValue) -> Result<RemoteError, ProtocolError> {
+    #[derive(serde::Deserialize)]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        code: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        message: std::borrow::Cow<'a, str>,
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    let w: Wire<'_> = serde_json::from_str(raw.get()).map_err(|_| ProtocolError::InvalidField {
+        field: "err",
+        detail: "expected {\"code\":string,\"message\":string}",
+    })?;
+    Ok(RemoteError {
+        code: w.code.into_owned(),
+        message: w.message.into_owned(),
+        data: w.data.map(|d| d.get().to_owned()),
+    })
+}
+
+fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) {
+    o.extend_from_slice(b"{\"t\":\"res\",\"id\":");
+    crypto::push_u64(o, id);
+    match result {
+        Ok(v) => {
+            o.extend_from_slice(b",\"d\":");
+            o.extend_from_slice(v.get().as_bytes());
+        }
+        Err(e) => {
+            o.extend_from_slice(b",\"err\":{\"code\":");
+            wire::push_str(o, &e.code);
+            o.extend_from_slice(b",\"message\":");
+            wire::push_str(o, &e.message);
+            if let Some(d) = e
+                .data
+                .as_deref()
+                .filter(|d| serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok())
+            {
+                o.extend_from_slice(b",\"data\":");
+                o.extend_from_slice(d.as_bytes());
+            }
+            o.push(b'}');
+        }
+    }
+    o.push(b'}');
+}
+
+fn encode_ping(o: &mut Vec<u8>, data: Option<&RawValue>) {
+    o.extend_from_slice(b"{\"t\":\"ping\"");
+    if let Some(d) = data {
+        o.extend_from_slice(b",\"d\":");
+        o.extend_from_slice(d.get().as_bytes());
+    }
+    o.push(b'}');
+}
+
+fn push_u64_list(o: &mut Vec<u8>, v: &[u64]) {
+    o.push(b'[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        crypto::push_u64(o, *x);
+    }
+    o.push(b']');
+}
+
+fn read_identity(env: &Envelope<'_>) -> Result<Identity, ProtocolError> {
+    let node = env.str(Key::Node)?;
+    let designation = env.str(Key::Designation)?;
+    for (field, v) in [("node", &node), ("designation", &designation)] {
+        if v.len() > MAX_IDENTITY_LEN {
+            return Err(ProtocolError::InvalidField {
+                field,
+                detail: "longer than 256 bytes",
+            });
+        }
+    }
+    Ok(Identity {
+        node: node.into_owned(),
+        designation: designation.into_owned(),
+    })
+}
+
+fn read_max_frame(env: &Envelope<'_>) -> Result<usize, ProtocolError> {
+    let v = env.u64(Key::MaxFrame)?;
+    if v < MIN_PEER_MAX_FRAME {
+        return Err(ProtocolError::InvalidField {
+            field: "max_frame",
+            detail: "below the 1024-byte minimum",
+        });
+    }
+    Ok(usize::try_from(v).unwrap_or(usize::MAX))
+}
+
+/// Server side: combine the client's offer with our policy.
+fn negotiate_offer(
+    env: &Envelope<'_>,
+    mode: Key,
+    alg: Key,
+    known_alg: &str,
+    ours: Policy,
+    what: &'static str,
+) -> Result<bool, ProtocolError> {
+    let theirs = Policy::parse(&env.str(mode)?).ok_or(ProtocolError::InvalidField {
+        field: if what == "signing" { "sign" } else { "seal" },
+        detail: "expected off, optional, preferred or required",
+    })?;
+    if theirs != Policy::Off && env.str(alg)? != known_alg {
+        return Err(ProtocolError::NegotiationFailed {
+            detail: if what == "signing" {
+                "unknown signing algorithm"
+            } else {
+                "unknown encryption algorithm"
+            },
+        });
+    }
+    Policy::negotiate(ours, theirs).map_err(|()| ProtocolError::NegotiationFailed {
+        detail: if what == "signing" {
+            "one side requires signing, the other refuses it"
+        } else {
+            "one side requires encryption, the other refuses it"
+        },
+    })
+}
+
+/// Client side: the server's decision must respect our policy.
+fn check_decision(ours: Policy, on: bool, what: &'static str) -> Result<(), ProtocolError> {
+    match (ours, on) {
+        (Policy::Required, false) => Err(ProtocolError::NegotiationFailed {
+            detail: if what == "signing" {
+                "we require signing, the peer turned it off"
+            } else {
+                "we require encryption, the peer turned it off"
+            },
+        }),
+        (Policy::Off, true) => Err(ProtocolError::NegotiationFailed {
+            detail: if what == "signing" {
+                "we refuse signing, the peer turned it on"
+            } else {
+                "we refuse encryption, the peer turned it on"
+            },
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,361 @@
+//! Handshake proofs, session-key derivation, frame signing and sealing.
+//!
+//! Every function here is deterministic given its inputs, so PROTOCOL.md's
+//! test vectors can be checked against it byte for byte.
+
+use std::fmt;
+
+use aes::cipher::block_padding::Pkcs7;
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use base64::Engine as _;
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::Secret;
+use crate::error::ProtocolError;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Length of handshake nonces in bytes.
+pub const NONCE_LEN: usize = 32;
+/// Length of an HMAC-SHA256 tag in bytes.
+pub const TAG_LEN: usize = 32;
+/// Length of an AES-CBC IV in bytes.
+pub const IV_LEN: usize = 16;
+/// Length of base64(tag).
+pub(crate) const TAG_B64_LEN: usize = 44;
+/// Length of base64(iv).
+pub(crate) const IV_B64_LEN: usize = 24;
+
+const TRANSCRIPT_LABEL: &[u8] = b"jsonlink/1 transcript";
+const CLIENT_PROOF_LABEL: &[u8] = b"jsonlink/1 client proof";
+const SERVER_PROOF_LABEL: &[u8] = b"jsonlink/1 server proof";
+/// Domain byte prefixed to the MAC input of a signed frame.
+const SIGNED_DOMAIN: u8 = 0x01;
+/// Domain byte prefixed to the MAC input of a sealed frame.
+const SEALED_DOMAIN: u8 = 0x02;
+
+/// SHA-256 over the handshake transcript: the exact bytes of the client's
+/// `hello` line and the server's `challenge` line (without `\n`), and the
+/// channel binding, each length-prefixed (u32 big-endian):
+///
+/// `SHA256("jsonlink/1 transcript" || len(hello) || hello || len(challenge) || challenge || len(cb) || cb)`
+pub fn transcript_hash(hello: &[u8], challenge: &[u8], channel_binding: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(TRANSCRIPT_LABEL);
+    for part in [hello, challenge, channel_binding] {
+        h.update((part.len() as u32).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+fn proof(secret: &Secret, label: &[u8], transcript: &[u8; 32]) -> [u8; 32] {
+    let mut m = hmac_key(secret.expose());
+    m.update(label);
+    m.update(transcript);
+    m.finalize().into_bytes().into()
+}
+
+fn hmac_key(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length; the error is unreachable.
+    <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// The client's proof: `HMAC-SHA256(secret, "jsonlink/1 client proof" || transcript)`.
+pub fn client_proof(secret: &Secret, transcript: &[u8; 32]) -> [u8; 32] {
+    proof(secret, CLIENT_PROOF_LABEL, transcript)
+}
+
+/// The server's proof: `HMAC-SHA256(secret, "jsonlink/1 server proof" || transcript)`.
+pub fn server_proof(secret: &Secret, transcript: &[u8; 32]) -> [u8; 32] {
+    proof(secret, SERVER_PROOF_LABEL, transcript)
+}
+
+/// Verifies a proof in constant time (`Mac::verify_slice`).
+pub(crate) fn verify_proof(
+    secret: &Secret,
+    client: bool,
+    transcript: &[u8; 32],
+    candidate: &[u8],
+) -> bool {
+    let mut m = hmac_key(secret.expose());
+    m.update(if client {
+        CLIENT_PROOF_LABEL
+    } else {
+        SERVER_PROOF_LABEL
+    });
+    m.update(transcript);
+    m.verify_slice(candidate).is_ok()
+}
+
+/// A 32-byte symmetric key, zeroized on drop, redacted in `Debug`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    /// The raw key bytes (for test vectors).
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// Session keys for one direction.
+#[derive(Clone, Debug)]
+pub struct DirectionKeys {
+    /// HMAC-SHA256 key for signing / encrypt-then-MAC.
+    pub mac: Key,
+    /// AES-256 key for sealing.
+    pub enc: Key,
+}
+
+/// All four session keys, derived with HKDF-SHA256:
+/// `PRK = HKDF-Extract(salt = transcript, IKM = secret)`, then
+/// `HKDF-Expand(PRK, "jsonlink/1 <dir> <purpose>", 32)` for
+/// dir ∈ {c2s, s2c}, purpose ∈ {mac, enc}.
+#[derive(Clone, Debug)]
+pub struct SessionKeys {
+    /// Keys for frames the client sends.
+    pub c2s: DirectionKeys,
+    /// Keys for frames the server sends.
+    pub s2c: DirectionKeys,
+}
+
+impl SessionKeys {
+    /// Derives the session keys.
+    pub fn derive(secret: &Secret, transcript: &[u8; 32]) -> Self {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(transcript), secret.expose());
+        let key = |info: &[u8]| {
+            let mut k = [0u8; 32];
+            // 32 bytes is far below HKDF's 255*32 maximum: unreachable.
+            hk.expand(info, &mut k).unwrap_or_else(|_| unreachable!());
+            Key(k)
+        };
+        Self {
+            c2s: DirectionKeys {
+                mac: key(b"jsonlink/1 c2s mac"),
+                enc: key(b"jsonlink/1 c2s enc"),
+            },
+            s2c: DirectionKeys {
+                mac: key(b"jsonlink/1 s2c mac"),
+                enc: key(b"jsonlink/1 s2c enc"),
+            },
+        }
+    }
+}
+
+fn frame_mac(key: &Key, domain: u8, seq: u64, parts: &[&[u8]]) -> HmacSha256 {
+    let mut m = hmac_key(&key.0);
+    m.update(&[domain]);
+    m.update(&seq.to_be_bytes());
+    for p in parts {
+        m.update(p);
+    }
+    m
+}
+
+/// Appends a signed frame line (without `\n`) to `out`:
+/// `{"q":<seq>,"s":"<base64 tag>","f":<inner>}` where
+/// `tag = HMAC-SHA256(mac_key, 0x01 || u64be(seq) || inner)`.
+pub fn sign_frame(key: &Key, seq: u64, inner: &[u8], out: &mut Vec<u8>) {
+    let tag = frame_mac(key, SIGNED_DOMAIN, seq, &[inner])
+        .finalize()
+        .into_bytes();
+    out.extend_from_slice(b"{\"q\":");
+    push_u64(out, seq);
+    out.extend_from_slice(b",\"s\":\"");
+    push_b64(out, &tag);
+    out.extend_from_slice(b"\",\"f\":");
+    out.extend_from_slice(inner);
+    out.push(b'}');
+}
+
+/// Appends a sealed frame line (without `\n`) to `out`:
+/// `{"q":<seq>,"iv":"<b64 iv>","s":"<b64 tag>","c":"<b64 ct>"}` where
+/// `ct = AES-256-CBC-PKCS7(enc_key, iv, inner)` and
+/// `tag = HMAC-SHA256(mac_key, 0x02 || u64be(seq) || iv || ct)`.
+pub fn seal_frame(
+    keys: &DirectionKeys,
+    seq: u64,
+    iv: &[u8; IV_LEN],
+    inner: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let ct =
+        Aes256CbcEnc::new(&keys.enc.0.into(), &(*iv).into()).encrypt_padded_vec::<Pkcs7>(inner);
+    let tag = frame_mac(&keys.mac, SEALED_DOMAIN, seq, &[iv, &ct])
+        .finalize()
+        .into_bytes();
+    out.extend_from_slice(b"{\"q\":");
+    push_u64(out, seq);
+    out.extend_from_slice(b",\"iv\":\"");
+    push_b64(out, iv);
+    out.extend_from_slice(b"\",\"s\":\"");
+    push_b64(out, &tag);
+    out.extend_from_slice(b"\",\"c\":\"");
+    push_b64(out, &ct);
+    out.extend_from_slice(b"\"}");
+}
+
+/// Verifies a signed line; returns `(seq, inner)` borrowed from `line`.
+/// Any deviation from the exact layout is [`ProtocolError::Integrity`].
+pub fn open_signed<'a>(key: &Key, line: &'a [u8]) -> Result<(u64, &'a [u8]), ProtocolError> {
+    let mut c = Cursor(line);
+    c.lit(b"{\"q\":")?;
+    let seq = c.u64()?;
+    c.lit(b",\"s\":\"")?;
+    let tag = c.take(TAG_B64_LEN)?;
+    c.lit(b"\",\"f\":")?;
+    let inner = c.0.strip_suffix(b"}").ok_or(ProtocolError::Integrity)?;
+    let tag = decode_b64(tag)?;
+    frame_mac(key, SIGNED_DOMAIN, seq, &[inner])
+        .verify_slice(&tag)
+        .map_err(|_| ProtocolError::Integrity)?;
+    Ok((seq, inner))
+}
+
+/// Verifies then decrypts a sealed line; returns `(seq, plaintext)`.
+/// The MAC is checked before any decryption; every failure is
+/// [`ProtocolError::Integrity`].
+pub fn open_sealed(keys: &DirectionKeys, line: &[u8]) -> Result<(u64, Vec<u8>), ProtocolError> {
+    let mut c = Cursor(line);
+    c.lit(b"{\"q\":")?;
+    let seq = c.u64()?;
+    c.lit(b",\"iv\":\"")?;
+    let iv = c.take(IV_B64_LEN)?;
+    c.lit(b"\",\"s\":\"")?;
+    let tag = c.take(TAG_B64_LEN)?;
+    c.lit(b"\",\"c\":\"")?;
+    let ct = c.0.strip_suffix(b"\"}").ok_or(ProtocolError::Integrity)?;
+    let iv: [u8; IV_LEN] = decode_b64(iv)?
+        .try_into()
+        .map_err(|_| ProtocolError::Integrity)?;
+    let tag = decode_b64(tag)?;
+    let ct = decode_b64(ct)?;
+    frame_mac(&keys.mac, SEALED_DOMAIN, seq, &[&iv, &ct])
+        .verify_slice(&tag)
+        .map_err(|_| ProtocolError::Integrity)?;
+    Aes256CbcDec::new(&keys.enc.0.into(), &iv.into())
+        .decrypt_padded_vec::<Pkcs7>(&ct)
+        .map(|pt| (seq, pt))
+        .map_err(|_| ProtocolError::Integrity)
+}
+
+fn decode_b64(text: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    B64.decode(text).map_err(|_| ProtocolError::Integrity)
+}
+
+pub(crate) fn push_b64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let start = out.len();
+    out.resize(
+        start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        0,
+    );
+    let n = B64
+        .encode_slice(bytes, out.get_mut(start..).unwrap_or_default())
+        .unwrap_or(0);
+    out.truncate(start + n);
+}
+
+pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        if let Some(b) = buf.get_mut(i) {
+            *b = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(buf.get(i..).unwrap_or_default());
+}
+
+/// A strict left-to-right matcher over a protected frame's fixed layout.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn lit(&mut self, l: &[u8]) -> Result<(), ProtocolError> {
+        self.0 = self.0.strip_prefix(l).ok_or(ProtocolError::Integrity)?;
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.0.len() < n {
+            return Err(ProtocolError::Integrity);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+
+    /// A decimal u64 without sign, leading zeros or overflow.
+    fn u64(&mut self) -> Result<u64, ProtocolError> {
+        let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
+        let (d, rest) = self.0.split_at(digits);
+        if d.is_empty() || (d.len() > 1 && d.first() == Some(&b'0')) {
+            return Err(ProtocolError::Integrity);
+        }
+        let mut v: u64 = 0;
+        for b in d {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(b - b'0')))
+                .ok_or(ProtocolError::Integrity)?;
+        }
+        self.0 = rest;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> SessionKeys {
+        SessionKeys::derive(&Secret::from_bytes(vec![7u8; 32]).unwrap(), &[1u8; 32])
+    }
+
+    #[test]
+    fn sign_roundtrip_and_layout() {
+        let k = keys();
+        let mut out = Vec::new();
+        sign_frame(&k.c2s.mac, 42, br#"{"t":"msg","d":1}"#, &mut out);
+        let (seq, inner) = open_signed(&k.c2s.mac, &out).unwrap();
+        assert_eq!(seq, 42);
+        assert_eq!(inner, br#"{"t":"msg","d":1}"#);
+        // Wrong direction key fails.
+        assert_eq!(open_signed(&k.s2c.mac, &out), Err(ProtocolError::Integrity));
+    }
+
+    #[test]
+    fn seal_roundtrip() {
+        let k = keys();
+        let mut out = Vec::new();
+        seal_frame(&k.c2s, 0, &[9u8; 16], b"hello world", &mut out);
+        let (seq, pt) = open_sealed(&k.c2s, &out).unwrap();
+        assert_eq!((seq, pt.as_slice()), (0, &b"hello world"[..]));
+    }
+
+    #[test]
+    fn u64_parsing_is_strict() {
+        for bad in [&b"01"[..], b"", b"18446744073709551616", b"-1"] {
+            assert!(Cursor(bad).u64().is_err(), "{bad:?}");
+        }
+        assert_eq!(Cursor(b"18446744073709551615").u64().unwrap(), u64::MAX);
+    }
+}

@@ -1,0 +1,163 @@
+//! What a connection reports to its owner.
+
+use std::fmt;
+
+use serde_json::value::RawValue;
+
+use crate::config::Identity;
+use crate::error::{CloseReason, RequestError};
+
+/// Id of a request we sent; unique within the connection, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Id of a request the peer sent, to pass to
+/// [`Connection::respond`](crate::Connection::respond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerRequestId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for PeerRequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A JSON payload exactly as it crossed the wire (compact JSON text).
+/// Deserialize it into your own type with [`Payload::parse`].
+#[derive(Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for Payload {}
+
+impl Payload {
+    /// Wraps raw JSON.
+    pub fn new(raw: Box<RawValue>) -> Self {
+        Self(raw)
+    }
+
+    /// Builds a payload from JSON text (validated).
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text.to_owned()).map(Self)
+    }
+
+    /// Serializes any value into a payload.
+    pub fn from_value<T: serde::Serialize + ?Sized>(v: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(v).map(Self)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The raw value.
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// Deserializes the payload.
+    pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Unwraps into the boxed raw value.
+    pub fn into_raw(self) -> Box<RawValue> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.get();
+        if s.len() > 128 {
+            write!(
+                f,
+                "Payload({}… {} bytes)",
+                crate::wire::clip(s, 128),
+                s.len()
+            )
+        } else {
+            write!(f, "Payload({s})")
+        }
+    }
+}
+
+/// Outcome of a successful handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The identity the peer announced.
+    pub peer: Identity,
+    /// The connection id the server assigned.
+    pub connection_id: u64,
+    /// Protocol version in use.
+    pub version: u64,
+    /// Whether frames are signed (HMAC per frame).
+    pub signing: bool,
+    /// Whether frames are sealed (AES-256-CBC, encrypt-then-MAC).
+    pub encryption: bool,
+}
+
+/// An event for the connection's owner, from
+/// [`Connection::poll_event`](crate::Connection::poll_event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake succeeded; commands are accepted from now on.
+    Authenticated(Authenticated),
+    /// A fire-and-forget message.
+    Message {
+        /// The body's top-level `op` string, if it is an object with one.
+        op: Option<String>,
+        /// The body.
+        body: Payload,
+    },
+    /// A request the peer expects exactly one answer to, via
+    /// [`Connection::respond`](crate::Connection::respond).
+    Request {
+        /// Pass this to `respond`.
+        id: PeerRequestId,
+        /// The body's top-level `op` string, if any.
+        op: Option<String>,
+        /// The body.
+        body: Payload,
+    },
+    /// A response to one of our requests.
+    Response {
+        /// Which request.
+        id: RequestId,
+        /// The response value.
+        body: Payload,
+    },
+    /// One of our requests failed (remote error, timeout, link lost, or
+    /// closed locally).
+    RequestFailed {
+        /// Which request.
+        id: RequestId,
+        /// Why.
+        error: RequestError,
+    },
+    /// The peer pinged (a pong is sent automatically).
+    Ping {
+        /// The ping's data object, if any.
+        data: Option<Payload>,
+    },
+    /// The peer answered a ping.
+    Pong,
+    /// The outbound buffer drained below its bound after a command returned
+    /// [`SendError::Blocked`](crate::SendError::Blocked).
+    SendUnblocked,
+    /// The connection ended. Always the last event, emitted exactly once.
+    Closed(CloseReason),
+}

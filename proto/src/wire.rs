@@ -1,0 +1,383 @@
+//! Frame envelopes: parsing with one pass over the line (payloads are kept
+//! as borrowed raw JSON), and encoding straight into the output buffer.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::ProtocolError;
+
+/// Envelope keys we know. Unknown keys are ignored (forward compatible);
+/// known keys must appear at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum Key {
+    T,
+    D,
+    Id,
+    Err,
+    Code,
+    Reason,
+    Versions,
+    Version,
+    Nonce,
+    Node,
+    Designation,
+    Conn,
+    MaxFrame,
+    Sign,
+    Seal,
+    SignAlg,
+    SealAlg,
+    Proof,
+}
+
+const KEYS: [(&str, Key); 18] = [
+    ("t", Key::T),
+    ("d", Key::D),
+    ("id", Key::Id),
+    ("err", Key::Err),
+    ("code", Key::Code),
+    ("reason", Key::Reason),
+    ("versions", Key::Versions),
+    ("version", Key::Version),
+    ("nonce", Key::Nonce),
+    ("node", Key::Node),
+    ("designation", Key::Designation),
+    ("conn", Key::Conn),
+    ("max_frame", Key::MaxFrame),
+    ("sign", Key::Sign),
+    ("seal", Key::Seal),
+    ("sign_alg", Key::SignAlg),
+    ("seal_alg", Key::SealAlg),
+    ("proof", Key::Proof),
+];
+
+impl Key {
+    fn name(self) -> &'static str {
+        KEYS.get(self as usize).map_or("?", |(n, _)| n)
+    }
+}
+
+/// A parsed envelope: each known key's raw JSON value, borrowed from the line.
+#[derive(Default)]
+pub(crate) struct Envelope<'a> {
+    fields: [Option<&'a RawValue>; KEYS.len()],
+    duplicate: Option<Key>,
+}
+
+impl fmt::Debug for Envelope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope").finish_non_exhaustive()
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut env = Envelope::default();
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            match KEYS.iter().find(|(n, _)| *n == k) {
+                Some((_, key)) => {
+                    let v: &'de RawValue = map.next_value()?;
+                    let slot = env.fields.get_mut(*key as usize);
+                    match slot {
+                        Some(s @ None) => *s = Some(v),
+                        _ => {
+                            env.duplicate.get_or_insert(*key);
+                        }
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// Parses one line into an envelope: UTF-8, then JSON object, one pass.
+pub(crate) fn parse(line: &[u8]) -> Result<Envelope<'_>, ProtocolError> {
+    let text = std::str::from_utf8(line).map_err(|_| ProtocolError::InvalidUtf8)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let env = match (&mut de).deserialize_map(EnvelopeVisitor) {
+        Ok(env) => env,
+        Err(e) if e.is_data() => return Err(ProtocolError::NotAnObject),
+        Err(e) => {
+            return Err(ProtocolError::InvalidJson {
+                detail: e.to_string(),
+            });
+        }
+    };
+    de.end().map_err(|e| ProtocolError::InvalidJson {
+        detail: e.to_string(),
+    })?;
+    if let Some(k) = env.duplicate {
+        return Err(ProtocolError::DuplicateField { field: k.name() });
+    }
+    Ok(env)
+}
+
+impl<'a> Envelope<'a> {
+    pub(crate) fn raw(&self, k: Key) -> Option<&'a RawValue> {
+        self.fields.get(k as usize).copied().flatten()
+    }
+
+    /// A required string field.
+    pub(crate) fn str(&self, k: Key) -> Result<Cow<'a, str>, ProtocolError> {
+        self.opt_str(k)?.ok_or(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "missing",
+        })
+    }
+
+    /// An optional string field.
+    pub(crate) fn opt_str(&self, k: Key) -> Result<Option<Cow<'a, str>>, ProtocolError> {
+        self.raw(k)
+            .map(|r| {
+                // Borrow when the string has no escapes.
+                serde_json::from_str::<Cow<'a, str>>(r.get())
+                    .map(|c| match c {
+                        Cow::Borrowed(b) => Cow::Borrowed(b),
+                        Cow::Owned(o) => Cow::Owned(o),
+                    })
+                    .map_err(|_| ProtocolError::InvalidField {
+                        field: k.name(),
+                        detail: "expected a string",
+                    })
+            })
+            .transpose()
+    }
+
+    /// A required non-negative integer that fits in 64 bits.
+    pub(crate) fn u64(&self, k: Key) -> Result<u64, ProtocolError> {
+        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "missing",
+        })?;
+        serde_json::from_str::<u64>(r.get()).map_err(|_| ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "expected an integer in 0..2^64",
+        })
+    }
+
+    /// A required boolean.
+    pub(crate) fn bool(&self, k: Key) -> Result<bool, ProtocolError> {
+        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "missing",
+        })?;
+        serde_json::from_str::<bool>(r.get()).map_err(|_| ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "expected a boolean",
+        })
+    }
+
+    /// A required array of u64.
+    pub(crate) fn u64_list(&self, k: Key) -> Result<Vec<u64>, ProtocolError> {
+        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "missing",
+        })?;
+        let v: Vec<u64> =
+            serde_json::from_str(r.get()).map_err(|_| ProtocolError::InvalidField {
+                field: k.name(),
+                detail: "expected an array of integers",
+            })?;
+        if v.len() > 16 {
+            return Err(ProtocolError::InvalidField {
+                field: k.name(),
+                detail: "too many entries",
+            });
+        }
+        Ok(v)
+    }
+
+    /// A required base64 field decoding to exactly `N` bytes.
+    pub(crate) fn b64<const N: usize>(&self, k: Key) -> Result<[u8; N], ProtocolError> {
+        use base64::Engine as _;
+        let s = self.str(k)?;
+        let bad = ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "expected base64 of the right length",
+        };
+        let v = crate::crypto::B64
+            .decode(s.as_bytes())
+            .map_err(|_| bad.clone())?;
+        v.try_into().map_err(|_| bad)
+    }
+
+    /// The `t` field, truncated for error messages.
+    pub(crate) fn frame_type(&self) -> Result<Cow<'a, str>, ProtocolError> {
+        self.str(Key::T)
+    }
+}
+
+/// Truncates a peer-supplied string for inclusion in an error.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_owned()
+}
+
+/// Probes a payload for a top-level `"op"` string without building a
+/// `Value`. Returns `None` for non-objects and objects without a string op.
+pub(crate) fn probe_op(body: &RawValue) -> Option<String> {
+    if !body.get().starts_with('{') {
+        return None;
+    }
+    struct OpVisitor;
+    impl<'de> Visitor<'de> for OpVisitor {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut op = None;
+            while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                if k == "op" && op.is_none() {
+                    op = map.next_value::<OpValue>()?.0;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(op)
+        }
+    }
+    struct OpValue(Option<String>);
+    impl<'de> de::Deserialize<'de> for OpValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = OpValue;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("any value")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<OpValue, E> {
+                    Ok(OpValue(Some(v.to_owned())))
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<OpValue, E> {
+                    Ok(OpValue(Some(v.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<OpValue, E> {
+                    Ok(OpValue(Some(v)))
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<OpValue, E> {
+                    Ok(OpValue(None))
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<OpValue, E> {
+                    Ok(OpValue(None))
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<OpValue, E> {
+                    Ok(OpValue(None))
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<OpValue, E> {
+                    Ok(OpValue(None))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<OpValue, E> {
+                    Ok(OpValue(None))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<OpValue, A::Error> {
+                    while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(OpValue(None))
+                }
+                fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<OpValue, A::Error> {
+                    while s.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(OpValue(None))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(body.get());
+    de.deserialize_map(OpVisitor).ok().flatten()
+}
+
+/// Appends a JSON string literal (with escapes) to `out`.
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_fields_and_rejects_duplicates() {
+        let env = parse(br#"{"t":"req","id":5,"d":{"a":[1,2]},"x":1}"#).unwrap();
+        assert_eq!(env.frame_type().unwrap(), "req");
+        assert_eq!(env.u64(Key::Id).unwrap(), 5);
+        assert_eq!(env.raw(Key::D).unwrap().get(), r#"{"a":[1,2]}"#);
+        assert_eq!(
+            parse(br#"{"t":"req","id":5,"id":6}"#).unwrap_err(),
+            ProtocolError::DuplicateField { field: "id" }
+        );
+    }
+
+    #[test]
+    fn ids_must_be_u64() {
+        for bad in ["1.5", "-1", "\"7\"", "18446744073709551616", "1e3", "null"] {
+            let line = format!(r#"{{"t":"req","id":{bad},"d":1}}"#);
+            let env = parse(line.as_bytes()).unwrap();
+            assert!(
+                matches!(
+                    env.u64(Key::Id),
+                    Err(ProtocolError::InvalidField { field: "id", .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_objects_and_garbage() {
+        for (line, want) in [
+            (&b"null"[..], "obj"),
+            (b"5", "obj"),
+            (b"\"x\"", "obj"),
+            (b"[]", "obj"),
+            (b"{", "json"),
+            (b"{} {}", "json"),
+            (b"", "json"),
+            (b"\xff", "utf8"),
+            (b"\"\xed\xa0\x80\"", "utf8"),
+            (b"\"\xc0\xaf\"", "utf8"),
+        ] {
+            let got = parse(line).unwrap_err();
+            let ok = match want {
+                "obj" => got == ProtocolError::NotAnObject,
+                "json" => matches!(got, ProtocolError::InvalidJson { .. }),
+                _ => got == ProtocolError::InvalidUtf8,
+            };
+            assert!(ok, "{line:?} -> {got:?}");
+        }
+    }
+
+    #[test]
+    fn op_probe() {
+        let r = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        assert_eq!(
+            probe_op(&r(r#"{"x":{"op":"no"},"op":"yes"}"#)).as_deref(),
+            Some("yes")
+        );
+        assert_eq!(probe_op(&r(r#"{"op":5}"#)), None);
+        assert_eq!(probe_op(&r(r#"{"op":"a\nb"}"#)).as_deref(), Some("a\nb"));
+        assert_eq!(probe_op(&r(r#"[1]"#)), None);
+    }
+}
