@@ -86,17 +86,23 @@ impl Policy {
         })
     }
 
-    /// Negotiates two policies; `Err` when one requires what the other refuses.
-    pub fn negotiate(a: Self, b: Self) -> Result<bool, ()> {
+    /// Negotiates two policies: whether the layer is on, or
+    /// [`PolicyConflict`] when one requires what the other refuses.
+    pub fn negotiate(a: Self, b: Self) -> Result<bool, PolicyConflict> {
         use Policy::*;
         match (a, b) {
-            (Required, Off) | (Off, Required) => Err(()),
+            (Required, Off) | (Off, Required) => Err(PolicyConflict),
             (Off, _) | (_, Off) => Ok(false),
             (Preferred | Required, _) | (_, Preferred | Required) => Ok(true),
             (Optional, Optional) => Ok(false),
         }
     }
 }
+
+/// One side requires a protection layer the other refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("one side requires a layer the other refuses")]
+pub struct PolicyConflict;
 
 /// Keepalive settings. Each side pings on its own schedule.
 #[derive(Clone)]
@@ -215,7 +221,7 @@ mod tests {
                 let r = Policy::negotiate(a, b);
                 assert_eq!(r, Policy::negotiate(b, a), "symmetric");
                 let want = if (a == Required && b == Off) || (a == Off && b == Required) {
-                    Err(())
+                    Err(PolicyConflict)
                 } else {
                     Ok(a != Off && b != Off && (a >= Preferred || b >= Preferred))
                 };

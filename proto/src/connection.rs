@@ -74,10 +74,10 @@ pub struct Stats {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
-    Handshake = 0,
-    KeepaliveSend = 1,
-    KeepaliveDeadline = 2,
-    Close = 3,
+    Handshake,
+    KeepaliveSend,
+    KeepaliveDeadline,
+    Close,
 }
 
 const TIMERS: [Timer; 4] = [
@@ -86,6 +86,33 @@ const TIMERS: [Timer; 4] = [
     Timer::KeepaliveDeadline,
     Timer::Close,
 ];
+
+/// The fixed timer table; the next deadline is the minimum.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timers {
+    handshake: Option<Instant>,
+    keepalive_send: Option<Instant>,
+    keepalive_deadline: Option<Instant>,
+    close: Option<Instant>,
+}
+
+impl Timers {
+    fn slot(&mut self, t: Timer) -> &mut Option<Instant> {
+        match t {
+            Timer::Handshake => &mut self.handshake,
+            Timer::KeepaliveSend => &mut self.keepalive_send,
+            Timer::KeepaliveDeadline => &mut self.keepalive_deadline,
+            Timer::Close => &mut self.close,
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        [self.handshake, self.keepalive_send, self.keepalive_deadline, self.close]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
 
 #[derive(Debug)]
 enum State {
@@ -171,7 +198,7 @@ pub struct Connection {
     pending: HashMap<u64, Instant>,
     deadlines: BTreeSet<(Instant, u64)>,
     incoming: HashSet<u64>,
-    timers: [Option<Instant>; 4],
+    timers: Timers,
     pong_owed: bool,
     notify_unblocked: bool,
     stats: Stats,
@@ -226,7 +253,7 @@ impl Connection {
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             incoming: HashSet::new(),
-            timers: [None; 4],
+            timers: Timers::default(),
             pong_owed: false,
             notify_unblocked: false,
             stats: Stats::default(),
@@ -282,6 +309,12 @@ impl Connection {
     /// bound: stop reading, keep writing.
     pub fn wants_input(&self) -> bool {
         !self.is_closed() && self.out.len() < self.config.max_outbound
+    }
+
+    /// Bytes of a partial frame held while waiting for its `\n` (never more
+    /// than the frame limit in force).
+    pub fn input_buffered(&self) -> usize {
+        self.reader.pending()
     }
 
     /// Counters.
@@ -342,8 +375,9 @@ impl Connection {
             if self.is_closed() {
                 return;
             }
-            if self.timers[t as usize].is_some_and(|d| d <= now) {
-                self.timers[t as usize] = None;
+            let slot = self.timers.slot(t);
+            if slot.is_some_and(|d| d <= now) {
+                *slot = None;
                 self.on_timer(now, t);
             }
         }
@@ -458,7 +492,7 @@ impl Connection {
             State::Closing { .. } => {
                 // Already draining (perhaps the peer closed): tighten the
                 // deadline, keep the first reason.
-                let d = self.timers[Timer::Close as usize].map_or(deadline, |d| d.min(deadline));
+                let d = self.timers.close.map_or(deadline, |d| d.min(deadline));
                 self.set_timer(Timer::Close, Some(d));
             }
             State::Established => {
@@ -515,15 +549,14 @@ impl Connection {
         if self.is_closed() {
             return None;
         }
-        let timers = self.timers.iter().flatten().copied();
         let req = self.deadlines.first().map(|(d, _)| *d);
-        timers.chain(req).min()
+        self.timers.next().into_iter().chain(req).min()
     }
 
     // ---------------------------------------------------------- internals
 
     fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
-        self.timers[t as usize] = at;
+        *self.timers.slot(t) = at;
     }
 
     fn on_timer(&mut self, now: Instant, t: Timer) {
@@ -677,7 +710,7 @@ impl Connection {
         }
         self.deadlines.clear();
         self.incoming.clear();
-        self.timers = [None; 4];
+        self.timers = Timers::default();
         self.hs = None;
         self.pong_owed = false;
         self.state = State::Closed;
@@ -686,11 +719,12 @@ impl Connection {
 
     /// While closing, end once nothing is in flight either way.
     fn check_drained(&mut self) {
-        if let State::Closing { reason } = &self.state {
-            if self.pending.is_empty() && self.incoming.is_empty() {
-                let reason = reason.clone();
-                self.terminate(reason);
-            }
+        if let State::Closing { reason } = &self.state
+            && self.pending.is_empty()
+            && self.incoming.is_empty()
+        {
+            let reason = reason.clone();
+            self.terminate(reason);
         }
     }
 
@@ -1068,15 +1102,15 @@ impl Connection {
         if hs.signing || hs.encryption {
             let keys = SessionKeys::derive(&self.config.secret, &hs.transcript);
             let (send, recv) = match self.side {
-                Side::Client => (keys.c2s.clone(), keys.s2c.clone()),
-                Side::Server => (keys.s2c.clone(), keys.c2s.clone()),
+                Side::Client => (keys.c2s, keys.s2c),
+                Side::Server => (keys.s2c, keys.c2s),
             };
             self.protection = if hs.encryption {
                 Protection::Sealed { send, recv }
             } else {
                 Protection::Signed {
-                    send: send.mac.clone(),
-                    recv: recv.mac.clone(),
+                    send: send.mac,
+                    recv: recv.mac,
                 }
             };
         }
@@ -1222,7 +1256,7 @@ fn negotiate_offer(
             },
         });
     }
-    Policy::negotiate(ours, theirs).map_err(|()| ProtocolError::NegotiationFailed {
+    Policy::negotiate(ours, theirs).map_err(|_| ProtocolError::NegotiationFailed {
         detail: if what == "signing" {
             "one side requires signing, the other refuses it"
         } else {

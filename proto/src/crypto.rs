@@ -246,6 +246,8 @@ pub fn open_sealed(keys: &DirectionKeys, line: &[u8]) -> Result<(u64, Vec<u8>), 
     frame_mac(&keys.mac, SEALED_DOMAIN, seq, &[&iv, &ct])
         .verify_slice(&tag)
         .map_err(|_| ProtocolError::Integrity)?;
+    #[cfg(test)]
+    tests::DECRYPTS.with(|c| c.set(c.get() + 1));
     Aes256CbcDec::new(&keys.enc.0.into(), &iv.into())
         .decrypt_padded_vec::<Pkcs7>(&ct)
         .map(|pt| (seq, pt))
@@ -325,6 +327,58 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        pub(super) static DECRYPTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A sealed line with arbitrary ciphertext and a valid or invalid MAC.
+    fn forge(keys: &DirectionKeys, ct: &[u8], valid_mac: bool) -> Vec<u8> {
+        let iv = [5u8; IV_LEN];
+        let mut tag = frame_mac(&keys.mac, SEALED_DOMAIN, 0, &[&iv, ct])
+            .finalize()
+            .into_bytes();
+        if !valid_mac {
+            tag[0] ^= 1;
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(b"{\"q\":0,\"iv\":\"");
+        push_b64(&mut out, &iv);
+        out.extend_from_slice(b"\",\"s\":\"");
+        push_b64(&mut out, &tag);
+        out.extend_from_slice(b"\",\"c\":\"");
+        push_b64(&mut out, ct);
+        out.extend_from_slice(b"\"}");
+        out
+    }
+
+    #[test]
+    fn s4_bad_padding_and_bad_mac_are_the_same_error_and_mac_comes_first() {
+        let k = keys();
+        // Ciphertext whose plaintext has invalid PKCS#7 padding: encrypt a
+        // block ending in 0x00 without padding.
+        let block = [0u8; 16];
+        let ct = {
+            use aes::cipher::BlockModeEncrypt as _;
+            let mut buf = block;
+            Aes256CbcEnc::new(&k.c2s.enc.0.into(), &[5u8; IV_LEN].into())
+                .encrypt_padded::<aes::cipher::block_padding::NoPadding>(&mut buf, 16)
+                .unwrap()
+                .to_vec()
+        };
+        let before = DECRYPTS.with(|c| c.get());
+        let bad_mac = open_sealed(&k.c2s, &forge(&k.c2s, &ct, false));
+        assert_eq!(
+            DECRYPTS.with(|c| c.get()),
+            before,
+            "no decryption before the MAC verifies"
+        );
+        let bad_pad = open_sealed(&k.c2s, &forge(&k.c2s, &ct, true));
+        assert_eq!(DECRYPTS.with(|c| c.get()), before + 1);
+        assert_eq!(bad_mac, Err(ProtocolError::Integrity));
+        assert_eq!(bad_pad, Err(ProtocolError::Integrity));
+        assert_eq!(bad_mac, bad_pad);
+    }
 
     fn keys() -> SessionKeys {
         SessionKeys::derive(&Secret::from_bytes(vec![7u8; 32]).unwrap(), &[1u8; 32])

@@ -60,6 +60,8 @@ pub struct Peer {
     pub max_outbound_seen: usize,
     /// When false, this peer never reads (a stuck reader).
     pub reading: bool,
+    /// When `Some`, every byte this peer writes is appended here.
+    pub log: Option<Vec<u8>>,
 }
 
 impl Peer {
@@ -74,6 +76,7 @@ impl Peer {
             written: 0,
             max_outbound_seen: 0,
             reading: true,
+            log: None,
         }
     }
 
@@ -116,6 +119,12 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// Starts recording both peers' written bytes (see [`Peer::log`]).
+    pub fn record(&mut self) {
+        self.client.log = Some(Vec::new());
+        self.server.log = Some(Vec::new());
+    }
+
     /// A pair with default test configurations.
     pub fn seeded(start: Instant, seed: u8) -> Self {
         Self::new(
@@ -190,7 +199,11 @@ impl Pair {
         let mut progress = false;
         for who in [Who::Client, Who::Server] {
             let p = self.peer(who);
+            let before = p.in_flight.len();
             let n = p.conn.poll_transmit(&mut p.in_flight);
+            if let Some(log) = p.log.as_mut() {
+                log.extend_from_slice(&p.in_flight[before..]);
+            }
             p.written += n;
             p.max_outbound_seen = p.max_outbound_seen.max(p.in_flight.len());
             progress |= n > 0;

@@ -1,0 +1,718 @@
+#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+//! The core cases of FAULTS.md, one test (or more) per ID, named after it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
+use jsonlink_proto::{
+    CloseCode, CloseReason, Config, Connection, ConnectionParams, Event, Policy, ProtocolError,
+    RequestError, SendError, Side,
+};
+
+fn closed_with(p: &jsonlink_proto::testing::Peer) -> CloseReason {
+    assert_closed_last(p);
+    p.closed().cloned().unwrap()
+}
+
+/// A pair with signing and/or sealing on.
+fn protected(sign: bool, seal: bool) -> Pair {
+    let mut c = client_config(5);
+    let mut s = server_config(5);
+    if sign {
+        c.signing = Policy::Required;
+        s.signing = Policy::Required;
+    }
+    if seal {
+        c.encryption = Policy::Required;
+        s.encryption = Policy::Required;
+    }
+    let mut p = Pair::new(Instant::now(), c, s, vec![9; 32], vec![9; 32]);
+    p.connect();
+    p
+}
+
+/// The bytes the client would write for these commands.
+fn client_wire(p: &mut Pair, f: impl FnOnce(&mut Connection)) -> Vec<u8> {
+    f(&mut p.client.conn);
+    let mut w = Vec::new();
+    p.client.conn.poll_transmit(&mut w);
+    w
+}
+
+// ------------------------------------------------------------------ framing
+
+#[test]
+fn f1_unterminated_line_over_limit() {
+    let mut p = connected();
+    let max = jsonlink_proto::DEFAULT_MAX_FRAME;
+    let now = p.now;
+    let mut fed = 0usize;
+    let byte = [b'x'];
+    while !p.server.conn.is_closed() {
+        p.server.conn.handle_input(now, &byte);
+        fed += 1;
+        assert!(fed <= max + 1, "kept buffering past the limit");
+    }
+    // Rejected exactly when the buffer would pass max.
+    assert_eq!(fed, max + 1);
+    while let Some(e) = p.server.conn.poll_event() {
+        p.server.events.push(e);
+    }
+    assert_eq!(
+        closed_with(&p.server),
+        CloseReason::Protocol(ProtocolError::FrameTooLarge { limit: max })
+    );
+    // The peer is told why.
+    let mut w = Vec::new();
+    p.server.conn.poll_transmit(&mut w);
+    assert!(String::from_utf8_lossy(&w).contains(r#""code":"frame_too_large""#));
+}
+
+#[test]
+fn f2_exact_limit_accepted_one_more_rejected() {
+    for (extra, ok) in [(0usize, true), (1, false)] {
+        let mut c = client_config(1);
+        let mut s = server_config(1);
+        c.max_frame = 4096;
+        s.max_frame = 4096;
+        let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
+        p.connect();
+        // {"t":"msg","d":"xxx…"} sized to exactly max (+extra).
+        let overhead = r#"{"t":"msg","d":""}"#.len();
+        let frame = format!(
+            r#"{{"t":"msg","d":"{}"}}"#,
+            "x".repeat(4096 - overhead + extra)
+        );
+        assert_eq!(frame.len(), 4096 + extra);
+        p.inject(Who::Server, format!("{frame}\n").as_bytes());
+        if ok {
+            assert_eq!(messages(&p.server).len(), 1);
+            assert!(p.server.closed().is_none());
+        } else {
+            assert_eq!(
+                closed_with(&p.server),
+                CloseReason::Protocol(ProtocolError::FrameTooLarge { limit: 4096 })
+            );
+        }
+    }
+}
+
+#[test]
+fn f2_any_split_gives_identical_events_once() {
+    // Record a client's wire for a handshake plus a mix of frames, then
+    // replay it into fresh servers split at every offset.
+    let start = Instant::now();
+    let mut p = Pair::seeded(start, 2);
+    p.connect();
+    let wire_hs_len = p.client.written;
+    let w = client_wire(&mut p, |c| {
+        c.send(&raw(r#"{"op":"a","v":"}\n{"}"#)).unwrap();
+        c.request(start, &raw("[1,{}]"), None).unwrap();
+        c.send(&raw(r#""é""#)).unwrap();
+        c.ping(None).unwrap();
+    });
+    let _ = wire_hs_len;
+    let reference = {
+        let mut q = Pair::seeded(start, 2);
+        q.connect();
+        q.inject(Who::Server, &w);
+        q.server.take_events()
+    };
+    assert_eq!(reference.len(), 4, "{reference:?}");
+    for cut in 0..=w.len() {
+        let mut q = Pair::seeded(start, 2);
+        q.connect();
+        q.inject(Who::Server, &w[..cut]);
+        q.inject(Who::Server, &w[cut..]);
+        assert_eq!(q.server.take_events(), reference, "split at {cut}");
+    }
+    // Byte by byte, too.
+    let mut q = Pair::seeded(start, 2);
+    q.connect();
+    for b in &w {
+        q.inject(Who::Server, std::slice::from_ref(b));
+    }
+    assert_eq!(q.server.take_events(), reference);
+}
+
+#[test]
+fn f3_invalid_utf8_and_non_objects_before_and_after_auth() {
+    type Check = fn(&ProtocolError) -> bool;
+    let cases: [(&[u8], Check); 8] = [
+        (b"\xff\n", |e| *e == ProtocolError::InvalidUtf8),
+        (b"{\"t\":\"\xc0\xaf\"}\n", |e| {
+            *e == ProtocolError::InvalidUtf8
+        }), // overlong '/'
+        (b"{\"t\":\"\xed\xa0\x80\"}\n", |e| {
+            *e == ProtocolError::InvalidUtf8
+        }), // encoded surrogate
+        (b"null\n", |e| *e == ProtocolError::NotAnObject),
+        (b"5\n", |e| *e == ProtocolError::NotAnObject),
+        (b"\"x\"\n", |e| *e == ProtocolError::NotAnObject),
+        (b"[]\n", |e| *e == ProtocolError::NotAnObject),
+        (b"{\"t\":\n", |e| {
+            matches!(e, ProtocolError::InvalidJson { .. })
+        }),
+    ];
+    for (input, check) in cases {
+        for authed in [false, true] {
+            let mut p = pair();
+            if authed {
+                p.connect();
+            } else {
+                p.client.conn.poll_transmit(&mut Vec::new()); // hello never arrives
+            }
+            p.inject(Who::Server, input);
+            let CloseReason::Protocol(e) = closed_with(&p.server) else {
+                panic!("{input:?}: {:?}", p.server.events)
+            };
+            assert!(check(&e), "{input:?} (authed {authed}): {e:?}");
+        }
+    }
+}
+
+#[test]
+fn f6_duplicate_keys_and_bad_request_ids() {
+    let bad: [(&str, &str); 7] = [
+        (r#"{"t":"req","id":1,"id":2,"d":1}"#, "id"),
+        (r#"{"t":"msg","d":1,"d":2}"#, "d"),
+        (r#"{"t":"req","id":1.5,"d":1}"#, "id"),
+        (r#"{"t":"req","id":-1,"d":1}"#, "id"),
+        (r#"{"t":"req","id":"1","d":1}"#, "id"),
+        (r#"{"t":"req","id":18446744073709551616,"d":1}"#, "id"),
+        (r#"{"t":"res","id":1e2,"d":1}"#, "id"),
+    ];
+    for (frame, field) in bad {
+        let mut p = connected();
+        p.inject(Who::Server, format!("{frame}\n").as_bytes());
+        let named = match closed_with(&p.server) {
+            CloseReason::Protocol(ProtocolError::DuplicateField { field }) => field,
+            CloseReason::Protocol(ProtocolError::InvalidField { field, .. }) => field,
+            other => panic!("{frame}: {other:?}"),
+        };
+        assert_eq!(named, field, "{frame}");
+        assert!(
+            requests(&p.server).is_empty(),
+            "request table untouched: {frame}"
+        );
+        assert_eq!(p.server.conn.incoming_in_flight(), 0);
+    }
+}
+
+#[test]
+fn f7_value_larger_than_peers_max_frame() {
+    let mut s = server_config(1);
+    s.max_frame = 2048;
+    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
+    p.connect();
+    assert_eq!(p.client.conn.peer_max_frame(), 2048);
+    let big = raw(&format!("\"{}\"", "y".repeat(4000)));
+    let before = p.client.conn.outbound_len();
+    let err = p.client.conn.send(&big).unwrap_err();
+    assert!(
+        matches!(err, SendError::FrameTooLarge { limit: 2048, .. }),
+        "{err:?}"
+    );
+    assert_eq!(p.client.conn.outbound_len(), before, "nothing written");
+    assert!(matches!(
+        p.client.conn.request(p.now, &big, None),
+        Err(SendError::FrameTooLarge { .. })
+    ));
+    assert_eq!(p.client.conn.requests_in_flight(), 0);
+    // The link stays up and works.
+    p.client.conn.send(&raw("1")).unwrap();
+    p.drive();
+    assert_eq!(messages(&p.server), vec!["1"]);
+    assert!(p.client.closed().is_none() && p.server.closed().is_none());
+}
+
+#[test]
+fn f8_eof_mid_frame_fails_pending_requests() {
+    let mut p = connected();
+    let now = p.now;
+    let ids: Vec<_> = (0..3)
+        .map(|_| p.server.conn.request(now, &raw("1"), None).unwrap())
+        .collect();
+    p.drive();
+    p.inject(Who::Server, br#"{"t":"msg","d""#);
+    p.cut(Who::Client);
+    assert_eq!(closed_with(&p.server), CloseReason::UnexpectedEof);
+    let r = resolutions(&p.server);
+    assert_eq!(r.len(), 3);
+    for (i, (id, res)) in r.iter().enumerate() {
+        assert_eq!(*id, ids[i]);
+        assert_eq!(*res, Err(RequestError::ConnectionLost));
+    }
+}
+
+// ---------------------------------------------------------------- handshake
+
+#[test]
+fn h1_server_sends_no_proof_to_a_failed_client() {
+    let mut c = client_config(1);
+    c.secret = jsonlink_proto::Secret::from_bytes(b"wrong".to_vec()).unwrap();
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.record();
+    p.drive();
+    let text = String::from_utf8(p.server.log.take().unwrap()).unwrap();
+    assert!(!text.contains(r#""t":"ok""#), "{text}");
+    assert!(!text.contains("proof"), "{text}");
+    assert!(text.contains(r#""code":"auth_failed""#), "{text}");
+    assert_eq!(
+        p.client.closed().map(CloseReason::code),
+        Some(CloseCode::AuthFailed)
+    );
+    assert_eq!(
+        p.server.closed().map(CloseReason::code),
+        Some(CloseCode::AuthFailed)
+    );
+}
+
+#[test]
+fn h3_frames_before_auth_are_unauthenticated() {
+    let frames = [
+        r#"{"t":"msg","d":{"op":"x"}}"#,
+        r#"{"t":"req","id":1,"d":1}"#,
+        r#"{"t":"ping"}"#,
+        r#"{"t":"ok","proof":"AAAA"}"#,
+        r#"{"op":"auth","proof":"x"}"#,
+        r#"{"t":"auth","proof":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#,
+    ];
+    for f in frames {
+        // Server awaiting hello.
+        let mut p = pair();
+        p.client.conn.poll_transmit(&mut Vec::new());
+        p.inject(Who::Server, format!("{f}\n").as_bytes());
+        let r = closed_with(&p.server);
+        assert!(
+            matches!(
+                r,
+                CloseReason::Protocol(ProtocolError::Unauthenticated { .. })
+            ),
+            "{f}: {r:?}"
+        );
+        assert_eq!(
+            p.server.events.len(),
+            1,
+            "no application event: {:?}",
+            p.server.events
+        );
+        // Client awaiting the challenge.
+        let mut p = pair();
+        p.inject(Who::Client, format!("{f}\n").as_bytes());
+        assert!(matches!(
+            closed_with(&p.client),
+            CloseReason::Protocol(ProtocolError::Unauthenticated { .. })
+        ));
+    }
+}
+
+#[test]
+fn h4_replayed_client_proof_fails() {
+    // Session 1: record the client's auth line.
+    let start = Instant::now();
+    let mut p1 = Pair::seeded(start, 1);
+    p1.record();
+    p1.connect();
+    let log = String::from_utf8(p1.client.log.take().unwrap()).unwrap();
+    let old_auth = log
+        .lines()
+        .find(|l| l.contains(r#""t":"auth""#))
+        .map(str::to_owned);
+    let old_auth = old_auth.expect("auth line");
+    // Session 2, different server nonce: the attacker replays the old proof.
+    let mut p2 = Pair::new(start, client_config(1), server_config(2), vec![], vec![]);
+    let mut hello = Vec::new();
+    p2.client.conn.poll_transmit(&mut hello);
+    p2.inject(Who::Server, &hello);
+    p2.server.conn.poll_transmit(&mut Vec::new()); // challenge goes to the attacker
+    p2.inject(Who::Server, format!("{old_auth}\n").as_bytes());
+    assert_eq!(
+        closed_with(&p2.server),
+        CloseReason::Protocol(ProtocolError::AuthFailed)
+    );
+    assert!(
+        !p2.server
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Authenticated(_)))
+    );
+}
+
+#[test]
+fn h5_garbage_and_http_fail_fast() {
+    for input in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n",
+        b"SSH-2.0-OpenSSH_9.0\r\n",
+    ] {
+        let mut p = pair();
+        p.client.conn.poll_transmit(&mut Vec::new());
+        p.inject(Who::Server, input);
+        let r = closed_with(&p.server);
+        assert!(
+            matches!(
+                r,
+                CloseReason::Protocol(
+                    ProtocolError::InvalidJson { .. }
+                        | ProtocolError::InvalidUtf8
+                        | ProtocolError::NotAnObject
+                )
+            ),
+            "{input:?}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn h6_handshake_frame_over_pre_auth_limit() {
+    let mut p = pair();
+    p.client.conn.poll_transmit(&mut Vec::new());
+    let limit = jsonlink_proto::DEFAULT_PRE_AUTH_MAX_FRAME;
+    // A huge "hello" arriving in 1 KiB pieces: closed as soon as it passes the limit.
+    let piece = vec![b'a'; 1024];
+    let mut fed = 0;
+    while !p.server.conn.is_closed() {
+        p.inject(Who::Server, &piece);
+        fed += piece.len();
+        assert!(fed <= limit + 1024);
+    }
+    assert_eq!(
+        closed_with(&p.server),
+        CloseReason::Protocol(ProtocolError::FrameTooLarge { limit })
+    );
+    // Before auth, even a complete line over the limit is refused.
+    let mut p = pair();
+    let mut hello = Vec::new();
+    p.client.conn.poll_transmit(&mut hello);
+    let mut big = hello.clone();
+    big.pop();
+    big.pop();
+    big.extend_from_slice(format!(r#","pad":"{}"}}"#, "p".repeat(limit)).as_bytes());
+    big.push(b'\n');
+    p.inject(Who::Server, &big);
+    assert_eq!(
+        closed_with(&p.server),
+        CloseReason::Protocol(ProtocolError::FrameTooLarge { limit })
+    );
+}
+
+#[test]
+fn h7_stripped_feature_or_unknown_algorithm_is_negotiation_failed() {
+    // A MITM rewrites the challenge to turn signing off that the client requires.
+    let mut c = client_config(1);
+    c.signing = Policy::Required;
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.step();
+    let mut ch = Vec::new();
+    p.server.conn.poll_transmit(&mut ch);
+    let mut text = String::from_utf8(std::mem::take(&mut p.server.in_flight)).unwrap();
+    text.push_str(&String::from_utf8(ch).unwrap());
+    assert!(text.contains(r#""sign":true"#), "{text}");
+    let stripped = text.replace(r#""sign":true"#, r#""sign":false"#);
+    p.inject(Who::Client, stripped.as_bytes());
+    assert!(matches!(
+        closed_with(&p.client),
+        CloseReason::Protocol(ProtocolError::NegotiationFailed { .. })
+    ));
+
+    // An unknown algorithm in the hello.
+    let mut p = pair();
+    let mut hello = Vec::new();
+    p.client.conn.poll_transmit(&mut hello);
+    let h = String::from_utf8(hello)
+        .unwrap()
+        .replace("aes-256-cbc-hmac-sha256", "rot13");
+    p.inject(Who::Server, h.as_bytes());
+    assert!(matches!(
+        closed_with(&p.server),
+        CloseReason::Protocol(ProtocolError::NegotiationFailed { .. })
+    ));
+}
+
+#[test]
+fn h7_tampered_offer_breaks_the_handshake_mac() {
+    // The client prefers signing; a MITM downgrades the offer to "optional"
+    // so neither side signs. The transcripts then differ: auth fails.
+    let mut c = client_config(1);
+    c.signing = Policy::Preferred;
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.tamper(Who::Client, |b| {
+        let s = String::from_utf8(b.clone()).unwrap();
+        *b = s
+            .replace(r#""sign":"preferred""#, r#""sign":"optional""#)
+            .into_bytes();
+    });
+    p.drive();
+    assert_eq!(
+        p.server.closed().map(CloseReason::code),
+        Some(CloseCode::AuthFailed)
+    );
+    assert!(
+        !p.client
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Authenticated(_)))
+    );
+}
+
+// ----------------------------------------------------- signing and sealing
+
+#[test]
+fn s1_every_bit_flip_of_a_protected_frame_is_detected() {
+    for (sign, seal) in [(true, false), (false, true), (true, true)] {
+        let mut base = protected(sign, seal);
+        let w = client_wire(&mut base, |c| {
+            c.send(&raw(r#"{"op":"x","v":[1,2]}"#)).unwrap()
+        });
+        let body_len = w.len() - 1; // not the final '\n'
+        for bit in 0..body_len * 8 {
+            let mut p = protected(sign, seal);
+            let _ = client_wire(&mut p, |_| {});
+            let mut t = w.clone();
+            t[bit / 8] ^= 1 << (bit % 8);
+            p.inject(Who::Server, &t);
+            p.inject(Who::Server, b"\n");
+            let r = closed_with(&p.server);
+            assert!(
+                matches!(r, CloseReason::Protocol(ProtocolError::Integrity)),
+                "sign {sign} seal {seal} bit {bit}: {r:?}"
+            );
+            assert!(messages(&p.server).is_empty());
+        }
+    }
+}
+
+#[test]
+fn s2_missing_or_empty_tag_is_integrity() {
+    for frame in [
+        r#"{"t":"msg","d":1}"#.to_owned(),
+        r#"{"q":0,"f":{"t":"msg","d":1}}"#.to_owned(),
+        r#"{"q":0,"s":"","f":{"t":"msg","d":1}}"#.to_owned(),
+        r#"{"f":{"t":"msg","d":1},"q":0,"s":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#
+            .to_owned(),
+    ] {
+        let mut p = protected(true, false);
+        p.inject(Who::Server, format!("{frame}\n").as_bytes());
+        assert_eq!(
+            closed_with(&p.server),
+            CloseReason::Protocol(ProtocolError::Integrity),
+            "{frame}"
+        );
+    }
+}
+
+#[test]
+fn s3_replay_swap_and_drop_are_detected() {
+    for seal in [false, true] {
+        let mut p = protected(true, seal);
+        let w = client_wire(&mut p, |c| {
+            c.send(&raw("1")).unwrap();
+            c.send(&raw("2")).unwrap();
+            c.send(&raw("3")).unwrap();
+        });
+        let lines: Vec<&[u8]> = w.split_inclusive(|b| *b == b'\n').collect();
+        assert_eq!(lines.len(), 3);
+        let scenarios: [(&[usize], u64, u64); 3] = [
+            (&[0, 0], 1, 0), // replay
+            (&[1, 0], 0, 1), // swap
+            (&[0, 2], 1, 2), // drop
+        ];
+        for (order, expected, got) in scenarios {
+            let mut q = protected(true, seal);
+            let _ = client_wire(&mut q, |_| {});
+            for i in order {
+                q.inject(Who::Server, lines[*i]);
+            }
+            assert_eq!(
+                closed_with(&q.server),
+                CloseReason::Protocol(ProtocolError::Sequence { expected, got }),
+                "seal {seal} order {order:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn s5_seal_is_randomized_and_malformed_ciphertext_is_integrity() {
+    let mut p = protected(false, true);
+    let mut seen_iv = std::collections::HashSet::new();
+    let mut seen_ct = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let w = client_wire(&mut p, |c| c.send(&raw(r#""same""#)).unwrap());
+        let text = String::from_utf8(w).unwrap();
+        let iv = text
+            .split(r#""iv":""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        let ct = text
+            .split(r#""c":""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(seen_iv.insert(iv));
+        assert!(seen_ct.insert(ct));
+    }
+    let iv = "AAAAAAAAAAAAAAAAAAAAAA==";
+    let tag = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    for ct in [
+        "",
+        "AAAA",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "!!!!",
+        "AAAAAAAAAAAAAAAAAAAAAA==",
+    ] {
+        let mut q = protected(false, true);
+        let frame = format!(r#"{{"q":0,"iv":"{iv}","s":"{tag}","c":"{ct}"}}"#);
+        q.inject(Who::Server, format!("{frame}\n").as_bytes());
+        assert_eq!(
+            closed_with(&q.server),
+            CloseReason::Protocol(ProtocolError::Integrity),
+            "{ct}"
+        );
+    }
+}
+
+#[test]
+fn s6_debug_and_errors_never_show_secrets() {
+    let secret_hex = hex_of(&jsonlink_proto::testing::TEST_SECRET);
+    let mut p = protected(true, true);
+    let now = p.now;
+    p.client.conn.request(now, &raw("1"), None).unwrap();
+    p.drive();
+    let cfg = client_config(1);
+    let keys = jsonlink_proto::crypto::SessionKeys::derive(&cfg.secret, &[3; 32]);
+    let outputs = [
+        format!("{cfg:?}"),
+        format!("{:?}", cfg.secret),
+        format!("{keys:?}"),
+        format!("{:?}", p.client.conn),
+        format!("{:?}", p.server.events),
+        format!("{:?}", ConnectionParams::default()),
+        format!("{}", ProtocolError::AuthFailed),
+        format!("{}", CloseReason::Protocol(ProtocolError::Integrity)),
+    ];
+    let needles = [
+        secret_hex,
+        String::from_utf8_lossy(&jsonlink_proto::testing::TEST_SECRET).into_owned(),
+        hex_of(keys.c2s.mac.expose()),
+        hex_of(keys.s2c.enc.expose()),
+        format!("{:?}", jsonlink_proto::testing::TEST_SECRET),
+        format!("{:?}", keys.c2s.mac.expose()),
+    ];
+    for o in &outputs {
+        for n in &needles {
+            assert!(!o.contains(n.as_str()), "{o} leaks {n}");
+        }
+    }
+    assert!(format!("{:?}", cfg.secret).contains("redacted"));
+    fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    zeroize_on_drop::<jsonlink_proto::Secret>();
+    zeroize_on_drop::<jsonlink_proto::crypto::Key>();
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// --------------------------------------------------- requests and responses
+
+#[test]
+fn r2_unknown_and_duplicate_responses_are_dropped_and_counted() {
+    let mut p = connected();
+    let now = p.now;
+    let id = p.client.conn.request(now, &raw("1"), None).unwrap();
+    p.drive();
+    p.inject(Who::Client, b"{\"t\":\"res\",\"id\":999,\"d\":1}\n");
+    p.inject(
+        Who::Client,
+        format!("{{\"t\":\"res\",\"id\":{},\"d\":\"first\"}}\n", id.0).as_bytes(),
+    );
+    p.inject(
+        Who::Client,
+        format!("{{\"t\":\"res\",\"id\":{},\"d\":\"second\"}}\n", id.0).as_bytes(),
+    );
+    let r = resolutions(&p.client);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].1.as_ref().unwrap().get(), r#""first""#);
+    assert_eq!(p.client.conn.stats().dropped_responses, 2);
+    assert!(p.client.closed().is_none());
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let id = p
+            .client
+            .conn
+            .request(now, &raw("1"), Some(Duration::from_millis(1)))
+            .unwrap();
+        assert!(ids.insert(id));
+        p.advance(Duration::from_millis(1));
+    }
+}
+
+// ---------------------------------------------------------- keepalive, time
+
+#[test]
+fn k2_ping_flood_never_queues_pongs_beyond_the_bound() {
+    let mut s = server_config(1);
+    s.max_outbound = 64 * 1024;
+    s.keepalive = None;
+    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
+    p.connect();
+    let flood = b"{\"t\":\"ping\"}\n".repeat(100_000);
+    let now = p.now;
+    // The peer floods pings and never reads our pongs.
+    for chunk in flood.chunks(16 * 1024) {
+        p.server.conn.handle_input(now, chunk);
+        while p.server.conn.poll_event().is_some() {}
+        assert!(p.server.conn.outbound_len() <= 64 * 1024);
+    }
+    // One coalesced pong is all that goes out.
+    let mut w = Vec::new();
+    p.server.conn.poll_transmit(&mut w);
+    assert_eq!(w, b"{\"t\":\"pong\"}\n");
+    // Real frames still get through both ways.
+    p.server.conn.send(&raw(r#""still here""#)).unwrap();
+    p.client.conn.send(&raw(r#""me too""#)).unwrap();
+    p.drive();
+    assert_eq!(messages(&p.client), vec![r#""still here""#]);
+    assert!(!p.server.conn.is_closed());
+}
+
+#[test]
+fn k1_silent_peer_closes_within_interval_plus_timeout() {
+    let mut p = connected();
+    let start = p.now;
+    p.server.reading = false;
+    p.client.reading = false;
+    p.advance(Duration::from_secs(24));
+    assert!(p.client.closed().is_none());
+    p.advance(Duration::from_secs(1));
+    assert_eq!(p.client.closed(), Some(&CloseReason::KeepaliveTimeout));
+    assert!(p.now - start <= Duration::from_secs(25));
+}
+
+#[test]
+fn close_handshake_before_auth_ends_at_once() {
+    let cfg = std::sync::Arc::new(Config::new(
+        jsonlink_proto::Secret::from_bytes(vec![1]).unwrap(),
+        Default::default(),
+    ));
+    let mut c = Connection::new(
+        cfg,
+        Side::Client,
+        Instant::now(),
+        ConnectionParams::default(),
+    );
+    c.close(Instant::now(), "never mind");
+    assert!(c.is_closed());
+}

@@ -1,0 +1,460 @@
+#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+//! Scenarios on the in-memory pair with virtual time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
+use jsonlink_proto::{
+    CloseCode, CloseReason, Event, Policy, ProtocolError, RemoteError, RequestError, Secret,
+    SendError,
+};
+
+#[test]
+fn happy_path_messages_and_requests_both_ways() {
+    let mut p = pair();
+    p.drive();
+    let Some(Event::Authenticated(a)) = p.client.events.first().cloned() else {
+        panic!("{:?}", p.client.events)
+    };
+    assert_eq!(a.peer.node, "server-node");
+    assert_eq!(a.connection_id, 7);
+    assert_eq!((a.signing, a.encryption), (false, false));
+    let Some(Event::Authenticated(b)) = p.server.events.first().cloned() else {
+        panic!()
+    };
+    assert_eq!(b.peer.designation, "test-client");
+    assert_eq!(b.connection_id, 7);
+    p.client.take_events();
+    p.server.take_events();
+
+    p.client.conn.send(&raw(r#"{"op":"hello","n":1}"#)).unwrap();
+    p.server.conn.send(&raw(r#"[1,2,3]"#)).unwrap();
+    let now = p.now;
+    let c_req = p
+        .client
+        .conn
+        .request(now, &raw(r#"{"op":"sum","a":[1,2]}"#), None)
+        .unwrap();
+    let s_req = p
+        .server
+        .conn
+        .request(now, &raw(r#""ping?""#), None)
+        .unwrap();
+    p.drive();
+    assert!(matches!(&p.server.events[0], Event::Message { op: Some(op), .. } if op == "hello"));
+    assert_eq!(messages(&p.client), vec!["[1,2,3]"]);
+    let sr = requests(&p.server);
+    assert_eq!(sr.len(), 1);
+    assert_eq!(sr[0].1.as_deref(), Some("sum"));
+    let cr = requests(&p.client);
+    assert_eq!(cr[0].1, None);
+    p.server.conn.respond(sr[0].0, Ok(&raw("3"))).unwrap();
+    p.client
+        .conn
+        .respond(cr[0].0, Ok(&raw(r#""pong!""#)))
+        .unwrap();
+    p.drive();
+    let r = resolutions(&p.client);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, c_req);
+    assert_eq!(r[0].1.as_ref().unwrap().get(), "3");
+    let r = resolutions(&p.server);
+    assert_eq!(
+        (r[0].0, r[0].1.as_ref().unwrap().get()),
+        (s_req, r#""pong!""#)
+    );
+}
+
+#[test]
+fn remote_error_response() {
+    let mut p = connected();
+    let now = p.now;
+    let id = p.client.conn.request(now, &raw("{}"), None).unwrap();
+    p.drive();
+    let (rid, _, _) = requests(&p.server)[0].clone();
+    let mut err = RemoteError::new("bad_request", "missing \"a\"");
+    err.data = Some(r#"{"field":"a"}"#.into());
+    p.server.conn.respond(rid, Err(&err)).unwrap();
+    assert_eq!(
+        p.server.conn.respond(rid, Err(&err)),
+        Err(SendError::UnknownRequest(rid.0))
+    );
+    p.drive();
+    assert_eq!(
+        resolutions(&p.client),
+        vec![(id, Err(RequestError::Remote(err)))]
+    );
+}
+
+#[test]
+fn h1_wrong_secret_fails_on_both_sides() {
+    let mut c = client_config(1);
+    c.secret = Secret::from_bytes(b"not the secret".to_vec()).unwrap();
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.drive();
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Protocol(ProtocolError::AuthFailed))
+    );
+    assert_eq!(
+        p.client.closed().map(CloseReason::code),
+        Some(CloseCode::AuthFailed)
+    );
+    assert_closed_last(&p.client);
+    assert_closed_last(&p.server);
+}
+
+#[test]
+fn h5_version_mismatch_names_both_versions() {
+    let mut p = pair();
+    // Replace the client's hello with one offering only version 2.
+    p.client.conn.poll_transmit(&mut Vec::new());
+    p.inject(
+        Who::Server,
+        br#"{"t":"hello","versions":[2,3],"nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","node":"n","designation":"d","max_frame":8388608,"sign":"optional","sign_alg":"hmac-sha256","seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256"}
+"#,
+    );
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Protocol(ProtocolError::VersionMismatch {
+            ours: vec![1],
+            theirs: vec![2, 3]
+        }))
+    );
+    let mut wire = Vec::new();
+    p.server.conn.poll_transmit(&mut wire);
+    let text = String::from_utf8(wire).unwrap();
+    assert!(text.contains(r#""code":"version_mismatch""#), "{text}");
+    assert!(text.contains(r#""versions":[1]"#), "{text}");
+    // The client, fed that close frame, reports a version mismatch naming both.
+    p.client.conn.handle_input(p.now, text.as_bytes());
+    while let Some(e) = p.client.conn.poll_event() {
+        p.client.events.push(e);
+    }
+    let Some(CloseReason::Remote { code, reason }) = p.client.closed() else {
+        panic!("{:?}", p.client.events)
+    };
+    assert_eq!(*code, CloseCode::VersionMismatch);
+    assert!(
+        reason.contains("[1]") && reason.contains("[2, 3]"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn handshake_deadline_closes_both_roles() {
+    let mut p = pair();
+    p.client.reading = false; // the client never sees the challenge
+    p.advance(Duration::from_secs(9));
+    assert!(p.client.closed().is_none());
+    p.advance(Duration::from_secs(1));
+    assert_eq!(p.client.closed(), Some(&CloseReason::HandshakeTimeout));
+    assert_eq!(p.server.closed(), Some(&CloseReason::HandshakeTimeout));
+}
+
+#[test]
+fn h7_protection_matrix_every_policy_combination() {
+    use Policy::*;
+    let all = [Off, Optional, Preferred, Required];
+    for cs in all {
+        for ss in all {
+            for ce in all {
+                for se in all {
+                    let mut c = client_config(3);
+                    c.signing = cs;
+                    c.encryption = ce;
+                    let mut s = server_config(3);
+                    s.signing = ss;
+                    s.encryption = se;
+                    let mut p = Pair::new(Instant::now(), c, s, vec![1; 32], vec![1; 32]);
+                    p.drive();
+                    let sign = Policy::negotiate(cs, ss);
+                    let enc = Policy::negotiate(ce, se);
+                    let case = format!("sign {cs:?}/{ss:?} enc {ce:?}/{se:?}");
+                    match (sign, enc) {
+                        (Ok(sign), Ok(enc)) => {
+                            let Some(Event::Authenticated(a)) = p.client.events.first().cloned()
+                            else {
+                                panic!("{case}: {:?}", p.client.events)
+                            };
+                            assert_eq!((a.signing, a.encryption), (sign || enc, enc), "{case}");
+                            p.client.take_events();
+                            p.server.take_events();
+                            let now = p.now;
+                            p.client.conn.send(&raw(r#"{"op":"x","s":"é\n"}"#)).unwrap();
+                            let id = p.client.conn.request(now, &raw("[1]"), None).unwrap();
+                            p.drive();
+                            assert_eq!(
+                                messages(&p.server),
+                                vec![r#"{"op":"x","s":"é\n"}"#],
+                                "{case}"
+                            );
+                            let (rid, _, _) = requests(&p.server)[0].clone();
+                            p.server.conn.respond(rid, Ok(&raw("true"))).unwrap();
+                            p.drive();
+                            assert_eq!(resolutions(&p.client)[0].0, id, "{case}");
+                            // Frames on the wire are visibly protected.
+                            p.client.conn.send(&raw(r#""secret-payload""#)).unwrap();
+                            let mut wire = Vec::new();
+                            p.client.conn.poll_transmit(&mut wire);
+                            let wire = String::from_utf8(wire).unwrap();
+                            assert_eq!(wire.contains("secret-payload"), !enc, "{case}: {wire}");
+                            assert_eq!(wire.starts_with(r#"{"q":"#), sign || enc, "{case}: {wire}");
+                        }
+                        _ => {
+                            let code = p.server.closed().map(CloseReason::code);
+                            assert_eq!(code, Some(CloseCode::NegotiationFailed), "{case}");
+                            assert_eq!(
+                                p.client.closed().map(CloseReason::code),
+                                Some(CloseCode::NegotiationFailed),
+                                "{case}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn r2_request_timeout_then_late_response_is_dropped_and_counted() {
+    let mut p = connected();
+    let now = p.now;
+    let id = p
+        .client
+        .conn
+        .request(now, &raw("1"), Some(Duration::from_secs(2)))
+        .unwrap();
+    p.drive();
+    let (rid, _, _) = requests(&p.server)[0].clone();
+    p.advance(Duration::from_secs(2));
+    assert_eq!(
+        resolutions(&p.client),
+        vec![(id, Err(RequestError::Timeout))]
+    );
+    p.server.conn.respond(rid, Ok(&raw("2"))).unwrap();
+    p.drive();
+    assert_eq!(
+        resolutions(&p.client).len(),
+        1,
+        "late response not delivered"
+    );
+    assert_eq!(p.client.conn.stats().dropped_responses, 1);
+    // The next id is fresh.
+    let id2 = p.client.conn.request(p.now, &raw("1"), None).unwrap();
+    assert!(id2.0 > id.0);
+}
+
+#[test]
+fn k1_keepalive_pings_and_timeout() {
+    let mut p = connected();
+    // Healthy: a minute of keepalives, no close.
+    p.advance(Duration::from_secs(60));
+    assert!(p.client.closed().is_none() && p.server.closed().is_none());
+    assert!(p.client.events.iter().any(|e| matches!(e, Event::Pong)));
+    assert!(
+        p.server
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Ping { .. }))
+    );
+    // The server stops reading (its process hangs; TCP stays up).
+    let now = p.now;
+    let id = p
+        .client
+        .conn
+        .request(now, &raw("1"), Some(Duration::from_secs(300)))
+        .unwrap();
+    p.server.reading = false;
+    p.advance(Duration::from_secs(25));
+    assert_eq!(p.client.closed(), Some(&CloseReason::KeepaliveTimeout));
+    assert!(resolutions(&p.client).contains(&(id, Err(RequestError::ConnectionLost))));
+    assert_closed_last(&p.client);
+}
+
+#[test]
+fn ping_with_data_and_pong() {
+    let mut p = connected();
+    p.client.conn.ping(Some(&raw(r#"{"load":0.5}"#))).unwrap();
+    assert_eq!(
+        p.client.conn.ping(Some(&raw("5"))),
+        Err(SendError::NotAnObject)
+    );
+    p.drive();
+    let data = p.server.events.iter().find_map(|e| match e {
+        Event::Ping { data } => data.clone(),
+        _ => None,
+    });
+    assert_eq!(data.unwrap().get(), r#"{"load":0.5}"#);
+    assert!(p.client.events.contains(&Event::Pong));
+}
+
+#[test]
+fn keepalive_ping_carries_configured_data() {
+    let mut c = client_config(1);
+    c.keepalive.as_mut().unwrap().data = Some(raw(r#"{"uptime":1}"#));
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.connect();
+    p.advance(Duration::from_secs(16));
+    assert!(p.server.events.iter().any(|e| matches!(e,
+        Event::Ping { data: Some(d) } if d.get() == r#"{"uptime":1}"#)));
+}
+
+#[test]
+fn graceful_close_with_requests_in_flight() {
+    let mut p = connected();
+    let now = p.now;
+    let a = p.client.conn.request(now, &raw("1"), None).unwrap();
+    let b = p.client.conn.request(now, &raw("2"), None).unwrap();
+    let s = p.server.conn.request(now, &raw("3"), None).unwrap();
+    p.drive();
+    p.client.conn.close(now, "bye");
+    assert_eq!(p.client.conn.send(&raw("1")), Err(SendError::Closed));
+    p.drive();
+    // The server learns of the close; its new requests are refused.
+    assert_eq!(
+        p.server.conn.request(p.now, &raw("1"), None),
+        Err(SendError::Closed)
+    );
+    let sreq = requests(&p.server);
+    // Answer one now; the client answers the server's request.
+    p.server.conn.respond(sreq[0].0, Ok(&raw("10"))).unwrap();
+    let creq = requests(&p.client);
+    p.client.conn.respond(creq[0].0, Ok(&raw("30"))).unwrap();
+    p.drive();
+    assert!(p.client.closed().is_none(), "still draining request b");
+    p.server.conn.respond(sreq[1].0, Ok(&raw("20"))).unwrap();
+    p.drive();
+    let r = resolutions(&p.client);
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|(_, r)| r.is_ok()));
+    assert_eq!(r[0].0, a);
+    assert_eq!(r[1].0, b);
+    assert_eq!(
+        resolutions(&p.server),
+        vec![(s, Ok(jsonlink_proto::Payload::from_json("30").unwrap()))]
+    );
+    assert_eq!(
+        p.client.closed(),
+        Some(&CloseReason::Local {
+            reason: "bye".into()
+        })
+    );
+    assert!(p.server.closed().is_some_and(CloseReason::is_graceful));
+    assert_closed_last(&p.client);
+    assert_closed_last(&p.server);
+}
+
+#[test]
+fn close_deadline_fails_unanswered_requests_locally() {
+    let mut p = connected();
+    let now = p.now;
+    let a = p.client.conn.request(now, &raw("1"), None).unwrap();
+    p.drive();
+    p.client
+        .conn
+        .close_by(now, "shutdown", now + Duration::from_secs(1));
+    p.advance(Duration::from_secs(1));
+    assert_eq!(
+        resolutions(&p.client),
+        vec![(a, Err(RequestError::ClosedLocally))]
+    );
+    assert_closed_last(&p.client);
+}
+
+#[test]
+fn in_flight_limit_returns_busy() {
+    let mut c = client_config(1);
+    c.max_requests_in_flight = 3;
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.connect();
+    let now = p.now;
+    for _ in 0..3 {
+        p.client.conn.request(now, &raw("1"), None).unwrap();
+    }
+    assert_eq!(
+        p.client.conn.request(now, &raw("1"), None),
+        Err(SendError::Busy { limit: 3 })
+    );
+}
+
+#[test]
+fn peer_over_incoming_limit_gets_busy_answers() {
+    let mut s = server_config(1);
+    s.max_incoming_requests = 2;
+    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
+    p.connect();
+    let now = p.now;
+    let ids: Vec<_> = (0..5)
+        .map(|_| p.client.conn.request(now, &raw("1"), None).unwrap())
+        .collect();
+    p.drive();
+    assert_eq!(requests(&p.server).len(), 2);
+    let r = resolutions(&p.client);
+    assert_eq!(r.len(), 3);
+    for (id, res) in &r {
+        assert!(ids[2..].contains(id));
+        assert!(matches!(res, Err(RequestError::Remote(e)) if e.code == RemoteError::BUSY));
+    }
+    assert_eq!(p.server.conn.stats().rejected_requests, 3);
+}
+
+#[test]
+fn h4_channel_binding_mismatch_fails_auth() {
+    let mut p = Pair::new(
+        Instant::now(),
+        client_config(1),
+        server_config(1),
+        vec![1; 32],
+        vec![2; 32],
+    );
+    p.drive();
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Protocol(ProtocolError::AuthFailed))
+    );
+    assert_eq!(
+        p.client.closed().map(CloseReason::code),
+        Some(CloseCode::AuthFailed)
+    );
+}
+
+#[test]
+fn commands_before_auth_are_refused() {
+    let mut p = pair();
+    assert_eq!(
+        p.client.conn.send(&raw("1")),
+        Err(SendError::NotAuthenticated)
+    );
+    assert_eq!(
+        p.server.conn.request(p.now, &raw("1"), None),
+        Err(SendError::NotAuthenticated)
+    );
+}
+
+#[test]
+fn backpressure_blocks_then_unblocks() {
+    let mut c = client_config(1);
+    c.max_outbound = 4096;
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.connect();
+    let body = raw(&format!("\"{}\"", "x".repeat(1000)));
+    let mut sent = 0;
+    loop {
+        match p.client.conn.send(&body) {
+            Ok(()) => sent += 1,
+            Err(SendError::Blocked) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!((4..=5).contains(&sent), "{sent}");
+    assert!(p.client.conn.outbound_len() < 4096 + 1100);
+    p.drive();
+    assert!(p.client.events.contains(&Event::SendUnblocked));
+    assert_eq!(messages(&p.server).len(), sent);
+    p.client.conn.send(&body).unwrap();
+}
