@@ -107,10 +107,15 @@ impl Timers {
     }
 
     fn next(&self) -> Option<Instant> {
-        [self.handshake, self.keepalive_send, self.keepalive_deadline, self.close]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.handshake,
+            self.keepalive_send,
+            self.keepalive_deadline,
+            self.close,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
