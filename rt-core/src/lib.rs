@@ -1,16 +1,82 @@
-//! The runtime-independent half of every jsonlink adapter.
+//! The runtime-independent half of every jsonlink adapter: the per-link
+//! driver, [`Server`], [`Client`], [`Link`], dispatch by op ([`Router`]),
+//! the reconnect policy and the limits, written once and generic over
+//! `Arc<dyn` [`Runtime`]`>`.
 //!
 //! [`runtime`] is the seam to one async runtime (the [`Runtime`] trait, which
 //! `jsonlink-tokio`, `jsonlink-async-std` and `jsonlink-smol` implement) plus
 //! the TLS glue they share; [`certs`] makes development certificates and
 //! loads PEM files into rustls configurations built on the `ring` provider.
+//!
+//! # Shape
+//!
+//! Each link is one task that **owns** its sans-IO
+//! [`jsonlink_proto::Connection`] and its TLS stream (no mutex around the
+//! state machine). Handles ([`Link`], [`Server`], [`Client`]) talk to it
+//! through bounded channels, so a slow peer makes `send().await` wait
+//! instead of growing a queue. Responses to requests come back through a
+//! one-shot channel per request. See the `driver` module docs for the
+//! order of work in one wake.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo(rt: std::sync::Arc<dyn jsonlink_rt::Runtime>) -> Result<(), jsonlink_rt::Error> {
+//! use jsonlink_rt::{Client, DevPki, Identity, Secret, Server};
+//! use serde_json::{Value, json};
+//!
+//! let pki = DevPki::generate().expect("dev certs");
+//! let secret = Secret::generate().expect("OS randomness");
+//! let server = Server::builder(rt.clone(), pki.server_config().expect("tls"), secret.clone(),
+//!         Identity::new("server-1", "demo"))
+//!     .bind(([127, 0, 0, 1], 0).into())
+//!     .await?;
+//! server.router().handle("add", |_link, v: Value| async move {
+//!     Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
+//! });
+//!
+//! let client = Client::builder(rt, server.local_addr(), pki.client_config().expect("tls"),
+//!         pki.server_name(), secret, Identity::new("client-1", "demo"))
+//!     .connect()
+//!     .await?;
+//! let sum: i64 = client.request(&json!({"op": "add", "a": 2, "b": 3})).await?;
+//! assert_eq!(sum, 5);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod certs;
+mod client;
+mod config;
+mod dispatch;
+mod driver;
+mod error;
+mod event;
+mod link;
+pub mod reconnect;
 pub mod runtime;
+mod server;
+
+/// The sans-IO core this layer drives.
+pub use jsonlink_proto as proto;
 
 pub use certs::{CertError, DevPki};
+pub use client::{Client, ClientBuilder};
+pub use config::{
+    DEFAULT_COMMAND_CAPACITY, DEFAULT_EVENT_CAPACITY, DEFAULT_LINGER, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HANDLER_TASKS, DEFAULT_READ_BUFFER, LinkOptions,
+};
+pub use dispatch::{Message, Request, Responder, Router};
+pub use error::Error;
+pub use event::{Event, EventKind, Stats};
+pub use jsonlink_proto::{
+    Authenticated, CloseCode, CloseReason, Identity, Keepalive, Payload, PeerRequestId, Policy,
+    RemoteError, Secret, SecretError,
+};
+pub use link::Link;
+pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};
 pub use runtime::{
     Accepted, AsyncStream, BoxFuture, BoxStream, EXPORTER_LABEL, EXPORTER_LEN, Listener, Runtime,
     TlsStream, channel_binding,
 };
+pub use server::{Server, ServerBuilder};

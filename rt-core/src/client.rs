@@ -1,0 +1,636 @@
+//! [`Client`]: one link to a server, reconnected by a supervisor task.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use jsonlink_proto::{CloseReason, Connection, ConnectionParams, Identity, Payload, Secret, Side};
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tracing::Instrument as _;
+
+use crate::config::{LinkOptions, proto_setters};
+use crate::dispatch::Router;
+use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, Outcome, new_link};
+use crate::error::Error;
+use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
+use crate::link::{Ctl, Link, with_deadline};
+use crate::reconnect::Reconnect;
+use crate::runtime::{Runtime, TlsStream};
+
+/// Configures and starts a [`Client`].
+pub struct ClientBuilder {
+    rt: Arc<dyn Runtime>,
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    config: jsonlink_proto::Config,
+    options: LinkOptions,
+    router: Router,
+    reconnect: Reconnect,
+    wait_for_reconnect: bool,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("addr", &self.addr)
+            .field("server_name", &self.server_name)
+            .field("config", &self.config)
+            .field("options", &self.options)
+            .field("reconnect", &self.reconnect)
+            .field("wait_for_reconnect", &self.wait_for_reconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// A builder with every default: reconnect with
+    /// [`Reconnect::default`] (exponential backoff, full jitter), commands
+    /// while disconnected fail at once with [`Error::NotConnected`].
+    pub fn new(
+        rt: Arc<dyn Runtime>,
+        addr: SocketAddr,
+        tls: impl Into<Arc<rustls::ClientConfig>>,
+        server_name: ServerName<'static>,
+        secret: Secret,
+        identity: Identity,
+    ) -> Self {
+        Self {
+            rt,
+            addr,
+            tls: tls.into(),
+            server_name,
+            config: jsonlink_proto::Config::new(secret, identity),
+            options: LinkOptions::default(),
+            router: Router::new(),
+            reconnect: Reconnect::default(),
+            wait_for_reconnect: false,
+        }
+    }
+
+    proto_setters!();
+
+    /// The reconnect policy. Default [`Reconnect::default`].
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Opt-in: while disconnected, `send` and `request` wait for the next
+    /// link up to their own timeout (then fail with [`Error::Timeout`])
+    /// instead of failing at once with [`Error::NotConnected`]. Nothing is
+    /// queued meanwhile: each caller waits itself. Default `false`.
+    pub fn wait_for_reconnect(mut self, on: bool) -> Self {
+        self.wait_for_reconnect = on;
+        self
+    }
+
+    /// Starts the client: connecting (and reconnecting per the policy)
+    /// happens in the background; see [`Client::wait_connected`].
+    pub fn start(self) -> Client {
+        self.spawn(None)
+    }
+
+    /// Starts the client and waits for the first link: the first attempt
+    /// must succeed (its error is returned and the client is closed);
+    /// later drops reconnect per the policy.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let (tx, rx) = oneshot::channel();
+        let client = self.spawn(Some(tx));
+        match rx.await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    fn spawn(self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
+        let (events_tx, events_rx) = if self.options.events {
+            let (tx, rx) = async_channel::bounded(self.options.event_capacity.max(1));
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let ctx = Arc::new(LinkCtx {
+            rt: self.rt.clone(),
+            router: self.router.clone(),
+            events: events_tx,
+            counters: Arc::new(Counters::default()),
+            options: self.options,
+            report_handshake_errors: false,
+        });
+        let shared = Arc::new(ClientShared {
+            rt: self.rt.clone(),
+            ctx,
+            config: Arc::new(self.config),
+            addr: self.addr,
+            tls: self.tls,
+            server_name: self.server_name,
+            reconnect: self.reconnect,
+            wait_for_reconnect: self.wait_for_reconnect,
+            state: Mutex::new(State::Connecting),
+            changed: event_listener::Event::new(),
+            first: Mutex::new(first),
+        });
+        let (ctl_tx, ctl_rx) = async_channel::bounded(1);
+        let span = tracing::info_span!("jsonlink.client", server = %self.addr);
+        self.rt
+            .spawn(Box::pin(supervise(shared.clone(), ctl_rx).instrument(span)));
+        Client {
+            inner: Arc::new(ClientInner {
+                shared,
+                events: EventStream::new(events_rx),
+                ctl_tx,
+                router: self.router,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Connecting,
+    Connected(Link),
+    Disconnected,
+    /// Ended; `Some` when the server rejected our credentials.
+    Closed(Option<CloseReason>),
+}
+
+type FirstSlot = Mutex<Option<oneshot::Sender<Result<(), Error>>>>;
+
+struct ClientShared {
+    rt: Arc<dyn Runtime>,
+    ctx: Arc<LinkCtx>,
+    config: Arc<jsonlink_proto::Config>,
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    reconnect: Reconnect,
+    wait_for_reconnect: bool,
+    state: Mutex<State>,
+    /// Notified on every state change.
+    changed: event_listener::Event,
+    /// `connect()` waits on this for the first attempt's outcome.
+    first: FirstSlot,
+}
+
+impl ClientShared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the state unless the client has already closed.
+    fn set_state(&self, new: State) {
+        {
+            let mut s = self.state();
+            if matches!(*s, State::Closed(_)) {
+                return;
+            }
+            *s = new;
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    fn take_first(&self) -> Option<oneshot::Sender<Result<(), Error>>> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+fn closed_error(reason: &Option<CloseReason>) -> Error {
+    match reason {
+        Some(r) => Error::Auth(r.clone()),
+        None => Error::Closed,
+    }
+}
+
+/// Connects, runs the link, and reconnects per the policy, until the
+/// client is closed or dropped (its order channel closes).
+async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ctl>) {
+    let rt = shared.rt.clone();
+    let mut attempt: u32 = 0;
+    // The kind of error last reported in this outage, so a long outage
+    // reports "connection refused" once, not once per attempt.
+    let mut reported: Option<String> = None;
+    let mut stopped = false;
+    let mut auth_failure = None;
+    loop {
+        shared.set_state(State::Connecting);
+        let result = run_attempt(&shared, &ctl_rx, &mut stopped).await;
+        let error = match result {
+            Ok(o) if o.authenticated => {
+                attempt = 0;
+                reported = None;
+                tracing::info!(reason = %o.reason, "disconnected");
+                None
+            }
+            Ok(o) => Some(Error::from_handshake_close(o.reason)),
+            Err(e) => Some(e),
+        };
+        if stopped {
+            break;
+        }
+        if let Some(e) = error {
+            if let Some(first) = shared.take_first() {
+                tracing::warn!(error = %e, "connect failed");
+                if let Error::Auth(r) = &e {
+                    auth_failure = Some(r.clone());
+                }
+                let _ = first.send(Err(e));
+                break;
+            }
+            if let Error::Auth(r) = &e {
+                // Retrying with the same secret cannot succeed.
+                tracing::warn!(error = %e, "authentication failed; not reconnecting");
+                auth_failure = Some(r.clone());
+                shared.ctx.emit_lossy(Event::Error {
+                    peer_addr: Some(shared.addr),
+                    error: e,
+                });
+                break;
+            }
+            let key = error_key(&e);
+            if reported.as_deref() != Some(key.as_str()) {
+                tracing::warn!(error = %e, "connect failed");
+                reported = Some(key);
+                shared.ctx.emit_lossy(Event::Error {
+                    peer_addr: Some(shared.addr),
+                    error: e,
+                });
+            } else {
+                tracing::debug!(error = %e, "connect failed again");
+            }
+        }
+        shared.set_state(State::Disconnected);
+        let Some(delay) = shared.reconnect.next_delay(attempt) else {
+            break;
+        };
+        attempt = attempt.saturating_add(1);
+        tracing::debug!(attempt, ?delay, "reconnecting");
+        shared
+            .ctx
+            .emit_lossy(Event::ReconnectAttempt { attempt, delay });
+        let until = rt.now() + delay;
+        if with_deadline(&*rt, until, ctl_rx.recv()).await.is_some() {
+            // Closed (or dropped) during backoff: stop at once.
+            break;
+        }
+    }
+    {
+        let mut s = shared.state();
+        *s = State::Closed(auth_failure);
+    }
+    shared.changed.notify(usize::MAX);
+    if let Some(first) = shared.take_first() {
+        let _ = first.send(Err(Error::Closed));
+    }
+    tracing::debug!("client stopped");
+}
+
+/// What kind of failure `e` is, for reporting once per outage.
+fn error_key(e: &Error) -> String {
+    match e {
+        Error::Io(io) => format!("io:{:?}", io.kind()),
+        Error::Handshake(r) => format!("handshake:{}", r.code()),
+        other => format!("{:?}", std::mem::discriminant(other)),
+    }
+}
+
+/// One attempt: TCP + TLS (bounded by the handshake deadline), then the
+/// driver until the link ends. An order on `ctl_rx` (or its closing)
+/// during the attempt sets `stopped` and is forwarded to the link.
+async fn run_attempt(
+    shared: &Arc<ClientShared>,
+    ctl_rx: &async_channel::Receiver<Ctl>,
+    stopped: &mut bool,
+) -> Result<Outcome, Error> {
+    let rt = shared.rt.clone();
+    let start = rt.now();
+    let deadline = start + shared.config.handshake_timeout;
+    bump(&shared.ctx.counters.connections_total, 1);
+    let connect = rt.connect_tls(shared.addr, shared.tls.clone(), shared.server_name.clone());
+    let step: Option<Option<std::io::Result<TlsStream>>> = futures_lite::future::or(
+        async {
+            let _ = ctl_rx.recv().await;
+            None
+        },
+        async { Some(with_deadline(&*rt, deadline, connect).await) },
+    )
+    .await;
+    let tls = match step {
+        None => {
+            *stopped = true;
+            return Err(Error::Closed);
+        }
+        Some(None) => return Err(Error::HandshakeTimeout),
+        Some(Some(Err(e))) => return Err(Error::Io(e)),
+        Some(Some(Ok(tls))) => tls,
+    };
+    let params = ConnectionParams {
+        channel_binding: tls.channel_binding,
+        ..ConnectionParams::default()
+    };
+    let conn = Connection::new(shared.config.clone(), Side::Client, start, params);
+    let (link, cmd_rx) = new_link(
+        rt.clone(),
+        0,
+        tls.peer_addr,
+        shared.config.request_timeout,
+        shared.ctx.options.command_capacity,
+    );
+    let (link_ctl_tx, link_ctl_rx) = async_channel::bounded(1);
+    bump(&shared.ctx.counters.connections, 1);
+    let driver = Driver::new(DriverSetup {
+        conn,
+        stream: tls.stream,
+        link,
+        cmd_rx,
+        ctl_rx: link_ctl_rx,
+        ctx: shared.ctx.clone(),
+        hooks: Box::new(ClientHooks {
+            shared: shared.clone(),
+            released: false,
+        }),
+        max_incoming: shared.config.max_incoming_requests,
+    });
+    let mut driver = pin!(driver.run());
+    enum Step {
+        Ended(Outcome),
+        Order(Option<Ctl>),
+    }
+    loop {
+        let listen = !*stopped;
+        let step = futures_lite::future::or(async { Step::Ended(driver.as_mut().await) }, async {
+            if listen {
+                Step::Order(ctl_rx.recv().await.ok())
+            } else {
+                std::future::pending().await
+            }
+        })
+        .await;
+        match step {
+            Step::Ended(outcome) => return Ok(outcome),
+            Step::Order(order) => {
+                *stopped = true;
+                let order = order.unwrap_or(Ctl {
+                    reason: "client dropped",
+                    deadline: rt.now() + shared.config.close_timeout,
+                });
+                let _ = link_ctl_tx.try_send(order);
+            }
+        }
+    }
+}
+
+struct ClientHooks {
+    shared: Arc<ClientShared>,
+    released: bool,
+}
+
+impl ClientHooks {
+    fn release(&mut self) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        drop_one(&self.shared.ctx.counters.connections);
+        let connected = matches!(*self.shared.state(), State::Connected(_));
+        if connected {
+            self.shared.set_state(State::Disconnected);
+        }
+    }
+}
+
+impl LinkHooks for ClientHooks {
+    fn authenticated(&mut self, link: &Link) {
+        self.shared.set_state(State::Connected(link.clone()));
+        if let Some(first) = self.shared.take_first() {
+            let _ = first.send(Ok(()));
+        }
+    }
+
+    fn closed(&mut self, _link: &Link, _reason: &CloseReason) {
+        self.release();
+    }
+}
+
+impl Drop for ClientHooks {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A jsonlink client: one authenticated link to a server at a time,
+/// reconnected in the background per its [`Reconnect`] policy. Cheap to
+/// clone; dropping the last clone closes the link gracefully and stops the
+/// background task.
+///
+/// Requests are never replayed: those in flight when a link drops fail
+/// with [`Error::ConnectionLost`]; those made while disconnected fail with
+/// [`Error::NotConnected`] (or wait, see
+/// [`ClientBuilder::wait_for_reconnect`]).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    shared: Arc<ClientShared>,
+    events: EventStream,
+    ctl_tx: async_channel::Sender<Ctl>,
+    router: Router,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.ctl_tx.close();
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.shared.addr)
+            .field("state", &*self.inner.shared.state())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Starts configuring a client of the server at `addr`, verified as
+    /// `server_name` by `tls`.
+    pub fn builder(
+        rt: Arc<dyn Runtime>,
+        addr: SocketAddr,
+        tls: impl Into<Arc<rustls::ClientConfig>>,
+        server_name: ServerName<'static>,
+        secret: Secret,
+        identity: Identity,
+    ) -> ClientBuilder {
+        ClientBuilder::new(rt, addr, tls, server_name, secret, identity)
+    }
+
+    /// The handlers by op (the server can send requests and messages too).
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.shared.ctx.counters.snapshot()
+    }
+
+    /// The current authenticated link, if any.
+    pub fn link(&self) -> Option<Link> {
+        match &*self.inner.shared.state() {
+            State::Connected(l) => Some(l.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether a link is authenticated now.
+    pub fn is_connected(&self) -> bool {
+        self.link().is_some()
+    }
+
+    /// Whether the client has stopped for good.
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.inner.shared.state(), State::Closed(_))
+    }
+
+    /// Waits until a link is authenticated. Fails with [`Error::Closed`]
+    /// if the client stops first, or [`Error::Auth`] if the server
+    /// rejected our credentials.
+    pub async fn wait_connected(&self) -> Result<Link, Error> {
+        self.current_link(None, true).await
+    }
+
+    async fn current_link(&self, deadline: Option<Instant>, wait: bool) -> Result<Link, Error> {
+        let shared = &self.inner.shared;
+        loop {
+            let listener = shared.changed.listen();
+            match &*shared.state() {
+                State::Connected(l) => return Ok(l.clone()),
+                State::Closed(r) => return Err(closed_error(r)),
+                _ if !wait => return Err(Error::NotConnected),
+                _ => {}
+            }
+            match deadline {
+                None => listener.await,
+                Some(d) => {
+                    if with_deadline(&*shared.rt, d, listener).await.is_none() {
+                        return Err(Error::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The link for a command due by `deadline`.
+    async fn link_for(&self, deadline: Instant) -> Result<Link, Error> {
+        let wait = self.inner.shared.wait_for_reconnect;
+        self.current_link(Some(deadline), wait).await
+    }
+
+    fn default_deadline(&self) -> Instant {
+        self.inner.shared.rt.now() + self.inner.shared.config.request_timeout
+    }
+
+    /// Sends a message on the current link.
+    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
+        self.send_raw(Arc::from(body)).await
+    }
+
+    /// Sends a message given as raw JSON.
+    pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
+        let link = self.link_for(self.default_deadline()).await?;
+        link.send_raw(body).await
+    }
+
+    /// Sends a request with the default timeout and deserializes the
+    /// response into `R` (`serde_json::Value` for untyped).
+    pub async fn request<R, T>(&self, value: &T) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+        T: Serialize + ?Sized,
+    {
+        let timeout = self.inner.shared.config.request_timeout;
+        self.request_with_timeout(value, timeout).await
+    }
+
+    /// [`request`](Self::request) with its own timeout (which also bounds
+    /// the wait for a link in wait-for-reconnect mode).
+    pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+        T: Serialize + ?Sized,
+    {
+        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
+        let payload = self.request_raw(body, Some(timeout)).await?;
+        payload.parse().map_err(Error::Decode)
+    }
+
+    /// Sends a request given as raw JSON; the response as raw JSON.
+    pub async fn request_raw(
+        &self,
+        body: Box<RawValue>,
+        timeout: Option<Duration>,
+    ) -> Result<Payload, Error> {
+        let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
+        let deadline = self.inner.shared.rt.now() + timeout;
+        let link = self.link_for(deadline).await?;
+        link.request_by(body, deadline).await
+    }
+
+    /// The next event; `None` when the event stream is off.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.inner.events.next().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next_event(&self) -> Option<Event> {
+        self.inner.events.try_next()
+    }
+
+    /// Waits for the next event of `kind`, discarding others.
+    pub async fn wait_for(&self, kind: EventKind) -> Option<Event> {
+        self.inner.events.wait_for(kind).await
+    }
+
+    /// Closes gracefully with the configured close timeout; see
+    /// [`close_by`](Self::close_by).
+    pub async fn close(&self) {
+        let deadline = self.inner.shared.rt.now() + self.inner.shared.config.close_timeout;
+        self.close_by(deadline).await;
+    }
+
+    /// Closes gracefully: sends a close frame, lets requests in flight
+    /// finish until `deadline` (the rest fail with
+    /// [`Error::ShuttingDown`]), and stops reconnecting. During a reconnect
+    /// backoff it stops at once, and callers waiting for a link get
+    /// [`Error::Closed`]. Returns when the client has stopped, or shortly
+    /// after `deadline` (the link's linger time at most).
+    pub async fn close_by(&self, deadline: Instant) {
+        let shared = &self.inner.shared;
+        let _ = self.inner.ctl_tx.try_send(Ctl {
+            reason: "client closed",
+            deadline,
+        });
+        let stopped = async {
+            loop {
+                let listener = shared.changed.listen();
+                if matches!(*shared.state(), State::Closed(_)) {
+                    return;
+                }
+                listener.await;
+            }
+        };
+        let until = deadline + shared.ctx.options.linger;
+        let _ = with_deadline(&*shared.rt, until, stopped).await;
+    }
+}

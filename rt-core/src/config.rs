@@ -1,0 +1,196 @@
+//! Adapter-level limits and options, with their defaults as named constants.
+//!
+//! Protocol limits (frame sizes, handshake timeout, keepalive, request
+//! timeout, in-flight requests, outbound bound, close timeout) live in
+//! [`jsonlink_proto::Config`] and are set through the builders
+//! ([`ServerBuilder`](crate::ServerBuilder),
+//! [`ClientBuilder`](crate::ClientBuilder)); their defaults are
+//! [`jsonlink_proto::DEFAULT_MAX_FRAME`] and friends.
+
+use std::time::Duration;
+
+/// Default limit on simultaneous connections to a server (including those
+/// still in TLS or authentication).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default capacity of a server's or client's event stream.
+pub const DEFAULT_EVENT_CAPACITY: usize = 256;
+/// Default capacity of one link's command channel (sends and requests
+/// queued by handles before the driver takes them).
+pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
+/// Default limit on handler tasks running at once for one link; past it
+/// the link stops reading until one finishes.
+pub const DEFAULT_MAX_HANDLER_TASKS: usize = 256;
+/// Default size of a link's read buffer, reused for every read.
+pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
+/// Default time a closed link keeps trying to flush its last bytes (the
+/// close frame) and TLS `close_notify` before dropping the socket.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
+
+/// Options for every link of one server or client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkOptions {
+    /// Whether the event stream exists. With it off, messages without a
+    /// handler are dropped (and counted) and requests without a handler are
+    /// answered [`no_handler`](jsonlink_proto::RemoteError::NO_HANDLER).
+    /// Default `true`.
+    pub events: bool,
+    /// Capacity of the event stream. Messages and requests wait for room
+    /// (the link stops reading meanwhile); lifecycle events (authenticated,
+    /// closed, error, reconnect attempt) never wait: when the stream is full
+    /// they are dropped and counted in
+    /// [`Stats::dropped_events`](crate::Stats::dropped_events).
+    /// Default [`DEFAULT_EVENT_CAPACITY`].
+    pub event_capacity: usize,
+    /// Capacity of each link's command channel. Default
+    /// [`DEFAULT_COMMAND_CAPACITY`].
+    pub command_capacity: usize,
+    /// Handler tasks running at once per link. Default
+    /// [`DEFAULT_MAX_HANDLER_TASKS`].
+    pub max_handler_tasks: usize,
+    /// Read buffer size per link. Default [`DEFAULT_READ_BUFFER`].
+    pub read_buffer: usize,
+    /// Flush time after close. Default [`DEFAULT_LINGER`].
+    pub linger: Duration,
+    /// Whether requests whose `op` has no handler go to the event stream
+    /// (as [`Event::Request`](crate::Event::Request)) instead of being
+    /// answered `no_handler`. Requests without an `op` always go to the
+    /// stream when it exists. Default `false`.
+    pub unhandled_ops_to_events: bool,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        Self {
+            events: true,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            command_capacity: DEFAULT_COMMAND_CAPACITY,
+            max_handler_tasks: DEFAULT_MAX_HANDLER_TASKS,
+            read_buffer: DEFAULT_READ_BUFFER,
+            linger: DEFAULT_LINGER,
+            unhandled_ops_to_events: false,
+        }
+    }
+}
+
+/// Builder setters for the protocol configuration, shared by
+/// [`ServerBuilder`](crate::ServerBuilder) and
+/// [`ClientBuilder`](crate::ClientBuilder).
+macro_rules! proto_setters {
+    () => {
+        /// Largest frame accepted after authentication (bytes, excluding
+        /// `\n`). Default [`jsonlink_proto::DEFAULT_MAX_FRAME`].
+        pub fn max_frame(mut self, bytes: usize) -> Self {
+            self.config.max_frame = bytes;
+            self
+        }
+
+        /// Largest frame accepted before authentication. Default
+        /// [`jsonlink_proto::DEFAULT_PRE_AUTH_MAX_FRAME`].
+        pub fn pre_auth_max_frame(mut self, bytes: usize) -> Self {
+            self.config.pre_auth_max_frame = bytes;
+            self
+        }
+
+        /// Deadline for TCP + TLS + authentication, counted from accept
+        /// (server) or from the start of connect (client). Default
+        /// [`jsonlink_proto::DEFAULT_HANDSHAKE_TIMEOUT`].
+        pub fn handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.handshake_timeout = timeout;
+            self
+        }
+
+        /// Keepalive settings; `None` sends no pings (pings from the peer
+        /// are still answered). Default: interval
+        /// [`jsonlink_proto::DEFAULT_KEEPALIVE_INTERVAL`], timeout
+        /// [`jsonlink_proto::DEFAULT_KEEPALIVE_TIMEOUT`].
+        pub fn keepalive(mut self, keepalive: Option<jsonlink_proto::Keepalive>) -> Self {
+            self.config.keepalive = keepalive;
+            self
+        }
+
+        /// Timeout of requests that name none. Default
+        /// [`jsonlink_proto::DEFAULT_REQUEST_TIMEOUT`].
+        pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.request_timeout = timeout;
+            self
+        }
+
+        /// Our requests in flight per link; past it requests fail at once
+        /// with [`Error::Busy`](crate::Error::Busy). Default
+        /// [`jsonlink_proto::DEFAULT_MAX_REQUESTS_IN_FLIGHT`].
+        pub fn max_requests_in_flight(mut self, n: usize) -> Self {
+            self.config.max_requests_in_flight = n;
+            self
+        }
+
+        /// The peer's requests in flight per link; past it the core answers
+        /// `busy` itself. Default
+        /// [`jsonlink_proto::DEFAULT_MAX_INCOMING_REQUESTS`].
+        pub fn max_incoming_requests(mut self, n: usize) -> Self {
+            self.config.max_incoming_requests = n;
+            self
+        }
+
+        /// Bound on encoded bytes waiting to be written per link; past it
+        /// `send`/`request` wait and the link stops reading. Default
+        /// [`jsonlink_proto::DEFAULT_MAX_OUTBOUND`].
+        pub fn max_outbound(mut self, bytes: usize) -> Self {
+            self.config.max_outbound = bytes;
+            self
+        }
+
+        /// Time a graceful close waits for requests in flight. Default
+        /// [`jsonlink_proto::DEFAULT_CLOSE_TIMEOUT`].
+        pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.close_timeout = timeout;
+            self
+        }
+
+        /// Signing policy. Default [`jsonlink_proto::Policy::Optional`].
+        pub fn signing(mut self, policy: jsonlink_proto::Policy) -> Self {
+            self.config.signing = policy;
+            self
+        }
+
+        /// Second-layer encryption policy. Default
+        /// [`jsonlink_proto::Policy::Optional`].
+        pub fn encryption(mut self, policy: jsonlink_proto::Policy) -> Self {
+            self.config.encryption = policy;
+            self
+        }
+
+        /// Edits the whole protocol configuration.
+        pub fn proto_config(mut self, f: impl FnOnce(&mut jsonlink_proto::Config)) -> Self {
+            f(&mut self.config);
+            self
+        }
+
+        /// Replaces the adapter-level link options.
+        pub fn link_options(mut self, options: $crate::LinkOptions) -> Self {
+            self.options = options;
+            self
+        }
+
+        /// Turns the event stream on or off (see [`LinkOptions::events`](crate::LinkOptions::events)).
+        pub fn events(mut self, on: bool) -> Self {
+            self.options.events = on;
+            self
+        }
+
+        /// Capacity of the event stream (see
+        /// [`LinkOptions::event_capacity`](crate::LinkOptions::event_capacity)).
+        pub fn event_capacity(mut self, n: usize) -> Self {
+            self.options.event_capacity = n;
+            self
+        }
+
+        /// Uses `router`'s handlers (it can be shared and edited later).
+        pub fn router(mut self, router: $crate::Router) -> Self {
+            self.router = router;
+            self
+        }
+    };
+}
+
+pub(crate) use proto_setters;

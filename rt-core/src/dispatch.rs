@@ -1,0 +1,325 @@
+//! Dispatch by `op`: the [`Router`] of handlers, and the [`Message`],
+//! [`Request`] and [`Responder`] values handlers and the event stream get.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use jsonlink_proto::{Payload, PeerRequestId, RemoteError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::link::Link;
+use crate::runtime::BoxFuture;
+
+/// A fire-and-forget message from the peer.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The link it came on.
+    pub link: Link,
+    /// The body's top-level `op`, if any.
+    pub op: Option<String>,
+    /// The body.
+    pub body: Payload,
+}
+
+impl Message {
+    /// Deserializes the body.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.body.parse().map_err(Error::Decode)
+    }
+}
+
+/// A request from the peer. It must be answered exactly once, through
+/// [`respond`](Self::respond), [`respond_error`](Self::respond_error) or
+/// its [`Responder`]; dropping it unanswered sends
+/// [`handler_dropped`](RemoteError::HANDLER_DROPPED) at once.
+#[derive(Debug)]
+pub struct Request {
+    /// The link it came on.
+    pub link: Link,
+    /// The body's top-level `op`, if any.
+    pub op: Option<String>,
+    /// The body.
+    pub body: Payload,
+    /// Answers the request.
+    pub responder: Responder,
+}
+
+impl Request {
+    /// Deserializes the body.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.body.parse().map_err(Error::Decode)
+    }
+
+    /// Answers with a value.
+    pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        self.responder.respond(value)
+    }
+
+    /// Answers with an error object.
+    pub fn respond_error(self, error: RemoteError) -> Result<(), Error> {
+        self.responder.respond_error(error)
+    }
+}
+
+/// One answer from a responder to the link's driver.
+pub(crate) struct Answer {
+    pub(crate) id: PeerRequestId,
+    pub(crate) result: Result<Box<RawValue>, RemoteError>,
+}
+
+/// Answers one peer request, exactly once. Dropping it unanswered answers
+/// [`handler_dropped`](RemoteError::HANDLER_DROPPED) at once (never a
+/// timeout on the peer's side).
+///
+/// Answering never waits: the answer channel has room for every request
+/// the core lets be in flight.
+pub struct Responder {
+    id: PeerRequestId,
+    tx: Option<async_channel::Sender<Answer>>,
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder").field("id", &self.id).finish()
+    }
+}
+
+impl Responder {
+    pub(crate) fn new(id: PeerRequestId, tx: async_channel::Sender<Answer>) -> Self {
+        Self { id, tx: Some(tx) }
+    }
+
+    /// The peer's request id.
+    pub fn id(&self) -> PeerRequestId {
+        self.id
+    }
+
+    /// Answers with a value. If it does not serialize, the peer gets an
+    /// [`internal`](RemoteError::INTERNAL) error and this returns
+    /// [`Error::Encode`].
+    pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        match serde_json::value::to_raw_value(value) {
+            Ok(raw) => self.answer(Ok(raw)),
+            Err(e) => {
+                let _ = self.answer(Err(RemoteError::new(
+                    RemoteError::INTERNAL,
+                    "the response did not serialize",
+                )));
+                Err(Error::Encode(e))
+            }
+        }
+    }
+
+    /// Answers with raw JSON.
+    pub fn respond_raw(self, value: Payload) -> Result<(), Error> {
+        self.answer(Ok(value.into_raw()))
+    }
+
+    /// Answers with an error object.
+    pub fn respond_error(self, error: RemoteError) -> Result<(), Error> {
+        self.answer(Err(error))
+    }
+
+    fn answer(mut self, result: Result<Box<RawValue>, RemoteError>) -> Result<(), Error> {
+        let Some(tx) = self.tx.take() else {
+            return Err(Error::Closed);
+        };
+        tx.try_send(Answer {
+            id: self.id,
+            result,
+        })
+        .map_err(|_| Error::Closed)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.try_send(Answer {
+                id: self.id,
+                result: Err(RemoteError::new(
+                    RemoteError::HANDLER_DROPPED,
+                    "the handler dropped the request without answering",
+                )),
+            });
+        }
+    }
+}
+
+type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
+type RequestFn = dyn Fn(Request) -> BoxFuture<'static, ()> + Send + Sync;
+
+#[derive(Default)]
+struct Handlers {
+    messages: HashMap<String, Arc<MessageFn>>,
+    requests: HashMap<String, Arc<RequestFn>>,
+}
+
+/// Handlers by `op`, shared by every link of a server or client. Cheap to
+/// clone (clones share the table); handlers can be added or removed while
+/// running.
+///
+/// A message or request whose body is an object with a string `op` goes to
+/// the handler registered for that op; each handler call runs as its own
+/// task. A request to an op with no handler is answered
+/// [`no_handler`](RemoteError::NO_HANDLER) (unless
+/// [`LinkOptions::unhandled_ops_to_events`](crate::LinkOptions::unhandled_ops_to_events));
+/// everything else goes to the event stream.
+#[derive(Clone, Default)]
+pub struct Router {
+    inner: Arc<RwLock<Handlers>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.read();
+        let mut m: Vec<&String> = h.messages.keys().collect();
+        let mut r: Vec<&String> = h.requests.keys().collect();
+        m.sort();
+        r.sort();
+        f.debug_struct("Router")
+            .field("messages", &m)
+            .field("requests", &r)
+            .finish()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Handlers> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handles messages with this `op` (replacing any previous handler).
+    pub fn on_message<F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
+        self.write().messages.insert(op.into(), f);
+        self
+    }
+
+    /// Handles requests with this `op`; the handler answers through the
+    /// [`Request`] (dropping it answers `handler_dropped`).
+    pub fn on_request<F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: Arc<RequestFn> = Arc::new(move |r| Box::pin(handler(r)));
+        self.write().requests.insert(op.into(), f);
+        self
+    }
+
+    /// Handles requests with this `op` through a typed function: the body
+    /// is deserialized into `A` (a body that does not fit is answered
+    /// [`bad_request`](RemoteError::BAD_REQUEST)), and the function's
+    /// `Ok(R)` or `Err(RemoteError)` is the answer.
+    pub fn handle<A, R, F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Link, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, RemoteError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.on_request(op, move |req: Request| {
+            let handler = handler.clone();
+            async move {
+                let args: A = match req.body.parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = req.respond_error(RemoteError::new(
+                            RemoteError::BAD_REQUEST,
+                            format!("invalid arguments: {e}"),
+                        ));
+                        return;
+                    }
+                };
+                let Request {
+                    link, responder, ..
+                } = req;
+                let _ = match handler(link, args).await {
+                    Ok(v) => responder.respond(&v),
+                    Err(e) => responder.respond_error(e),
+                };
+            }
+        })
+    }
+
+    /// Removes the message handler for `op`; whether there was one.
+    pub fn remove_message(&self, op: &str) -> bool {
+        self.write().messages.remove(op).is_some()
+    }
+
+    /// Removes the request handler for `op`; whether there was one.
+    pub fn remove_request(&self, op: &str) -> bool {
+        self.write().requests.remove(op).is_some()
+    }
+
+    pub(crate) fn message_handler(&self, op: &str) -> Option<Arc<MessageFn>> {
+        self.read().messages.get(op).cloned()
+    }
+
+    pub(crate) fn request_handler(&self, op: &str) -> Option<Arc<RequestFn>> {
+        self.read().requests.get(op).cloned()
+    }
+}
+
+/// Counts handler tasks of one link, so a flood of messages cannot spawn
+/// tasks without bound.
+#[derive(Default)]
+pub(crate) struct Gauge {
+    running: AtomicUsize,
+    freed: event_listener::Event,
+}
+
+/// One running handler task; frees its slot on drop.
+pub(crate) struct GaugeGuard(Arc<Gauge>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify(1);
+    }
+}
+
+impl Gauge {
+    pub(crate) fn try_acquire(self: &Arc<Self>, cap: usize) -> Option<GaugeGuard> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap.max(1)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| GaugeGuard(self.clone()))
+    }
+
+    pub(crate) async fn acquire(self: Arc<Self>, cap: usize) -> GaugeGuard {
+        loop {
+            if let Some(g) = self.try_acquire(cap) {
+                return g;
+            }
+            let listener = self.freed.listen();
+            if let Some(g) = self.try_acquire(cap) {
+                return g;
+            }
+            listener.await;
+        }
+    }
+}

@@ -1,0 +1,838 @@
+//! The driver: one task per link that **owns** its [`Connection`] and its
+//! TLS stream, written once as a hand-written [`Future`] so it runs on any
+//! executor.
+//!
+//! Each round of a wake, in order:
+//! 1. finish a delivery that was waiting (event-stream room, handler slot);
+//! 2. take owner orders (close) and answers from responders;
+//! 3. take commands from handles into the core (a command the core refuses
+//!    with `Blocked` is kept and retried; no further command is taken
+//!    meanwhile, so the bounded channel pushes back on `send().await`);
+//! 4. read into a reused buffer → `handle_input`/`handle_eof`, only while
+//!    `conn.wants_input()` and no delivery is waiting;
+//! 5. fire the core's timer when `runtime.now() >= poll_timeout()`;
+//! 6. dispatch the core's events (handlers by op, request table, event
+//!    stream);
+//! 7. write what `poll_transmit` gives (called only when the write buffer is
+//!    empty; unwritten bytes stay across `Pending`), then flush;
+//! 8. arm the timer at the next deadline.
+//!
+//! Rounds repeat while any of them made progress, at most
+//! [`ROUNDS_PER_WAKE`] times, then the driver yields.
+//!
+//! After the core closes, the driver flushes the last bytes (close frame)
+//! and closes the TLS stream, bounded by [`LinkOptions::linger`], then
+//! releases its slot (hooks), fails leftover commands, emits the final
+//! event and ends.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender, TrySendError};
+use futures_channel::oneshot;
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_lite::Stream;
+use jsonlink_proto::{CloseReason, Connection, Payload, RemoteError, RequestId, SendError};
+use tracing::Instrument as _;
+
+use crate::config::LinkOptions;
+use crate::dispatch::{Answer, Gauge, Message, Request, Responder, Router};
+use crate::error::Error;
+use crate::event::{Counters, Event, bump, drop_one};
+use crate::link::{Command, Ctl, Link, LinkInner};
+use crate::runtime::{BoxFuture, BoxStream, Runtime};
+
+/// Rounds of work per wake before the driver yields to the executor.
+pub(crate) const ROUNDS_PER_WAKE: usize = 32;
+/// Commands (or answers) taken per round.
+const BATCH: usize = 64;
+
+/// What every link of one server or client shares.
+pub(crate) struct LinkCtx {
+    pub(crate) rt: Arc<dyn Runtime>,
+    pub(crate) router: Router,
+    pub(crate) events: Option<Sender<Event>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) options: LinkOptions,
+    /// Whether a link that ends before authenticating emits
+    /// [`Event::Error`] itself (the server); a client's supervisor reports
+    /// failed attempts instead, once per outage.
+    pub(crate) report_handshake_errors: bool,
+}
+
+impl LinkCtx {
+    /// Emits a lifecycle event without waiting: dropped and counted when
+    /// the stream is full.
+    pub(crate) fn emit_lossy(&self, ev: Event) {
+        if let Some(tx) = &self.events
+            && let Err(TrySendError::Full(_)) = tx.try_send(ev)
+        {
+            bump(&self.counters.dropped_events, 1);
+        }
+    }
+}
+
+/// The owner's view of a link's life: a server keeps its registry, a
+/// client its current link. `closed` runs once, before the final event, so
+/// counts are back to baseline by the time anyone sees `Closed`; dropping
+/// the hooks must release whatever they hold too (the driver may be
+/// dropped by a runtime shutting down).
+pub(crate) trait LinkHooks: Send {
+    fn authenticated(&mut self, link: &Link);
+    fn closed(&mut self, link: &Link, reason: &CloseReason);
+}
+
+/// How a link ended.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) authenticated: bool,
+    pub(crate) reason: CloseReason,
+}
+
+/// Makes a link handle and the receiving end of its command channel.
+pub(crate) fn new_link(
+    rt: Arc<dyn Runtime>,
+    id: u64,
+    peer_addr: std::net::SocketAddr,
+    request_timeout: std::time::Duration,
+    command_capacity: usize,
+) -> (Link, Receiver<Command>) {
+    let (cmd, rx) = async_channel::bounded(command_capacity.max(1));
+    let link = Link {
+        inner: Arc::new(LinkInner {
+            id,
+            peer_addr,
+            auth: std::sync::OnceLock::new(),
+            cmd,
+            rt,
+            request_timeout,
+        }),
+    };
+    (link, rx)
+}
+
+/// Everything a driver starts with.
+pub(crate) struct DriverSetup {
+    pub(crate) conn: Connection,
+    pub(crate) stream: BoxStream,
+    pub(crate) link: Link,
+    pub(crate) cmd_rx: Receiver<Command>,
+    pub(crate) ctl_rx: Receiver<Ctl>,
+    pub(crate) ctx: Arc<LinkCtx>,
+    pub(crate) hooks: Box<dyn LinkHooks>,
+    /// The core's `max_incoming_requests` (sizes the answer channel).
+    pub(crate) max_incoming: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Finished,
+}
+
+/// One link's driver; a [`Future`] that ends when the link has closed.
+pub(crate) struct Driver {
+    rt: Arc<dyn Runtime>,
+    ctx: Arc<LinkCtx>,
+    conn: Connection,
+    stream: Option<BoxStream>,
+    link: Link,
+    span: tracing::Span,
+    cmd_rx: Pin<Box<Receiver<Command>>>,
+    cmd_done: bool,
+    stalled_cmd: Option<Command>,
+    ctl_rx: Pin<Box<Receiver<Ctl>>>,
+    ctl_done: bool,
+    answer_tx: Sender<Answer>,
+    answer_rx: Pin<Box<Receiver<Answer>>>,
+    stalled_answer: Option<Answer>,
+    table: HashMap<RequestId, oneshot::Sender<Result<Payload, Error>>>,
+    gauge: Arc<Gauge>,
+    hooks: Option<Box<dyn LinkHooks>>,
+    /// A delivery the link waits for before reading or dispatching more.
+    pending: Option<BoxFuture<'static, ()>>,
+    rbuf: Vec<u8>,
+    read_done: bool,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    need_flush: bool,
+    write_dead: bool,
+    sleep: Option<(Instant, BoxFuture<'static, ()>)>,
+    linger_until: Option<Instant>,
+    final_reason: Option<CloseReason>,
+    last_stats: jsonlink_proto::Stats,
+    phase: Phase,
+}
+
+impl Driver {
+    pub(crate) fn new(setup: DriverSetup) -> Self {
+        let DriverSetup {
+            conn,
+            stream,
+            link,
+            cmd_rx,
+            ctl_rx,
+            ctx,
+            hooks,
+            max_incoming,
+        } = setup;
+        let span = tracing::info_span!(
+            "jsonlink.link",
+            conn = link.inner.id,
+            peer = %link.inner.peer_addr,
+            side = ?conn.side(),
+        );
+        let (answer_tx, answer_rx) = async_channel::bounded(max_incoming.max(1));
+        Self {
+            rt: ctx.rt.clone(),
+            rbuf: vec![0; ctx.options.read_buffer.max(512)],
+            ctx,
+            conn,
+            stream: Some(stream),
+            link,
+            span,
+            cmd_rx: Box::pin(cmd_rx),
+            cmd_done: false,
+            stalled_cmd: None,
+            ctl_rx: Box::pin(ctl_rx),
+            ctl_done: false,
+            answer_tx,
+            answer_rx: Box::pin(answer_rx),
+            stalled_answer: None,
+            table: HashMap::new(),
+            gauge: Arc::new(Gauge::default()),
+            hooks: Some(hooks),
+            pending: None,
+            read_done: false,
+            wbuf: Vec::new(),
+            wpos: 0,
+            need_flush: false,
+            write_dead: false,
+            sleep: None,
+            linger_until: None,
+            final_reason: None,
+            last_stats: jsonlink_proto::Stats::default(),
+            phase: Phase::Running,
+        }
+    }
+
+    /// Runs the driver to its end; the outcome of the link.
+    pub(crate) fn run(self) -> impl Future<Output = Outcome> + Send {
+        let span = self.span.clone();
+        self.instrument(span)
+    }
+
+    fn round(&mut self, cx: &mut Context<'_>) -> Option<bool> {
+        let now = self.rt.now();
+        let mut progress = false;
+        if let Some(p) = self.pending.as_mut()
+            && p.as_mut().poll(cx).is_ready()
+        {
+            self.pending = None;
+            progress = true;
+        }
+        if self.phase == Phase::Finished {
+            return if self.pending.is_none() {
+                None
+            } else {
+                Some(progress)
+            };
+        }
+        progress |= self.poll_ctl(cx, now);
+        progress |= self.poll_answers(cx);
+        progress |= self.poll_commands(cx, now);
+        progress |= self.poll_read(cx, now);
+        if self.conn.poll_timeout().is_some_and(|t| now >= t) {
+            self.conn.handle_timeout(now);
+            progress = true;
+        }
+        progress |= self.drain_events();
+        progress |= self.poll_write(cx, now);
+        self.sync_stats();
+        progress |= self.poll_close(cx, now);
+        if self.phase == Phase::Finished {
+            return Some(true);
+        }
+        progress |= self.poll_timer(cx);
+        Some(progress)
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    fn poll_ctl(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        if self.ctl_done || self.conn.is_closed() {
+            return false;
+        }
+        match self.ctl_rx.as_mut().poll_next(cx) {
+            Poll::Ready(Some(ctl)) => {
+                tracing::debug!(reason = ctl.reason, "closing on owner's order");
+                self.conn.close_by(now, ctl.reason, ctl.deadline);
+                true
+            }
+            Poll::Ready(None) => {
+                self.ctl_done = true;
+                tracing::debug!("owner dropped; closing");
+                self.conn.close(now, "owner dropped");
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    fn poll_answers(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for _ in 0..BATCH {
+            if let Some(a) = self.stalled_answer.take() {
+                let result = a.result.as_ref().map(|b| &**b);
+                match self.conn.respond(a.id, result) {
+                    Err(SendError::Blocked) => {
+                        self.stalled_answer = Some(a);
+                        return progress;
+                    }
+                    Ok(()) => {}
+                    Err(e) => tracing::debug!(id = %a.id, error = %e, "answer not sent"),
+                }
+                progress = true;
+            }
+            match self.answer_rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(a)) => {
+                    self.stalled_answer = Some(a);
+                    progress = true;
+                }
+                _ => break,
+            }
+        }
+        if let Some(a) = self.stalled_answer.take() {
+            // The batch ran out with one taken: try it now.
+            let result = a.result.as_ref().map(|b| &**b);
+            if let Err(SendError::Blocked) = self.conn.respond(a.id, result) {
+                self.stalled_answer = Some(a);
+            }
+        }
+        progress
+    }
+
+    fn poll_commands(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut progress = false;
+        if let Some(cmd) = self.stalled_cmd.take() {
+            self.stalled_cmd = self.apply(cmd, now);
+            if self.stalled_cmd.is_some() {
+                return false;
+            }
+            progress = true;
+        }
+        if self.cmd_done {
+            return progress;
+        }
+        for _ in 0..BATCH {
+            match self.cmd_rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(cmd)) => {
+                    progress = true;
+                    self.stalled_cmd = self.apply(cmd, now);
+                    if self.stalled_cmd.is_some() {
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.cmd_done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    /// Gives one command to the core; returns it if the core is `Blocked`.
+    fn apply(&mut self, cmd: Command, now: Instant) -> Option<Command> {
+        if self.conn.is_closed() {
+            fail_command(cmd);
+            return None;
+        }
+        match cmd {
+            Command::Send { body, ack } => {
+                if ack.as_ref().is_some_and(|a| a.is_canceled()) {
+                    return None;
+                }
+                let r = match self.conn.send(&body) {
+                    Err(SendError::Blocked) => return Some(Command::Send { body, ack }),
+                    Ok(()) => {
+                        bump(&self.ctx.counters.messages_out, 1);
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::from_send(e)),
+                };
+                if let Some(ack) = ack {
+                    let _ = ack.send(r);
+                }
+                None
+            }
+            Command::Request {
+                body,
+                deadline,
+                reply,
+            } => {
+                if reply.is_canceled() {
+                    return None;
+                }
+                if now >= deadline {
+                    let _ = reply.send(Err(Error::Timeout));
+                    return None;
+                }
+                let timeout = deadline.saturating_duration_since(now);
+                match self.conn.request(now, &body, Some(timeout)) {
+                    Ok(id) => {
+                        bump(&self.ctx.counters.requests_out, 1);
+                        bump(&self.ctx.counters.requests_in_flight, 1);
+                        self.table.insert(id, reply);
+                        None
+                    }
+                    Err(SendError::Blocked) => Some(Command::Request {
+                        body,
+                        deadline,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::from_send(e)));
+                        None
+                    }
+                }
+            }
+            Command::Close { reason } => {
+                self.conn.close(now, &reason);
+                None
+            }
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        if self.read_done || self.pending.is_some() || !self.conn.wants_input() {
+            return false;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return false;
+        };
+        let r = loop {
+            match Pin::new(&mut *stream).poll_read(cx, &mut self.rbuf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match r {
+            Poll::Pending => false,
+            Poll::Ready(Ok(0)) => {
+                tracing::debug!("end of stream");
+                self.read_done = true;
+                self.conn.handle_eof(now);
+                true
+            }
+            Poll::Ready(Ok(n)) => {
+                if let Some(data) = self.rbuf.get(..n) {
+                    self.conn.handle_input(now, data);
+                }
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                self.read_done = true;
+                self.conn.handle_eof(now);
+                true
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- outputs
+
+    fn drain_events(&mut self) -> bool {
+        let mut progress = false;
+        while self.pending.is_none() {
+            let Some(ev) = self.conn.poll_event() else {
+                break;
+            };
+            progress = true;
+            self.dispatch(ev);
+        }
+        progress
+    }
+
+    fn dispatch(&mut self, ev: jsonlink_proto::Event) {
+        use jsonlink_proto::Event as E;
+        match ev {
+            E::Authenticated(info) => {
+                let _ = self.link.inner.auth.set(info.clone());
+                bump(&self.ctx.counters.authenticated, 1);
+                tracing::info!(
+                    conn = info.connection_id,
+                    node = %info.peer.node,
+                    designation = %info.peer.designation,
+                    signing = info.signing,
+                    encryption = info.encryption,
+                    "authenticated"
+                );
+                if let Some(h) = self.hooks.as_mut() {
+                    h.authenticated(&self.link);
+                }
+                let link = self.link.clone();
+                self.emit(Event::Authenticated { link, info });
+            }
+            E::Message { op, body } => {
+                bump(&self.ctx.counters.messages_in, 1);
+                let handler = op
+                    .as_deref()
+                    .and_then(|op| self.ctx.router.message_handler(op));
+                let msg = Message {
+                    link: self.link.clone(),
+                    op,
+                    body,
+                };
+                match handler {
+                    Some(h) => self.spawn_handler(h(msg)),
+                    None => self.emit(Event::Message(msg)),
+                }
+            }
+            E::Request { id, op, body } => {
+                bump(&self.ctx.counters.requests_in, 1);
+                let handler = op
+                    .as_deref()
+                    .and_then(|op| self.ctx.router.request_handler(op));
+                let to_stream = self.ctx.events.is_some()
+                    && (op.is_none() || self.ctx.options.unhandled_ops_to_events);
+                let req = Request {
+                    link: self.link.clone(),
+                    op,
+                    body,
+                    responder: Responder::new(id, self.answer_tx.clone()),
+                };
+                match handler {
+                    Some(h) => self.spawn_handler(h(req)),
+                    None if to_stream => self.emit(Event::Request(req)),
+                    None => no_handler(req),
+                }
+            }
+            E::Response { id, body } => {
+                if let Some(reply) = self.table.remove(&id) {
+                    drop_one(&self.ctx.counters.requests_in_flight);
+                    let _ = reply.send(Ok(body));
+                }
+            }
+            E::RequestFailed { id, error } => {
+                if let Some(reply) = self.table.remove(&id) {
+                    drop_one(&self.ctx.counters.requests_in_flight);
+                    let _ = reply.send(Err(Error::from_request(error)));
+                }
+            }
+            E::Closed(reason) => {
+                if reason == CloseReason::KeepaliveTimeout && self.link.auth().is_some() {
+                    tracing::info!("keepalive timed out");
+                    self.emit(Event::KeepaliveTimeout {
+                        link: self.link.clone(),
+                    });
+                }
+                self.final_reason = Some(reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// Delivers to the event stream: data waits for room (the link stops
+    /// reading meanwhile), lifecycle events are dropped when it is full.
+    fn emit(&mut self, ev: Event) {
+        let Some(tx) = self.ctx.events.clone() else {
+            undeliverable(&self.ctx, ev);
+            return;
+        };
+        match tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ev)) if ev.is_lifecycle() => {
+                bump(&self.ctx.counters.dropped_events, 1);
+            }
+            Err(TrySendError::Full(ev)) => {
+                let ctx = self.ctx.clone();
+                self.pending = Some(Box::pin(async move {
+                    if let Err(e) = tx.send(ev).await {
+                        undeliverable(&ctx, e.into_inner());
+                    }
+                }));
+            }
+            Err(TrySendError::Closed(ev)) => undeliverable(&self.ctx, ev),
+        }
+    }
+
+    fn spawn_handler(&mut self, fut: BoxFuture<'static, ()>) {
+        let cap = self.ctx.options.max_handler_tasks;
+        let fut = fut.instrument(self.span.clone());
+        match self.gauge.try_acquire(cap) {
+            Some(guard) => self.rt.spawn(Box::pin(async move {
+                let _guard = guard;
+                fut.await;
+            })),
+            None => {
+                let gauge = self.gauge.clone();
+                let rt = self.rt.clone();
+                self.pending = Some(Box::pin(async move {
+                    let guard = gauge.acquire(cap).await;
+                    rt.spawn(Box::pin(async move {
+                        let _guard = guard;
+                        fut.await;
+                    }));
+                }));
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut progress = false;
+        if self.write_dead || self.stream.is_none() {
+            // Nowhere to write: discard, so the core's buffer cannot grow.
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.conn.poll_transmit(&mut self.wbuf) > 0 {
+                progress = true;
+            }
+            self.wbuf.clear();
+            return progress;
+        }
+        let mut failed = None;
+        if let Some(stream) = self.stream.as_mut() {
+            for _ in 0..BATCH {
+                if self.wpos >= self.wbuf.len() {
+                    self.wbuf.clear();
+                    self.wpos = 0;
+                    if self.conn.poll_transmit(&mut self.wbuf) == 0 {
+                        break;
+                    }
+                    self.need_flush = true;
+                    progress = true;
+                }
+                let Some(chunk) = self.wbuf.get(self.wpos..) else {
+                    break;
+                };
+                match Pin::new(&mut *stream).poll_write(cx, chunk) {
+                    Poll::Ready(Ok(0)) => {
+                        failed = Some(io::Error::from(io::ErrorKind::WriteZero));
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.wpos += n;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Poll::Ready(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if failed.is_none() && self.need_flush && self.wpos >= self.wbuf.len() {
+                match Pin::new(&mut *stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.need_flush = false;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => failed = Some(e),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if let Some(e) = failed {
+            tracing::debug!(error = %e, "write failed");
+            self.write_dead = true;
+            self.need_flush = false;
+            self.wbuf.clear();
+            self.wpos = 0;
+            self.conn.handle_eof(now);
+            progress = true;
+        }
+        progress
+    }
+
+    /// After the core closed: flush, close the stream (bounded by the
+    /// linger time), then finish.
+    fn poll_close(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        if !self.conn.is_closed() || self.final_reason.is_none() || self.pending.is_some() {
+            return false;
+        }
+        let linger_until = *self
+            .linger_until
+            .get_or_insert(now + self.ctx.options.linger);
+        let over = now >= linger_until;
+        if let Some(stream) = self.stream.as_mut() {
+            let flushed = self.write_dead
+                || (self.wpos >= self.wbuf.len()
+                    && !self.need_flush
+                    && self.conn.outbound_len() == 0);
+            if !flushed && !over {
+                return false;
+            }
+            if !over && !self.write_dead && Pin::new(&mut **stream).poll_close(cx).is_pending() {
+                return false;
+            }
+            self.stream = None;
+        }
+        self.finish();
+        true
+    }
+
+    fn finish(&mut self) {
+        let reason = self
+            .final_reason
+            .clone()
+            .unwrap_or(CloseReason::UnexpectedEof);
+        let authenticated = self.link.auth().is_some();
+        if let Some(mut hooks) = self.hooks.take() {
+            hooks.closed(&self.link, &reason);
+        }
+        self.cmd_rx.close();
+        self.ctl_rx.close();
+        self.answer_rx.close();
+        for (_, reply) in self.table.drain() {
+            drop_one(&self.ctx.counters.requests_in_flight);
+            let _ = reply.send(Err(Error::ConnectionLost));
+        }
+        if let Some(cmd) = self.stalled_cmd.take() {
+            fail_command(cmd);
+        }
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            fail_command(cmd);
+        }
+        self.sleep = None;
+        self.linger_until = None;
+        if authenticated {
+            tracing::info!(reason = %reason, "closed");
+            self.ctx.emit_lossy(Event::Closed {
+                link: self.link.clone(),
+                reason,
+            });
+        } else if self.ctx.report_handshake_errors {
+            tracing::info!(reason = %reason, "closed before authenticating");
+            self.ctx.emit_lossy(Event::Error {
+                peer_addr: Some(self.link.peer_addr()),
+                error: Error::from_handshake_close(reason),
+            });
+        }
+        self.phase = Phase::Finished;
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let next = [self.conn.poll_timeout(), self.linger_until]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(at) = next else {
+            self.sleep = None;
+            return false;
+        };
+        if self.sleep.as_ref().is_none_or(|(d, _)| *d != at) {
+            self.sleep = Some((at, self.rt.sleep_until(at)));
+        }
+        if let Some((_, s)) = self.sleep.as_mut()
+            && s.as_mut().poll(cx).is_ready()
+        {
+            self.sleep = None;
+            return true;
+        }
+        false
+    }
+
+    fn sync_stats(&mut self) {
+        let s = self.conn.stats();
+        let c = &self.ctx.counters;
+        bump(
+            &c.bytes_in,
+            s.bytes_in.saturating_sub(self.last_stats.bytes_in),
+        );
+        bump(
+            &c.bytes_out,
+            s.bytes_out.saturating_sub(self.last_stats.bytes_out),
+        );
+        bump(
+            &c.dropped_responses,
+            s.dropped_responses
+                .saturating_sub(self.last_stats.dropped_responses),
+        );
+        self.last_stats = s;
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            authenticated: self.link.auth().is_some(),
+            reason: self
+                .final_reason
+                .clone()
+                .unwrap_or(CloseReason::UnexpectedEof),
+        }
+    }
+}
+
+impl Future for Driver {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.get_mut();
+        for _ in 0..ROUNDS_PER_WAKE {
+            match this.round(cx) {
+                None => return Poll::Ready(this.outcome()),
+                Some(true) => {}
+                Some(false) => return Poll::Pending,
+            }
+        }
+        // Work remains: let other tasks run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Dropped before finishing (runtime shutting down): release the
+        // owner's slot; waiters see their channels close.
+        if let Some(mut hooks) = self.hooks.take() {
+            let reason = self
+                .final_reason
+                .clone()
+                .unwrap_or(CloseReason::UnexpectedEof);
+            hooks.closed(&self.link, &reason);
+        }
+        self.cmd_rx.close();
+    }
+}
+
+/// A command that never reached the core.
+fn fail_command(cmd: Command) {
+    match cmd {
+        Command::Send { ack, .. } => {
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(Error::NotConnected));
+            }
+        }
+        Command::Request { reply, .. } => {
+            let _ = reply.send(Err(Error::NotConnected));
+        }
+        Command::Close { .. } => {}
+    }
+}
+
+fn no_handler(req: Request) {
+    let op = req.op.as_deref().unwrap_or("");
+    let op: String = op.chars().take(64).collect();
+    let _ = req.responder.respond_error(RemoteError::new(
+        RemoteError::NO_HANDLER,
+        format!("no handler for op `{op}`"),
+    ));
+}
+
+/// An event with nowhere to go: answer requests `no_handler`, count
+/// messages.
+fn undeliverable(ctx: &LinkCtx, ev: Event) {
+    match ev {
+        Event::Request(req) => no_handler(req),
+        Event::Message(_) => bump(&ctx.counters.dropped_messages, 1),
+        _ => {}
+    }
+}

@@ -1,0 +1,184 @@
+//! The one error type of the async layer, split by what the caller can do
+//! about it.
+
+use std::io;
+
+use jsonlink_proto::{CloseCode, CloseReason, RemoteError, RequestError, SendError};
+
+/// Why a [`Client`](crate::Client), [`Server`](crate::Server) or
+/// [`Link`](crate::Link) operation failed.
+///
+/// Request outcomes map one to one from the core: a request resolves with a
+/// value, or with exactly one of [`Timeout`](Self::Timeout),
+/// [`ConnectionLost`](Self::ConnectionLost),
+/// [`ShuttingDown`](Self::ShuttingDown), [`NoHandler`](Self::NoHandler),
+/// [`HandlerDropped`](Self::HandlerDropped) or [`Remote`](Self::Remote)
+/// (plus [`Decode`](Self::Decode) when the value does not fit the caller's
+/// type). Requests are never replayed on another connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// There is no authenticated link right now (the client is connecting or
+    /// backing off; the command was not sent).
+    #[error("not connected")]
+    NotConnected,
+    /// The link failed (EOF, protocol error, keepalive timeout, peer closed)
+    /// before the response arrived. The request may or may not have been
+    /// processed by the peer; it is not replayed.
+    #[error("connection lost before the response arrived")]
+    ConnectionLost,
+    /// We closed the link ([`Server::shutdown`](crate::Server::shutdown),
+    /// [`Client::close`](crate::Client::close)) and the response had not
+    /// arrived by the close deadline.
+    #[error("shutting down: no response before the close deadline")]
+    ShuttingDown,
+    /// No response within the request's timeout (or, in the client's
+    /// wait-for-reconnect mode, no link within it).
+    #[error("request timed out")]
+    Timeout,
+    /// The peer has no handler for the request's `op`
+    /// (remote error code [`RemoteError::NO_HANDLER`]).
+    #[error("the peer has no handler: {0}")]
+    NoHandler(RemoteError),
+    /// The peer's handler dropped its responder without answering
+    /// (remote error code [`RemoteError::HANDLER_DROPPED`]).
+    #[error("the peer's handler dropped the request: {0}")]
+    HandlerDropped(RemoteError),
+    /// The peer answered with any other error object.
+    #[error("remote error: {0}")]
+    Remote(RemoteError),
+    /// The response (or a received body) did not deserialize into the
+    /// requested type. Only this call failed; the link is up.
+    #[error("could not decode the value: {0}")]
+    Decode(#[source] serde_json::Error),
+    /// The value to send did not serialize to JSON.
+    #[error("could not encode the value: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The in-flight request limit of the link is reached; nothing was sent.
+    #[error("too many requests in flight (limit {limit})")]
+    Busy {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The encoded frame would exceed the peer's maximum frame size; nothing
+    /// was sent and the link stays up.
+    #[error("frame of {size} bytes exceeds the peer's {limit}-byte limit")]
+    FrameTooLarge {
+        /// Size of the encoded frame in bytes.
+        size: usize,
+        /// The peer's limit.
+        limit: usize,
+    },
+    /// The client or server was closed by its owner, or the link is closing
+    /// and takes no new commands.
+    #[error("closed")]
+    Closed,
+    /// The jsonlink handshake was rejected: wrong secret, a channel-binding
+    /// mismatch, no common version, or failed feature negotiation.
+    #[error("authentication failed: {0}")]
+    Auth(CloseReason),
+    /// The link ended before authentication for another reason (protocol
+    /// error, EOF during the handshake).
+    #[error("handshake failed: {0}")]
+    Handshake(CloseReason),
+    /// TCP + TLS + authentication did not finish within the handshake
+    /// timeout.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The server refused a connection because a connection limit was
+    /// reached (reported in the server's event stream).
+    #[error("connection refused: {limit}")]
+    Refused {
+        /// Which limit: `"max_connections"` or `"max_connections_per_ip"`.
+        limit: &'static str,
+    },
+    /// No authenticated connection with this id.
+    #[error("no connection with id {0}")]
+    UnknownConnection(u64),
+    /// A socket or TLS error (TLS failures are
+    /// [`io::ErrorKind::InvalidData`] wrapping a `rustls::Error`).
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Another refusal by the core, e.g. ping data that is not an object.
+    #[error(transparent)]
+    Send(SendError),
+}
+
+impl Error {
+    /// Maps a failed request's core error.
+    /// [`RequestError::ClosedLocally`] becomes [`Error::ShuttingDown`].
+    pub fn from_request(e: RequestError) -> Self {
+        match e {
+            RequestError::Remote(r) => Self::from_remote(r),
+            RequestError::Timeout => Self::Timeout,
+            RequestError::ConnectionLost => Self::ConnectionLost,
+            RequestError::ClosedLocally => Self::ShuttingDown,
+            _ => Self::ConnectionLost,
+        }
+    }
+
+    /// Maps a remote error object, giving the well-known codes their own
+    /// variants.
+    pub fn from_remote(r: RemoteError) -> Self {
+        match r.code.as_str() {
+            RemoteError::NO_HANDLER => Self::NoHandler(r),
+            RemoteError::HANDLER_DROPPED => Self::HandlerDropped(r),
+            _ => Self::Remote(r),
+        }
+    }
+
+    /// Maps a core command refusal.
+    pub fn from_send(e: SendError) -> Self {
+        match e {
+            SendError::NotAuthenticated => Self::NotConnected,
+            SendError::Closed => Self::Closed,
+            SendError::Busy { limit } => Self::Busy { limit },
+            SendError::FrameTooLarge { size, limit } => Self::FrameTooLarge { size, limit },
+            other => Self::Send(other),
+        }
+    }
+
+    /// Maps the close reason of a link that never authenticated.
+    pub fn from_handshake_close(reason: CloseReason) -> Self {
+        match reason.code() {
+            CloseCode::AuthFailed | CloseCode::VersionMismatch | CloseCode::NegotiationFailed => {
+                Self::Auth(reason)
+            }
+            CloseCode::HandshakeTimeout => Self::HandshakeTimeout,
+            _ => Self::Handshake(reason),
+        }
+    }
+
+    /// Whether retrying the same connection with the same configuration is
+    /// pointless (the peer rejected our credentials or protocol).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Self::Auth(_))
+    }
+
+    /// The remote error object, for the three remote variants.
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            Self::NoHandler(r) | Self::HandlerDropped(r) | Self::Remote(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_remote_codes_get_their_own_variants() {
+        let e = Error::from_request(RequestError::Remote(RemoteError::new("no_handler", "x")));
+        assert!(matches!(e, Error::NoHandler(_)));
+        let e = Error::from_remote(RemoteError::new("handler_dropped", "x"));
+        assert!(matches!(e, Error::HandlerDropped(_)));
+        let e = Error::from_remote(RemoteError::new("custom", "x"));
+        assert_eq!(e.remote().map(|r| r.code.as_str()), Some("custom"));
+        assert!(matches!(
+            Error::from_request(RequestError::ClosedLocally),
+            Error::ShuttingDown
+        ));
+    }
+}

@@ -1,0 +1,232 @@
+//! [`Link`]: a cheap handle to one connection, talking to its driver task
+//! through a bounded channel.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use jsonlink_proto::{Authenticated, Identity, Payload};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::runtime::Runtime;
+
+/// A command from a handle to a link's driver.
+pub(crate) enum Command {
+    /// A message; `ack` (if any) learns whether the core accepted it.
+    Send {
+        body: Arc<RawValue>,
+        ack: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    /// A request with an absolute deadline.
+    Request {
+        body: Box<RawValue>,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<Payload, Error>>,
+    },
+    /// Close this link gracefully.
+    Close { reason: String },
+}
+
+/// A close order from the owner (server shutdown, client close). Sent on a
+/// separate channel so a full command channel cannot delay it; all its
+/// senders dropped means the owner is gone, which closes the link too.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctl {
+    pub(crate) reason: &'static str,
+    pub(crate) deadline: Instant,
+}
+
+pub(crate) struct LinkInner {
+    pub(crate) id: u64,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) auth: OnceLock<Authenticated>,
+    pub(crate) cmd: async_channel::Sender<Command>,
+    pub(crate) rt: Arc<dyn Runtime>,
+    pub(crate) request_timeout: Duration,
+}
+
+/// A handle to one connection (on a server: one client; on a client: the
+/// current connection to the server). Cheap to clone; commands go to the
+/// link's driver task through a bounded channel, so a slow peer makes
+/// them wait (backpressure) instead of queueing without bound.
+///
+/// Holding a `Link` does not keep the connection open: when it closes,
+/// commands fail with [`Error::Closed`] or [`Error::NotConnected`].
+#[derive(Clone)]
+pub struct Link {
+    pub(crate) inner: Arc<LinkInner>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("id", &self.id())
+            .field("peer_addr", &self.inner.peer_addr)
+            .field("peer", &self.peer())
+            .finish()
+    }
+}
+
+impl Link {
+    /// The connection id: assigned by the server (on a client, the id the
+    /// server announced; 0 before authentication).
+    pub fn id(&self) -> u64 {
+        self.inner
+            .auth
+            .get()
+            .map_or(self.inner.id, |a| a.connection_id)
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr
+    }
+
+    /// The identity the peer announced, once authenticated.
+    pub fn peer(&self) -> Option<&Identity> {
+        self.inner.auth.get().map(|a| &a.peer)
+    }
+
+    /// The handshake outcome, once authenticated.
+    pub fn auth(&self) -> Option<&Authenticated> {
+        self.inner.auth.get()
+    }
+
+    /// Whether the link's driver has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.cmd.is_closed()
+    }
+
+    /// Sends a fire-and-forget message. Waits while the link's outbound
+    /// buffer is full; returns once the core has encoded it.
+    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
+        self.send_raw(Arc::from(body)).await
+    }
+
+    /// Sends a message given as raw JSON.
+    pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Send {
+            body,
+            ack: Some(tx),
+        };
+        self.inner
+            .cmd
+            .send(cmd)
+            .await
+            .map_err(|_| Error::NotConnected)?;
+        rx.await.unwrap_or(Err(Error::NotConnected))
+    }
+
+    /// Queues a message without waiting; `false` if the command channel is
+    /// full or the link is gone (used by broadcast).
+    pub(crate) fn try_send_raw(&self, body: Arc<RawValue>) -> bool {
+        self.inner
+            .cmd
+            .try_send(Command::Send { body, ack: None })
+            .is_ok()
+    }
+
+    /// Sends a request with the configured default timeout and
+    /// deserializes the response into `R` (use `serde_json::Value` for
+    /// untyped). A response that does not fit `R` fails only this call,
+    /// with [`Error::Decode`].
+    pub async fn request<R, T>(&self, value: &T) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+        T: Serialize + ?Sized,
+    {
+        self.request_inner(value, None).await
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+        T: Serialize + ?Sized,
+    {
+        self.request_inner(value, Some(timeout)).await
+    }
+
+    async fn request_inner<R, T>(&self, value: &T, timeout: Option<Duration>) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+        T: Serialize + ?Sized,
+    {
+        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
+        let payload = self.request_raw(body, timeout).await?;
+        payload.parse().map_err(Error::Decode)
+    }
+
+    /// Sends a request given as raw JSON; the response as raw JSON.
+    /// `timeout` defaults to the configured request timeout.
+    pub async fn request_raw(
+        &self,
+        body: Box<RawValue>,
+        timeout: Option<Duration>,
+    ) -> Result<Payload, Error> {
+        let timeout = timeout.unwrap_or(self.inner.request_timeout);
+        let deadline = self.inner.rt.now() + timeout;
+        self.request_by(body, deadline).await
+    }
+
+    pub(crate) async fn request_by(
+        &self,
+        body: Box<RawValue>,
+        deadline: Instant,
+    ) -> Result<Payload, Error> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Request {
+            body,
+            deadline,
+            reply: tx,
+        };
+        let exchange = async {
+            self.inner
+                .cmd
+                .send(cmd)
+                .await
+                .map_err(|_| Error::NotConnected)?;
+            rx.await.unwrap_or(Err(Error::ConnectionLost))
+        };
+        // The core times the request out at `deadline` too; this guard also
+        // covers the wait for room in the command channel.
+        with_deadline(&*self.inner.rt, deadline, exchange)
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Closes this link gracefully: a close frame, then requests in flight
+    /// get up to the close timeout to finish.
+    pub async fn close(&self, reason: &str) {
+        let _ = self
+            .inner
+            .cmd
+            .send(Command::Close {
+                reason: reason.to_owned(),
+            })
+            .await;
+    }
+}
+
+/// Runs `fut` until `deadline` on `rt`'s clock; `None` if the deadline came
+/// first.
+pub(crate) async fn with_deadline<F: Future>(
+    rt: &dyn Runtime,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    let sleep = rt.sleep_until(deadline);
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        sleep.await;
+        None
+    })
+    .await
+}

@@ -1,0 +1,578 @@
+//! [`Server`]: accepts TLS connections, authenticates them, and runs one
+//! driver task per link.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonlink_proto::{CloseReason, Connection, ConnectionParams, Identity, Secret, Side};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
+
+use crate::config::{DEFAULT_MAX_CONNECTIONS, LinkOptions, proto_setters};
+use crate::dispatch::Router;
+use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, new_link};
+use crate::error::Error;
+use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
+use crate::link::{Ctl, Link, with_deadline};
+use crate::runtime::{Accepted, Listener, Runtime};
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before
+/// trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Configures and binds a [`Server`].
+///
+/// ```no_run
+/// # async fn demo(rt: std::sync::Arc<dyn jsonlink_rt::Runtime>) -> Result<(), Box<dyn std::error::Error>> {
+/// use jsonlink_rt::{DevPki, Identity, Secret, Server};
+/// let pki = DevPki::generate()?;
+/// let server = Server::builder(rt, pki.server_config()?, Secret::generate()?, Identity::new("s1", "demo"))
+///     .max_connections(1000)
+///     .bind(([127, 0, 0, 1], 0).into())
+///     .await?;
+/// server.router().handle("add", |_link, v: serde_json::Value| async move {
+///     Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
+/// });
+/// # Ok(()) }
+/// ```
+pub struct ServerBuilder {
+    rt: Arc<dyn Runtime>,
+    tls: Arc<rustls::ServerConfig>,
+    config: jsonlink_proto::Config,
+    options: LinkOptions,
+    router: Router,
+    max_connections: usize,
+    max_connections_per_ip: Option<usize>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("options", &self.options)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// A builder with every default. `tls` may require client certificates
+    /// (see [`DevPki::server_config_requiring_client_cert`](crate::DevPki::server_config_requiring_client_cert)).
+    pub fn new(
+        rt: Arc<dyn Runtime>,
+        tls: impl Into<Arc<rustls::ServerConfig>>,
+        secret: Secret,
+        identity: Identity,
+    ) -> Self {
+        Self {
+            rt,
+            tls: tls.into(),
+            config: jsonlink_proto::Config::new(secret, identity),
+            options: LinkOptions::default(),
+            router: Router::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
+        }
+    }
+
+    proto_setters!();
+
+    /// Connections open at once (including those still in TLS or
+    /// authentication); past it new ones are closed at once. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Connections open at once from one IP address. Default: no limit.
+    pub fn max_connections_per_ip(mut self, n: Option<usize>) -> Self {
+        self.max_connections_per_ip = n;
+        self
+    }
+
+    /// Binds the listener and starts accepting.
+    pub async fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
+        let listener = self.rt.bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (events_tx, events_rx) = if self.options.events {
+            let (tx, rx) = async_channel::bounded(self.options.event_capacity.max(1));
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let counters = Arc::new(Counters::default());
+        let ctx = Arc::new(LinkCtx {
+            rt: self.rt.clone(),
+            router: self.router.clone(),
+            events: events_tx,
+            counters,
+            options: self.options,
+            report_handshake_errors: true,
+        });
+        let shared = Arc::new(ServerShared {
+            rt: self.rt.clone(),
+            ctx,
+            config: Arc::new(self.config),
+            tls: RwLock::new(self.tls),
+            registry: Mutex::new(Registry::default()),
+            changed: event_listener::Event::new(),
+            next_id: AtomicU64::new(1),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            shutting_down: AtomicBool::new(false),
+            local_addr,
+        });
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let span = tracing::info_span!("jsonlink.server", addr = %local_addr);
+        self.rt.spawn(Box::pin(
+            accept_loop(shared.clone(), listener, stop_rx).instrument(span),
+        ));
+        tracing::info!(addr = %local_addr, "listening");
+        Ok(Server {
+            inner: Arc::new(ServerInner {
+                shared,
+                events: EventStream::new(events_rx),
+                stop_tx,
+                router: self.router,
+            }),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    links: HashMap<u64, Entry>,
+    per_ip: HashMap<IpAddr, usize>,
+    closed: bool,
+}
+
+struct Entry {
+    /// `None` once the server handle is gone (which closes the link).
+    ctl: Option<async_channel::Sender<Ctl>>,
+    /// Set when the link authenticates.
+    link: Option<Link>,
+}
+
+struct ServerShared {
+    rt: Arc<dyn Runtime>,
+    ctx: Arc<LinkCtx>,
+    config: Arc<jsonlink_proto::Config>,
+    tls: RwLock<Arc<rustls::ServerConfig>>,
+    registry: Mutex<Registry>,
+    /// Notified whenever a link leaves the registry.
+    changed: event_listener::Event,
+    next_id: AtomicU64,
+    max_connections: usize,
+    max_connections_per_ip: Option<usize>,
+    shutting_down: AtomicBool,
+    local_addr: SocketAddr,
+}
+
+impl ServerShared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admit(self: &Arc<Self>, accepted: Box<dyn Accepted>) {
+        let start = self.rt.now();
+        let peer_addr = accepted.peer_addr();
+        let ip = peer_addr.ip();
+        let counters = &self.ctx.counters;
+        bump(&counters.connections_total, 1);
+        let mut reg = self.registry();
+        if reg.closed || self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let refused = if reg.links.len() >= self.max_connections {
+            Some("max_connections")
+        } else if self
+            .max_connections_per_ip
+            .is_some_and(|max| reg.per_ip.get(&ip).copied().unwrap_or(0) >= max)
+        {
+            Some("max_connections_per_ip")
+        } else {
+            None
+        };
+        if let Some(limit) = refused {
+            drop(reg);
+            // Dropping the accepted socket closes it at once.
+            drop(accepted);
+            bump(&counters.connections_refused, 1);
+            tracing::warn!(peer = %peer_addr, limit, "connection refused");
+            self.ctx.emit_lossy(Event::Error {
+                peer_addr: Some(peer_addr),
+                error: Error::Refused { limit },
+            });
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (ctl_tx, ctl_rx) = async_channel::bounded(1);
+        reg.links.insert(
+            id,
+            Entry {
+                ctl: Some(ctl_tx),
+                link: None,
+            },
+        );
+        *reg.per_ip.entry(ip).or_default() += 1;
+        drop(reg);
+        bump(&counters.connections, 1);
+        let hooks = ServerHooks {
+            shared: self.clone(),
+            id,
+            ip,
+            released: false,
+        };
+        tracing::debug!(conn = id, peer = %peer_addr, "accepted");
+        let span = tracing::info_span!("jsonlink.accept", conn = id, peer = %peer_addr);
+        self.rt.spawn(Box::pin(
+            serve(self.clone(), accepted, id, start, ctl_rx, hooks).instrument(span),
+        ));
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<ServerShared>,
+    listener: Box<dyn Listener>,
+    stop: async_channel::Receiver<()>,
+) {
+    loop {
+        let next = futures_lite::future::or(
+            async {
+                let _ = stop.recv().await;
+                None
+            },
+            async { Some(listener.accept().await) },
+        )
+        .await;
+        match next {
+            None => break,
+            Some(Ok(accepted)) => shared.admit(accepted),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                let until = shared.rt.now() + ACCEPT_ERROR_PAUSE;
+                if with_deadline(&*shared.rt, until, stop.recv())
+                    .await
+                    .is_some()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("listener closed");
+}
+
+/// TLS, then the driver. The handshake deadline counts from `start`
+/// (accept) and covers TLS and authentication.
+async fn serve(
+    shared: Arc<ServerShared>,
+    accepted: Box<dyn Accepted>,
+    id: u64,
+    start: Instant,
+    ctl_rx: async_channel::Receiver<Ctl>,
+    hooks: ServerHooks,
+) {
+    let rt = shared.rt.clone();
+    let peer_addr = accepted.peer_addr();
+    let deadline = start + shared.config.handshake_timeout;
+    let tls_config = shared.tls.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let tls = futures_lite::future::or(
+        async {
+            // A close order or the server gone: abandon the handshake.
+            let _ = ctl_rx.recv().await;
+            None
+        },
+        async { Some(with_deadline(&*rt, deadline, accepted.tls(tls_config)).await) },
+    )
+    .await;
+    let tls = match tls {
+        None => return,
+        Some(None) => {
+            tracing::debug!("TLS handshake timed out");
+            shared.ctx.emit_lossy(Event::Error {
+                peer_addr: Some(peer_addr),
+                error: Error::HandshakeTimeout,
+            });
+            return;
+        }
+        Some(Some(Err(e))) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            shared.ctx.emit_lossy(Event::Error {
+                peer_addr: Some(peer_addr),
+                error: Error::Io(e),
+            });
+            return;
+        }
+        Some(Some(Ok(tls))) => tls,
+    };
+    let params = ConnectionParams {
+        channel_binding: tls.channel_binding,
+        connection_id: id,
+    };
+    let conn = Connection::new(shared.config.clone(), Side::Server, start, params);
+    let (link, cmd_rx) = new_link(
+        rt.clone(),
+        id,
+        peer_addr,
+        shared.config.request_timeout,
+        shared.ctx.options.command_capacity,
+    );
+    let driver = Driver::new(DriverSetup {
+        conn,
+        stream: tls.stream,
+        link,
+        cmd_rx,
+        ctl_rx,
+        ctx: shared.ctx.clone(),
+        hooks: Box::new(hooks),
+        max_incoming: shared.config.max_incoming_requests,
+    });
+    driver.run().await;
+}
+
+/// Keeps the registry and the connection count in step with one link.
+struct ServerHooks {
+    shared: Arc<ServerShared>,
+    id: u64,
+    ip: IpAddr,
+    released: bool,
+}
+
+impl ServerHooks {
+    fn release(&mut self) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        {
+            let mut reg = self.shared.registry();
+            reg.links.remove(&self.id);
+            if let Some(n) = reg.per_ip.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    reg.per_ip.remove(&self.ip);
+                }
+            }
+        }
+        drop_one(&self.shared.ctx.counters.connections);
+        self.shared.changed.notify(usize::MAX);
+    }
+}
+
+impl LinkHooks for ServerHooks {
+    fn authenticated(&mut self, link: &Link) {
+        if let Some(e) = self.shared.registry().links.get_mut(&self.id) {
+            e.link = Some(link.clone());
+        }
+    }
+
+    fn closed(&mut self, _link: &Link, _reason: &CloseReason) {
+        self.release();
+    }
+}
+
+impl Drop for ServerHooks {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A jsonlink server: a TCP listener, TLS, authentication, and one driver
+/// task per link. Cheap to clone; when the last clone is dropped the
+/// listener closes and every link closes gracefully (no task or socket is
+/// leaked).
+///
+/// Events arrive through [`next_event`](Self::next_event) (see
+/// [`LinkOptions::events`]); requests and messages with an `op` go to the
+/// handlers of [`router`](Self::router).
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+struct ServerInner {
+    shared: Arc<ServerShared>,
+    events: EventStream,
+    stop_tx: async_channel::Sender<()>,
+    router: Router,
+}
+
+impl Drop for ServerInner {
+    fn drop(&mut self) {
+        self.stop_tx.close();
+        let mut reg = self.shared.registry();
+        reg.closed = true;
+        for e in reg.links.values_mut() {
+            // Closing the order channel tells the driver its owner is gone.
+            e.ctl = None;
+        }
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.inner.shared.local_addr)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder(
+        rt: Arc<dyn Runtime>,
+        tls: impl Into<Arc<rustls::ServerConfig>>,
+        secret: Secret,
+        identity: Identity,
+    ) -> ServerBuilder {
+        ServerBuilder::new(rt, tls, secret, identity)
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.shared.local_addr
+    }
+
+    /// The handlers by op; edit them while running.
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// The authenticated links, by connection id.
+    pub fn connections(&self) -> Vec<Link> {
+        let reg = self.inner.shared.registry();
+        let mut v: Vec<Link> = reg.links.values().filter_map(|e| e.link.clone()).collect();
+        v.sort_by_key(Link::id);
+        v
+    }
+
+    /// The authenticated link with this connection id.
+    pub fn connection(&self, id: u64) -> Option<Link> {
+        let reg = self.inner.shared.registry();
+        reg.links.get(&id).and_then(|e| e.link.clone())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.shared.ctx.counters.snapshot()
+    }
+
+    /// Replaces the TLS configuration (e.g. a renewed certificate): new
+    /// handshakes use it, established links are untouched.
+    pub fn set_tls_config(&self, tls: impl Into<Arc<rustls::ServerConfig>>) {
+        *self
+            .inner
+            .shared
+            .tls
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = tls.into();
+        tracing::info!("TLS configuration replaced");
+    }
+
+    /// Sends a message to one link.
+    pub async fn send<T: Serialize + ?Sized>(&self, id: u64, value: &T) -> Result<(), Error> {
+        self.link(id)?.send(value).await
+    }
+
+    /// Sends a request to one link and deserializes the response.
+    pub async fn request<R, T>(&self, id: u64, value: &T) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+        T: Serialize + ?Sized,
+    {
+        self.link(id)?.request(value).await
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    pub async fn request_with_timeout<R, T>(
+        &self,
+        id: u64,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<R, Error>
+    where
+        R: DeserializeOwned,
+        T: Serialize + ?Sized,
+    {
+        self.link(id)?.request_with_timeout(value, timeout).await
+    }
+
+    fn link(&self, id: u64) -> Result<Link, Error> {
+        self.connection(id).ok_or(Error::UnknownConnection(id))
+    }
+
+    /// Sends a message to every authenticated link without waiting: the
+    /// value is encoded once; a link whose command channel is full is
+    /// skipped (counted in [`Stats::broadcast_skipped`]), so one slow
+    /// reader cannot stall the rest. Returns how many links it was queued
+    /// to.
+    pub fn broadcast<T: Serialize + ?Sized>(&self, value: &T) -> Result<usize, Error> {
+        let body: Arc<serde_json::value::RawValue> =
+            Arc::from(serde_json::value::to_raw_value(value).map_err(Error::Encode)?);
+        let mut queued = 0;
+        for link in self.connections() {
+            if link.try_send_raw(body.clone()) {
+                queued += 1;
+            } else {
+                bump(&self.inner.shared.ctx.counters.broadcast_skipped, 1);
+            }
+        }
+        Ok(queued)
+    }
+
+    /// The next event; `None` when the event stream is off.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.inner.events.next().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next_event(&self) -> Option<Event> {
+        self.inner.events.try_next()
+    }
+
+    /// Waits for the next event of `kind`, discarding others (requests
+    /// discarded this way are answered `handler_dropped`).
+    pub async fn wait_for(&self, kind: EventKind) -> Option<Event> {
+        self.inner.events.wait_for(kind).await
+    }
+
+    /// Shuts down gracefully: stops accepting, sends every link a close
+    /// frame, lets requests in flight (both ways) finish until `deadline`,
+    /// then fails ours with [`Error::ShuttingDown`]. Returns when every
+    /// link has ended, or at `deadline`, whichever is first.
+    pub async fn shutdown(&self, deadline: Instant) {
+        let shared = &self.inner.shared;
+        shared.shutting_down.store(true, Ordering::Release);
+        self.inner.stop_tx.close();
+        {
+            let reg = shared.registry();
+            tracing::info!(links = reg.links.len(), "shutting down");
+            for e in reg.links.values() {
+                if let Some(ctl) = &e.ctl {
+                    let _ = ctl.try_send(Ctl {
+                        reason: "server shutting down",
+                        deadline,
+                    });
+                }
+            }
+        }
+        let all_gone = async {
+            loop {
+                let listener = shared.changed.listen();
+                if shared.registry().links.is_empty() {
+                    return;
+                }
+                listener.await;
+            }
+        };
+        let _ = with_deadline(&*shared.rt, deadline, all_gone).await;
+    }
+}
