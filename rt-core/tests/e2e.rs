@@ -1,0 +1,545 @@
+//! End-to-end: the async layer over real TLS on 127.0.0.1. Every test is
+//! bounded in time and synchronises on events, never on sleeps.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonlink_rt::{
+    Client, ClientBuilder, DevPki, Error, Event, EventKind, Identity, Link, Reconnect, Request,
+    Runtime, Secret, Server, ServerBuilder,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs `test` on a multi-threaded tokio runtime, failing after LIMIT.
+fn on_tokio<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Runtime>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
+        tokio.handle().clone(),
+    ));
+    tokio.block_on(async {
+        tokio::time::timeout(LIMIT, test(rt))
+            .await
+            .expect("test timed out")
+    });
+}
+
+/// Runs `test` on smol, failing after LIMIT.
+fn on_smol<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Runtime>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_smol::SmolRuntime);
+    smol::block_on(smol::future::or(
+        async {
+            test(rt).await;
+            true
+        },
+        async {
+            smol::Timer::after(LIMIT).await;
+            false
+        },
+    ))
+    .then_some(())
+    .expect("test timed out");
+}
+
+/// Certificates, a secret, and builders wired to them.
+struct Fixture {
+    rt: Arc<dyn Runtime>,
+    pki: DevPki,
+    secret: Secret,
+}
+
+impl Fixture {
+    fn new(rt: Arc<dyn Runtime>) -> Self {
+        Self {
+            rt,
+            pki: DevPki::generate().unwrap(),
+            secret: Secret::generate().unwrap(),
+        }
+    }
+
+    fn server(&self) -> ServerBuilder {
+        Server::builder(
+            self.rt.clone(),
+            self.pki.server_config().unwrap(),
+            self.secret.clone(),
+            Identity::new("server-1", "e2e-server"),
+        )
+    }
+
+    fn client(&self, addr: SocketAddr) -> ClientBuilder {
+        self.client_with(addr, self.secret.clone())
+    }
+
+    fn client_with(&self, addr: SocketAddr, secret: Secret) -> ClientBuilder {
+        Client::builder(
+            self.rt.clone(),
+            addr,
+            self.pki.client_config().unwrap(),
+            self.pki.server_name(),
+            secret,
+            Identity::new("client-1", "e2e-client"),
+        )
+    }
+}
+
+async fn authenticated(server: &Server) -> Link {
+    match server.wait_for(EventKind::Authenticated).await {
+        Some(Event::Authenticated { link, .. }) => link,
+        other => panic!("expected Authenticated, got {other:?}"),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt);
+    let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let (notes_tx, notes_rx) = async_channel::bounded::<(u64, String)>(4);
+    server.router().on_message("note", move |m| {
+        let tx = notes_tx.clone();
+        async move {
+            let text = m.body.parse::<Value>().unwrap()["text"].to_string();
+            tx.send((m.link.id(), text)).await.unwrap();
+        }
+    });
+    server
+        .router()
+        .handle("add", |_link, args: Add| async move { Ok(args.a + args.b) });
+
+    let client = fx.client(server.local_addr()).connect().await.unwrap();
+    client
+        .router()
+        .handle("whoami", |link: Link, _: Value| async move {
+            Ok(json!({ "me": "client-1", "server": link.peer().map(|p| p.node.clone()) }))
+        });
+
+    // Both sides know who they talk to.
+    let link = authenticated(&server).await;
+    let peer = link.peer().unwrap();
+    assert_eq!(peer.node, "client-1");
+    assert_eq!(peer.designation, "e2e-client");
+    let client_link = client.link().unwrap();
+    assert_eq!(client_link.peer().unwrap().node, "server-1");
+    assert_eq!(client_link.id(), link.id());
+    assert_eq!(
+        server
+            .connections()
+            .iter()
+            .map(Link::id)
+            .collect::<Vec<_>>(),
+        vec![link.id()]
+    );
+
+    // A message goes to its op's handler.
+    client
+        .send(&json!({"op": "note", "text": "hello"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        notes_rx.recv().await.unwrap(),
+        (link.id(), "\"hello\"".into())
+    );
+
+    // Client → server, typed both ways.
+    let sum: i64 = client
+        .request(&json!({"op": "add", "a": 2, "b": 3}))
+        .await
+        .unwrap();
+    assert_eq!(sum, 5);
+
+    // A response that does not fit the caller's type fails only that call.
+    let wrong = client
+        .request::<String, _>(&json!({"op": "add", "a": 1, "b": 1}))
+        .await;
+    assert!(matches!(wrong, Err(Error::Decode(_))), "{wrong:?}");
+    let sum: Value = client
+        .request(&json!({"op": "add", "a": 20, "b": 22}))
+        .await
+        .unwrap();
+    assert_eq!(sum, json!(42));
+
+    // Server → client.
+    let who: Value = server
+        .request(link.id(), &json!({"op": "whoami"}))
+        .await
+        .unwrap();
+    assert_eq!(who, json!({"me": "client-1", "server": "server-1"}));
+
+    // Op-less messages reach the event stream.
+    server.send(link.id(), &json!([1, 2, 3])).await.unwrap();
+    match client.wait_for(EventKind::Message).await {
+        Some(Event::Message(m)) => assert_eq!(m.body.get(), "[1,2,3]"),
+        other => panic!("{other:?}"),
+    }
+
+    let stats = server.stats();
+    assert_eq!(stats.connections, 1);
+    assert_eq!(stats.messages_in, 1);
+    assert_eq!(stats.requests_in, 3);
+    assert_eq!(stats.requests_out, 1);
+    assert_eq!(stats.requests_in_flight, 0);
+    assert!(stats.bytes_in > 0 && stats.bytes_out > 0);
+
+    client.close().await;
+    match server.wait_for(EventKind::Closed).await {
+        Some(Event::Closed { link: l, reason }) => {
+            assert_eq!(l.id(), link.id());
+            assert!(reason.is_graceful(), "{reason:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.stats().connections, 0);
+}
+
+#[test]
+fn authenticate_message_by_op_and_request_both_ways_on_tokio() {
+    on_tokio(authenticate_message_by_op_and_request_both_ways);
+}
+
+#[test]
+fn authenticate_message_by_op_and_request_both_ways_on_smol() {
+    on_smol(authenticate_message_by_op_and_request_both_ways);
+}
+
+#[test]
+fn a_wrong_secret_fails_on_both_sides_with_a_typed_error() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let wrong = Secret::generate().unwrap();
+        let r = fx.client_with(server.local_addr(), wrong).connect().await;
+        match r {
+            Err(Error::Auth(reason)) => {
+                assert_eq!(reason.code(), jsonlink_rt::CloseCode::AuthFailed)
+            }
+            other => panic!("expected Auth, got {other:?}"),
+        }
+        match server.wait_for(EventKind::Error).await {
+            Some(Event::Error {
+                error: Error::Auth(reason),
+                ..
+            }) => assert_eq!(reason.code(), jsonlink_rt::CloseCode::AuthFailed),
+            other => panic!("expected an Auth error event, got {other:?}"),
+        }
+        assert_eq!(server.stats().authenticated, 0);
+    });
+}
+
+#[test]
+fn no_handler_and_handler_dropped_are_typed_remote_errors() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        server
+            .router()
+            .on_request("forget", |req: Request| async move { drop(req) });
+        let client = fx.client(server.local_addr()).connect().await.unwrap();
+
+        let r = client.request::<Value, _>(&json!({"op": "nope"})).await;
+        match r {
+            Err(Error::NoHandler(e)) => assert_eq!(e.code, "no_handler"),
+            other => panic!("{other:?}"),
+        }
+        let r = client.request::<Value, _>(&json!({"op": "forget"})).await;
+        match r {
+            Err(Error::HandlerDropped(e)) => assert_eq!(e.code, "handler_dropped"),
+            other => panic!("{other:?}"),
+        }
+        // The other way too: the client has no handlers.
+        let link = authenticated(&server).await;
+        let r = server
+            .request::<Value, _>(link.id(), &json!({"op": "x"}))
+            .await;
+        assert!(matches!(r, Err(Error::NoHandler(_))), "{r:?}");
+        // An op-less request goes to the event stream; dropping it there
+        // answers handler_dropped at once.
+        let pending = {
+            let server = server.clone();
+            let id = link.id();
+            async move { server.request::<Value, _>(id, &json!({"q": 1})).await }
+        };
+        let answer = async {
+            match client.wait_for(EventKind::Request).await {
+                Some(Event::Request(req)) => req.respond(&json!("ok")).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let (r, ()) = futures_lite::future::zip(pending, answer).await;
+        assert_eq!(r.unwrap(), json!("ok"));
+    });
+}
+
+#[test]
+fn the_client_reconnects_after_a_server_restart() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let (held_tx, held_rx) = async_channel::bounded::<Request>(1);
+        let server = fx
+            .server()
+            .close_timeout(Duration::from_millis(100))
+            .bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        server.router().on_request("hold", move |req| {
+            let tx = held_tx.clone();
+            async move { tx.send(req).await.unwrap() }
+        });
+        let client = fx
+            .client(addr)
+            .reconnect(Reconnect::Backoff {
+                base: Duration::from_millis(20),
+                cap: Duration::from_millis(200),
+            })
+            .start();
+        client.wait_connected().await.unwrap();
+        authenticated(&server).await;
+
+        // A request in flight when the server goes away fails with
+        // ConnectionLost and is not replayed.
+        let in_flight = {
+            let client = client.clone();
+            async move { client.request::<Value, _>(&json!({"op": "hold"})).await }
+        };
+        let restart = async {
+            let held = held_rx.recv().await.unwrap();
+            server.shutdown(rt.now() + Duration::from_millis(100)).await;
+            drop(held);
+        };
+        let (r, ()) = futures_lite::future::zip(in_flight, restart).await;
+        assert!(
+            matches!(r, Err(Error::ConnectionLost | Error::HandlerDropped(_))),
+            "{r:?}"
+        );
+        match client.wait_for(EventKind::Closed).await {
+            Some(Event::Closed { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        drop(server);
+
+        // While the server is down: NotConnected at once, and reconnect
+        // attempts within the envelope.
+        let r = client.request::<Value, _>(&json!({"op": "x"})).await;
+        assert!(matches!(r, Err(Error::NotConnected)), "{r:?}");
+        match client.wait_for(EventKind::ReconnectAttempt).await {
+            Some(Event::ReconnectAttempt { delay, .. }) => {
+                assert!(delay <= Duration::from_millis(200))
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // The server comes back on the same port.
+        let server = loop {
+            match fx.server().bind(addr).await {
+                Ok(s) => break s,
+                // The old listener may still be closing.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        };
+        server
+            .router()
+            .handle("add", |_l, v: Add| async move { Ok(v.a + v.b) });
+        match client.wait_for(EventKind::Authenticated).await {
+            Some(Event::Authenticated { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let sum: i64 = client
+            .request(&json!({"op": "add", "a": 1, "b": 2}))
+            .await
+            .unwrap();
+        assert_eq!(sum, 3);
+        // Nothing was replayed to the new server.
+        assert_eq!(server.stats().requests_in, 1);
+        // Connection-refused was reported once for the whole outage.
+        let mut errors = 0;
+        while let Some(ev) = client.try_next_event() {
+            if let Event::Error { .. } = ev {
+                errors += 1;
+            }
+        }
+        assert!(errors <= 1, "{errors} error events in one outage");
+    });
+}
+
+#[test]
+fn shutdown_lets_requests_finish_until_the_deadline_then_fails_them_with_shutting_down() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        let (held_tx, held_rx) = async_channel::bounded::<Request>(4);
+        client.router().on_request("hold", move |req| {
+            let tx = held_tx.clone();
+            async move { tx.send(req).await.unwrap() }
+        });
+        let link = authenticated(&server).await;
+
+        let finished = {
+            let link = link.clone();
+            async move {
+                link.request::<Value, _>(&json!({"op": "hold", "n": 1}))
+                    .await
+            }
+        };
+        let unanswered = {
+            let link = link.clone();
+            async move {
+                link.request::<Value, _>(&json!({"op": "hold", "n": 2}))
+                    .await
+            }
+        };
+        let drive = async {
+            let first = held_rx.recv().await.unwrap();
+            let second = held_rx.recv().await.unwrap();
+            let (first, second) = if first.body.get().contains("\"n\":1") {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            let start = rt.now();
+            let deadline = start + Duration::from_millis(300);
+            let shutdown = server.shutdown(deadline);
+            let answer = async {
+                // Answered while the server drains: it still arrives.
+                first.respond(&json!("done")).unwrap();
+            };
+            futures_lite::future::zip(shutdown, answer).await;
+            assert!(rt.now() < deadline + Duration::from_millis(200));
+            second
+        };
+        let (r1, (r2, second)) =
+            futures_lite::future::zip(finished, futures_lite::future::zip(unanswered, drive)).await;
+        assert_eq!(r1.unwrap(), json!("done"));
+        assert!(matches!(r2, Err(Error::ShuttingDown)), "{r2:?}");
+        drop(second);
+        assert!(matches!(
+            client.wait_for(EventKind::Closed).await,
+            Some(Event::Closed { .. })
+        ));
+        // No new connections after shutdown.
+        let again = fx.client(server.local_addr()).connect().await;
+        assert!(again.is_err());
+    });
+}
+
+#[test]
+fn client_close_fails_unanswered_requests_with_shutting_down() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let (held_tx, held_rx) = async_channel::bounded::<Request>(1);
+        server.router().on_request("hold", move |req| {
+            let tx = held_tx.clone();
+            async move { tx.send(req).await.unwrap() }
+        });
+        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        let pending = {
+            let client = client.clone();
+            async move { client.request::<Value, _>(&json!({"op": "hold"})).await }
+        };
+        let close = async {
+            let held = held_rx.recv().await.unwrap();
+            client.close_by(rt.now() + Duration::from_millis(100)).await;
+            drop(held);
+        };
+        let (r, ()) = futures_lite::future::zip(pending, close).await;
+        assert!(matches!(r, Err(Error::ShuttingDown)), "{r:?}");
+        assert!(client.is_closed());
+        let r = client.request::<Value, _>(&json!({"op": "x"})).await;
+        assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    });
+}
+
+#[test]
+fn the_connection_limit_refuses_the_extra_one_and_counts_return_to_baseline() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx
+            .server()
+            .max_connections(1)
+            .bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let first = fx.client(server.local_addr()).connect().await.unwrap();
+        authenticated(&server).await;
+        let extra = fx.client(server.local_addr()).connect().await;
+        assert!(extra.is_err(), "{extra:?}");
+        match server.wait_for(EventKind::Error).await {
+            Some(Event::Error {
+                error: Error::Refused { limit },
+                ..
+            }) => assert_eq!(limit, "max_connections"),
+            other => panic!("{other:?}"),
+        }
+        // The first link is unaffected.
+        first.send(&json!({"still": "here"})).await.unwrap();
+        assert!(matches!(
+            server.wait_for(EventKind::Message).await,
+            Some(Event::Message(_))
+        ));
+        drop(first);
+        assert!(matches!(
+            server.wait_for(EventKind::Closed).await,
+            Some(Event::Closed { .. })
+        ));
+        let stats = server.stats();
+        assert_eq!(stats.connections, 0);
+        assert_eq!(stats.connections_refused, 1);
+        assert!(server.connections().is_empty());
+    });
+}
+
+#[test]
+fn a_replaced_certificate_serves_new_handshakes_and_keeps_old_links() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        server
+            .router()
+            .handle("ping", |_l, _: Value| async move { Ok("pong") });
+        let old = fx.client(server.local_addr()).connect().await.unwrap();
+
+        let renewed = DevPki::generate().unwrap();
+        server.set_tls_config(renewed.server_config().unwrap());
+        // A client trusting only the old CA now fails TLS…
+        let r = fx.client(server.local_addr()).connect().await;
+        assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+        // …one trusting the new CA gets in…
+        let new = Client::builder(
+            rt,
+            server.local_addr(),
+            renewed.client_config().unwrap(),
+            renewed.server_name(),
+            fx.secret.clone(),
+            Identity::new("client-2", "e2e-client"),
+        )
+        .connect()
+        .await
+        .unwrap();
+        let r: String = new.request(&json!({"op": "ping"})).await.unwrap();
+        assert_eq!(r, "pong");
+        // …and the existing link is untouched.
+        let r: String = old.request(&json!({"op": "ping"})).await.unwrap();
+        assert_eq!(r, "pong");
+    });
+}
