@@ -8,6 +8,11 @@
 //!
 //! [async-std]: https://docs.rs/async-std
 //! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052
+//!
+//! The whole [`jsonlink_rt`] API ([`Server`], [`Client`], [`Link`],
+//! [`Router`], [`Error`], [`Event`], …) is re-exported here, plus
+//! [`server`] and [`client`] builders bound to this runtime. See the
+//! `echo_async_std` example.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -17,10 +22,36 @@ use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream};
 pub use jsonlink_rt as rt;
-use jsonlink_rt::runtime::{
-    Accepted, BoxFuture, FuturesAccepted, Listener, Runtime, TlsStream, futures_tls_connect,
-};
+use jsonlink_rt::runtime::{FuturesAccepted, futures_tls_connect};
 use rustls_pki_types::ServerName;
+
+pub use jsonlink_rt::*;
+
+/// async-std as the `Arc<dyn Runtime>` that [`Server::builder`] and
+/// [`Client::builder`] take.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(AsyncStdRuntime)
+}
+
+/// [`Server::builder`] on async-std.
+pub fn server(
+    tls: impl Into<Arc<rustls::ServerConfig>>,
+    secret: Secret,
+    identity: Identity,
+) -> ServerBuilder {
+    Server::builder(runtime(), tls, secret, identity)
+}
+
+/// [`Client::builder`] on async-std.
+pub fn client(
+    addr: SocketAddr,
+    tls: impl Into<Arc<rustls::ClientConfig>>,
+    server_name: ServerName<'static>,
+    secret: Secret,
+    identity: Identity,
+) -> ClientBuilder {
+    Client::builder(runtime(), addr, tls, server_name, secret, identity)
+}
 
 /// The [`Runtime`] for async-std (discontinued upstream, see the crate docs).
 #[derive(Debug, Clone, Copy, Default)]

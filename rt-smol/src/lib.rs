@@ -3,6 +3,11 @@
 //! futures-rustls.
 //!
 //! [smol]: https://docs.rs/smol
+//!
+//! The whole [`jsonlink_rt`] API ([`Server`], [`Client`], [`Link`],
+//! [`Router`], [`Error`], [`Event`], …) is re-exported here, plus
+//! [`server`] and [`client`] builders bound to this runtime. See the
+//! `echo_smol` example.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -11,10 +16,36 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use jsonlink_rt as rt;
-use jsonlink_rt::runtime::{
-    Accepted, BoxFuture, FuturesAccepted, Listener, Runtime, TlsStream, futures_tls_connect,
-};
+use jsonlink_rt::runtime::{FuturesAccepted, futures_tls_connect};
 use rustls_pki_types::ServerName;
+
+pub use jsonlink_rt::*;
+
+/// smol's global executor as the `Arc<dyn Runtime>` that [`Server::builder`] and
+/// [`Client::builder`] take.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(SmolRuntime)
+}
+
+/// [`Server::builder`] on smol's global executor.
+pub fn server(
+    tls: impl Into<Arc<rustls::ServerConfig>>,
+    secret: Secret,
+    identity: Identity,
+) -> ServerBuilder {
+    Server::builder(runtime(), tls, secret, identity)
+}
+
+/// [`Client::builder`] on smol's global executor.
+pub fn client(
+    addr: SocketAddr,
+    tls: impl Into<Arc<rustls::ClientConfig>>,
+    server_name: ServerName<'static>,
+    secret: Secret,
+    identity: Identity,
+) -> ClientBuilder {
+    Client::builder(runtime(), addr, tls, server_name, secret, identity)
+}
 use smol::Timer;
 use smol::net::{TcpListener, TcpStream};
 

@@ -1,6 +1,11 @@
 //! jsonlink on [tokio]: [`TokioRuntime`] implements [`rt::Runtime`] with tokio
 //! tasks, timers and sockets, and TLS through tokio-rustls. TLS streams are
 //! bridged to futures-io with `tokio_util::compat`.
+//!
+//! The whole [`jsonlink_rt`] API ([`Server`], [`Client`], [`Link`],
+//! [`Router`], [`Error`], [`Event`], …) is re-exported here, plus
+//! [`server`] and [`client`] builders bound to this runtime. See the
+//! `echo_tokio` example.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -9,8 +14,39 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use jsonlink_rt as rt;
-use jsonlink_rt::runtime::{Accepted, BoxFuture, Listener, Runtime, TlsStream, channel_binding};
 use rustls_pki_types::ServerName;
+
+pub use jsonlink_rt::*;
+
+/// The current tokio runtime as the `Arc<dyn Runtime>` that [`Server::builder`] and
+/// [`Client::builder`] take.
+///
+/// # Panics
+///
+/// If called outside a tokio runtime.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(TokioRuntime::current())
+}
+
+/// [`Server::builder`] on the current tokio runtime.
+pub fn server(
+    tls: impl Into<Arc<rustls::ServerConfig>>,
+    secret: Secret,
+    identity: Identity,
+) -> ServerBuilder {
+    Server::builder(runtime(), tls, secret, identity)
+}
+
+/// [`Client::builder`] on the current tokio runtime.
+pub fn client(
+    addr: SocketAddr,
+    tls: impl Into<Arc<rustls::ClientConfig>>,
+    server_name: ServerName<'static>,
+    secret: Secret,
+    identity: Identity,
+) -> ClientBuilder {
+    Client::builder(runtime(), addr, tls, server_name, secret, identity)
+}
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
