@@ -543,3 +543,248 @@ fn a_replaced_certificate_serves_new_handshakes_and_keeps_old_links() {
         assert_eq!(r, "pong");
     });
 }
+
+#[test]
+fn a_slow_reader_makes_send_wait_instead_of_queueing() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx
+            .server()
+            .max_outbound(64 * 1024)
+            .bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        // The client's event stream holds one message; while it is full
+        // the client stops reading, so TCP and then the server's outbound
+        // buffer fill up.
+        let client = fx
+            .client(server.local_addr())
+            .event_capacity(1)
+            .max_outbound(64 * 1024)
+            .connect()
+            .await
+            .unwrap();
+        let link = authenticated(&server).await;
+        // Skip the client's Authenticated event so only messages queue.
+        while let Some(ev) = client.try_next_event() {
+            assert!(!matches!(ev, Event::Message(_)));
+        }
+        let chunk = "x".repeat(32 * 1024);
+        let total = 400; // ~13 MB: far more than TCP and both buffers hold
+        let sender = async {
+            let mut sent = 0;
+            for i in 0..total {
+                link.send(&json!({ "i": i, "pad": chunk })).await.unwrap();
+                sent += 1;
+            }
+            sent
+        };
+        // With the reader stalled the sender must block before the end.
+        let stalled = tokio::time::timeout(Duration::from_millis(500), sender).await;
+        assert!(
+            stalled.is_err(),
+            "all sends completed with a stalled reader"
+        );
+        // Once the reader drains, everything arrives in order.
+        let sender = async {
+            for i in 0..total {
+                link.send(&json!({ "i": i, "pad": chunk })).await.unwrap();
+            }
+        };
+        let reader = async {
+            let mut next = 0;
+            let mut restarted = false;
+            loop {
+                let Some(Event::Message(m)) = client.wait_for(EventKind::Message).await else {
+                    panic!("stream ended")
+                };
+                let i = m.parse::<Value>().unwrap()["i"].as_i64().unwrap();
+                if i == 0 && next > 0 {
+                    restarted = true;
+                    next = 0;
+                }
+                assert_eq!(i, next, "messages out of order");
+                next += 1;
+                if restarted && next == total {
+                    break;
+                }
+            }
+        };
+        futures_lite::future::zip(sender, reader).await;
+    });
+}
+
+#[test]
+fn in_wait_mode_requests_wait_for_the_reconnect_up_to_their_timeout() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt);
+        // Find a free port, then leave it closed.
+        let probe = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let addr = probe.local_addr();
+        probe.shutdown(std::time::Instant::now()).await;
+        drop(probe);
+        let client = fx
+            .client(addr)
+            .wait_for_reconnect(true)
+            .reconnect(Reconnect::Fixed(Duration::from_millis(20)))
+            .start();
+        // No server: the request fails at its own deadline.
+        let r = client
+            .request_with_timeout::<Value, _>(&json!({"op": "x"}), Duration::from_millis(100))
+            .await;
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        // Connection refused is reported once for the outage.
+        match client.wait_for(EventKind::Error).await {
+            Some(Event::Error {
+                error: Error::Io(e),
+                ..
+            }) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused),
+            other => panic!("{other:?}"),
+        }
+        // A request made while down succeeds once the server is up.
+        let body = json!({"op": "add", "a": 1, "b": 1});
+        let request = client.request_with_timeout::<i64, _>(&body, Duration::from_secs(10));
+        let start_server = async {
+            // Wait until the client has retried at least once more.
+            client.wait_for(EventKind::ReconnectAttempt).await;
+            let server = loop {
+                match fx.server().bind(addr).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::task::yield_now().await,
+                }
+            };
+            server
+                .router()
+                .handle("add", |_l, v: Add| async move { Ok(v.a + v.b) });
+            server
+        };
+        let (r, _server) = futures_lite::future::zip(request, start_server).await;
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(
+            client.stats().connections,
+            1,
+            "exactly one link after the outage"
+        );
+    });
+}
+
+#[test]
+fn close_during_backoff_stops_at_once_and_waiters_get_closed() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let probe = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let addr = probe.local_addr();
+        probe.shutdown(rt.now()).await;
+        drop(probe);
+        let client = fx
+            .client(addr)
+            .wait_for_reconnect(true)
+            .reconnect(Reconnect::Fixed(Duration::from_secs(60)))
+            .start();
+        client.wait_for(EventKind::ReconnectAttempt).await;
+        let waiter = {
+            let client = client.clone();
+            async move {
+                client
+                    .request_with_timeout::<Value, _>(&json!({}), Duration::from_secs(60))
+                    .await
+            }
+        };
+        let close = async {
+            let start = rt.now();
+            client.close().await;
+            start.elapsed()
+        };
+        let (r, took) = futures_lite::future::zip(waiter, close).await;
+        assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+        assert!(took < Duration::from_secs(5), "close took {took:?}");
+        assert!(client.is_closed());
+    });
+}
+
+/// A runtime that counts the tasks it spawned and still runs.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Runtime>,
+    live: Arc<Live>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    n: std::sync::atomic::AtomicUsize,
+    ended: event_listener::Event,
+}
+
+struct TaskGuard(Arc<Live>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.ended.notify(usize::MAX);
+    }
+}
+
+impl Runtime for Counting {
+    fn spawn(&self, future: jsonlink_rt::BoxFuture<'static, ()>) {
+        self.live
+            .n
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let guard = TaskGuard(self.live.clone());
+        self.inner.spawn(Box::pin(async move {
+            let _guard = guard;
+            future.await;
+        }));
+    }
+    fn now(&self) -> std::time::Instant {
+        self.inner.now()
+    }
+    fn sleep_until(&self, deadline: std::time::Instant) -> jsonlink_rt::BoxFuture<'static, ()> {
+        self.inner.sleep_until(deadline)
+    }
+    fn bind(
+        &self,
+        addr: SocketAddr,
+    ) -> jsonlink_rt::BoxFuture<'_, std::io::Result<Box<dyn jsonlink_rt::Listener>>> {
+        self.inner.bind(addr)
+    }
+    fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls_pki_types::ServerName<'static>,
+    ) -> jsonlink_rt::BoxFuture<'static, std::io::Result<jsonlink_rt::TlsStream>> {
+        self.inner.connect_tls(addr, config, server_name)
+    }
+}
+
+#[test]
+fn dropping_client_and_server_without_shutdown_ends_every_task() {
+    on_tokio(|rt| async move {
+        let live = Arc::new(Live::default());
+        let rt: Arc<dyn Runtime> = Arc::new(Counting {
+            inner: rt,
+            live: live.clone(),
+        });
+        let fx = Fixture::new(rt);
+        let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        server
+            .router()
+            .handle("add", |_l, v: Add| async move { Ok(v.a + v.b) });
+        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        let sum: i64 = client
+            .request(&json!({"op": "add", "a": 1, "b": 2}))
+            .await
+            .unwrap();
+        assert_eq!(sum, 3);
+        assert!(live.n.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+        drop(client);
+        drop(server);
+        loop {
+            let listener = live.ended.listen();
+            if live.n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                break;
+            }
+            listener.await;
+        }
+    });
+}
