@@ -788,3 +788,77 @@ fn dropping_client_and_server_without_shutdown_ends_every_task() {
         }
     });
 }
+
+#[test]
+fn a_value_larger_than_the_peers_max_frame_fails_only_that_call() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx
+            .server()
+            .max_frame(4096)
+            .bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        server.router().handle("len", |_l, v: Value| async move {
+            Ok(v["s"].as_str().map_or(0, str::len))
+        });
+        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        let big = "y".repeat(8192);
+        let r = client.send(&json!({ "op": "len", "s": big })).await;
+        assert!(
+            matches!(r, Err(Error::FrameTooLarge { limit: 4096, .. })),
+            "{r:?}"
+        );
+        let r = client
+            .request::<usize, _>(&json!({ "op": "len", "s": big }))
+            .await;
+        assert!(matches!(r, Err(Error::FrameTooLarge { .. })), "{r:?}");
+        let n: usize = client
+            .request(&json!({ "op": "len", "s": "abc" }))
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+    });
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_closed_by_keepalive_and_its_requests_fail() {
+    on_tokio(|rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx
+            .server()
+            .keepalive(Some(jsonlink_rt::Keepalive {
+                interval: Duration::from_millis(100),
+                timeout: Duration::from_millis(200),
+                data: None,
+            }))
+            .bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        // The client's stream holds one event and nobody reads it: after
+        // two op-less messages its link stops reading (and answering pings).
+        let client = fx
+            .client(server.local_addr())
+            .event_capacity(1)
+            .keepalive(None)
+            .connect()
+            .await
+            .unwrap();
+        let link = authenticated(&server).await;
+        link.send(&json!(["fill"])).await.unwrap();
+        link.send(&json!(["block"])).await.unwrap();
+        let r = link.request::<Value, _>(&json!({"q": "never read"})).await;
+        assert!(matches!(r, Err(Error::ConnectionLost)), "{r:?}");
+        match server.wait_for(EventKind::KeepaliveTimeout).await {
+            Some(Event::KeepaliveTimeout { link: l }) => assert_eq!(l.id(), link.id()),
+            other => panic!("{other:?}"),
+        }
+        match server.wait_for(EventKind::Closed).await {
+            Some(Event::Closed { reason, .. }) => {
+                assert_eq!(reason, jsonlink_rt::CloseReason::KeepaliveTimeout)
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(client);
+    });
+}
