@@ -552,6 +552,12 @@ impl Client {
         link.send_raw(body).await
     }
 
+    /// Pings the server with optional data (see [`Link::ping`]).
+    pub async fn ping<T: Serialize + ?Sized>(&self, data: Option<&T>) -> Result<(), Error> {
+        let link = self.link_for(self.default_deadline()).await?;
+        link.ping(data).await
+    }
+
     /// Sends a request with the default timeout and deserializes the
     /// response into `R` (`serde_json::Value` for untyped).
     pub async fn request<R, T>(&self, value: &T) -> Result<R, Error>

@@ -403,6 +403,15 @@ impl Driver {
                     }
                 }
             }
+            Command::Ping { data, ack } => {
+                match self.conn.ping(data.as_deref()) {
+                    Err(SendError::Blocked) => return Some(Command::Ping { data, ack }),
+                    r => {
+                        let _ = ack.send(r.map_err(Error::from_send));
+                    }
+                }
+                None
+            }
             Command::Close { reason } => {
                 self.conn.close(now, &reason);
                 None
@@ -525,6 +534,14 @@ impl Driver {
                     drop_one(&self.ctx.counters.requests_in_flight);
                     let _ = reply.send(Err(Error::from_request(error)));
                 }
+            }
+            E::Ping { data } => {
+                let link = self.link.clone();
+                self.emit(Event::Ping { link, data });
+            }
+            E::Pong => {
+                let link = self.link.clone();
+                self.emit(Event::Pong { link });
             }
             E::Closed(reason) => {
                 if reason == CloseReason::KeepaliveTimeout && self.link.auth().is_some() {
@@ -813,6 +830,9 @@ fn fail_command(cmd: Command) {
         }
         Command::Request { reply, .. } => {
             let _ = reply.send(Err(Error::NotConnected));
+        }
+        Command::Ping { ack, .. } => {
+            let _ = ack.send(Err(Error::NotConnected));
         }
         Command::Close { .. } => {}
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use jsonlink_proto::{Authenticated, CloseReason};
+use jsonlink_proto::{Authenticated, CloseReason, Payload};
 
 use crate::dispatch::{Message, Request};
 use crate::error::Error;
@@ -30,6 +30,18 @@ pub enum Event {
     Message(Message),
     /// A request no handler took; answer it through its responder.
     Request(Request),
+    /// The peer pinged (a keepalive or [`Link::ping`]); a pong was sent.
+    Ping {
+        /// The link.
+        link: Link,
+        /// The ping's data object, if any.
+        data: Option<Payload>,
+    },
+    /// The peer answered one of our pings.
+    Pong {
+        /// The link.
+        link: Link,
+    },
     /// The peer stopped answering keepalive pings; `Closed` follows.
     KeepaliveTimeout {
         /// The link.
@@ -70,6 +82,10 @@ pub enum EventKind {
     Message,
     /// [`Event::Request`].
     Request,
+    /// [`Event::Ping`].
+    Ping,
+    /// [`Event::Pong`].
+    Pong,
     /// [`Event::KeepaliveTimeout`].
     KeepaliveTimeout,
     /// [`Event::Closed`].
@@ -87,6 +103,8 @@ impl Event {
             Self::Authenticated { .. } => EventKind::Authenticated,
             Self::Message(_) => EventKind::Message,
             Self::Request(_) => EventKind::Request,
+            Self::Ping { .. } => EventKind::Ping,
+            Self::Pong { .. } => EventKind::Pong,
             Self::KeepaliveTimeout { .. } => EventKind::KeepaliveTimeout,
             Self::Closed { .. } => EventKind::Closed,
             Self::Error { .. } => EventKind::Error,

@@ -29,6 +29,12 @@ pub(crate) enum Command {
         deadline: Instant,
         reply: oneshot::Sender<Result<Payload, Error>>,
     },
+    /// A ping with optional data (a JSON object); `ack` learns whether the
+    /// core accepted it.
+    Ping {
+        data: Option<Box<RawValue>>,
+        ack: oneshot::Sender<Result<(), Error>>,
+    },
     /// Close this link gracefully.
     Close { reason: String },
 }
@@ -120,6 +126,24 @@ impl Link {
         self.inner
             .cmd
             .send(cmd)
+            .await
+            .map_err(|_| Error::NotConnected)?;
+        rx.await.unwrap_or(Err(Error::NotConnected))
+    }
+
+    /// Sends a ping carrying `data` (a JSON object, like zetta-rpc's
+    /// `pingDataObject`), or a bare ping for `None`. The peer sees
+    /// [`Event::Ping`](crate::Event::Ping) and answers with a pong
+    /// ([`Event::Pong`](crate::Event::Pong) here).
+    pub async fn ping<T: Serialize + ?Sized>(&self, data: Option<&T>) -> Result<(), Error> {
+        let data = data
+            .map(serde_json::value::to_raw_value)
+            .transpose()
+            .map_err(Error::Encode)?;
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Ping { data, ack: tx })
             .await
             .map_err(|_| Error::NotConnected)?;
         rx.await.unwrap_or(Err(Error::NotConnected))

@@ -482,6 +482,15 @@ impl Server {
         self.link(id)?.send(value).await
     }
 
+    /// Pings one link with optional data (see [`Link::ping`]).
+    pub async fn ping<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        data: Option<&T>,
+    ) -> Result<(), Error> {
+        self.link(id)?.ping(data).await
+    }
+
     /// Sends a request to one link and deserializes the response.
     pub async fn request<R, T>(&self, id: u64, value: &T) -> Result<R, Error>
     where

@@ -85,13 +85,16 @@ impl Runtime for TokioRuntime {
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
-        Box::pin(async move { tokio::time::sleep_until(deadline.into()).await })
+        in_tokio(&self.handle, async move {
+            tokio::time::sleep_until(deadline.into()).await
+        })
     }
 
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
+        let handle = self.handle.clone();
+        in_tokio(&self.handle, async move {
             let listener = TcpListener::bind(addr).await?;
-            Ok(Box::new(TokioListener(listener)) as Box<dyn Listener>)
+            Ok(Box::new(TokioListener(listener, handle)) as Box<dyn Listener>)
         })
     }
 
@@ -101,7 +104,7 @@ impl Runtime for TokioRuntime {
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
     ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        Box::pin(async move {
+        in_tokio(&self.handle, async move {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
@@ -115,15 +118,32 @@ impl Runtime for TokioRuntime {
     }
 }
 
+/// Runs `fut` inside `handle`'s context on every poll, so tokio sockets and
+/// timers work even when the caller awaits from another executor (a smol
+/// or async-std task, or `futures_lite::future::block_on`).
+fn in_tokio<'a, T>(handle: &Handle, fut: impl Future<Output = T> + Send + 'a) -> BoxFuture<'a, T> {
+    let handle = handle.clone();
+    let mut fut = Box::pin(fut);
+    Box::pin(std::future::poll_fn(move |cx| {
+        let _entered = handle.enter();
+        fut.as_mut().poll(cx)
+    }))
+}
+
 #[derive(Debug)]
-struct TokioListener(TcpListener);
+struct TokioListener(TcpListener, Handle);
 
 impl Listener for TokioListener {
     fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>> {
-        Box::pin(async move {
+        let handle = self.1.clone();
+        in_tokio(&self.1, async move {
             let (tcp, peer_addr) = self.0.accept().await?;
             tcp.set_nodelay(true)?;
-            Ok(Box::new(TokioAccepted { tcp, peer_addr }) as Box<dyn Accepted>)
+            Ok(Box::new(TokioAccepted {
+                tcp,
+                peer_addr,
+                handle,
+            }) as Box<dyn Accepted>)
         })
     }
 
@@ -135,6 +155,7 @@ impl Listener for TokioListener {
 struct TokioAccepted {
     tcp: TcpStream,
     peer_addr: SocketAddr,
+    handle: Handle,
 }
 
 impl Accepted for TokioAccepted {
@@ -146,7 +167,8 @@ impl Accepted for TokioAccepted {
         self: Box<Self>,
         config: Arc<rustls::ServerConfig>,
     ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        Box::pin(async move {
+        let handle = self.handle.clone();
+        in_tokio(&handle, async move {
             let tls = TlsAcceptor::from(config).accept(self.tcp).await?;
             let channel_binding = channel_binding(tls.get_ref().1)?;
             Ok(TlsStream {
