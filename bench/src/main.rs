@@ -1,1 +1,92 @@
-fn main() {}
+//! `jsonlink-bench`: end-to-end benchmarks of jsonlink over TLS on
+//! 127.0.0.1 against a raw-TLS baseline and tarpc, server and client in
+//! separate processes.
+//!
+//! ```text
+//! jsonlink-bench all [--quick] [--reps N] [--secs S] [--warmup S]
+//! jsonlink-bench server --rt tokio|smol --stack raw|core|tarpc --mode plain|signed|sealed --dir DIR
+//! jsonlink-bench client --rt … --stack … --mode … --dir DIR --port P
+//!                       --scenario oneway|rr|handshake|idle [--size B] [--inflight K]
+//!                       [--conns N] [--secs S] [--warmup S]
+//! ```
+//!
+//! `all` writes a markdown report to stdout and to `bench/results/latest.md`.
+//! See `BENCHMARKS.md` at the repository root.
+
+mod common;
+mod load;
+mod orchestrate;
+mod protos;
+mod tarpc_rr;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use common::{Material, Mode, Opts, Rt};
+use load::Stack;
+
+/// Whether the `api` stack (jsonlink-rt's `Client`/`Server`) is built in.
+pub(crate) fn api_available() -> bool {
+    false
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let (cmd, rest) = args.split_first().ok_or_else(usage)?;
+    let o = Opts::parse(rest)?;
+    match cmd.as_str() {
+        "all" => orchestrate::all(&o),
+        "server" | "client" => {
+            common::raise_nofile();
+            let rt = Rt::parse(o.str_or("rt", "tokio"))?;
+            let mode = Mode::parse(o.str_or("mode", "plain"))?;
+            let dir = o.get("dir").ok_or("--dir is required")?;
+            let m = Arc::new(Material::load(std::path::Path::new(dir))?);
+            let stack = o.str_or("stack", "raw").to_owned();
+            let server = cmd == "server";
+            if stack == "tarpc" {
+                if rt != Rt::Tokio {
+                    return Err("tarpc runs on tokio only".to_owned());
+                }
+                return rt.block_on(|_| async move {
+                    if server {
+                        tarpc_rr::server(m).await.map_err(|e| e.to_string())
+                    } else {
+                        let v = tarpc_rr::client(m, o).await.map_err(|e| e.to_string())?;
+                        println!("{v}");
+                        Ok(())
+                    }
+                });
+            }
+            let stack = Stack::parse(&stack).ok_or_else(|| format!("unknown stack {stack:?}"))?;
+            rt.block_on(|r| async move {
+                if server {
+                    load::server(r, m, stack, mode)
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    let v = load::client(r, m, stack, mode, o)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    println!("{v}");
+                    Ok(())
+                }
+            })
+        }
+        _ => Err(usage()),
+    }
+}
+
+fn usage() -> String {
+    "usage: jsonlink-bench all [--quick] | server … | client … (see the crate docs)".to_owned()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jsonlink-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The Rust peer a user would pick instead: tarpc with its serde-json
+//! transport (length-delimited JSON) over the same tokio-rustls streams and
+//! rustls configurations, request/response only.
+#![allow(missing_docs, unreachable_pub)]
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tarpc::serde_transport;
+use tarpc::server::{BaseChannel, Channel as _};
+use tarpc::tokio_serde::formats::Json;
+use tarpc::tokio_util::codec::length_delimited::LengthDelimitedCodec;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::{Material, Opts, body, percentile, secs_since};
+
+/// The request and response body: the same fields as the other stacks' body.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Body {
+    pub op: String,
+    pub seq: u64,
+    pub data: String,
+}
+
+#[tarpc::service]
+pub trait Echo {
+    /// Returns its argument.
+    async fn echo(body: Body) -> Body;
+}
+
+#[derive(Clone)]
+struct EchoServer;
+
+impl Echo for EchoServer {
+    async fn echo(self, _: tarpc::context::Context, body: Body) -> Body {
+        body
+    }
+}
+
+async fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(fut);
+}
+
+/// The tarpc server process (tokio only).
+pub(crate) async fn server(m: Arc<Material>) -> io::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    println!("PORT {}", listener.local_addr()?.port());
+    let acceptor = tokio_rustls::TlsAcceptor::from(m.server_tls.clone());
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let framed = LengthDelimitedCodec::builder().new_framed(tls);
+            let transport = serde_transport::new(framed, Json::default());
+            BaseChannel::with_defaults(transport)
+                .execute(EchoServer.serve())
+                .for_each(spawn)
+                .await;
+        });
+    }
+}
+
+async fn run(client: &EchoClient, b: &Body, k: usize, dur: Duration) -> io::Result<Value> {
+    let t0 = Instant::now();
+    let end = t0 + dur;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..k {
+        let client = client.clone();
+        let b = b.clone();
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let t = Instant::now();
+                let mut ctx = tarpc::context::current();
+                ctx.deadline = Instant::now() + Duration::from_secs(30);
+                client
+                    .echo(ctx, b.clone())
+                    .await
+                    .map_err(io::Error::other)?;
+                n += 1;
+                if k == 1 {
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+            Ok::<_, io::Error>((n, lat))
+        });
+    }
+    let mut n = 0;
+    let mut lat = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (c, l) = r.map_err(io::Error::other)??;
+        n += c;
+        lat.extend(l);
+    }
+    let secs = secs_since(t0);
+    lat.sort_unstable();
+    let mut v = json!({ "rtt_per_s": n as f64 / secs });
+    if k == 1 {
+        v["p50_us"] = json!(percentile(&lat, 0.5) as f64 / 1e3);
+        v["p99_us"] = json!(percentile(&lat, 0.99) as f64 / 1e3);
+        v["p999_us"] = json!(percentile(&lat, 0.999) as f64 / 1e3);
+    }
+    Ok(v)
+}
+
+/// The tarpc client process: request/response with `--inflight` outstanding.
+pub(crate) async fn client(m: Arc<Material>, o: Opts) -> io::Result<Value> {
+    let port: u16 = o.num("port", 0);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(m.client_tls.clone())
+        .connect(name, tcp)
+        .await?;
+    let framed = LengthDelimitedCodec::builder().new_framed(tls);
+    let transport = serde_transport::new(framed, Json::default());
+    let client = EchoClient::new(tarpc::client::Config::default(), transport).spawn();
+    let b: Body = serde_json::from_str(body(o.num("size", 100)).get()).map_err(io::Error::other)?;
+    let k: usize = o.num("inflight", 1);
+    run(&client, &b, k, o.secs("warmup", 0.3)).await?;
+    run(&client, &b, k, o.secs("secs", 1.0)).await
+}
