@@ -226,19 +226,15 @@ impl Connection {
     /// time the transport was accepted/opened so the deadline covers TCP and
     /// TLS too. A client queues its `hello` at once.
     pub fn new(config: Arc<Config>, side: Side, now: Instant, params: ConnectionParams) -> Self {
-        let rng = match config.rng_seed {
-            Some(seed) => ChaCha20Rng::from_seed(seed),
-            None => {
-                let mut seed = [0u8; 32];
-                // Without OS randomness we cannot make nonces; fall back to
-                // a seed mixed from the secret-independent clock-free data we
-                // have. getrandom only fails on exotic platforms.
-                if getrandom::fill(&mut seed).is_err() {
-                    seed = crypto::transcript_hash(&params.channel_binding, b"", b"");
-                }
-                ChaCha20Rng::from_seed(seed)
+        let mut seed = [0u8; 32];
+        let rng_ok = match config.rng_seed {
+            Some(s) => {
+                seed = s;
+                true
             }
+            None => getrandom::fill(&mut seed).is_ok(),
         };
+        let rng = ChaCha20Rng::from_seed(seed);
         let mut conn = Self {
             side,
             state: State::AwaitHello,
@@ -265,6 +261,14 @@ impl Connection {
             config,
         };
         conn.set_timer(Timer::Handshake, Some(now + conn.config.handshake_timeout));
+        if !rng_ok {
+            // Without OS randomness there are no fresh nonces: refuse to run
+            // rather than risk replayable proofs.
+            conn.terminate(CloseReason::Local {
+                reason: "OS random source failed".into(),
+            });
+            return conn;
+        }
         if side == Side::Client {
             conn.send_hello();
         }
@@ -407,7 +411,7 @@ impl Connection {
         self.check_can_send()?;
         self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"msg\",\"d\":");
-            o.extend_from_slice(body.get().as_bytes());
+            push_json(o, body.get());
             o.push(b'}');
         })
     }
@@ -432,7 +436,7 @@ impl Connection {
             o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
             crypto::push_u64(o, id);
             o.extend_from_slice(b",\"d\":");
-            o.extend_from_slice(body.get().as_bytes());
+            push_json(o, body.get());
             o.push(b'}');
         })?;
         self.next_request += 1;
@@ -669,7 +673,10 @@ impl Connection {
     }
 
     fn queue_close(&mut self, code: CloseCode, reason: &str, versions: Option<&[u64]>) {
-        let reason = wire::clip(reason, MAX_REASON_LEN);
+        // Control characters would be escaped six bytes each; dropping them
+        // keeps the frame small enough for any peer's frame limit.
+        let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+        let reason = wire::clip(&reason, MAX_REASON_LEN);
         let _ = self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"close\",\"code\":\"");
             o.extend_from_slice(code.as_str().as_bytes());
@@ -1170,7 +1177,7 @@ fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteEr
     match result {
         Ok(v) => {
             o.extend_from_slice(b",\"d\":");
-            o.extend_from_slice(v.get().as_bytes());
+            push_json(o, v.get());
         }
         Err(e) => {
             o.extend_from_slice(b",\"err\":{\"code\":");
@@ -1183,7 +1190,7 @@ fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteEr
                 .filter(|d| serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok())
             {
                 o.extend_from_slice(b",\"data\":");
-                o.extend_from_slice(d.as_bytes());
+                push_json(o, d);
             }
             o.push(b'}');
         }
@@ -1191,11 +1198,27 @@ fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteEr
     o.push(b'}');
 }
 
+/// Appends JSON text to a frame. A raw `\n` in valid JSON can only be
+/// insignificant whitespace (strings cannot hold raw control characters), so
+/// it is replaced by a space: a non-compact payload cannot break framing.
+fn push_json(o: &mut Vec<u8>, json: &str) {
+    let start = o.len();
+    o.extend_from_slice(json.as_bytes());
+    if memchr::memchr(b'\n', json.as_bytes()).is_none() {
+        return;
+    }
+    if let Some(tail) = o.get_mut(start..) {
+        for b in tail.iter_mut().filter(|b| **b == b'\n') {
+            *b = b' ';
+        }
+    }
+}
+
 fn encode_ping(o: &mut Vec<u8>, data: Option<&RawValue>) {
     o.extend_from_slice(b"{\"t\":\"ping\"");
     if let Some(d) = data {
         o.extend_from_slice(b",\"d\":");
-        o.extend_from_slice(d.get().as_bytes());
+        push_json(o, d.get());
     }
     o.push(b'}');
 }

@@ -458,3 +458,23 @@ fn backpressure_blocks_then_unblocks() {
     assert_eq!(messages(&p.server).len(), sent);
     p.client.conn.send(&body).unwrap();
 }
+
+#[test]
+fn non_compact_payloads_cannot_break_framing() {
+    let mut p = connected();
+    let pretty = raw("{\n  \"op\": \"x\",\n  \"v\": [1,\n 2]\n}");
+    p.client.conn.send(&pretty).unwrap();
+    let now = p.now;
+    p.client.conn.request(now, &pretty, None).unwrap();
+    p.client.conn.ping(Some(&pretty)).unwrap();
+    p.drive();
+    assert!(p.server.closed().is_none(), "{:?}", p.server.events);
+    let m = messages(&p.server);
+    let v: serde_json::Value = serde_json::from_str(&m[0]).unwrap();
+    assert_eq!(v, serde_json::json!({"op": "x", "v": [1, 2]}));
+    let (rid, op, _) = requests(&p.server)[0].clone();
+    assert_eq!(op.as_deref(), Some("x"));
+    p.server.conn.respond(rid, Ok(&pretty)).unwrap();
+    p.drive();
+    assert!(resolutions(&p.client)[0].1.is_ok());
+}
