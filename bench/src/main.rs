@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! jsonlink-bench all [--quick] [--reps N] [--secs S] [--warmup S]
-//! jsonlink-bench server --rt tokio|smol --stack raw|core|tarpc --mode plain|signed|sealed --dir DIR
+//! jsonlink-bench server --rt tokio|smol --stack raw|api|core|tarpc --mode plain|signed|sealed --dir DIR
 //! jsonlink-bench client --rt … --stack … --mode … --dir DIR --port P
 //!                       --scenario oneway|rr|handshake|idle [--size B] [--inflight K]
 //!                       [--conns N] [--secs S] [--warmup S]
@@ -13,6 +13,7 @@
 //! `all` writes a markdown report to stdout and to `bench/results/latest.md`.
 //! See `BENCHMARKS.md` at the repository root.
 
+mod api;
 mod common;
 mod load;
 mod orchestrate;
@@ -27,7 +28,7 @@ use load::Stack;
 
 /// Whether the `api` stack (jsonlink-rt's `Client`/`Server`) is built in.
 pub(crate) fn api_available() -> bool {
-    false
+    true
 }
 
 fn run(args: &[String]) -> Result<(), String> {
@@ -52,6 +53,19 @@ fn run(args: &[String]) -> Result<(), String> {
                         tarpc_rr::server(m).await.map_err(|e| e.to_string())
                     } else {
                         let v = tarpc_rr::client(m, o).await.map_err(|e| e.to_string())?;
+                        println!("{v}");
+                        Ok(())
+                    }
+                });
+            }
+            if stack == "api" {
+                return rt.block_on(|r| async move {
+                    if server {
+                        api::server(r, m, mode).await.map_err(|e| e.to_string())
+                    } else {
+                        let v = api::client(r, m, mode, o)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         println!("{v}");
                         Ok(())
                     }
