@@ -16,5 +16,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo test"
+echo "== cargo test (recording fault-case outcomes)"
+export JSONLINK_FAULT_RESULTS="$PWD/target/fault-results"
+rm -rf "$JSONLINK_FAULT_RESULTS"
 cargo test --workspace --locked
+
+echo "== fault table: tests/faults/expected.md"
+cargo run -q --locked -p jsonlink-tests --bin fault_table -- tests/faults/expected.md "$JSONLINK_FAULT_RESULTS"

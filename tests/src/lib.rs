@@ -36,7 +36,9 @@ impl RawTlsClient {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let name = rustls_pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
-        let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
         let channel_binding = jsonlink_rt::channel_binding(stream.get_ref().1)?;
         Ok(Self {
             stream,
@@ -47,7 +49,10 @@ impl RawTlsClient {
 
 impl RawTlsServer {
     /// Accepts one TCP + TLS connection.
-    pub async fn accept(listener: &TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+    pub async fn accept(
+        listener: &TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self> {
         let (tcp, _) = listener.accept().await?;
         tcp.set_nodelay(true)?;
         let stream = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
@@ -104,7 +109,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawTls<S> {
     /// Runs the real jsonlink handshake over this stream with a core
     /// `Connection`, returning it authenticated (its later output is the
     /// test's to forge or withhold).
-    pub async fn handshake(&mut self, config: Config, side: Side, timeout: Duration) -> io::Result<Connection> {
+    pub async fn handshake(
+        &mut self,
+        config: Config,
+        side: Side,
+        timeout: Duration,
+    ) -> io::Result<Connection> {
         let start = Instant::now();
         let mut conn = Connection::new(
             Arc::new(config),
@@ -177,5 +187,109 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The fault table (`tests/faults/expected.md`) and outcome recording.
+pub mod faults {
+    use std::fmt;
+
+    /// Records a fault case's observed outcome: written to
+    /// `$JSONLINK_FAULT_RESULTS/<id>` when that variable is set (as
+    /// scripts/check.sh does), else a no-op.
+    pub fn record(id: &str, outcome: impl fmt::Display) {
+        if let Some(dir) = std::env::var_os("JSONLINK_FAULT_RESULTS") {
+            let dir = std::path::PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(id), outcome.to_string());
+        }
+    }
+
+    /// What a case must produce.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Expected {
+        /// This exact outcome text.
+        Outcome(String),
+        /// Not run, for the written reason.
+        Skip(String),
+    }
+
+    impl fmt::Display for Expected {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Self::Outcome(o) => write!(f, "`{o}`"),
+                Self::Skip(r) => write!(f, "SKIP: {r}"),
+            }
+        }
+    }
+
+    /// One row of the table.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Row {
+        /// The FAULTS.md id, e.g. `F1`.
+        pub id: String,
+        /// The expected outcome.
+        pub expected: Expected,
+    }
+
+    /// Parses the markdown table: rows `| ID | case | expected | test |`
+    /// where expected is `` `outcome` `` or `SKIP: reason`.
+    pub fn parse_table(md: &str) -> Result<Vec<Row>, String> {
+        let mut rows = Vec::new();
+        for line in md.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [_, id, _case, expected, ..] = cells.as_slice() else {
+                continue;
+            };
+            let is_id = id.len() >= 2
+                && id.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && id.chars().skip(1).all(|c| c.is_ascii_digit());
+            if !is_id {
+                continue;
+            }
+            let expected = if let Some(r) = expected.strip_prefix("SKIP:") {
+                let r = r.trim();
+                if r.is_empty() {
+                    return Err(format!("{id}: a skip needs a written reason"));
+                }
+                Expected::Skip(r.to_owned())
+            } else if let Some(o) = expected.strip_prefix('`').and_then(|e| e.strip_suffix('`')) {
+                Expected::Outcome(o.to_owned())
+            } else {
+                return Err(format!("{id}: expected must be `outcome` or SKIP: reason"));
+            };
+            if rows.iter().any(|r: &Row| r.id == *id) {
+                return Err(format!("{id}: listed twice"));
+            }
+            rows.push(Row {
+                id: (*id).to_owned(),
+                expected,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    /// Every ID of the fault catalogue (FAULTS.md), in order.
+    const FAULT_IDS: [&str; 36] = [
+        "F1", "F2", "F3", "F6", "F7", "F8", "H1", "H2", "H3", "H4", "H5", "H6", "H7", "S1", "S2",
+        "S3", "S4", "S5", "S6", "R1", "R2", "R3", "R4", "R6", "K1", "K2", "C1", "C2", "C3", "C4",
+        "L1", "L2", "L3", "L4", "D1", "D2",
+    ];
+
+    #[test]
+    fn the_table_lists_every_fault_id_once() {
+        let md = include_str!("../faults/expected.md");
+        let rows = crate::faults::parse_table(md).expect("table parses");
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, FAULT_IDS);
+    }
+
+    #[test]
+    fn a_skip_without_reason_is_rejected() {
+        assert!(crate::faults::parse_table("| X1 | c | SKIP: | t |").is_err());
+        assert!(crate::faults::parse_table("| X1 | c | plain | t |").is_err());
     }
 }
