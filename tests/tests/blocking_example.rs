@@ -1,0 +1,142 @@
+//! The runtime-free example (`rt-core/examples/blocking_client.rs`, a
+//! hand-written loop over `std::net` + rustls driving the sans-IO core)
+//! against an async `Server` on tokio: message by op, a request each way,
+//! graceful close. Bounded in time; synchronised on events, never sleeps.
+
+#[path = "../../rt-core/examples/blocking_client.rs"]
+mod blocking_client;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonlink_proto::{CloseCode, CloseReason};
+use jsonlink_tokio::{DevPki, Event, EventKind, Identity, Secret};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("jsonlink-blocking-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_client_talks_to_an_async_server() {
+    tokio::time::timeout(LIMIT, scenario())
+        .await
+        .expect("test timed out");
+}
+
+async fn scenario() {
+    let pki = DevPki::generate().unwrap();
+    let dir = TempDir::new();
+    let [ca_pem, ..] = pki.write_pem(&dir.0).unwrap();
+    let secret = Secret::generate().unwrap();
+
+    let server = jsonlink_tokio::server(
+        pki.server_config().unwrap(),
+        secret.clone(),
+        Identity::new("server-1", "blocking-test"),
+    )
+    .bind(([127, 0, 0, 1], 0).into())
+    .await
+    .unwrap();
+    let (chat_tx, mut chat_rx) = tokio::sync::mpsc::channel::<(Option<String>, Value)>(4);
+    server.router().on_message("chat", move |m| {
+        let tx = chat_tx.clone();
+        async move {
+            let body: Value = m.parse().unwrap();
+            let _ = tx.send((m.op.clone(), body)).await;
+        }
+    });
+    server.router().handle("add", |_link, v: Value| async move {
+        Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
+    });
+
+    // The blocking client runs on its own thread, with no runtime.
+    let addr = server.local_addr();
+    let client_secret = secret.clone();
+    let client = tokio::task::spawn_blocking(move || {
+        blocking_client::run(addr, &ca_pem, &client_secret).map_err(|e| e.to_string())
+    });
+
+    // Authenticated: the server sees the blocking client's identity.
+    let (link, info) = match server.wait_for(EventKind::Authenticated).await {
+        Some(Event::Authenticated { link, info }) => (link, info),
+        other => panic!("expected Authenticated, got {other:?}"),
+    };
+    assert_eq!(info.peer, Identity::new("blocking-1", "blocking-example"));
+
+    // The server asks the blocking client for its status; the client
+    // closes only after answering it.
+    let status: Value = link
+        .request_with_timeout(&json!({"op": "status"}), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(status["ok"], json!(true));
+    assert_eq!(status["runtime"], json!("none"));
+
+    // The message arrived and was dispatched by op.
+    let (op, body) = chat_rx.recv().await.unwrap();
+    assert_eq!(op.as_deref(), Some("chat"));
+    assert_eq!(body["text"], json!("hello from a loop with no runtime"));
+
+    // The link closed gracefully, by the client.
+    let (closed_link, reason) = match server.wait_for(EventKind::Closed).await {
+        Some(Event::Closed { link, reason }) => (link, reason),
+        other => panic!("expected Closed, got {other:?}"),
+    };
+    assert_eq!(closed_link.id(), link.id());
+    assert!(reason.is_graceful(), "{reason:?}");
+    assert_eq!(
+        reason,
+        CloseReason::Remote {
+            code: CloseCode::Normal,
+            reason: "done".into()
+        }
+    );
+
+    let summary = client.await.unwrap().unwrap();
+    assert_eq!(summary.sum, 42);
+    assert_eq!(summary.answered, ["status"]);
+    assert_eq!(
+        summary.auth.peer,
+        Identity::new("server-1", "blocking-test")
+    );
+    assert_eq!(summary.auth.connection_id, link.id());
+    assert!(summary.auth.signing && summary.auth.encryption);
+    assert!(info.signing && info.encryption);
+    assert!(
+        matches!(&summary.close, CloseReason::Local { reason } if reason == "done"),
+        "{:?}",
+        summary.close
+    );
+
+    // Informational only: after the jsonlink close the server may drop its
+    // socket before our TLS close_notify lands (then no clean EOF).
+    println!("server end of stream seen: {}", summary.peer_eof);
+
+    let stats = server.stats();
+    assert_eq!(stats.messages_in, 1);
+    assert_eq!(stats.requests_in, 1);
+    assert_eq!(stats.requests_out, 1);
+    server
+        .shutdown(Instant::now() + Duration::from_secs(1))
+        .await;
+}

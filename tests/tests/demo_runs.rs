@@ -1,0 +1,25 @@
+//! The demo a new user runs first (`cargo run --example demo`, in
+//! `rt-tokio/examples/demo.rs`) runs to the end: its `run()` is called
+//! here directly, bounded in time.
+
+#[path = "../../rt-tokio/examples/demo.rs"]
+mod demo;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_to_the_end() {
+    let outcome = tokio::time::timeout(Duration::from_secs(30), demo::run())
+        .await
+        .expect("the demo timed out")
+        .unwrap_or_else(|e| panic!("the demo failed: {e}"));
+    assert_eq!(outcome.chat, json!({"op": "chat", "text": "hello, server"}));
+    assert_eq!(outcome.sum, 5);
+    assert_eq!(outcome.status["ok"], json!(true));
+    assert_eq!(outcome.ping_data, json!({"load": 0.42}));
+    assert!(outcome.reconnect_attempts >= 2, "{outcome:?}");
+    assert_eq!(outcome.sum_after_restart, 42);
+    assert!(outcome.graceful, "{outcome:?}");
+}
