@@ -69,7 +69,13 @@ fn f1_unterminated_line_over_limit() {
     let mut w = Vec::new();
     p.server.conn.poll_transmit(&mut w);
     assert!(String::from_utf8_lossy(&w).contains(r#""code":"frame_too_large""#));
-    record("F1", format!("{:?} after {fed} bytes fed one at a time", p.server.closed().unwrap()));
+    record(
+        "F1",
+        format!(
+            "{:?} after {fed} bytes fed one at a time",
+            p.server.closed().unwrap()
+        ),
+    );
 }
 
 #[test]
@@ -137,7 +143,14 @@ fn f2_any_split_gives_identical_events_once() {
         q.inject(Who::Server, std::slice::from_ref(b));
     }
     assert_eq!(q.server.take_events(), reference);
-    record("F2", format!("identical {} events for all {} split points and bytewise; max accepted, max+1 FrameTooLarge", reference.len(), w.len() + 1));
+    record(
+        "F2",
+        format!(
+            "identical {} events for all {} split points and bytewise; max accepted, max+1 FrameTooLarge",
+            reference.len(),
+            w.len() + 1
+        ),
+    );
 }
 
 #[test]
@@ -174,7 +187,10 @@ fn f3_invalid_utf8_and_non_objects_before_and_after_auth() {
             assert!(check(&e), "{input:?} (authed {authed}): {e:?}");
         }
     }
-    record("F3", "InvalidUtf8 / NotAnObject / InvalidJson, then Closed, before and after auth");
+    record(
+        "F3",
+        "InvalidUtf8 / NotAnObject / InvalidJson, then Closed, before and after auth",
+    );
 }
 
 #[test]
@@ -203,7 +219,10 @@ fn f6_duplicate_keys_and_bad_request_ids() {
         );
         assert_eq!(p.server.conn.incoming_in_flight(), 0);
     }
-    record("F6", "DuplicateField / InvalidField naming the field; request table untouched");
+    record(
+        "F6",
+        "DuplicateField / InvalidField naming the field; request table untouched",
+    );
 }
 
 #[test]
@@ -231,7 +250,10 @@ fn f7_value_larger_than_peers_max_frame() {
     p.drive();
     assert_eq!(messages(&p.server), vec!["1"]);
     assert!(p.client.closed().is_none() && p.server.closed().is_none());
-    record("F7", format!("{err:?} to the caller; nothing written; link up"));
+    record(
+        "F7",
+        format!("{err:?} to the caller; nothing written; link up"),
+    );
 }
 
 #[test]
@@ -251,7 +273,14 @@ fn f8_eof_mid_frame_fails_pending_requests() {
         assert_eq!(*id, ids[i]);
         assert_eq!(*res, Err(RequestError::ConnectionLost));
     }
-    record("F8", format!("{:?}; {} pending requests failed ConnectionLost", p.server.closed().unwrap(), r.len()));
+    record(
+        "F8",
+        format!(
+            "{:?}; {} pending requests failed ConnectionLost",
+            p.server.closed().unwrap(),
+            r.len()
+        ),
+    );
 }
 
 // ---------------------------------------------------------------- handshake
@@ -275,7 +304,14 @@ fn h1_server_sends_no_proof_to_a_failed_client() {
         p.server.closed().map(CloseReason::code),
         Some(CloseCode::AuthFailed)
     );
-    record("H1", format!("server {:?}, client code {}; no proof sent to the client", p.server.closed().unwrap(), p.client.closed().unwrap().code()));
+    record(
+        "H1",
+        format!(
+            "server {:?}, client code {}; no proof sent to the client",
+            p.server.closed().unwrap(),
+            p.client.closed().unwrap().code()
+        ),
+    );
 }
 
 #[test]
@@ -315,7 +351,10 @@ fn h3_frames_before_auth_are_unauthenticated() {
             CloseReason::Protocol(ProtocolError::Unauthenticated { .. })
         ));
     }
-    record("H3", "Protocol(Unauthenticated), then Closed; no application event");
+    record(
+        "H3",
+        "Protocol(Unauthenticated), then Closed; no application event",
+    );
 }
 
 #[test]
@@ -348,7 +387,13 @@ fn h4_replayed_client_proof_fails() {
             .iter()
             .any(|e| matches!(e, Event::Authenticated(_)))
     );
-    record("H4", format!("replayed proof: {:?} (channel-binding mismatch: see pair::h4_channel_binding_mismatch_fails_auth)", p2.server.closed().unwrap()));
+    record(
+        "H4",
+        format!(
+            "replayed proof: {:?} (channel-binding mismatch: see pair::h4_channel_binding_mismatch_fails_auth)",
+            p2.server.closed().unwrap()
+        ),
+    );
 }
 
 #[test]
@@ -374,7 +419,10 @@ fn h5_garbage_and_http_fail_fast() {
             "{input:?}: {r:?}"
         );
     }
-    record("H5", "HTTP, TLS ClientHello, SSH banner: Protocol(InvalidJson/InvalidUtf8) on the first line; version mismatch: VersionMismatch naming both (pair::h5_version_mismatch_names_both_versions)");
+    record(
+        "H5",
+        "HTTP, TLS ClientHello, SSH banner: Protocol(InvalidJson/InvalidUtf8) on the first line; version mismatch: VersionMismatch naming both (pair::h5_version_mismatch_names_both_versions)",
+    );
 }
 
 #[test]
@@ -408,7 +456,13 @@ fn h6_handshake_frame_over_pre_auth_limit() {
         closed_with(&p.server),
         CloseReason::Protocol(ProtocolError::FrameTooLarge { limit })
     );
-    record("H6", format!("{:?} before buffering past the limit", p.server.closed().unwrap()));
+    record(
+        "H6",
+        format!(
+            "{:?} before buffering past the limit",
+            p.server.closed().unwrap()
+        ),
+    );
 }
 
 #[test]
@@ -442,7 +496,10 @@ fn h7_stripped_feature_or_unknown_algorithm_is_negotiation_failed() {
         closed_with(&p.server),
         CloseReason::Protocol(ProtocolError::NegotiationFailed { .. })
     ));
-    record("H7", "stripped feature / unknown algorithm: NegotiationFailed; tampered offer: AuthFailed");
+    record(
+        "H7",
+        "stripped feature / unknown algorithm: NegotiationFailed; tampered offer: AuthFailed",
+    );
 }
 
 #[test]
@@ -496,7 +553,10 @@ fn s1_every_bit_flip_of_a_protected_frame_is_detected() {
             assert!(messages(&p.server).is_empty());
         }
     }
-    record("S1", "Protocol(Integrity) for every bit of signed, sealed and signed+sealed frames");
+    record(
+        "S1",
+        "Protocol(Integrity) for every bit of signed, sealed and signed+sealed frames",
+    );
 }
 
 #[test]
@@ -548,7 +608,10 @@ fn s3_replay_swap_and_drop_are_detected() {
             );
         }
     }
-    record("S3", "Protocol(Sequence { expected, got }) for replay, swap, drop");
+    record(
+        "S3",
+        "Protocol(Sequence { expected, got }) for replay, swap, drop",
+    );
 }
 
 #[test]
@@ -580,7 +643,8 @@ fn s4_bad_padding_and_bad_mac_give_the_same_error() {
             .encrypt_padded::<NoPadding>(&mut block, 16)
             .unwrap()
             .to_vec();
-        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(keys.mac.expose()).unwrap();
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(keys.mac.expose()).unwrap();
         mac.update(&[0x02]);
         mac.update(&0u64.to_be_bytes());
         mac.update(&iv);
@@ -599,8 +663,17 @@ fn s4_bad_padding_and_bad_mac_give_the_same_error() {
         outcomes.push(closed_with(&p.server));
     }
     assert_eq!(outcomes[0], CloseReason::Protocol(ProtocolError::Integrity));
-    assert_eq!(outcomes[0], outcomes[1], "bad padding and bad MAC are indistinguishable");
-    record("S4", format!("bad padding: {:?}; bad MAC: {:?} (MAC checked before decryption: crypto::tests::s4_*)", outcomes[0], outcomes[1]));
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "bad padding and bad MAC are indistinguishable"
+    );
+    record(
+        "S4",
+        format!(
+            "bad padding: {:?}; bad MAC: {:?} (MAC checked before decryption: crypto::tests::s4_*)",
+            outcomes[0], outcomes[1]
+        ),
+    );
 }
 
 #[test]
@@ -648,7 +721,10 @@ fn s5_seal_is_randomized_and_malformed_ciphertext_is_integrity() {
             "{ct}"
         );
     }
-    record("S5", "200 seals: 200 distinct IVs and ciphertexts; malformed ciphertext: Protocol(Integrity)");
+    record(
+        "S5",
+        "200 seals: 200 distinct IVs and ciphertexts; malformed ciphertext: Protocol(Integrity)",
+    );
 }
 
 #[test]
@@ -687,7 +763,10 @@ fn s6_debug_and_errors_never_show_secrets() {
     fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
     zeroize_on_drop::<jsonlink_proto::Secret>();
     zeroize_on_drop::<jsonlink_proto::crypto::Key>();
-    record("S6", "no secret, key or proof bytes in Debug/Display/errors; Secret and Key zeroize on drop");
+    record(
+        "S6",
+        "no secret, key or proof bytes in Debug/Display/errors; Secret and Key zeroize on drop",
+    );
 }
 
 fn hex_of(b: &[u8]) -> String {
@@ -726,7 +805,13 @@ fn r2_unknown_and_duplicate_responses_are_dropped_and_counted() {
         assert!(ids.insert(id));
         p.advance(Duration::from_millis(1));
     }
-    record("R2", format!("dropped and counted ({}), never delivered; ids never reused", p.client.conn.stats().dropped_responses));
+    record(
+        "R2",
+        format!(
+            "dropped and counted ({}), never delivered; ids never reused",
+            p.client.conn.stats().dropped_responses
+        ),
+    );
 }
 
 // ---------------------------------------------------------- keepalive, time
@@ -756,7 +841,10 @@ fn k2_ping_flood_never_queues_pongs_beyond_the_bound() {
     p.drive();
     assert_eq!(messages(&p.client), vec![r#""still here""#]);
     assert!(!p.server.conn.is_closed());
-    record("K2", "100000 pings: one coalesced pong, outbound within bound, real frames delivered");
+    record(
+        "K2",
+        "100000 pings: one coalesced pong, outbound within bound, real frames delivered",
+    );
 }
 
 #[test]
@@ -770,7 +858,13 @@ fn k1_silent_peer_closes_within_interval_plus_timeout() {
     p.advance(Duration::from_secs(1));
     assert_eq!(p.client.closed(), Some(&CloseReason::KeepaliveTimeout));
     assert!(p.now - start <= Duration::from_secs(25));
-    record("K1", format!("{:?} within interval + timeout (25 s); requests fail ConnectionLost", p.client.closed().unwrap()));
+    record(
+        "K1",
+        format!(
+            "{:?} within interval + timeout (25 s); requests fail ConnectionLost",
+            p.client.closed().unwrap()
+        ),
+    );
 }
 
 #[test]

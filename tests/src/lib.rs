@@ -1,7 +1,7 @@
 //! Test-only helpers for jsonlink's workspace integration tests: an
 //! adversarial raw-TLS peer (client and server) that can send arbitrary bytes
 //! at arbitrary times, and process gauges (resident memory, open file
-//! descriptors) for the load and soak tests.
+//! descriptors, live tasks) for the fault, load and soak tests.
 //!
 //! The adversary speaks TLS with tokio-rustls directly, so it is independent
 //! of the adapters under test; where a case needs an authenticated link it
@@ -160,6 +160,43 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawTls<S> {
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.stream
     }
+
+    /// Reads and feeds `conn` until it yields an event, writing nothing
+    /// back (the peer stays unresponsive: no pongs, no answers). At end of
+    /// stream `conn` gets `handle_eof` (so its last event is `Closed`);
+    /// `None` once it has nothing more to say. Fails with
+    /// [`io::ErrorKind::TimedOut`] after `timeout`.
+    pub async fn next_event(
+        &mut self,
+        conn: &mut Connection,
+        timeout: Duration,
+    ) -> io::Result<Option<Event>> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(ev) = conn.poll_event() {
+                return Ok(Some(ev));
+            }
+            if conn.is_closed() {
+                return Ok(None);
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no event in time"))?;
+            match read {
+                Ok(0) | Err(_) => conn.handle_eof(Instant::now()),
+                Ok(n) => conn.handle_input(Instant::now(), buf.get(..n).unwrap_or_default()),
+            }
+        }
+    }
+}
+
+impl RawTlsClient {
+    /// The local address of the TCP socket (the peer address the server
+    /// reports for this connection).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.get_ref().0.local_addr()
+    }
 }
 
 /// Resident set size of this process in bytes (Linux `/proc/self/status`).
@@ -187,6 +224,81 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A [`jsonlink_rt::Runtime`] that counts the tasks it spawned which are
+/// still alive, so a test can assert that none leaked; a task spinning in a
+/// busy loop is a live task too, so "back to baseline" also rules that out.
+#[derive(Debug)]
+pub struct CountingRuntime {
+    inner: Arc<dyn jsonlink_rt::Runtime>,
+    live: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Decrements the live count when a counted task ends (or is dropped).
+struct TaskGuard(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl CountingRuntime {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn jsonlink_rt::Runtime>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            live: Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
+    }
+
+    /// Tasks spawned through this runtime that have not ended.
+    pub fn live(&self) -> usize {
+        *self.live.borrow()
+    }
+
+    /// Waits until exactly `n` spawned tasks are alive.
+    pub async fn until_live(&self, n: usize) {
+        let mut rx = self.live.subscribe();
+        // The sender lives in `self`, so this cannot fail.
+        let _ = rx.wait_for(|live| *live == n).await;
+    }
+}
+
+impl jsonlink_rt::Runtime for CountingRuntime {
+    fn spawn(&self, future: jsonlink_rt::BoxFuture<'static, ()>) {
+        self.live.send_modify(|n| *n += 1);
+        let guard = TaskGuard(self.live.clone());
+        self.inner.spawn(Box::pin(async move {
+            let _guard = guard;
+            future.await;
+        }));
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> jsonlink_rt::BoxFuture<'static, ()> {
+        self.inner.sleep_until(deadline)
+    }
+
+    fn bind(
+        &self,
+        addr: SocketAddr,
+    ) -> jsonlink_rt::BoxFuture<'_, io::Result<Box<dyn jsonlink_rt::Listener>>> {
+        self.inner.bind(addr)
+    }
+
+    fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls_pki_types::ServerName<'static>,
+    ) -> jsonlink_rt::BoxFuture<'static, io::Result<jsonlink_rt::TlsStream>> {
+        self.inner.connect_tls(addr, config, server_name)
     }
 }
 
