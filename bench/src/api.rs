@@ -2,6 +2,11 @@
 //! writes them (the same `Arc<dyn Runtime>`, TLS configurations and
 //! secret as the other stacks).
 //!
+//! One-way messages are sent by 64 concurrent `send_raw` callers (each
+//! `send` waits for the link's driver to take the message, so one caller
+//! alone leaves the driver one message per wake; 64 is the default command
+//! channel capacity).
+//!
 //! The server consumes its event stream in one loop: it counts messages and
 //! answers each request with its own body (`respond_raw`), or with
 //! `{"count":N}` for `{"op":"count"}`.
@@ -22,11 +27,21 @@ fn err(e: jsonlink_rt::Error) -> io::Error {
 }
 
 /// The server process.
-pub(crate) async fn server(rt: Arc<dyn Runtime>, m: Arc<Material>, mode: Mode) -> io::Result<()> {
+pub(crate) async fn server(
+    rt: Arc<dyn Runtime>,
+    m: Arc<Material>,
+    mode: Mode,
+    o: &Opts,
+) -> io::Result<()> {
     let (sign, seal) = mode.policies();
     let mut lo = LinkOptions::default();
     lo.unhandled_ops_to_events = true;
-    let server = Server::builder(
+    // Experiment knobs (not used by `all`): the per-link request and command
+    // bounds, which size channels jsonlink-rt preallocates per link.
+    if let Some(n) = o.get("command-capacity").and_then(|v| v.parse().ok()) {
+        lo.command_capacity = n;
+    }
+    let mut builder = Server::builder(
         rt,
         m.server_tls.clone(),
         m.secret.clone(),
@@ -35,10 +50,14 @@ pub(crate) async fn server(rt: Arc<dyn Runtime>, m: Arc<Material>, mode: Mode) -
     .signing(sign)
     .encryption(seal)
     .link_options(lo)
-    .max_connections(100_000)
-    .bind(([127, 0, 0, 1], 0).into())
-    .await
-    .map_err(err)?;
+    .max_connections(100_000);
+    if let Some(n) = o.get("max-incoming").and_then(|v| v.parse().ok()) {
+        builder = builder.max_incoming_requests(n);
+    }
+    let server = builder
+        .bind(([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(err)?;
     println!("PORT {}", server.local_addr().port());
     let mut count = 0u64;
     while let Some(ev) = server.next_event().await {
@@ -156,7 +175,7 @@ pub(crate) async fn client(
         "oneway" => {
             let c = connect(&rt, addr, &m, mode).await?;
             let b: Arc<RawValue> = Arc::from(body(size));
-            let senders: usize = o.num("senders", 16);
+            let senders: usize = o.num("senders", 64);
             oneway(&c, &b, senders, warm).await?;
             let (n, secs) = oneway(&c, &b, senders, dur).await?;
             let per_s = n as f64 / secs;

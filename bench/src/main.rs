@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! jsonlink-bench all [--quick] [--reps N] [--secs S] [--warmup S]
+//! jsonlink-bench certs            (writes certificates + secret to a temp dir, prints it)
 //! jsonlink-bench server --rt tokio|smol --stack raw|api|core|tarpc --mode plain|signed|sealed --dir DIR
 //! jsonlink-bench client --rt … --stack … --mode … --dir DIR --port P
 //!                       --scenario oneway|rr|handshake|idle [--size B] [--inflight K]
@@ -36,6 +37,11 @@ fn run(args: &[String]) -> Result<(), String> {
     let o = Opts::parse(rest)?;
     match cmd.as_str() {
         "all" => orchestrate::all(&o),
+        "certs" => {
+            let dir = common::make_material_dir()?;
+            println!("{}", dir.display());
+            Ok(())
+        }
         "server" | "client" => {
             common::raise_nofile();
             let rt = Rt::parse(o.str_or("rt", "tokio"))?;
@@ -61,7 +67,7 @@ fn run(args: &[String]) -> Result<(), String> {
             if stack == "api" {
                 return rt.block_on(|r| async move {
                     if server {
-                        api::server(r, m, mode).await.map_err(|e| e.to_string())
+                        api::server(r, m, mode, &o).await.map_err(|e| e.to_string())
                     } else {
                         let v = api::client(r, m, mode, o)
                             .await
