@@ -212,6 +212,22 @@ pub fn open_fds() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
 }
 
+/// CPU time (user + system) this process has used so far, all threads
+/// together (Linux `/proc/self/stat`, in clock ticks of 10 ms: `USER_HZ` is
+/// 100 on every mainstream Linux architecture). A task spinning in a busy
+/// loop shows up here as about one core's worth of time per second.
+pub fn cpu_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace();
+    // utime and stime are fields 14 and 15 of the whole line: 12th and
+    // 13th after the command name.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 /// Polls `f` every few milliseconds until it returns true or `timeout`
 /// passes; for gauges that have no event to await (fd counts, task counts).
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
