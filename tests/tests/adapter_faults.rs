@@ -1131,6 +1131,50 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
     });
 }
 
+/// Known rt-core bug, reported to the rt-core owners: when TLS
+/// fails or times out, `serve()` in rt-core/src/server.rs emits
+/// `Event::Error` *before* its `ServerHooks` are dropped, so the slot is
+/// still counted when the event is seen (in ~93 of 100 tries on 2 cores).
+/// Authenticated links and post-TLS failures release first (the driver's
+/// `finish`), as the driver docs promise. With `max_connections(1)` a client
+/// connecting right after such an event is refused. Fix: drop `hooks` before
+/// `emit_lossy` in the two TLS failure branches of `serve()`.
+#[test]
+#[ignore = "rt-core bug: a pre-TLS failure is reported before its connection slot is released"]
+fn l1_a_connection_that_fails_tls_is_released_before_it_is_reported() {
+    const TRIES: usize = 20;
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx
+            .server()
+            .max_connections(1)
+            .bind(localhost())
+            .await
+            .expect("bind");
+        let addr = server.local_addr();
+        for _ in 0..TRIES {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            drop(tcp);
+            let (_, e) = error_event(&server).await;
+            assert!(matches!(e, Error::Io(_)), "{e:?}");
+            assert_eq!(
+                server.stats().connections,
+                0,
+                "the failed connection is still counted when its Error is seen"
+            );
+            let client = fx
+                .client(addr)
+                .reconnect(Reconnect::Never)
+                .connect()
+                .await
+                .expect("the only slot is free again");
+            authenticated(&server).await;
+            client.close().await;
+            closed(&server).await;
+        }
+    });
+}
+
 // ------------------------------------------------------------------- D1
 
 #[test]
