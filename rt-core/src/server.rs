@@ -297,6 +297,9 @@ async fn serve(
         None => return,
         Some(None) => {
             tracing::debug!("TLS handshake timed out");
+            // Release the connection slot before reporting, so a caller who
+            // sees the event sees the count already back.
+            drop(hooks);
             shared.ctx.emit_lossy(Event::Error {
                 peer_addr: Some(peer_addr),
                 error: Error::HandshakeTimeout,
@@ -305,6 +308,7 @@ async fn serve(
         }
         Some(Some(Err(e))) => {
             tracing::debug!(error = %e, "TLS handshake failed");
+            drop(hooks);
             shared.ctx.emit_lossy(Event::Error {
                 peer_addr: Some(peer_addr),
                 error: Error::Io(e),
