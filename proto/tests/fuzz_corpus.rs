@@ -250,9 +250,11 @@ impl Ops {
     }
 }
 
+/// The hand-written seeds in `fuzz/corpus/*/seed-*` are exactly what this
+/// generator makes, so they cannot rot when an input layout changes. Run
+/// with `JSONLINK_WRITE_SEEDS=1` to rewrite them after such a change.
 #[test]
-#[ignore = "writes fuzz/corpus/*/seed-*; run when an input layout changes"]
-fn write_seed_corpus() {
+fn seed_corpus_is_up_to_date() {
     let mut seeds: Vec<(&str, String, Vec<u8>)> = Vec::new();
     let mut add = |target: &'static str, name: &str, data: Vec<u8>| {
         seeds.push((target, name.to_owned(), data));
@@ -694,9 +696,20 @@ fn write_seed_corpus() {
     );
 
     let corpus = fuzz_dir().join("corpus");
+    let write = std::env::var_os("JSONLINK_WRITE_SEEDS").is_some();
     for (target, name, data) in seeds {
         let dir = corpus.join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+        let path = dir.join(format!("seed-{name}"));
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &data).unwrap();
+        } else {
+            let on_disk = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                on_disk == data,
+                "{} is stale: rerun with JSONLINK_WRITE_SEEDS=1",
+                path.display()
+            );
+        }
     }
 }
