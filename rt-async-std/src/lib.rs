@@ -23,7 +23,6 @@ use std::time::Instant;
 use async_std::net::{TcpListener, TcpStream};
 pub use jsonlink_rt as rt;
 use jsonlink_rt::runtime::{FuturesAccepted, futures_tls_connect};
-use rustls_pki_types::ServerName;
 
 pub use jsonlink_rt::*;
 
@@ -33,25 +32,7 @@ pub fn runtime() -> Arc<dyn Runtime> {
     Arc::new(AsyncStdRuntime)
 }
 
-/// [`Server::builder`] on async-std.
-pub fn server(
-    tls: impl Into<Arc<rustls::ServerConfig>>,
-    secret: Secret,
-    identity: Identity,
-) -> ServerBuilder {
-    Server::builder(runtime(), tls, secret, identity)
-}
-
-/// [`Client::builder`] on async-std.
-pub fn client(
-    addr: SocketAddr,
-    tls: impl Into<Arc<rustls::ClientConfig>>,
-    server_name: ServerName<'static>,
-    secret: Secret,
-    identity: Identity,
-) -> ClientBuilder {
-    Client::builder(runtime(), addr, tls, server_name, secret, identity)
-}
+jsonlink_rt::adapter_builders!(runtime(), "async-std");
 
 /// The [`Runtime`] for async-std (discontinued upstream, see the crate docs).
 #[derive(Debug, Clone, Copy, Default)]

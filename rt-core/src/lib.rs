@@ -59,6 +59,40 @@ mod server;
 
 /// The sans-IO core this layer drives.
 pub use jsonlink_proto as proto;
+/// The TLS library (ring provider) whose configurations the builders take.
+pub use rustls;
+/// The server name type [`Client::builder`] takes.
+pub use rustls_pki_types::ServerName;
+
+/// Defines `server(..)` and `client(..)` in an adapter crate: the
+/// [`Server::builder`] and [`Client::builder`] bound to `$runtime` (an
+/// expression giving `Arc<dyn Runtime>`). Used by jsonlink-tokio,
+/// jsonlink-async-std and jsonlink-smol, so the three stay identical.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! adapter_builders {
+    ($runtime:expr, $name:literal) => {
+        #[doc = concat!("[`Server::builder`] on ", $name, ".")]
+        pub fn server(
+            tls: impl Into<std::sync::Arc<$crate::rustls::ServerConfig>>,
+            secret: $crate::Secret,
+            identity: $crate::Identity,
+        ) -> $crate::ServerBuilder {
+            $crate::Server::builder($runtime, tls, secret, identity)
+        }
+
+        #[doc = concat!("[`Client::builder`] on ", $name, ".")]
+        pub fn client(
+            addr: std::net::SocketAddr,
+            tls: impl Into<std::sync::Arc<$crate::rustls::ClientConfig>>,
+            server_name: $crate::ServerName<'static>,
+            secret: $crate::Secret,
+            identity: $crate::Identity,
+        ) -> $crate::ClientBuilder {
+            $crate::Client::builder($runtime, addr, tls, server_name, secret, identity)
+        }
+    };
+}
 
 pub use certs::{CertError, DevPki};
 pub use client::{Client, ClientBuilder};

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 pub use jsonlink_rt as rt;
 use jsonlink_rt::runtime::{FuturesAccepted, futures_tls_connect};
-use rustls_pki_types::ServerName;
 
 pub use jsonlink_rt::*;
 
@@ -27,25 +26,7 @@ pub fn runtime() -> Arc<dyn Runtime> {
     Arc::new(SmolRuntime)
 }
 
-/// [`Server::builder`] on smol's global executor.
-pub fn server(
-    tls: impl Into<Arc<rustls::ServerConfig>>,
-    secret: Secret,
-    identity: Identity,
-) -> ServerBuilder {
-    Server::builder(runtime(), tls, secret, identity)
-}
-
-/// [`Client::builder`] on smol's global executor.
-pub fn client(
-    addr: SocketAddr,
-    tls: impl Into<Arc<rustls::ClientConfig>>,
-    server_name: ServerName<'static>,
-    secret: Secret,
-    identity: Identity,
-) -> ClientBuilder {
-    Client::builder(runtime(), addr, tls, server_name, secret, identity)
-}
+jsonlink_rt::adapter_builders!(runtime(), "smol");
 use smol::Timer;
 use smol::net::{TcpListener, TcpStream};
 

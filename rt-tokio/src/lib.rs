@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use jsonlink_rt as rt;
-use rustls_pki_types::ServerName;
 
 pub use jsonlink_rt::*;
 
@@ -28,25 +27,7 @@ pub fn runtime() -> Arc<dyn Runtime> {
     Arc::new(TokioRuntime::current())
 }
 
-/// [`Server::builder`] on the current tokio runtime.
-pub fn server(
-    tls: impl Into<Arc<rustls::ServerConfig>>,
-    secret: Secret,
-    identity: Identity,
-) -> ServerBuilder {
-    Server::builder(runtime(), tls, secret, identity)
-}
-
-/// [`Client::builder`] on the current tokio runtime.
-pub fn client(
-    addr: SocketAddr,
-    tls: impl Into<Arc<rustls::ClientConfig>>,
-    server_name: ServerName<'static>,
-    secret: Secret,
-    identity: Identity,
-) -> ClientBuilder {
-    Client::builder(runtime(), addr, tls, server_name, secret, identity)
-}
+jsonlink_rt::adapter_builders!(runtime(), "the current tokio runtime");
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};

@@ -1,6 +1,7 @@
-//! TLS over loopback on smol: handshake, bytes both ways, channel binding.
+//! The `Runtime` contract, checked on every adapter (tokio, async-std,
+//! smol) with one body each: TLS over loopback with equal channel bindings
+//! on both ends, a foreign CA refused, `sleep_until`, `spawn`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,43 +9,71 @@ use futures_util::future::join;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use jsonlink_rt::certs::DevPki;
 use jsonlink_rt::runtime::{EXPORTER_LEN, Runtime};
-use jsonlink_smol::SmolRuntime;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Runs `test` to completion on smol, failing if it takes longer than LIMIT.
-fn run_bounded<T>(test: impl Future<Output = T>) -> T {
-    smol::block_on(smol::future::or(async { Some(test.await) }, async {
-        smol::Timer::after(LIMIT).await;
-        None
-    }))
-    .expect("timed out")
+/// Runs `body` with each runtime, bounded by LIMIT. The tokio runtime is
+/// built here; async-std and smol run their own global executors.
+fn each_runtime<Fut: Future<Output = ()>>(body: impl Fn(Arc<dyn Runtime>) -> Fut) {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let runtimes: [(&str, Arc<dyn Runtime>); 3] = [
+        (
+            "tokio",
+            Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
+                tokio.handle().clone(),
+            )),
+        ),
+        ("async-std", jsonlink_async_std::runtime()),
+        ("smol", jsonlink_smol::runtime()),
+    ];
+    for (name, rt) in runtimes {
+        let timer = rt.sleep_until(rt.now() + LIMIT);
+        let done = futures_lite::future::block_on(futures_lite::future::or(
+            async {
+                body(rt.clone()).await;
+                true
+            },
+            async {
+                timer.await;
+                false
+            },
+        ));
+        assert!(done, "{name}: timed out");
+    }
 }
 
 #[test]
-fn tls_smoke() {
-    run_bounded(tls_round_trip(&SmolRuntime));
+fn tls_round_trip_with_equal_channel_bindings() {
+    each_runtime(|rt| async move { tls_round_trip(&*rt).await });
 }
 
 #[test]
 fn a_client_trusting_another_ca_fails_tls() {
-    run_bounded(untrusted_server_is_refused(&SmolRuntime));
+    each_runtime(|rt| async move { untrusted_server_is_refused(&*rt).await });
 }
 
 #[test]
 fn sleep_until_waits_for_the_deadline() {
-    let rt = SmolRuntime;
-    let deadline = rt.now() + Duration::from_millis(20);
-    run_bounded(rt.sleep_until(deadline));
-    assert!(rt.now() >= deadline);
+    each_runtime(|rt| async move {
+        let deadline = rt.now() + Duration::from_millis(20);
+        rt.sleep_until(deadline).await;
+        assert!(rt.now() >= deadline);
+    });
 }
 
 #[test]
 fn spawned_tasks_run() {
-    let rt = SmolRuntime;
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn(Box::pin(async move { tx.send(7).unwrap() }));
-    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 7);
+    each_runtime(|rt| async move {
+        let (tx, rx) = async_channel::bounded(1);
+        rt.spawn(Box::pin(async move {
+            let _ = tx.send(7).await;
+        }));
+        assert_eq!(rx.recv().await.unwrap(), 7);
+    });
 }
 
 /// The test's body, the same on every runtime: one TLS connection over
