@@ -155,28 +155,34 @@ fn works(cmd: &str, args: &[&str]) -> bool {
 /// on a machine shared with other work a sleeper woken on a busy CPU waits
 /// up to a scheduler slice (milliseconds), which would measure the machine,
 /// not the stack. It barely takes CPU from others since it mostly waits.
-/// Throughput scenarios stay under `nice` (they are CPU-bound; FIFO would
-/// starve everything else).
+/// Throughput scenarios stay under `nice` by default (they are CPU-bound;
+/// FIFO would leave other work on the machine 5% of the CPU); `--fifo 2`
+/// runs them under SCHED_FIFO too, for a clean run on a shared machine.
 #[derive(Debug, Clone, Copy)]
 struct Launcher {
     taskset: bool,
     nice: Option<i32>,
-    fifo: bool,
+    /// 0: never SCHED_FIFO; 1: the @1 latency runs; 2: every run.
+    fifo: u8,
 }
 
 impl Launcher {
-    fn detect(nice: i32, fifo: bool) -> Self {
+    fn detect(nice: i32, fifo: u8) -> Self {
         let n = nice.to_string();
         Self {
             taskset: works("taskset", &["-c", "0", "true"]),
             nice: (nice != 0 && works("nice", &["-n", &n, "true"])).then_some(nice),
-            fifo: fifo && works("chrt", &["-f", "10", "true"]),
+            fifo: if works("chrt", &["-f", "10", "true"]) {
+                fifo
+            } else {
+                0
+            },
         }
     }
 
     fn command(self, core: usize, exe: &Path, latency: bool) -> Command {
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
-        if latency && self.fifo {
+        if self.fifo >= 2 || (latency && self.fifo == 1) {
             argv.extend(["chrt".into(), "-f".into(), "10".into()]);
         } else if let Some(n) = self.nice {
             argv.extend(["nice".into(), "-n".into(), n.to_string().into()]);
@@ -390,8 +396,10 @@ fn launch_note(l: Launcher) -> String {
     if let Some(n) = l.nice {
         let _ = write!(s, "; nice {n}");
     }
-    if l.fifo {
-        s.push_str("; the @1 latency runs under SCHED_FIFO (chrt -f 10)");
+    match l.fifo {
+        1 => s.push_str("; the @1 latency runs under SCHED_FIFO (chrt -f 10)"),
+        2 => s.push_str("; every run under SCHED_FIFO (chrt -f 10)"),
+        _ => {}
     }
     s
 }
@@ -416,7 +424,7 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
         warmup: o.num("warmup", if quick { 0.1 } else { 0.2 }),
         conns: if quick { vec![200] } else { vec![1000, 10_000] },
         stacks,
-        launcher: Launcher::detect(o.num("nice", -10), o.num("fifo", 1) != 0),
+        launcher: Launcher::detect(o.num("nice", -10), o.num("fifo", 1)),
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = make_material_dir()?;
