@@ -277,6 +277,11 @@ impl Connection {
 
     // ---------------------------------------------------------------- (A)
 
+    /// The configuration this connection runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Which side this is.
     pub fn side(&self) -> Side {
         self.side

@@ -28,6 +28,11 @@
 //! }
 //! ```
 //!
+//! After [`Event::Closed`], write out what `poll_transmit` still gives (the
+//! close frame), then shut the transport down. A graceful close is not
+//! acknowledged: the peer may already have dropped its socket, so errors
+//! while tearing down the transport at that point are expected and benign.
+//!
 //! ## Two connections by hand
 //!
 //! ```
