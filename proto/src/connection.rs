@@ -9,7 +9,7 @@ use rand_core::{Rng as _, SeedableRng as _};
 use serde_json::value::RawValue;
 
 use crate::config::{Config, Identity, MAX_IDENTITY_LEN, Policy};
-use crate::crypto::{self, DirectionKeys, IV_LEN, Key as MacKey, NONCE_LEN, SessionKeys, TAG_LEN};
+use crate::crypto::{self, FrameMac, IV_LEN, NONCE_LEN, Sealer, SessionKeys, TAG_LEN};
 use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
 use crate::event::{Authenticated, Event, Payload, PeerRequestId, RequestId};
 use crate::frame::{Line, LineReader};
@@ -160,14 +160,8 @@ struct Handshake {
 
 enum Protection {
     Plain,
-    Signed {
-        send: MacKey,
-        recv: MacKey,
-    },
-    Sealed {
-        send: DirectionKeys,
-        recv: DirectionKeys,
-    },
+    Signed { send: FrameMac, recv: FrameMac },
+    Sealed { send: Sealer, recv: Sealer },
 }
 
 /// One jsonlink connection: a sans-IO state machine.
@@ -643,7 +637,7 @@ impl Connection {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
                 inner(&mut scratch);
-                crypto::sign_frame(send, self.send_seq, &scratch, out);
+                crypto::sign_with(send, self.send_seq, &scratch, out);
                 self.scratch = scratch;
             }
             Protection::Sealed { send, .. } => {
@@ -652,7 +646,7 @@ impl Connection {
                 inner(&mut scratch);
                 let mut iv = [0u8; IV_LEN];
                 self.rng.fill_bytes(&mut iv);
-                crypto::seal_frame(send, self.send_seq, &iv, &scratch, out);
+                crypto::seal_with(send, self.send_seq, &iv, &scratch, out);
                 self.scratch = scratch;
             }
         }
@@ -786,13 +780,13 @@ impl Connection {
         self.stats.frames_in += 1;
         let r = match &self.protection {
             Protection::Plain => self.handle_plain(now, line),
-            Protection::Signed { recv, .. } => match crypto::open_signed(recv, line) {
+            Protection::Signed { recv, .. } => match crypto::open_signed_with(recv, line) {
                 Ok((seq, inner)) => self
                     .check_seq(seq)
                     .and_then(|()| self.handle_plain(now, inner)),
                 Err(e) => Err(e),
             },
-            Protection::Sealed { recv, .. } => match crypto::open_sealed(recv, line) {
+            Protection::Sealed { recv, .. } => match crypto::open_sealed_with(recv, line) {
                 Ok((seq, inner)) => self
                     .check_seq(seq)
                     .and_then(|()| self.handle_plain(now, &inner)),
@@ -1123,11 +1117,14 @@ impl Connection {
                 Side::Server => (keys.s2c, keys.c2s),
             };
             self.protection = if hs.encryption {
-                Protection::Sealed { send, recv }
+                Protection::Sealed {
+                    send: Sealer::new(&send),
+                    recv: Sealer::new(&recv),
+                }
             } else {
                 Protection::Signed {
-                    send: send.mac,
-                    recv: recv.mac,
+                    send: FrameMac::new(&send.mac),
+                    recv: FrameMac::new(&recv.mac),
                 }
             };
         }

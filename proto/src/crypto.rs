@@ -6,7 +6,7 @@
 use std::fmt;
 
 use aes::cipher::block_padding::Pkcs7;
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit};
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -155,21 +155,55 @@ impl SessionKeys {
     }
 }
 
-fn frame_mac(key: &Key, domain: u8, seq: u64, parts: &[&[u8]]) -> HmacSha256 {
-    let mut m = hmac_key(&key.0);
-    m.update(&[domain]);
-    m.update(&seq.to_be_bytes());
-    for p in parts {
-        m.update(p);
+/// An HMAC-SHA256 keyed once per session: the key schedule (inner and
+/// outer pad hashes) is computed at derivation and cloned per frame, which
+/// halves the hashing work for small frames.
+#[derive(Clone)]
+pub(crate) struct FrameMac(HmacSha256);
+
+impl FrameMac {
+    pub(crate) fn new(key: &Key) -> Self {
+        Self(hmac_key(&key.0))
     }
-    m
+
+    fn start(&self, domain: u8, seq: u64, parts: &[&[u8]]) -> HmacSha256 {
+        let mut m = self.0.clone();
+        m.update(&[domain]);
+        m.update(&seq.to_be_bytes());
+        for p in parts {
+            m.update(p);
+        }
+        m
+    }
+}
+
+/// One direction's sealing state, prepared once per session: the keyed
+/// HMAC and the expanded AES-256 key.
+#[derive(Clone)]
+pub(crate) struct Sealer {
+    mac: FrameMac,
+    aes: aes::Aes256,
+}
+
+impl Sealer {
+    pub(crate) fn new(keys: &DirectionKeys) -> Self {
+        Self {
+            mac: FrameMac::new(&keys.mac),
+            aes: aes::Aes256::new(&keys.enc.0.into()),
+        }
+    }
 }
 
 /// Appends a signed frame line (without `\n`) to `out`:
 /// `{"q":<seq>,"s":"<base64 tag>","f":<inner>}` where
 /// `tag = HMAC-SHA256(mac_key, 0x01 || u64be(seq) || inner)`.
 pub fn sign_frame(key: &Key, seq: u64, inner: &[u8], out: &mut Vec<u8>) {
-    let tag = frame_mac(key, SIGNED_DOMAIN, seq, &[inner])
+    sign_with(&FrameMac::new(key), seq, inner, out);
+}
+
+pub(crate) fn sign_with(mac: &FrameMac, seq: u64, inner: &[u8], out: &mut Vec<u8>) {
+    let tag = mac
+        .start(SIGNED_DOMAIN, seq, &[inner])
         .finalize()
         .into_bytes();
     out.extend_from_slice(b"{\"q\":");
@@ -192,9 +226,21 @@ pub fn seal_frame(
     inner: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let ct =
-        Aes256CbcEnc::new(&keys.enc.0.into(), &(*iv).into()).encrypt_padded_vec::<Pkcs7>(inner);
-    let tag = frame_mac(&keys.mac, SEALED_DOMAIN, seq, &[iv, &ct])
+    seal_with(&Sealer::new(keys), seq, iv, inner, out);
+}
+
+pub(crate) fn seal_with(
+    sealer: &Sealer,
+    seq: u64,
+    iv: &[u8; IV_LEN],
+    inner: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let ct = Aes256CbcEnc::inner_iv_init(sealer.aes.clone(), &(*iv).into())
+        .encrypt_padded_vec::<Pkcs7>(inner);
+    let tag = sealer
+        .mac
+        .start(SEALED_DOMAIN, seq, &[iv, &ct])
         .finalize()
         .into_bytes();
     out.extend_from_slice(b"{\"q\":");
@@ -211,6 +257,13 @@ pub fn seal_frame(
 /// Verifies a signed line; returns `(seq, inner)` borrowed from `line`.
 /// Any deviation from the exact layout is [`ProtocolError::Integrity`].
 pub fn open_signed<'a>(key: &Key, line: &'a [u8]) -> Result<(u64, &'a [u8]), ProtocolError> {
+    open_signed_with(&FrameMac::new(key), line)
+}
+
+pub(crate) fn open_signed_with<'a>(
+    mac: &FrameMac,
+    line: &'a [u8],
+) -> Result<(u64, &'a [u8]), ProtocolError> {
     let mut c = Cursor(line);
     c.lit(b"{\"q\":")?;
     let seq = c.u64()?;
@@ -218,8 +271,8 @@ pub fn open_signed<'a>(key: &Key, line: &'a [u8]) -> Result<(u64, &'a [u8]), Pro
     let tag = c.take(TAG_B64_LEN)?;
     c.lit(b"\",\"f\":")?;
     let inner = c.0.strip_suffix(b"}").ok_or(ProtocolError::Integrity)?;
-    let tag = decode_b64(tag)?;
-    frame_mac(key, SIGNED_DOMAIN, seq, &[inner])
+    let tag: [u8; TAG_LEN] = decode_fixed(tag)?;
+    mac.start(SIGNED_DOMAIN, seq, &[inner])
         .verify_slice(&tag)
         .map_err(|_| ProtocolError::Integrity)?;
     Ok((seq, inner))
@@ -229,6 +282,13 @@ pub fn open_signed<'a>(key: &Key, line: &'a [u8]) -> Result<(u64, &'a [u8]), Pro
 /// The MAC is checked before any decryption; every failure is
 /// [`ProtocolError::Integrity`].
 pub fn open_sealed(keys: &DirectionKeys, line: &[u8]) -> Result<(u64, Vec<u8>), ProtocolError> {
+    open_sealed_with(&Sealer::new(keys), line)
+}
+
+pub(crate) fn open_sealed_with(
+    sealer: &Sealer,
+    line: &[u8],
+) -> Result<(u64, Vec<u8>), ProtocolError> {
     let mut c = Cursor(line);
     c.lit(b"{\"q\":")?;
     let seq = c.u64()?;
@@ -238,20 +298,36 @@ pub fn open_sealed(keys: &DirectionKeys, line: &[u8]) -> Result<(u64, Vec<u8>), 
     let tag = c.take(TAG_B64_LEN)?;
     c.lit(b"\",\"c\":\"")?;
     let ct = c.0.strip_suffix(b"\"}").ok_or(ProtocolError::Integrity)?;
-    let iv: [u8; IV_LEN] = decode_b64(iv)?
-        .try_into()
-        .map_err(|_| ProtocolError::Integrity)?;
-    let tag = decode_b64(tag)?;
-    let ct = decode_b64(ct)?;
-    frame_mac(&keys.mac, SEALED_DOMAIN, seq, &[&iv, &ct])
+    let iv: [u8; IV_LEN] = decode_fixed(iv)?;
+    let tag: [u8; TAG_LEN] = decode_fixed(tag)?;
+    let mut buf = decode_b64(ct)?;
+    sealer
+        .mac
+        .start(SEALED_DOMAIN, seq, &[&iv, &buf])
         .verify_slice(&tag)
         .map_err(|_| ProtocolError::Integrity)?;
     #[cfg(test)]
     tests::DECRYPTS.with(|c| c.set(c.get() + 1));
-    Aes256CbcDec::new(&keys.enc.0.into(), &iv.into())
-        .decrypt_padded_vec::<Pkcs7>(&ct)
-        .map(|pt| (seq, pt))
-        .map_err(|_| ProtocolError::Integrity)
+    let n = Aes256CbcDec::inner_iv_init(sealer.aes.clone(), &iv.into())
+        .decrypt_padded::<Pkcs7>(&mut buf)
+        .map_err(|_| ProtocolError::Integrity)?
+        .len();
+    buf.truncate(n);
+    Ok((seq, buf))
+}
+
+/// Decodes base64 into exactly `N` bytes, without allocating.
+fn decode_fixed<const N: usize>(text: &[u8]) -> Result<[u8; N], ProtocolError> {
+    let mut buf = [0u8; 48];
+    let n = B64
+        .decode_slice(text, &mut buf)
+        .map_err(|_| ProtocolError::Integrity)?;
+    if n != N {
+        return Err(ProtocolError::Integrity);
+    }
+    let mut out = [0u8; N];
+    out.copy_from_slice(buf.get(..N).ok_or(ProtocolError::Integrity)?);
+    Ok(out)
 }
 
 fn decode_b64(text: &[u8]) -> Result<Vec<u8>, ProtocolError> {
@@ -335,7 +411,8 @@ mod tests {
     /// A sealed line with arbitrary ciphertext and a valid or invalid MAC.
     fn forge(keys: &DirectionKeys, ct: &[u8], valid_mac: bool) -> Vec<u8> {
         let iv = [5u8; IV_LEN];
-        let mut tag = frame_mac(&keys.mac, SEALED_DOMAIN, 0, &[&iv, ct])
+        let mut tag = FrameMac::new(&keys.mac)
+            .start(SEALED_DOMAIN, 0, &[&iv, ct])
             .finalize()
             .into_bytes();
         if !valid_mac {
@@ -360,6 +437,7 @@ mod tests {
         let block = [0u8; 16];
         let ct = {
             use aes::cipher::BlockModeEncrypt as _;
+            use aes::cipher::KeyIvInit as _;
             let mut buf = block;
             Aes256CbcEnc::new(&k.c2s.enc.0.into(), &[5u8; IV_LEN].into())
                 .encrypt_padded::<aes::cipher::block_padding::NoPadding>(&mut buf, 16)
