@@ -160,8 +160,14 @@ struct Handshake {
 
 enum Protection {
     Plain,
-    Signed { send: FrameMac, recv: FrameMac },
-    Sealed { send: Sealer, recv: Sealer },
+    Signed {
+        send: Box<FrameMac>,
+        recv: Box<FrameMac>,
+    },
+    Sealed {
+        send: Box<Sealer>,
+        recv: Box<Sealer>,
+    },
 }
 
 /// One jsonlink connection: a sans-IO state machine.
@@ -1118,13 +1124,13 @@ impl Connection {
             };
             self.protection = if hs.encryption {
                 Protection::Sealed {
-                    send: Sealer::new(&send),
-                    recv: Sealer::new(&recv),
+                    send: Box::new(Sealer::new(&send)),
+                    recv: Box::new(Sealer::new(&recv)),
                 }
             } else {
                 Protection::Signed {
-                    send: FrameMac::new(&send.mac),
-                    recv: FrameMac::new(&recv.mac),
+                    send: Box::new(FrameMac::new(&send.mac)),
+                    recv: Box::new(FrameMac::new(&recv.mac)),
                 }
             };
         }

@@ -356,7 +356,6 @@ async fn run_attempt(
             shared: shared.clone(),
             released: false,
         }),
-        max_incoming: shared.config.max_incoming_requests,
     });
     let mut driver = pin!(driver.run());
     enum Step {

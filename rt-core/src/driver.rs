@@ -125,8 +125,6 @@ pub(crate) struct DriverSetup {
     pub(crate) ctl_rx: Receiver<Ctl>,
     pub(crate) ctx: Arc<LinkCtx>,
     pub(crate) hooks: Box<dyn LinkHooks>,
-    /// The core's `max_incoming_requests` (sizes the answer channel).
-    pub(crate) max_incoming: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +177,6 @@ impl Driver {
             ctl_rx,
             ctx,
             hooks,
-            max_incoming,
         } = setup;
         let span = tracing::info_span!(
             "jsonlink.link",
@@ -187,7 +184,10 @@ impl Driver {
             peer = %link.inner.peer_addr,
             side = ?conn.side(),
         );
-        let (answer_tx, answer_rx) = async_channel::bounded(max_incoming.max(1));
+        // Unbounded but bounded in practice: each responder sends at most one
+        // answer, and at most `max_incoming_requests` responders are alive.
+        // A bounded channel would preallocate every slot for every link.
+        let (answer_tx, answer_rx) = async_channel::unbounded();
         Self {
             rt: ctx.rt.clone(),
             rbuf: vec![0; ctx.options.read_buffer.max(512)],

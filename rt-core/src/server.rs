@@ -337,7 +337,6 @@ async fn serve(
         ctl_rx,
         ctx: shared.ctx.clone(),
         hooks: Box::new(hooks),
-        max_incoming: shared.config.max_incoming_requests,
     });
     driver.run().await;
 }
