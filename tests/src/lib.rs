@@ -318,6 +318,227 @@ impl jsonlink_rt::Runtime for CountingRuntime {
     }
 }
 
+/// What the adapter fault, load and soak tests share: a tokio runtime per
+/// test bounded in time, certificates and builders wired to them, and small
+/// helpers that wait for server events.
+pub mod fixture {
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, RwLock};
+    use std::time::Duration;
+
+    use jsonlink_proto::{Connection, Side};
+    use jsonlink_rt::{
+        Client, ClientBuilder, CloseCode, CloseReason, DevPki, Error, Event, EventKind, Identity,
+        Link, Runtime, Secret, Server, ServerBuilder,
+    };
+    use serde::{Deserialize, Serialize};
+
+    use crate::RawTlsClient;
+
+    /// Upper bound on one test's body.
+    pub const LIMIT: Duration = Duration::from_secs(20);
+    /// Upper bound on a gauge (fds, connection count) settling after the
+    /// event that caused the change.
+    pub const SETTLE: Duration = Duration::from_secs(5);
+
+    /// Tests reading process-wide gauges hold this exclusively (one per
+    /// test binary: each binary is its own process).
+    static GAUGES: RwLock<()> = RwLock::new(());
+
+    /// Whether a test may run beside others of its binary.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Gauges {
+        /// Runs alongside other tests.
+        Shared,
+        /// Runs alone in this binary (reads fd counts or RSS).
+        Exclusive,
+    }
+
+    /// `n` milliseconds.
+    pub fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// 127.0.0.1 on any port.
+    pub fn localhost() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// A loopback address nothing listens on (connections are refused).
+    pub fn closed_port() -> SocketAddr {
+        let probe = std::net::TcpListener::bind(localhost()).expect("probe bind");
+        probe.local_addr().expect("probe addr")
+    }
+
+    /// Runs `test` on a multi-threaded tokio runtime built for it, failing
+    /// after [`LIMIT`].
+    pub fn on_tokio<F, Fut>(gauges: Gauges, test: F)
+    where
+        F: FnOnce(Arc<dyn Runtime>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        on_tokio_within(LIMIT, gauges, test);
+    }
+
+    /// [`on_tokio`] failing after `limit`.
+    pub fn on_tokio_within<F, Fut>(limit: Duration, gauges: Gauges, test: F)
+    where
+        F: FnOnce(Arc<dyn Runtime>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let _shared;
+        let _exclusive;
+        match gauges {
+            Gauges::Shared => _shared = GAUGES.read().unwrap_or_else(|e| e.into_inner()),
+            Gauges::Exclusive => _exclusive = GAUGES.write().unwrap_or_else(|e| e.into_inner()),
+        }
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
+            tokio.handle().clone(),
+        ));
+        tokio.block_on(async {
+            tokio::time::timeout(limit, test(rt))
+                .await
+                .expect("test did not finish within its limit")
+        });
+    }
+
+    /// Certificates, a secret, and builders wired to them.
+    pub struct Fixture {
+        /// The runtime servers and clients run on.
+        pub rt: Arc<dyn Runtime>,
+        /// Development CA, server and client certificates.
+        pub pki: DevPki,
+        /// The shared secret.
+        pub secret: Secret,
+    }
+
+    impl Fixture {
+        /// Fresh certificates and a random secret.
+        pub fn new(rt: Arc<dyn Runtime>) -> Self {
+            Self {
+                rt,
+                pki: DevPki::generate().expect("dev certs"),
+                secret: Secret::generate().expect("secret"),
+            }
+        }
+
+        /// A server builder.
+        pub fn server(&self) -> ServerBuilder {
+            Server::builder(
+                self.rt.clone(),
+                self.pki.server_config().expect("tls"),
+                self.secret.clone(),
+                Identity::new("server-1", "faults"),
+            )
+        }
+
+        /// A client builder for `addr`.
+        pub fn client(&self, addr: SocketAddr) -> ClientBuilder {
+            Client::builder(
+                self.rt.clone(),
+                addr,
+                self.pki.client_config().expect("tls"),
+                self.pki.server_name(),
+                self.secret.clone(),
+                Identity::new("client-1", "faults"),
+            )
+        }
+
+        /// The TLS client configuration (trusting the dev CA).
+        pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+            Arc::new(self.pki.client_config().expect("tls"))
+        }
+
+        /// The TLS server configuration.
+        pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
+            Arc::new(self.pki.server_config().expect("tls"))
+        }
+
+        /// The core configuration the adversary authenticates with.
+        pub fn adversary_config(&self, node: &str) -> jsonlink_proto::Config {
+            jsonlink_proto::Config::new(self.secret.clone(), Identity::new(node, "adversary"))
+        }
+
+        /// An adversarial client, authenticated with the real handshake,
+        /// that from now on writes nothing unless the test says so.
+        pub async fn adversary(&self, addr: SocketAddr) -> (RawTlsClient, Connection) {
+            let mut raw = RawTlsClient::connect(addr, self.client_tls())
+                .await
+                .expect("adversary TLS");
+            let conn = raw
+                .handshake(self.adversary_config("adversary"), Side::Client, LIMIT)
+                .await
+                .expect("adversary handshake");
+            (raw, conn)
+        }
+    }
+
+    /// Binds `builder()` to `addr` again after a server there went away
+    /// (its listener may take a moment to close).
+    pub async fn rebind(builder: impl Fn() -> ServerBuilder, addr: SocketAddr) -> Server {
+        let mut last = None;
+        for _ in 0..1000 {
+            match builder().bind(addr).await {
+                Ok(s) => return s,
+                Err(e) => last = Some(e),
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("could not bind {addr} again: {last:?}");
+    }
+
+    /// The next `Authenticated` event of a server: its link.
+    pub async fn authenticated(server: &Server) -> Link {
+        match server.wait_for(EventKind::Authenticated).await {
+            Some(Event::Authenticated { link, .. }) => link,
+            other => panic!("expected Authenticated, got {other:?}"),
+        }
+    }
+
+    /// The next `Closed` event of a server.
+    pub async fn closed(server: &Server) -> (Link, CloseReason) {
+        match server.wait_for(EventKind::Closed).await {
+            Some(Event::Closed { link, reason }) => (link, reason),
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+
+    /// The next `Error` event of a server: the peer's address and the error.
+    pub async fn error_event(server: &Server) -> (Option<SocketAddr>, Error) {
+        match server.wait_for(EventKind::Error).await {
+            Some(Event::Error { peer_addr, error }) => (peer_addr, error),
+            other => panic!("expected Error, got {other:?}"),
+        }
+    }
+
+    /// A close by [`Server::shutdown`], as its peer sees it.
+    pub fn is_graceful_shutdown(reason: &CloseReason) -> bool {
+        matches!(reason, CloseReason::Remote { code: CloseCode::Normal, reason } if reason == "server shutting down")
+    }
+
+    /// The body of the `add` op.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct Add {
+        /// Left operand.
+        pub a: i64,
+        /// Right operand.
+        pub b: i64,
+    }
+
+    /// Registers `add` (`{"a", "b"}` → `a + b`) on a server.
+    pub fn add_handler(server: &Server) {
+        server
+            .router()
+            .handle("add", |_link, v: Add| async move { Ok(v.a + v.b) });
+    }
+}
+
 /// The fault table (`tests/faults/expected.md`) and outcome recording.
 pub mod faults {
     use std::fmt;
@@ -374,7 +595,9 @@ pub mod faults {
             let is_id = main.len() >= 2
                 && main.chars().next().is_some_and(|c| c.is_ascii_uppercase())
                 && main.chars().skip(1).all(|c| c.is_ascii_digit())
-                && sub.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                && sub
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !is_id {
                 continue;
             }
@@ -422,7 +645,11 @@ mod table_tests {
         assert_eq!(ids, FAULT_IDS);
         for r in &rows {
             if let Some((main, _)) = r.id.split_once('/') {
-                assert!(FAULT_IDS.contains(&main), "{} is a sub-case of an unknown ID", r.id);
+                assert!(
+                    FAULT_IDS.contains(&main),
+                    "{} is a sub-case of an unknown ID",
+                    r.id
+                );
             }
         }
     }

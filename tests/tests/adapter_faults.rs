@@ -10,205 +10,31 @@
 //! behaviour under test (handshake deadline, backoff, a trickling peer) and
 //! `eventually` on gauges that have no event (fd and connection counts).
 //!
-//! Tests that read process-wide gauges (open fds, resident memory) take
-//! [`GAUGES`] exclusively, so no other test of this binary runs meanwhile;
-//! the rest share it.
+//! Tests that read process-wide gauges (open fds, resident memory) run with
+//! [`Gauges::Exclusive`], so no other test of this binary runs meanwhile;
+//! the rest share the binary.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::zip;
 use futures_util::future::join_all;
-use jsonlink_proto::{Connection, Side};
-use jsonlink_rt::{
-    Client, ClientBuilder, CloseCode, CloseReason, DevPki, Error, Event, EventKind, Identity, Link,
-    Reconnect, Request, Runtime, Secret, Server, ServerBuilder,
-};
+use jsonlink_proto::Side;
+use jsonlink_rt::{Client, CloseCode, CloseReason, Error, Event, EventKind, Reconnect, Request};
 use jsonlink_tests::faults::record;
+use jsonlink_tests::fixture::{
+    Fixture, Gauges, LIMIT, SETTLE, add_handler, authenticated, closed, closed_port, error_event,
+    is_graceful_shutdown, localhost, ms, on_tokio, rebind,
+};
 use jsonlink_tests::{
     CountingRuntime, RawTlsClient, RawTlsServer, cpu_time, eventually, open_fds, rss_bytes,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Upper bound on one test's body.
-const LIMIT: Duration = Duration::from_secs(20);
-/// Upper bound on a gauge (fds, connection count) settling after the event
-/// that caused the change.
-const SETTLE: Duration = Duration::from_secs(5);
-
-/// Tests reading process-wide gauges hold this exclusively.
-static GAUGES: RwLock<()> = RwLock::new(());
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gauges {
-    /// Runs alongside other tests.
-    Shared,
-    /// Runs alone in this binary (reads fd counts or RSS).
-    Exclusive,
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn localhost() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// A loopback address nothing listens on (connections are refused).
-fn closed_port() -> SocketAddr {
-    let probe = std::net::TcpListener::bind(localhost()).expect("probe bind");
-    probe.local_addr().expect("probe addr")
-}
-
-/// Runs `test` on a multi-threaded tokio runtime built for it, failing
-/// after LIMIT.
-fn on_tokio<F, Fut>(gauges: Gauges, test: F)
-where
-    F: FnOnce(Arc<dyn Runtime>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let _shared;
-    let _exclusive;
-    match gauges {
-        Gauges::Shared => _shared = GAUGES.read().unwrap_or_else(|e| e.into_inner()),
-        Gauges::Exclusive => _exclusive = GAUGES.write().unwrap_or_else(|e| e.into_inner()),
-    }
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
-        tokio.handle().clone(),
-    ));
-    tokio.block_on(async {
-        tokio::time::timeout(LIMIT, test(rt))
-            .await
-            .expect("test did not finish within LIMIT")
-    });
-}
-
-/// Certificates, a secret, and builders wired to them.
-struct Fixture {
-    rt: Arc<dyn Runtime>,
-    pki: DevPki,
-    secret: Secret,
-}
-
-impl Fixture {
-    fn new(rt: Arc<dyn Runtime>) -> Self {
-        Self {
-            rt,
-            pki: DevPki::generate().expect("dev certs"),
-            secret: Secret::generate().expect("secret"),
-        }
-    }
-
-    fn server(&self) -> ServerBuilder {
-        Server::builder(
-            self.rt.clone(),
-            self.pki.server_config().expect("tls"),
-            self.secret.clone(),
-            Identity::new("server-1", "faults"),
-        )
-    }
-
-    fn client(&self, addr: SocketAddr) -> ClientBuilder {
-        Client::builder(
-            self.rt.clone(),
-            addr,
-            self.pki.client_config().expect("tls"),
-            self.pki.server_name(),
-            self.secret.clone(),
-            Identity::new("client-1", "faults"),
-        )
-    }
-
-    fn client_tls(&self) -> Arc<rustls::ClientConfig> {
-        Arc::new(self.pki.client_config().expect("tls"))
-    }
-
-    fn server_tls(&self) -> Arc<rustls::ServerConfig> {
-        Arc::new(self.pki.server_config().expect("tls"))
-    }
-
-    /// The core configuration the adversary authenticates with.
-    fn adversary_config(&self, node: &str) -> jsonlink_proto::Config {
-        jsonlink_proto::Config::new(self.secret.clone(), Identity::new(node, "adversary"))
-    }
-
-    /// An adversarial client, authenticated with the real handshake, that
-    /// from now on writes nothing unless the test says so.
-    async fn adversary(&self, addr: SocketAddr) -> (RawTlsClient, Connection) {
-        let mut raw = RawTlsClient::connect(addr, self.client_tls())
-            .await
-            .expect("adversary TLS");
-        let conn = raw
-            .handshake(self.adversary_config("adversary"), Side::Client, LIMIT)
-            .await
-            .expect("adversary handshake");
-        (raw, conn)
-    }
-}
-
-/// Binds `builder()` to `addr` again after a server there went away (its
-/// listener may take a moment to close).
-async fn rebind(builder: impl Fn() -> ServerBuilder, addr: SocketAddr) -> Server {
-    let mut last = None;
-    for _ in 0..1000 {
-        match builder().bind(addr).await {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("could not bind {addr} again: {last:?}");
-}
-
-async fn authenticated(server: &Server) -> Link {
-    match server.wait_for(EventKind::Authenticated).await {
-        Some(Event::Authenticated { link, .. }) => link,
-        other => panic!("expected Authenticated, got {other:?}"),
-    }
-}
-
-async fn closed(server: &Server) -> (Link, CloseReason) {
-    match server.wait_for(EventKind::Closed).await {
-        Some(Event::Closed { link, reason }) => (link, reason),
-        other => panic!("expected Closed, got {other:?}"),
-    }
-}
-
-/// The next `Error` event of a server: the peer's address and the error.
-async fn error_event(server: &Server) -> (Option<SocketAddr>, Error) {
-    match server.wait_for(EventKind::Error).await {
-        Some(Event::Error { peer_addr, error }) => (peer_addr, error),
-        other => panic!("expected Error, got {other:?}"),
-    }
-}
-
-fn is_graceful_shutdown(reason: &CloseReason) -> bool {
-    matches!(reason, CloseReason::Remote { code: CloseCode::Normal, reason } if reason == "server shutting down")
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Add {
-    a: i64,
-    b: i64,
-}
-
-fn add_handler(server: &Server) {
-    server
-        .router()
-        .handle("add", |_link, v: Add| async move { Ok(v.a + v.b) });
-}
 
 /// Makes `router`'s `hold` requests wait in a channel for the test to
 /// answer (or drop), and counts them.
