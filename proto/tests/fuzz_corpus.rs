@@ -197,9 +197,11 @@ impl Ops {
     fn close(self, who: u8, reason: &str) -> Self {
         self.op(who | 4, &text(reason))
     }
-    /// Virtual time, in steps of at most 25.5 s.
+    /// Virtual time, in steps of at most 25.5 s (5.1 s when either side
+    /// has small limits).
     fn advance(mut self, ms: u32) -> Self {
-        let mut left = ms / 100;
+        let small = (self.0[0] | self.0[1]) & 0x10 != 0;
+        let mut left = ms / if small { 20 } else { 100 };
         while left > 0 {
             let n = left.min(255);
             self = self.op(5, &[n as u8]);
