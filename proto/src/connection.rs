@@ -832,7 +832,7 @@ impl Connection {
                 .expect(&env, "auth")
                 .and_then(|()| self.on_auth(now, &env)),
             (State::AwaitOk, _) => self.expect(&env, "ok").and_then(|()| self.on_ok(now, &env)),
-            (State::Established | State::Closing { .. }, _) => self.on_app_frame(now, &env),
+            (State::Established | State::Closing { .. }, _) => self.on_app_frame(now, &env, t?),
             (State::Closed, _) => Ok(()),
         }
     }
@@ -873,8 +873,12 @@ impl Connection {
         Ok(())
     }
 
-    fn on_app_frame(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
-        let t = env.frame_type()?;
+    fn on_app_frame(
+        &mut self,
+        now: Instant,
+        env: &Envelope<'_>,
+        t: std::borrow::Cow<'_, str>,
+    ) -> Result<(), ProtocolError> {
         match &*t {
             "msg" => {
                 let d = required_body(env)?;

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::ProtocolError;
@@ -145,8 +145,14 @@ impl<'a> Envelope<'a> {
     pub(crate) fn opt_str(&self, k: Key) -> Result<Option<Cow<'a, str>>, ProtocolError> {
         self.raw(k)
             .map(|r| {
-                // Borrow when the string has no escapes.
-                serde_json::from_str::<Cow<'a, str>>(r.get())
+                let text = r.get();
+                // Fast path: a plain string without escapes is borrowed as is.
+                if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+                    && !inner.contains(['\\', '"'])
+                {
+                    return Ok(Cow::Borrowed(inner));
+                }
+                serde_json::from_str::<Cow<'a, str>>(text)
                     .map(|c| match c {
                         Cow::Borrowed(b) => Cow::Borrowed(b),
                         Cow::Owned(o) => Cow::Owned(o),
@@ -235,9 +241,120 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     s.get(..end).unwrap_or_default().to_owned()
 }
 
-/// Probes a payload for a top-level `"op"` string without building a
-/// `Value`. Returns `None` for non-objects and objects without a string op.
+/// Finds the payload's top-level `"op"` string: the value of the first
+/// top-level `op` key, if it is a string. `None` for non-objects, objects
+/// without `op`, and an `op` that is not a string.
+///
+/// `body` is already validated JSON (a `RawValue`), so this is a skimmer,
+/// not a parser: it walks the top-level keys and skips values by bracket
+/// depth, with memchr over string contents. Escaped keys and values are
+/// decoded by serde_json. A serde-based probe in the tests is the reference
+/// it is property-tested against.
 pub(crate) fn probe_op(body: &RawValue) -> Option<String> {
+    let s = body.get().as_bytes();
+    let mut i = skip_ws(s, 0);
+    if s.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(s, i);
+        if s.get(i) != Some(&b'"') {
+            return None; // `}`: no op
+        }
+        let key_end = string_end(s, i)?;
+        let key = s.get(i..key_end)?;
+        i = skip_ws(s, key_end);
+        i = skip_ws(s, i + 1); // past ':'
+        let is_op = key == b"\"op\""
+            || (key.contains(&b'\\')
+                && serde_json::from_slice::<Cow<'_, str>>(key).is_ok_and(|k| k == "op"));
+        if is_op {
+            if s.get(i) != Some(&b'"') {
+                return None;
+            }
+            let end = string_end(s, i)?;
+            let v = s.get(i..end)?;
+            return match v.contains(&b'\\') {
+                false => std::str::from_utf8(v.get(1..v.len() - 1)?)
+                    .ok()
+                    .map(str::to_owned),
+                true => serde_json::from_slice::<String>(v).ok(),
+            };
+        }
+        i = skip_value(s, i)?;
+        i = skip_ws(s, i);
+        if s.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while matches!(s.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// `s[i]` is the opening quote of a valid string; returns the index just
+/// past its closing quote.
+fn string_end(s: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        let k = j + memchr::memchr2(b'"', b'\\', s.get(j..)?)?;
+        if s.get(k) == Some(&b'"') {
+            return Some(k + 1);
+        }
+        j = k + 2; // skip the escaped character
+    }
+}
+
+/// Skips one valid JSON value starting at `s[i]`; returns the index after it.
+fn skip_value(s: &[u8], i: usize) -> Option<usize> {
+    match s.get(i)? {
+        b'"' => string_end(s, i),
+        b'{' | b'[' => {
+            // Linear: one pass over structural bytes, memchr inside strings.
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match s.get(j)? {
+                    b'"' => j = string_end(s, j)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        j += 1;
+                        if depth == 0 {
+                            return Some(j);
+                        }
+                    }
+                    _ => j += 1,
+                }
+            }
+        }
+        _ => {
+            // number, true, false, null: up to the next delimiter
+            let mut j = i;
+            while !matches!(
+                s.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                j += 1;
+            }
+            Some(j)
+        }
+    }
+}
+
+/// The serde-based op probe: the reference for [`probe_op`].
+#[cfg(test)]
+fn probe_op_serde(body: &RawValue) -> Option<String> {
+    use serde::de;
     if !body.get().starts_with('{') {
         return None;
     }
@@ -249,8 +366,10 @@ pub(crate) fn probe_op(body: &RawValue) -> Option<String> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut op = None;
+            let mut seen = false;
             while let Some(k) = map.next_key::<Cow<'de, str>>()? {
-                if k == "op" && op.is_none() {
+                if k == "op" && !seen {
+                    seen = true;
                     op = map.next_value::<OpValue>()?.0;
                 } else {
                     map.next_value::<IgnoredAny>()?;
@@ -367,6 +486,57 @@ mod tests {
             };
             assert!(ok, "{line:?} -> {got:?}");
         }
+    }
+
+    #[test]
+    fn fast_op_probe_agrees_with_serde() {
+        let cases = [
+            r#"{"op":"a"}"#,
+            r#"{ "op" : "a b" , "x":1}"#,
+            r#"{"a":{"op":"no","b":[1,{"op":"x"}]},"op":"yes"}"#,
+            r#"{"a":"}\"{[","op":"q\"uote"}"#,
+            r#"{"\u006fp":"escaped-key"}"#,
+            r#"{"op":5,"op":"second"}"#,
+            r#"{"op":null}"#,
+            r#"{"x":[[[]]],"y":-1.5e3,"z":true,"w":null,"op":"late"}"#,
+            r#"{}"#,
+            r#"[{"op":"x"}]"#,
+            r#""op""#,
+            r#"{"op":"\ud83d\ude00"}"#,
+            "{\n\t\"op\"\r\n:\n\"ws\"}",
+        ];
+        for c in cases {
+            let r = RawValue::from_string(c.to_owned()).unwrap();
+            assert_eq!(probe_op(&r), probe_op_serde(&r), "{c}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_op_probe_agrees_with_serde_on_random_json(v in json_value(3)) {
+            let text = serde_json::to_string(&v).unwrap();
+            let r = RawValue::from_string(text.clone()).unwrap();
+            proptest::prop_assert_eq!(probe_op(&r), probe_op_serde(&r), "{}", text);
+            let pretty = RawValue::from_string(serde_json::to_string_pretty(&v).unwrap()).unwrap();
+            proptest::prop_assert_eq!(probe_op(&pretty), probe_op_serde(&pretty));
+        }
+    }
+
+    fn json_value(depth: u32) -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z\"\\{}\\[\\] ]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(depth, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::from),
+                proptest::collection::vec((prop_oneof!["op", "[a-z]{1,3}"], inner), 0..5)
+                    .prop_map(|kv| serde_json::Value::Object(kv.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]
