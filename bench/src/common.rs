@@ -132,7 +132,11 @@ pub(crate) struct Material {
 }
 
 impl Material {
-    pub(crate) fn load(dir: &Path) -> Result<Self, String> {
+    /// Loads the material; `resumption: false` turns TLS session resumption
+    /// off on the client (for the handshake scenario: a client that never
+    /// reads after the handshake never stores the server's tickets, so only
+    /// the stacks that read would resume).
+    pub(crate) fn load(dir: &Path, resumption: bool) -> Result<Self, String> {
         let e = |x: certs::CertError| x.to_string();
         let server_tls = certs::server_config(
             certs::load_certs(dir.join("server.pem")).map_err(e)?,
@@ -141,7 +145,10 @@ impl Material {
         .map_err(e)?;
         let roots =
             certs::root_store(certs::load_certs(dir.join("ca.pem")).map_err(e)?).map_err(e)?;
-        let client_tls = certs::client_config(roots).map_err(e)?;
+        let mut client_tls = certs::client_config(roots).map_err(e)?;
+        if !resumption {
+            client_tls.resumption = rustls::client::Resumption::disabled();
+        }
         let hex = std::fs::read_to_string(dir.join("secret.hex")).map_err(|x| x.to_string())?;
         let secret = Secret::from_hex(hex.trim()).map_err(|x| x.to_string())?;
         Ok(Self {

@@ -314,8 +314,11 @@ async fn handshakes(
         let workers = (0..conc).map(|_| async move {
             let mut n = 0u64;
             while Instant::now() < end {
-                let c = open(rt, addr, m, stack, mode).await?;
-                drop(c);
+                let (mut s, core) = open(rt, addr, m, stack, mode).await?;
+                // Close as the jsonlink client does on drop: a TLS
+                // close_notify and a shutdown, not a bare reset.
+                let _ = futures_util::io::AsyncWriteExt::close(&mut s).await;
+                drop((s, core));
                 n += 1;
             }
             Ok::<u64, io::Error>(n)

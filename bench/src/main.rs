@@ -47,7 +47,10 @@ fn run(args: &[String]) -> Result<(), String> {
             let rt = Rt::parse(o.str_or("rt", "tokio"))?;
             let mode = Mode::parse(o.str_or("mode", "plain"))?;
             let dir = o.get("dir").ok_or("--dir is required")?;
-            let m = Arc::new(Material::load(std::path::Path::new(dir))?);
+            // Handshakes are measured as full TLS 1.3 handshakes (no
+            // resumption) for every stack.
+            let resumption = o.get("scenario") != Some("handshake");
+            let m = Arc::new(Material::load(std::path::Path::new(dir), resumption)?);
             let stack = o.str_or("stack", "raw").to_owned();
             let server = cmd == "server";
             if stack == "tarpc" {
