@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -137,6 +138,7 @@ impl ClientBuilder {
             state: Mutex::new(State::Connecting),
             changed: event_listener::Event::new(),
             first: Mutex::new(first),
+            closing: AtomicBool::new(false),
         });
         let (ctl_tx, ctl_rx) = async_channel::bounded(1);
         let span = tracing::info_span!("jsonlink.client", server = %self.addr);
@@ -178,6 +180,9 @@ struct ClientShared {
     changed: event_listener::Event,
     /// `connect()` waits on this for the first attempt's outcome.
     first: FirstSlot,
+    /// The owner called `close`: a link refusing commands is closing for
+    /// good, and they fail with [`Error::Closed`].
+    closing: AtomicBool,
 }
 
 impl ClientShared {
@@ -429,9 +434,11 @@ impl Drop for ClientHooks {
 /// background task.
 ///
 /// Requests are never replayed: those in flight when a link drops fail
-/// with [`Error::ConnectionLost`]; those made while disconnected fail with
+/// with [`Error::ConnectionLost`]; those made while disconnected — or
+/// while the link is closing, which sends nothing more — fail with
 /// [`Error::NotConnected`] (or wait, see
-/// [`ClientBuilder::wait_for_reconnect`]).
+/// [`ClientBuilder::wait_for_reconnect`]). [`Error::Closed`] means the
+/// client itself was closed.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -505,16 +512,30 @@ impl Client {
     /// if the client stops first, or [`Error::Auth`] if the server
     /// rejected our credentials.
     pub async fn wait_connected(&self) -> Result<Link, Error> {
-        self.current_link(None, true).await
+        self.current_link(None, true, None).await
     }
 
-    async fn current_link(&self, deadline: Option<Instant>, wait: bool) -> Result<Link, Error> {
+    /// The current link, other than `closing` (one that refused a command
+    /// because it is closing: until it ends, the client has no usable
+    /// link).
+    async fn current_link(
+        &self,
+        deadline: Option<Instant>,
+        wait: bool,
+        closing: Option<&Link>,
+    ) -> Result<Link, Error> {
         let shared = &self.inner.shared;
         loop {
             let listener = shared.changed.listen();
             match &*shared.state() {
-                State::Connected(l) => return Ok(l.clone()),
+                State::Connected(l)
+                    if !closing.is_some_and(|c| Arc::ptr_eq(&c.inner, &l.inner)) =>
+                {
+                    return Ok(l.clone());
+                }
                 State::Closed(r) => return Err(closed_error(r)),
+                // Between the owner's close() and the end: Closed already.
+                _ if shared.closing.load(Ordering::Acquire) => return Err(Error::Closed),
                 _ if !wait => return Err(Error::NotConnected),
                 _ => {}
             }
@@ -529,10 +550,33 @@ impl Client {
         }
     }
 
-    /// The link for a command due by `deadline`.
-    async fn link_for(&self, deadline: Instant) -> Result<Link, Error> {
+    /// The link for a command due by `deadline` (not `closing`).
+    async fn link_for(&self, deadline: Instant, closing: Option<&Link>) -> Result<Link, Error> {
         let wait = self.inner.shared.wait_for_reconnect;
-        self.current_link(Some(deadline), wait).await
+        self.current_link(Some(deadline), wait, closing).await
+    }
+
+    /// A command failed on `link` with `e`. [`Error::Closed`] there means
+    /// the link is closing (a close from either side, or a protocol error)
+    /// and [`Error::NotConnected`] that it has ended; either way nothing
+    /// was sent. If the owner closed the client, that is [`Error::Closed`];
+    /// otherwise there is no link for now: in wait-for-reconnect mode the
+    /// command may go to the next link (`Ok(link)`: the one to skip), else
+    /// it fails with [`Error::NotConnected`].
+    fn retry_after(&self, link: Link, e: Error) -> Result<Link, Error> {
+        let shared = &self.inner.shared;
+        match e {
+            Error::Closed | Error::NotConnected => {
+                if shared.closing.load(Ordering::Acquire) {
+                    Err(Error::Closed)
+                } else if shared.wait_for_reconnect {
+                    Ok(link)
+                } else {
+                    Err(Error::NotConnected)
+                }
+            }
+            e => Err(e),
+        }
     }
 
     fn default_deadline(&self) -> Instant {
@@ -547,14 +591,28 @@ impl Client {
 
     /// Sends a message given as raw JSON.
     pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
-        let link = self.link_for(self.default_deadline()).await?;
-        link.send_raw(body).await
+        let deadline = self.default_deadline();
+        let mut closing = None;
+        loop {
+            let link = self.link_for(deadline, closing.as_ref()).await?;
+            match link.send_raw(body.clone()).await {
+                Err(e) => closing = Some(self.retry_after(link, e)?),
+                Ok(()) => return Ok(()),
+            }
+        }
     }
 
     /// Pings the server with optional data (see [`Link::ping`]).
     pub async fn ping<T: Serialize + ?Sized>(&self, data: Option<&T>) -> Result<(), Error> {
-        let link = self.link_for(self.default_deadline()).await?;
-        link.ping(data).await
+        let deadline = self.default_deadline();
+        let mut closing = None;
+        loop {
+            let link = self.link_for(deadline, closing.as_ref()).await?;
+            match link.ping(data).await {
+                Err(e) => closing = Some(self.retry_after(link, e)?),
+                Ok(()) => return Ok(()),
+            }
+        }
     }
 
     /// Sends a request with the default timeout and deserializes the
@@ -588,8 +646,22 @@ impl Client {
     ) -> Result<Payload, Error> {
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
         let deadline = self.inner.shared.rt.now() + timeout;
-        let link = self.link_for(deadline).await?;
-        link.request_by(body, deadline).await
+        let mut closing = None;
+        let mut body = Some(body);
+        loop {
+            let link = self.link_for(deadline, closing.as_ref()).await?;
+            let Some(this) = body.take() else {
+                return Err(Error::NotConnected);
+            };
+            // Kept for another link only where commands wait for one.
+            if self.inner.shared.wait_for_reconnect {
+                body = Some(this.clone());
+            }
+            match link.request_by(this, deadline).await {
+                Err(e) => closing = Some(self.retry_after(link, e)?),
+                ok => return ok,
+            }
+        }
     }
 
     /// The next event; `None` when the event stream is off.
@@ -622,6 +694,7 @@ impl Client {
     /// after `deadline` (the link's linger time at most).
     pub async fn close_by(&self, deadline: Instant) {
         let shared = &self.inner.shared;
+        shared.closing.store(true, Ordering::Release);
         let _ = self.inner.ctl_tx.try_send(Ctl {
             reason: "client closed",
             deadline,
