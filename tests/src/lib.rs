@@ -546,12 +546,25 @@ pub mod faults {
     /// Records a fault case's observed outcome: written to
     /// `$JSONLINK_FAULT_RESULTS/<id>` when that variable is set (as
     /// scripts/check.sh does), else a no-op.
+    ///
+    /// # Panics
+    ///
+    /// If the variable is set and the file cannot be written (a lost
+    /// outcome would only show up later as `MISSING`).
     pub fn record(id: &str, outcome: impl fmt::Display) {
         if let Some(dir) = std::env::var_os("JSONLINK_FAULT_RESULTS") {
             let dir = std::path::PathBuf::from(dir);
-            let _ = std::fs::create_dir_all(&dir);
-            let _ = std::fs::write(dir.join(id), outcome.to_string());
+            let path = result_path(&dir, id);
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, outcome.to_string()))
+                .unwrap_or_else(|e| panic!("recording {id} in {}: {e}", path.display()));
         }
+    }
+
+    /// Where the outcome of case `id` is recorded under `dir`: one file per
+    /// case, a sub-case `H5/tls` as `H5~tls` (beside `H5`, not under it).
+    pub fn result_path(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+        dir.join(id.replace('/', "~"))
     }
 
     /// What a case must produce.

@@ -34,7 +34,8 @@ fn main() -> ExitCode {
     let mut report = String::from("| ID | expected | actual | status |\n|---|---|---|---|\n");
     let mut failures = 0;
     for row in &rows {
-        let actual = std::fs::read_to_string(results.join(&row.id)).ok();
+        let actual =
+            std::fs::read_to_string(jsonlink_tests::faults::result_path(&results, &row.id)).ok();
         let status = match (&row.expected, &actual) {
             (jsonlink_tests::faults::Expected::Skip(_), _) => "skipped",
             (jsonlink_tests::faults::Expected::Outcome(e), Some(a)) if e == a.trim() => "pass",
