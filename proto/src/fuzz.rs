@@ -547,6 +547,9 @@ struct Book {
     closed: Option<CloseReason>,
     /// Our request ids, and how often each resolved.
     issued: BTreeMap<u64, u32>,
+    /// Of which not resolved yet (checked after every operation: counted,
+    /// not recomputed).
+    unresolved: usize,
     /// The peer's requests we have seen and not answered, oldest first.
     open: Vec<u64>,
     /// A command returned `Blocked`; `SendUnblocked` (or `Closed`) is due.
@@ -566,6 +569,7 @@ impl Book {
             authenticated: false,
             closed: None,
             issued: BTreeMap::new(),
+            unresolved: 0,
             open: Vec::new(),
             blocked: false,
             sent: VecDeque::new(),
@@ -578,10 +582,13 @@ impl Book {
         let n = n.unwrap_or_else(|| panic!("{}: outcome for request {id}, never sent", self.name));
         *n += 1;
         assert_eq!(*n, 1, "{}: request {id} resolved twice", self.name);
+        self.unresolved -= 1;
     }
 
-    fn unresolved(&self) -> usize {
-        self.issued.values().filter(|&&n| n == 0).count()
+    fn issue(&mut self, id: RequestId) {
+        let fresh = self.issued.insert(id.0, 0).is_none();
+        assert!(fresh, "{}: request id {id} reused", self.name);
+        self.unresolved += 1;
     }
 
     /// The peer saw `got`: it must be the oldest frame we sent that it has
@@ -704,7 +711,7 @@ fn harvest_one(p: &mut Peer, me: &mut Book, peer: &mut Book, clean: bool) {
     assert_eq!(conn.is_authenticated(), me.authenticated, "{name}");
     assert_eq!(
         conn.requests_in_flight(),
-        me.unresolved(),
+        me.unresolved,
         "{name}: requests in flight vs unresolved"
     );
     assert!(conn.requests_in_flight() <= me.max_requests, "{name}");
@@ -829,8 +836,7 @@ pub fn session(base: Instant, data: &[u8]) {
                 let r = c.request(now, &body, timeout);
                 after_command(who, c, before, &r, &mut books[i]);
                 if let Ok(id) = r {
-                    let fresh = books[i].issued.insert(id.0, 0).is_none();
-                    assert!(fresh, "{who:?}: request id {id} reused");
+                    books[i].issue(id);
                     books[i]
                         .sent
                         .push_back(Sent::Req(id.0, body.get().to_owned()));
