@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! jsonlink-bench all [--quick] [--reps N] [--secs S] [--warmup S] [--nice N] [--fifo 0|1|2]
+//!                    [--only tokio/api,smol/core,...]   (a subset; raw of those runtimes stays in)
 //! jsonlink-bench certs            (writes certificates + secret to a temp dir, prints it)
 //! jsonlink-bench server --rt tokio|smol --stack raw|api|core|tarpc --mode plain|signed|sealed --dir DIR
 //! jsonlink-bench client --rt … --stack … --mode … --dir DIR --port P

@@ -431,7 +431,21 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
     crate::common::raise_nofile();
     let started = Instant::now();
     let load_start = loadavg();
-    let (load, mem) = specs(&plan);
+    let (mut load, mut mem) = specs(&plan);
+    // `--only a,b`: keep the scenarios whose key (runtime/stack/mode/
+    // scenario/size/inflight/conns) contains any of the comma-separated
+    // parts, e.g. `--only tokio/api,tokio/raw`. The raw baselines of the
+    // chosen runtimes stay in, so ratios can still be computed.
+    if let Some(only) = o.get("only") {
+        let parts: Vec<&str> = only.split(',').filter(|p| !p.is_empty()).collect();
+        let keep = |s: &Spec| {
+            let k = s.key();
+            parts.iter().any(|p| k.contains(p))
+                || (s.stack == "raw" && parts.iter().any(|p| p.starts_with(s.rt)))
+        };
+        load.retain(|s| keep(s));
+        mem.retain(|s| keep(s));
+    }
     let mut results: HashMap<String, Vec<Value>> = HashMap::new();
     let mut failures = Vec::new();
     for rep in 0..plan.reps {
