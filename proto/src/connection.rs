@@ -292,6 +292,12 @@ impl Connection {
         self.peer.is_some()
     }
 
+    /// Whether the connection is authenticated and takes new commands (not
+    /// closing, not closed).
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established)
+    }
+
     /// Whether the connection has ended (the `Closed` event was queued).
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
@@ -1147,6 +1153,7 @@ impl Connection {
             version: hs.version,
             signing: hs.signing || hs.encryption,
             encryption: hs.encryption,
+            peer_max_frame: self.peer_max_frame,
         }));
         if let Some(ka) = &self.config.keepalive {
             let at = now + ka.interval;

@@ -107,6 +107,30 @@ pub struct Authenticated {
     pub signing: bool,
     /// Whether frames are sealed (AES-256-CBC, encrypt-then-MAC).
     pub encryption: bool,
+    /// The largest frame the peer accepts (its announced `max_frame`).
+    pub peer_max_frame: usize,
+}
+
+impl Authenticated {
+    /// An upper bound on the encoded size of a message frame (the line,
+    /// without `\n`) carrying a `body_len`-byte body on this link; exact
+    /// to within 20 bytes (the sequence number's digits). A body whose
+    /// bound exceeds [`peer_max_frame`](Self::peer_max_frame) would be
+    /// refused with `FrameTooLarge`.
+    pub fn message_frame_bound(&self, body_len: usize) -> usize {
+        // {"t":"msg","d": + body + }
+        let inner = body_len.saturating_add(16);
+        if self.encryption {
+            // {"q":N,"iv":"<24>","s":"<44>","c":"<b64(ct)>"}
+            let ct = (inner / 16 + 1) * 16;
+            96 + 20 + ct.div_ceil(3) * 4
+        } else if self.signing {
+            // {"q":N,"s":"<44>","f": + inner + }
+            inner + 62 + 20
+        } else {
+            inner
+        }
+    }
 }
 
 /// An event for the connection's owner, from

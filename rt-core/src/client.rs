@@ -525,19 +525,30 @@ impl Client {
         closing: Option<&Link>,
     ) -> Result<Link, Error> {
         let shared = &self.inner.shared;
-        loop {
-            let listener = shared.changed.listen();
+        // The state as it is now; `None` means wait for a change.
+        let check = || -> Option<Result<Link, Error>> {
             match &*shared.state() {
                 State::Connected(l)
                     if !closing.is_some_and(|c| Arc::ptr_eq(&c.inner, &l.inner)) =>
                 {
-                    return Ok(l.clone());
+                    Some(Ok(l.clone()))
                 }
-                State::Closed(r) => return Err(closed_error(r)),
+                State::Closed(r) => Some(Err(closed_error(r))),
                 // Between the owner's close() and the end: Closed already.
-                _ if shared.closing.load(Ordering::Acquire) => return Err(Error::Closed),
-                _ if !wait => return Err(Error::NotConnected),
-                _ => {}
+                _ if shared.closing.load(Ordering::Acquire) => Some(Err(Error::Closed)),
+                _ if !wait => Some(Err(Error::NotConnected)),
+                _ => None,
+            }
+        };
+        loop {
+            // Fast path (every command on a connected client): no listener.
+            if let Some(r) = check() {
+                return r;
+            }
+            // Register, then re-check, so a change in between is not missed.
+            let listener = shared.changed.listen();
+            if let Some(r) = check() {
+                return r;
             }
             match deadline {
                 None => listener.await,

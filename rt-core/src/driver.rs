@@ -111,6 +111,7 @@ pub(crate) fn new_link(
             cmd,
             rt,
             request_timeout,
+            accepting: std::sync::atomic::AtomicBool::new(false),
         }),
     };
     (link, rx)
@@ -254,6 +255,10 @@ impl Driver {
         progress |= self.drain_events();
         progress |= self.poll_write(cx, now);
         self.sync_stats();
+        self.link.inner.accepting.store(
+            self.conn.is_established(),
+            std::sync::atomic::Ordering::Release,
+        );
         progress |= self.poll_close(cx, now);
         if self.phase == Phase::Finished {
             return Some(true);
@@ -474,6 +479,11 @@ impl Driver {
         match ev {
             E::Authenticated(info) => {
                 let _ = self.link.inner.auth.set(info.clone());
+                // Before anyone can see the link as connected.
+                self.link.inner.accepting.store(
+                    self.conn.is_established(),
+                    std::sync::atomic::Ordering::Release,
+                );
                 bump(&self.ctx.counters.authenticated, 1);
                 tracing::info!(
                     conn = info.connection_id,
@@ -737,7 +747,12 @@ impl Driver {
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let next = [self.conn.poll_timeout(), self.linger_until]
+        // A request held back by backpressure fails at its own deadline.
+        let held = match &self.stalled_cmd {
+            Some(Command::Request { deadline, .. }) => Some(*deadline),
+            _ => None,
+        };
+        let next = [self.conn.poll_timeout(), self.linger_until, held]
             .into_iter()
             .flatten()
             .min();

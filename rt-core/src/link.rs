@@ -55,6 +55,9 @@ pub(crate) struct LinkInner {
     pub(crate) cmd: async_channel::Sender<Command>,
     pub(crate) rt: Arc<dyn Runtime>,
     pub(crate) request_timeout: Duration,
+    /// Whether the core takes new commands (authenticated, not closing);
+    /// kept by the driver so handles can refuse early.
+    pub(crate) accepting: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to one connection (on a server: one client; on a client: the
@@ -109,26 +112,51 @@ impl Link {
         self.inner.cmd.is_closed()
     }
 
-    /// Sends a fire-and-forget message. Waits while the link's outbound
-    /// buffer is full; returns once the core has encoded it.
+    /// Sends a fire-and-forget message. Returns once the message is queued
+    /// on the link; waits while the link's command queue is full (the
+    /// outbound buffer is at its bound: backpressure). Fails at once with
+    /// [`Error::FrameTooLarge`] if the frame could exceed the peer's limit,
+    /// with [`Error::Closed`] if the link is closing, and with
+    /// [`Error::NotConnected`] if it has ended. As with any fire-and-forget
+    /// message, one queued just before the link drops is lost.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
         self.send_raw(Arc::from(body)).await
     }
 
-    /// Sends a message given as raw JSON.
+    /// Sends a message given as raw JSON (see [`send`](Self::send)).
     pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        let cmd = Command::Send {
-            body,
-            ack: Some(tx),
-        };
+        self.check_send(&body)?;
         self.inner
             .cmd
-            .send(cmd)
+            .send(Command::Send { body, ack: None })
             .await
-            .map_err(|_| Error::NotConnected)?;
-        rx.await.unwrap_or(Err(Error::NotConnected))
+            .map_err(|_| Error::NotConnected)
+    }
+
+    /// Refuses a message the link cannot take, before queueing it.
+    fn check_send(&self, body: &RawValue) -> Result<(), Error> {
+        if !self
+            .inner
+            .accepting
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(if self.inner.cmd.is_closed() {
+                Error::NotConnected
+            } else {
+                Error::Closed
+            });
+        }
+        if let Some(auth) = self.auth() {
+            let size = auth.message_frame_bound(body.get().len());
+            if size > auth.peer_max_frame {
+                return Err(Error::FrameTooLarge {
+                    size,
+                    limit: auth.peer_max_frame,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Sends a ping carrying `data` (a JSON object, like zetta-rpc's
@@ -212,6 +240,15 @@ impl Link {
             deadline,
             reply: tx,
         };
+        // Fast path: room in the command channel. The core times the
+        // request out at `deadline` (and the driver fails a request it holds
+        // back for backpressure at its deadline), so no timer is needed here.
+        let cmd = match self.inner.cmd.try_send(cmd) {
+            Ok(()) => return rx.await.unwrap_or(Err(Error::ConnectionLost)),
+            Err(async_channel::TrySendError::Closed(_)) => return Err(Error::NotConnected),
+            Err(async_channel::TrySendError::Full(cmd)) => cmd,
+        };
+        // The channel is full (backpressure): bound the wait for room too.
         let exchange = async {
             self.inner
                 .cmd
@@ -220,8 +257,6 @@ impl Link {
                 .map_err(|_| Error::NotConnected)?;
             rx.await.unwrap_or(Err(Error::ConnectionLost))
         };
-        // The core times the request out at `deadline` too; this guard also
-        // covers the wait for room in the command channel.
         with_deadline(&*self.inner.rt, deadline, exchange)
             .await
             .unwrap_or(Err(Error::Timeout))
