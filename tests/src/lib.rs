@@ -481,16 +481,24 @@ pub mod fixture {
 
     /// Binds `builder()` to `addr` again after a server there went away
     /// (its listener may take a moment to close).
+    ///
+    /// The old listener closes when its accept task next runs, which has no
+    /// event to wait for: this retries (yielding, then every millisecond)
+    /// for up to [`SETTLE`].
     pub async fn rebind(builder: impl Fn() -> ServerBuilder, addr: SocketAddr) -> Server {
-        let mut last = None;
-        for _ in 0..1000 {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        let mut tries = 0u32;
+        loop {
             match builder().bind(addr).await {
                 Ok(s) => return s,
-                Err(e) => last = Some(e),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    panic!("could not bind {addr} again after {tries} tries: {e:?}")
+                }
+                Err(_) if tries < 100 => tokio::task::yield_now().await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
-            tokio::task::yield_now().await;
+            tries += 1;
         }
-        panic!("could not bind {addr} again: {last:?}");
     }
 
     /// The next `Authenticated` event of a server: its link.
