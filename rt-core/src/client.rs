@@ -417,6 +417,15 @@ impl LinkHooks for ClientHooks {
         }
     }
 
+    fn closing(&mut self, link: &Link) {
+        // A closing link takes no more commands: no longer the client's
+        // link (commands fail NotConnected or wait for the next one).
+        let current = matches!(&*self.shared.state(), State::Connected(l) if Arc::ptr_eq(&l.inner, &link.inner));
+        if current {
+            self.shared.set_state(State::Disconnected);
+        }
+    }
+
     fn closed(&mut self, _link: &Link, _reason: &CloseReason) {
         self.release();
     }
@@ -490,7 +499,8 @@ impl Client {
         self.inner.shared.ctx.counters.snapshot()
     }
 
-    /// The current authenticated link, if any.
+    /// The current authenticated link, if any (`None` once it has begun
+    /// closing).
     pub fn link(&self) -> Option<Link> {
         match &*self.inner.shared.state() {
             State::Connected(l) => Some(l.clone()),
@@ -498,7 +508,7 @@ impl Client {
         }
     }
 
-    /// Whether a link is authenticated now.
+    /// Whether a link is authenticated now and takes commands.
     pub fn is_connected(&self) -> bool {
         self.link().is_some()
     }

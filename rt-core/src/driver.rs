@@ -84,6 +84,9 @@ impl LinkCtx {
 /// dropped by a runtime shutting down).
 pub(crate) trait LinkHooks: Send {
     fn authenticated(&mut self, link: &Link);
+    /// The authenticated link stopped taking commands (a close from either
+    /// side began; it may still drain requests in flight).
+    fn closing(&mut self, _link: &Link) {}
     fn closed(&mut self, link: &Link, reason: &CloseReason);
 }
 
@@ -255,10 +258,18 @@ impl Driver {
         progress |= self.drain_events();
         progress |= self.poll_write(cx, now);
         self.sync_stats();
-        self.link.inner.accepting.store(
-            self.conn.is_established(),
-            std::sync::atomic::Ordering::Release,
-        );
+        let accepting = self.conn.is_established();
+        let was = self
+            .link
+            .inner
+            .accepting
+            .swap(accepting, std::sync::atomic::Ordering::AcqRel);
+        if was
+            && !accepting
+            && let Some(h) = self.hooks.as_mut()
+        {
+            h.closing(&self.link);
+        }
         progress |= self.poll_close(cx, now);
         if self.phase == Phase::Finished {
             return Some(true);

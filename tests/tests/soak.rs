@@ -438,6 +438,7 @@ fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link
             // A request in flight keeps the link draining after the close.
             let hold = json!({"op": "hold"});
             let held = client.request::<Value, _>(&hold);
+            let old = client.link().expect("link").id();
             let close_then_request = async {
                 let req = held_rx.recv().await.expect("held");
                 client.link().expect("link").close("test").await;
@@ -460,8 +461,11 @@ fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link
                 assert_eq!(r.expect("sent on the next link"), 7);
             } else {
                 assert!(matches!(r, Err(Error::NotConnected)), "{r:?}");
-                client.wait_connected().await.expect("reconnected");
             }
+            // The closing link is not the client's link any more: waiting
+            // for one gives the next.
+            let next = client.wait_connected().await.expect("reconnected");
+            assert_ne!(next.id(), old);
             assert!(!client.is_closed());
             // The owner's close is still Closed.
             let one = json!({"op": "echo", "n": 1});
