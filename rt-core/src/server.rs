@@ -127,6 +127,7 @@ impl ServerBuilder {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             shutting_down: AtomicBool::new(false),
+            listening: AtomicBool::new(true),
             local_addr,
         });
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
@@ -172,6 +173,9 @@ struct ServerShared {
     max_connections: usize,
     max_connections_per_ip: Option<usize>,
     shutting_down: AtomicBool,
+    /// The listening socket is open (cleared, and `changed` notified, when
+    /// the accept task drops it).
+    listening: AtomicBool,
     local_addr: SocketAddr,
 }
 
@@ -243,6 +247,16 @@ async fn accept_loop(
     listener: Box<dyn Listener>,
     stop: async_channel::Receiver<()>,
 ) {
+    /// Reports the listener closed when the accept task ends (or is
+    /// dropped with its runtime).
+    struct Closed(Arc<ServerShared>);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.listening.store(false, Ordering::Release);
+            self.0.changed.notify(usize::MAX);
+        }
+    }
+    let closed = Closed(shared.clone());
     loop {
         let next = futures_lite::future::or(
             async {
@@ -267,6 +281,8 @@ async fn accept_loop(
             }
         }
     }
+    drop(listener);
+    drop(closed);
     tracing::info!("listener closed");
 }
 
@@ -559,11 +575,22 @@ impl Server {
     /// Shuts down gracefully: stops accepting, sends every link a close
     /// frame, lets requests in flight (both ways) finish until `deadline`,
     /// then fails ours with [`Error::ShuttingDown`]. Returns when every
-    /// link has ended, or at `deadline`, whichever is first.
+    /// link has ended, or at `deadline`, whichever is first; in any case
+    /// not before the listening socket is closed, so connections attempted
+    /// after it returns are refused.
     pub async fn shutdown(&self, deadline: Instant) {
         let shared = &self.inner.shared;
         shared.shutting_down.store(true, Ordering::Release);
         self.inner.stop_tx.close();
+        // The accept task closes the socket on its next turn (not bounded
+        // by `deadline`, which may be now: it takes no longer than that).
+        loop {
+            let listener = shared.changed.listen();
+            if !shared.listening.load(Ordering::Acquire) {
+                break;
+            }
+            listener.await;
+        }
         {
             let reg = shared.registry();
             tracing::info!(links = reg.links.len(), "shutting down");

@@ -1138,6 +1138,28 @@ fn d1_shutdown_stops_accepting_sends_close_frames_and_fails_unfinished_requests_
     });
 }
 
+/// `shutdown` "stops accepting": once it has returned, a connection to the
+/// port is refused, not accepted by a listening socket that is still open
+/// until the accept task's next turn (regression: an e2e test saw
+/// `ConnectionReset` instead of `ConnectionRefused` now and then).
+#[test]
+fn d1_after_shutdown_returns_new_connections_are_refused() {
+    const ROUNDS: usize = 50;
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt.clone());
+        for _ in 0..ROUNDS {
+            let server = fx.server().bind(localhost()).await.expect("bind");
+            let addr = server.local_addr();
+            server.shutdown(rt.now()).await;
+            let r = TcpStream::connect(addr).await;
+            assert!(
+                matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+                "connect after shutdown: {r:?}"
+            );
+        }
+    });
+}
+
 // ------------------------------------------------------------------- D2
 
 /// A TLS alert record: close_notify (warning), as a peer would send it
