@@ -2,28 +2,16 @@
 //! and servers that require client certificates (mutual TLS).
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use jsonlink_tests::fixture;
 
 use jsonlink_rt::{
     Client, DevPki, Error, Event, EventKind, Identity, Reconnect, Runtime, Secret, Server,
 };
 
-const LIMIT: Duration = Duration::from_secs(20);
-
+/// The shared harness: a tokio runtime built for the test, bounded in time.
 fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
-        tokio.handle().clone(),
-    ));
-    tokio.block_on(async {
-        tokio::time::timeout(LIMIT, test(rt))
-            .await
-            .expect("test timed out");
-    });
+    fixture::on_tokio(fixture::Gauges::Shared, test);
 }
 
 #[test]
