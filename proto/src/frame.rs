@@ -56,7 +56,7 @@ impl LineReader {
                 if self.buf.is_empty() {
                     Ok(Some(Line::Input(line)))
                 } else {
-                    self.buf.extend_from_slice(line);
+                    self.append(line, limit);
                     self.ready = true;
                     Ok(Some(Line::Buffered))
                 }
@@ -66,10 +66,23 @@ impl LineReader {
                 if self.buf.len() + data.len() > limit {
                     return Err(ProtocolError::FrameTooLarge { limit });
                 }
-                self.buf.extend_from_slice(data);
+                self.append(data, limit);
                 Ok(None)
             }
         }
+    }
+
+    /// Appends `data` (already checked against `limit`), growing the buffer
+    /// geometrically but never past `limit` bytes of capacity: a partial
+    /// max-size line costs `limit` bytes, not the doubling's up to twice that.
+    fn append(&mut self, data: &[u8], limit: usize) {
+        let need = self.buf.len() + data.len();
+        if need > self.buf.capacity() {
+            let target = need.max(self.buf.capacity().saturating_mul(2)).min(limit);
+            self.buf
+                .reserve_exact(target.max(need).saturating_sub(self.buf.len()));
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// The assembled line after [`Line::Buffered`].
@@ -161,5 +174,26 @@ mod tests {
             Err(ProtocolError::FrameTooLarge { limit: 5 })
         );
         assert!(r.pending() <= 5);
+    }
+
+    #[test]
+    fn buffer_capacity_never_exceeds_the_limit() {
+        // A max-size line arriving in uneven chunks (as TLS records deliver
+        // it) must not leave the doubling's up to 2 x limit of capacity.
+        let limit = 100_000;
+        let mut r = LineReader::new();
+        let mut fed = 0;
+        let mut step = 1;
+        while fed < limit {
+            let n = step.min(limit - fed);
+            assert_eq!(lines(&mut r, &vec![b'x'; n], limit).unwrap().len(), 0);
+            fed += n;
+            step = step * 3 + 7;
+            assert!(r.buf.capacity() <= limit, "{} > {limit}", r.buf.capacity());
+        }
+        assert_eq!(r.pending(), limit);
+        let got = lines(&mut r, b"\n", limit).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), limit);
     }
 }

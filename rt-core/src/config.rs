@@ -20,6 +20,9 @@ pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
 /// Default limit on handler tasks running at once for one link; past it
 /// the link stops reading until one finishes.
 pub const DEFAULT_MAX_HANDLER_TASKS: usize = 256;
+/// Default limit on the body bytes held by one link's running handler
+/// tasks; past it the link stops reading until one finishes.
+pub const DEFAULT_MAX_HANDLER_BYTES: usize = 16 * 1024 * 1024;
 /// Default size of a link's read buffer, reused for every read.
 pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
 /// Default time a closed link keeps trying to flush its last bytes (the
@@ -48,6 +51,14 @@ pub struct LinkOptions {
     /// Handler tasks running at once per link. Default
     /// [`DEFAULT_MAX_HANDLER_TASKS`].
     pub max_handler_tasks: usize,
+    /// Body bytes that one link's running handler tasks may hold together
+    /// (each task counts its message's or request's body until it
+    /// finishes). Past it the link stops reading until one finishes; a
+    /// single body larger than this still runs when no other handler does.
+    /// With [`max_handler_tasks`](Self::max_handler_tasks) this bounds what
+    /// slow handlers can make a link hold. Default
+    /// [`DEFAULT_MAX_HANDLER_BYTES`].
+    pub max_handler_bytes: usize,
     /// Read buffer size per link. Default [`DEFAULT_READ_BUFFER`].
     pub read_buffer: usize,
     /// Flush time after close. Default [`DEFAULT_LINGER`].
@@ -66,6 +77,7 @@ impl Default for LinkOptions {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             max_handler_tasks: DEFAULT_MAX_HANDLER_TASKS,
+            max_handler_bytes: DEFAULT_MAX_HANDLER_BYTES,
             read_buffer: DEFAULT_READ_BUFFER,
             linger: DEFAULT_LINGER,
             unhandled_ops_to_events: false,
@@ -182,6 +194,20 @@ macro_rules! proto_setters {
         /// [`LinkOptions::event_capacity`](crate::LinkOptions::event_capacity)).
         pub fn event_capacity(mut self, n: usize) -> Self {
             self.options.event_capacity = n;
+            self
+        }
+
+        /// Handler tasks running at once per link (see
+        /// [`LinkOptions::max_handler_tasks`](crate::LinkOptions::max_handler_tasks)).
+        pub fn max_handler_tasks(mut self, n: usize) -> Self {
+            self.options.max_handler_tasks = n;
+            self
+        }
+
+        /// Body bytes held by one link's running handlers (see
+        /// [`LinkOptions::max_handler_bytes`](crate::LinkOptions::max_handler_bytes)).
+        pub fn max_handler_bytes(mut self, n: usize) -> Self {
+            self.options.max_handler_bytes = n;
             self
         }
 

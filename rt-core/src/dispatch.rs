@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use jsonlink_proto::{Payload, PeerRequestId, RemoteError};
 use serde::Serialize;
@@ -282,41 +281,78 @@ impl Router {
     }
 }
 
-/// Counts handler tasks of one link, so a flood of messages cannot spawn
-/// tasks without bound.
+/// Counts handler tasks of one link and the body bytes they hold, so a
+/// flood of messages cannot spawn tasks or hold bodies without bound.
 #[derive(Default)]
 pub(crate) struct Gauge {
-    running: AtomicUsize,
+    held: Mutex<Held>,
     freed: event_listener::Event,
 }
 
-/// One running handler task; frees its slot on drop.
-pub(crate) struct GaugeGuard(Arc<Gauge>);
+#[derive(Default)]
+struct Held {
+    tasks: usize,
+    bytes: usize,
+}
+
+/// The limits a [`Gauge`] admits handler tasks under.
+#[derive(Clone, Copy)]
+pub(crate) struct GaugeLimits {
+    pub(crate) tasks: usize,
+    pub(crate) bytes: usize,
+}
+
+/// One running handler task; frees its slot and bytes on drop.
+pub(crate) struct GaugeGuard {
+    gauge: Arc<Gauge>,
+    bytes: usize,
+}
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::AcqRel);
-        self.0.freed.notify(1);
+        {
+            let mut held = self.gauge.lock();
+            held.tasks = held.tasks.saturating_sub(1);
+            held.bytes = held.bytes.saturating_sub(self.bytes);
+        }
+        self.gauge.freed.notify(usize::MAX);
     }
 }
 
 impl Gauge {
-    pub(crate) fn try_acquire(self: &Arc<Self>, cap: usize) -> Option<GaugeGuard> {
-        self.running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap.max(1)).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| GaugeGuard(self.clone()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) async fn acquire(self: Arc<Self>, cap: usize) -> GaugeGuard {
+    /// Admits a task holding `bytes` if the link is under both limits; a
+    /// task is always admitted when none runs, whatever its size.
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        limits: GaugeLimits,
+        bytes: usize,
+    ) -> Option<GaugeGuard> {
+        let mut held = self.lock();
+        let fits = held.tasks == 0
+            || (held.tasks < limits.tasks.max(1)
+                && held.bytes.saturating_add(bytes) <= limits.bytes);
+        if !fits {
+            return None;
+        }
+        held.tasks += 1;
+        held.bytes = held.bytes.saturating_add(bytes);
+        Some(GaugeGuard {
+            gauge: self.clone(),
+            bytes,
+        })
+    }
+
+    pub(crate) async fn acquire(self: Arc<Self>, limits: GaugeLimits, bytes: usize) -> GaugeGuard {
         loop {
-            if let Some(g) = self.try_acquire(cap) {
+            if let Some(g) = self.try_acquire(limits, bytes) {
                 return g;
             }
             let listener = self.freed.listen();
-            if let Some(g) = self.try_acquire(cap) {
+            if let Some(g) = self.try_acquire(limits, bytes) {
                 return g;
             }
             listener.await;

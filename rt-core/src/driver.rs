@@ -41,7 +41,7 @@ use jsonlink_proto::{CloseReason, Connection, Payload, RemoteError, RequestId, S
 use tracing::Instrument as _;
 
 use crate::config::LinkOptions;
-use crate::dispatch::{Answer, Gauge, Message, Request, Responder, Router};
+use crate::dispatch::{Answer, Gauge, GaugeLimits, Message, Request, Responder, Router};
 use crate::error::Error;
 use crate::event::{Counters, Event, bump, drop_one};
 use crate::link::{Command, Ctl, Link, LinkInner};
@@ -521,7 +521,10 @@ impl Driver {
                     body,
                 };
                 match handler {
-                    Some(h) => self.spawn_handler(h(msg)),
+                    Some(h) => {
+                        let bytes = msg.body.get().len();
+                        self.spawn_handler(h(msg), bytes);
+                    }
                     None => self.emit(Event::Message(msg)),
                 }
             }
@@ -539,7 +542,10 @@ impl Driver {
                     responder: Responder::new(id, self.answer_tx.clone()),
                 };
                 match handler {
-                    Some(h) => self.spawn_handler(h(req)),
+                    Some(h) => {
+                        let bytes = req.body.get().len();
+                        self.spawn_handler(h(req), bytes);
+                    }
                     None if to_stream => self.emit(Event::Request(req)),
                     None => no_handler(req),
                 }
@@ -601,10 +607,16 @@ impl Driver {
         }
     }
 
-    fn spawn_handler(&mut self, fut: BoxFuture<'static, ()>) {
-        let cap = self.ctx.options.max_handler_tasks;
+    /// Runs a handler as its own task, counting `bytes` of body against
+    /// the link's handler budget; past the budget the link stops reading
+    /// (`pending`) until a running handler finishes.
+    fn spawn_handler(&mut self, fut: BoxFuture<'static, ()>, bytes: usize) {
+        let limits = GaugeLimits {
+            tasks: self.ctx.options.max_handler_tasks,
+            bytes: self.ctx.options.max_handler_bytes,
+        };
         let fut = fut.instrument(self.span.clone());
-        match self.gauge.try_acquire(cap) {
+        match self.gauge.try_acquire(limits, bytes) {
             Some(guard) => self.rt.spawn(Box::pin(async move {
                 let _guard = guard;
                 fut.await;
@@ -613,7 +625,7 @@ impl Driver {
                 let gauge = self.gauge.clone();
                 let rt = self.rt.clone();
                 self.pending = Some(Box::pin(async move {
-                    let guard = gauge.acquire(cap).await;
+                    let guard = gauge.acquire(limits, bytes).await;
                     rt.spawn(Box::pin(async move {
                         let _guard = guard;
                         fut.await;

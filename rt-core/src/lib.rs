@@ -98,7 +98,7 @@ pub use certs::{CertError, DevPki};
 pub use client::{Client, ClientBuilder};
 pub use config::{
     DEFAULT_COMMAND_CAPACITY, DEFAULT_EVENT_CAPACITY, DEFAULT_LINGER, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HANDLER_TASKS, DEFAULT_READ_BUFFER, LinkOptions,
+    DEFAULT_MAX_HANDLER_BYTES, DEFAULT_MAX_HANDLER_TASKS, DEFAULT_READ_BUFFER, LinkOptions,
 };
 pub use dispatch::{Message, Request, Responder, Router};
 pub use error::Error;

@@ -1,0 +1,80 @@
+//! Per-link handler limits: `max_handler_bytes` bounds the body bytes that
+//! slow handlers can make one link hold; past it the link stops reading
+//! (TCP backpressure to the peer) instead of buffering.
+
+use std::time::Duration;
+
+use jsonlink_rt::Message;
+use jsonlink_tests::eventually;
+use jsonlink_tests::fixture::{Fixture, Gauges, localhost, on_tokio};
+use serde_json::json;
+
+#[test]
+fn handler_bytes_budget_stops_reading_until_a_handler_finishes() {
+    const BODY: usize = 64 * 1024;
+    const FIT: usize = 3;
+    const SENT: usize = 20;
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        // Room for FIT bodies of BODY bytes (plus their small envelopes).
+        let server = fx
+            .server()
+            .max_handler_bytes(FIT * BODY + 1024)
+            .bind(localhost())
+            .await
+            .expect("bind");
+        let (gate_tx, gate_rx) = async_channel::unbounded::<()>();
+        let (arrived_tx, arrived_rx) = async_channel::unbounded::<usize>();
+        server.router().on_message("big", move |m: Message| {
+            let gate = gate_rx.clone();
+            let arrived = arrived_tx.clone();
+            async move {
+                let _ = arrived.send(m.body.get().len()).await;
+                let _ = gate.recv().await;
+            }
+        });
+        let client = fx
+            .client(server.local_addr())
+            .connect()
+            .await
+            .expect("connect");
+        let pad = "x".repeat(BODY - 32);
+        let sender = {
+            let client = client.clone();
+            async move {
+                for n in 0..SENT {
+                    client
+                        .send(&json!({"op": "big", "n": n, "pad": pad}))
+                        .await
+                        .expect("send");
+                }
+            }
+        };
+        let check = async {
+            for _ in 0..FIT {
+                let n = arrived_rx.recv().await.expect("handler started");
+                assert!(n > BODY - 64, "{n}");
+            }
+            // The link has decoded at most one more message (waiting for
+            // room) and stopped reading: no further handler starts while
+            // the first ones are held.
+            assert!(
+                !eventually(Duration::from_millis(300), || !arrived_rx.is_empty()
+                    || server.stats().messages_in > FIT as u64 + 1)
+                .await,
+                "handlers: {}, messages read: {}",
+                FIT + arrived_rx.len(),
+                server.stats().messages_in
+            );
+            // Releasing the handlers lets the rest through, nothing lost.
+            for _ in 0..SENT {
+                let _ = gate_tx.send(()).await;
+            }
+            for _ in FIT..SENT {
+                arrived_rx.recv().await.expect("handler started");
+            }
+        };
+        futures_lite::future::zip(sender, check).await;
+        assert_eq!(server.stats().messages_in, SENT as u64);
+    });
+}
