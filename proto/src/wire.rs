@@ -66,6 +66,10 @@ impl Key {
 pub(crate) struct Envelope<'a> {
     fields: [Option<&'a RawValue>; KEYS.len()],
     duplicate: Option<Key>,
+    /// `t` and `id` as read by the canonical fast path (then not in
+    /// `fields`).
+    known_t: Option<&'static str>,
+    known_id: Option<u64>,
 }
 
 impl fmt::Debug for Envelope<'_> {
@@ -106,8 +110,67 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 }
 
-/// Parses one line into an envelope: UTF-8, then JSON object, one pass.
+/// Parses one line into an envelope.
+///
+/// Data frames in the exact form every conforming encoder writes (PROTOCOL.md,
+/// "Canonical data frames") take a fast path: the fixed prefix is matched,
+/// the id read as digits, and only the body goes through serde_json (which
+/// validates it as JSON and UTF-8). Any other line, or a canonical-looking
+/// one whose body is not exactly one JSON value, goes through the general
+/// parser, so both paths accept the same lines with the same result.
 pub(crate) fn parse(line: &[u8]) -> Result<Envelope<'_>, ProtocolError> {
+    match parse_canonical(line) {
+        Some(env) => Ok(env),
+        None => parse_general(line),
+    }
+}
+
+/// The canonical data frames: `{"t":"msg","d":B}`, `{"t":"req","id":N,"d":B}`
+/// and `{"t":"res","id":N,"d":B}`, with `N` in canonical decimal and no
+/// whitespace outside `B`.
+fn parse_canonical(line: &[u8]) -> Option<Envelope<'_>> {
+    let rest = line.strip_prefix(b"{\"t\":\"")?;
+    let (t, id, rest) = if let Some(rest) = rest.strip_prefix(b"msg\",\"d\":") {
+        ("msg", None, rest)
+    } else {
+        let (t, rest) = if let Some(rest) = rest.strip_prefix(b"req\",\"id\":") {
+            ("req", rest)
+        } else {
+            ("res", rest.strip_prefix(b"res\",\"id\":")?)
+        };
+        let (id, rest) = canonical_u64(rest)?;
+        (t, Some(id), rest.strip_prefix(b",\"d\":")?)
+    };
+    let body = rest.strip_suffix(b"}")?;
+    let d: &RawValue = serde_json::from_slice(body).ok()?;
+    let mut env = Envelope {
+        known_t: Some(t),
+        known_id: id,
+        ..Envelope::default()
+    };
+    if let Some(slot) = env.fields.get_mut(Key::D as usize) {
+        *slot = Some(d);
+    }
+    Some(env)
+}
+
+/// A u64 in canonical decimal (no sign, no leading zero, no overflow) at
+/// the start of `s`, and what follows it.
+fn canonical_u64(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (num, rest) = s.split_at(digits);
+    if num.is_empty() || (num.len() > 1 && num.first() == Some(&b'0')) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in num {
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((n, rest))
+}
+
+/// Parses any line into an envelope: UTF-8, then JSON object, one pass.
+fn parse_general(line: &[u8]) -> Result<Envelope<'_>, ProtocolError> {
     let text = std::str::from_utf8(line).map_err(|_| ProtocolError::InvalidUtf8)?;
     let mut de = serde_json::Deserializer::from_str(text);
     let env = match (&mut de).deserialize_map(EnvelopeVisitor) {
@@ -167,6 +230,9 @@ impl<'a> Envelope<'a> {
 
     /// A required non-negative integer that fits in 64 bits.
     pub(crate) fn u64(&self, k: Key) -> Result<u64, ProtocolError> {
+        if let (Key::Id, Some(id)) = (k, self.known_id) {
+            return Ok(id);
+        }
         let r = self.raw(k).ok_or(ProtocolError::InvalidField {
             field: k.name(),
             detail: "missing",
@@ -225,6 +291,9 @@ impl<'a> Envelope<'a> {
 
     /// The `t` field, truncated for error messages.
     pub(crate) fn frame_type(&self) -> Result<Cow<'a, str>, ProtocolError> {
+        if let Some(t) = self.known_t {
+            return Ok(Cow::Borrowed(t));
+        }
         self.str(Key::T)
     }
 }
@@ -549,5 +618,91 @@ mod tests {
         assert_eq!(probe_op(&r(r#"{"op":5}"#)), None);
         assert_eq!(probe_op(&r(r#"{"op":"a\nb"}"#)).as_deref(), Some("a\nb"));
         assert_eq!(probe_op(&r(r#"[1]"#)), None);
+    }
+
+    /// What a parse gave, comparable across the two paths.
+    fn outcome(line: &[u8], fast: bool) -> String {
+        let r = if fast {
+            parse(line)
+        } else {
+            parse_general(line)
+        };
+        match r {
+            Ok(env) => format!(
+                "t={:?} id={:?} d={:?} err={:?}",
+                env.frame_type(),
+                env.u64(Key::Id),
+                env.raw(Key::D).map(RawValue::get),
+                env.raw(Key::Err).map(RawValue::get)
+            ),
+            Err(e) => format!("error {e:?}"),
+        }
+    }
+
+    #[test]
+    fn canonical_fast_path_agrees_with_the_general_parser() {
+        let cases: [&[u8]; 22] = [
+            br#"{"t":"msg","d":{"op":"x","n":1}}"#,
+            br#"{"t":"msg","d":1}"#,
+            br#"{"t":"msg","d":1,"d":2}"#,
+            br#"{"t":"msg","d":{},"x":1}"#,
+            br#"{"t":"msg","d":{} }"#,
+            br#"{"t":"msg","d": {} }"#,
+            br#"{"t":"msg","d":}"#,
+            br#"{"t":"msg","d":{"a":"}"#,
+            b"{\"t\":\"msg\",\"d\":\"\xff\"}",
+            br#"{"t":"msg","d":"a"}}"#,
+            br#"{"t":"req","id":0,"d":null}"#,
+            br#"{"t":"req","id":007,"d":null}"#,
+            br#"{"t":"req","id":-1,"d":null}"#,
+            br#"{"t":"req","id":1.5,"d":null}"#,
+            br#"{"t":"req","id":1e3,"d":null}"#,
+            br#"{"t":"req","id":18446744073709551615,"d":[]}"#,
+            br#"{"t":"req","id":18446744073709551616,"d":[]}"#,
+            br#"{"t":"res","id":3,"d":"ok"}"#,
+            br#"{"t":"res","id":3,"err":{"code":"x","message":"y"}}"#,
+            br#"{"t":"res","id":3,"d":"ok","err":{}}"#,
+            br#"{"t":"req","id":2,"d":{"op":"a"},"id":3}"#,
+            br#"{"t":"msg","d":[1,2]}"#,
+        ];
+        for c in cases {
+            assert_eq!(
+                outcome(c, true),
+                outcome(c, false),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        // The fast path is taken for canonical frames.
+        assert!(parse_canonical(br#"{"t":"req","id":9,"d":{"op":"a"}}"#).is_some());
+        assert!(parse_canonical(br#"{"t":"req","id":09,"d":{}}"#).is_none());
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_fast_path_agrees_on_random_frames(
+            t in proptest::sample::select(vec!["msg", "req", "res", "ping"]),
+            id in proptest::prop_oneof![
+                proptest::strategy::Just(String::new()),
+                proptest::num::u64::ANY.prop_map(|n| n.to_string()),
+                "-?[0-9]{1,21}(\\.[0-9])?",
+            ],
+            v in json_value(2),
+            tail in proptest::sample::select(vec!["", " ", ",\"d\":1", ",\"x\":[1]", "}", "\u{0}", "\n"]),
+            cut in proptest::option::of(0usize..64),
+        ) {
+            let mut line = format!("{{\"t\":\"{t}\"");
+            if !id.is_empty() {
+                line.push_str(&format!(",\"id\":{id}"));
+            }
+            line.push_str(&format!(",\"d\":{}{tail}}}", serde_json::to_string(&v).unwrap()));
+            let mut bytes = line.into_bytes();
+            if let Some(c) = cut {
+                bytes.truncate(bytes.len().saturating_sub(c));
+            }
+            proptest::prop_assert_eq!(outcome(&bytes, true), outcome(&bytes, false));
+        }
     }
 }
