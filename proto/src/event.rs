@@ -28,6 +28,92 @@ impl fmt::Display for PeerRequestId {
     }
 }
 
+/// The `op` of a message or request (its body's top-level `"op"` string),
+/// found without parsing the body again. Up to 24 bytes it is stored inline,
+/// so the common short names cost no allocation per message. Use it as a
+/// `&str` (it derefs to one) or compare it with one.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Op(compact_str::CompactString);
+
+impl Op {
+    /// An op with the given name.
+    pub fn new(name: &str) -> Self {
+        Self(compact_str::CompactString::new(name))
+    }
+
+    /// The op's name.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::ops::Deref for Op {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Op {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Op {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Op {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<String> for Op {
+    fn from(name: String) -> Self {
+        Self(name.into())
+    }
+}
+
+impl From<Op> for String {
+    fn from(op: Op) -> Self {
+        op.0.into_string()
+    }
+}
+
+impl PartialEq<str> for Op {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Op {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Op {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// A JSON payload exactly as it crossed the wire (compact JSON text).
 /// Deserialize it into your own type with [`Payload::parse`].
 #[derive(Clone)]
@@ -143,7 +229,7 @@ pub enum Event {
     /// A fire-and-forget message.
     Message {
         /// The body's top-level `op` string, if it is an object with one.
-        op: Option<String>,
+        op: Option<Op>,
         /// The body.
         body: Payload,
     },
@@ -153,7 +239,7 @@ pub enum Event {
         /// Pass this to `respond`.
         id: PeerRequestId,
         /// The body's top-level `op` string, if any.
-        op: Option<String>,
+        op: Option<Op>,
         /// The body.
         body: Payload,
     },

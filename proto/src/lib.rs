@@ -66,5 +66,5 @@ pub use connection::{
     SUPPORTED_VERSIONS, Side, Stats,
 };
 pub use error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
-pub use event::{Authenticated, Event, Payload, PeerRequestId, RequestId};
+pub use event::{Authenticated, Event, Op, Payload, PeerRequestId, RequestId};
 pub use secret::{GENERATED_SECRET_LEN, Secret, SecretError};

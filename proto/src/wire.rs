@@ -8,6 +8,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::ProtocolError;
+use crate::event::Op;
 
 /// Envelope keys we know. Unknown keys are ignored (forward compatible);
 /// known keys must appear at most once.
@@ -319,7 +320,7 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
 /// depth, with memchr over string contents. Escaped keys and values are
 /// decoded by serde_json. A serde-based probe in the tests is the reference
 /// it is property-tested against.
-pub(crate) fn probe_op(body: &RawValue) -> Option<String> {
+pub(crate) fn probe_op(body: &RawValue) -> Option<Op> {
     let s = body.get().as_bytes();
     let mut i = skip_ws(s, 0);
     if s.get(i) != Some(&b'{') {
@@ -345,10 +346,10 @@ pub(crate) fn probe_op(body: &RawValue) -> Option<String> {
             let end = string_end(s, i)?;
             let v = s.get(i..end)?;
             return match v.contains(&b'\\') {
-                false => std::str::from_utf8(v.get(1..v.len() - 1)?)
-                    .ok()
-                    .map(str::to_owned),
-                true => serde_json::from_slice::<String>(v).ok(),
+                // `body` is a `str` and the quotes are ASCII, so this slice
+                // is on char boundaries: no second UTF-8 check.
+                false => body.get().get(i + 1..end - 1).map(Op::new),
+                true => serde_json::from_slice::<String>(v).ok().map(Op::from),
             };
         }
         i = skip_value(s, i)?;
@@ -576,7 +577,7 @@ mod tests {
         ];
         for c in cases {
             let r = RawValue::from_string(c.to_owned()).unwrap();
-            assert_eq!(probe_op(&r), probe_op_serde(&r), "{c}");
+            assert_eq!(probe_op(&r).map(String::from), probe_op_serde(&r), "{c}");
         }
     }
 
@@ -585,9 +586,9 @@ mod tests {
         fn fast_op_probe_agrees_with_serde_on_random_json(v in json_value(3)) {
             let text = serde_json::to_string(&v).unwrap();
             let r = RawValue::from_string(text.clone()).unwrap();
-            proptest::prop_assert_eq!(probe_op(&r), probe_op_serde(&r), "{}", text);
+            proptest::prop_assert_eq!(probe_op(&r).map(String::from), probe_op_serde(&r), "{}", text);
             let pretty = RawValue::from_string(serde_json::to_string_pretty(&v).unwrap()).unwrap();
-            proptest::prop_assert_eq!(probe_op(&pretty), probe_op_serde(&pretty));
+            proptest::prop_assert_eq!(probe_op(&pretty).map(String::from), probe_op_serde(&pretty));
         }
     }
 

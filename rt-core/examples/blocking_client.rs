@@ -303,7 +303,7 @@ impl App {
                     let err = RemoteError::new(RemoteError::NO_HANDLER, format!("no op {op:?}"));
                     conn.respond(id, Err(&err))?;
                 }
-                self.answered.push(op);
+                self.answered.push(op.into());
             }
             Event::Message { body, .. } => say(started, &format!("message {}", body.get())),
             Event::Ping { data } => say(

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 
-use jsonlink_proto::{Payload, PeerRequestId, RemoteError};
+use jsonlink_proto::{Op, Payload, PeerRequestId, RemoteError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -21,7 +21,7 @@ pub struct Message {
     /// The link it came on.
     pub link: Link,
     /// The body's top-level `op`, if any.
-    pub op: Option<String>,
+    pub op: Option<Op>,
     /// The body.
     pub body: Payload,
 }
@@ -42,7 +42,7 @@ pub struct Request {
     /// The link it came on.
     pub link: Link,
     /// The body's top-level `op`, if any.
-    pub op: Option<String>,
+    pub op: Option<Op>,
     /// The body.
     pub body: Payload,
     /// Answers the request.

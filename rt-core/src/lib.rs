@@ -104,7 +104,7 @@ pub use dispatch::{Message, Request, Responder, Router};
 pub use error::Error;
 pub use event::{Event, EventKind, Stats};
 pub use jsonlink_proto::{
-    Authenticated, CloseCode, CloseReason, Identity, Keepalive, Payload, PeerRequestId, Policy,
+    Authenticated, CloseCode, CloseReason, Identity, Keepalive, Op, Payload, PeerRequestId, Policy,
     RemoteError, Secret, SecretError,
 };
 pub use link::Link;

@@ -62,7 +62,7 @@ async fn scenario() {
         let tx = chat_tx.clone();
         async move {
             let body: Value = m.parse().unwrap();
-            let _ = tx.send((m.op.clone(), body)).await;
+            let _ = tx.send((m.op.clone().map(String::from), body)).await;
         }
     });
     server.router().handle("add", |_link, v: Value| async move {

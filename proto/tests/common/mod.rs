@@ -35,7 +35,9 @@ pub fn requests(p: &Peer) -> Vec<(PeerRequestId, Option<String>, String)> {
     p.events
         .iter()
         .filter_map(|e| match e {
-            Event::Request { id, op, body } => Some((*id, op.clone(), body.get().to_owned())),
+            Event::Request { id, op, body } => {
+                Some((*id, op.clone().map(String::from), body.get().to_owned()))
+            }
             _ => None,
         })
         .collect()
