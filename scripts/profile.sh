@@ -8,7 +8,7 @@
 # CPU 1) and the matching client natively (CPU 0) for SECS seconds, then
 # prints the server's user-space instructions, the frames it handled (calls
 # to `Connection::handle_line`, or for the raw stack to serde_json's
-# `from_slice`; set FRAME_FN to count another function) and their
+# `from_trait` (its line parse); set FRAME_FN to count another function) and their
 # ratio. Deterministic to a few percent, unlike wall-clock figures on a
 # shared machine. Needs valgrind (`apt-get install valgrind`). The profile
 # stays in $OUT (default /tmp/jsonlink-profile) for callgrind_annotate.
@@ -41,7 +41,7 @@ kill -TERM "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
 rm -rf "$DIR"
 if [ "$STACK" = raw ]; then
-  FRAME_FN=${FRAME_FN:-serde_json::de::from_slice}
+  FRAME_FN=${FRAME_FN:-serde_json::de::from_trait}
 else
   FRAME_FN=${FRAME_FN:-Connection::handle_line}
 fi
