@@ -23,7 +23,8 @@ pub const DEFAULT_MAX_HANDLER_TASKS: usize = 256;
 /// Default limit on the body bytes held by one link's running handler
 /// tasks; past it the link stops reading until one finishes.
 pub const DEFAULT_MAX_HANDLER_BYTES: usize = 16 * 1024 * 1024;
-/// Default size of a link's read buffer, reused for every read.
+/// Default size of the read buffer (one per runtime thread, shared by the
+/// links it drives).
 pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
 /// Default time a closed link keeps trying to flush its last bytes (the
 /// close frame) and TLS `close_notify` before dropping the socket.
@@ -59,7 +60,11 @@ pub struct LinkOptions {
     /// slow handlers can make a link hold. Default
     /// [`DEFAULT_MAX_HANDLER_BYTES`].
     pub max_handler_bytes: usize,
-    /// Read buffer size per link. Default [`DEFAULT_READ_BUFFER`].
+    /// Size of the read buffer. There is one per runtime thread, shared by
+    /// the links that thread drives: a link reads into it and hands the
+    /// bytes to its core at once, so idle links hold no read buffer. A
+    /// larger buffer means fewer reads per burst. Default
+    /// [`DEFAULT_READ_BUFFER`].
     pub read_buffer: usize,
     /// Flush time after close. Default [`DEFAULT_LINGER`].
     pub linger: Duration,

@@ -47,6 +47,15 @@ use crate::event::{Counters, Event, bump, drop_one};
 use crate::link::{Command, Ctl, Link, LinkInner};
 use crate::runtime::{BoxFuture, BoxStream, Runtime};
 
+thread_local! {
+    /// The read buffer, one per thread rather than one per link: a driver
+    /// reads into it and hands the bytes to its core in the same call (the
+    /// core copies only a partial line), so an idle link holds no read
+    /// buffer. Sized by [`LinkOptions::read_buffer`]; it lives as long as
+    /// the thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Rounds of work per wake before the driver yields to the executor.
 pub(crate) const ROUNDS_PER_WAKE: usize = 32;
 /// Commands (or answers) taken per round.
@@ -158,7 +167,6 @@ pub(crate) struct Driver {
     hooks: Option<Box<dyn LinkHooks>>,
     /// A delivery the link waits for before reading or dispatching more.
     pending: Option<BoxFuture<'static, ()>>,
-    rbuf: Vec<u8>,
     read_done: bool,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -194,7 +202,6 @@ impl Driver {
         let (answer_tx, answer_rx) = async_channel::unbounded();
         Self {
             rt: ctx.rt.clone(),
-            rbuf: vec![0; ctx.options.read_buffer.max(512)],
             ctx,
             conn,
             stream: Some(stream),
@@ -439,11 +446,35 @@ impl Driver {
         if self.read_done || self.pending.is_some() || !self.conn.wants_input() {
             return false;
         }
+        let size = self.ctx.options.read_buffer.max(512);
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => self.read_into(cx, now, &mut buf, size),
+            // Only if a read ever ran inside another (it does not today).
+            Err(_) => self.read_into(cx, now, &mut Vec::new(), size),
+        })
+    }
+
+    /// One read into `buf` (grown to `size` once), handed to the core at
+    /// once: the core keeps only what it needs (a partial line), so the
+    /// buffer can be shared by every link of the thread.
+    fn read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        size: usize,
+    ) -> bool {
         let Some(stream) = self.stream.as_mut() else {
             return false;
         };
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        let Some(buf) = buf.get_mut(..size) else {
+            return false;
+        };
         let r = loop {
-            match Pin::new(&mut *stream).poll_read(cx, &mut self.rbuf) {
+            match Pin::new(&mut *stream).poll_read(cx, buf) {
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
@@ -457,7 +488,7 @@ impl Driver {
                 true
             }
             Poll::Ready(Ok(n)) => {
-                if let Some(data) = self.rbuf.get(..n) {
+                if let Some(data) = buf.get(..n) {
                     self.conn.handle_input(now, data);
                 }
                 true

@@ -40,6 +40,10 @@ const LOAD_LIMIT: Duration = Duration::from_secs(60);
 /// handshake state, keys and the connection's task and core state.
 const TLS_PER_CONNECTION: u64 = 32 * 1024;
 
+/// At most this many runtime threads in the test process, each with its
+/// own read buffer (`LinkOptions::read_buffer`, one per thread).
+const READ_THREADS: usize = 16;
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -245,18 +249,19 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
         assert_eq!(server.stats().connections, open + 1);
 
         let growth = peak.peak().saturating_sub(baseline);
-        let per_connection =
-            (DEFAULT_PRE_AUTH_MAX_FRAME + DEFAULT_READ_BUFFER) as u64 + TLS_PER_CONNECTION;
+        let per_connection = DEFAULT_PRE_AUTH_MAX_FRAME as u64 + TLS_PER_CONNECTION;
         let queue = (2 * DEFAULT_MAX_OUTBOUND + (DEFAULT_COMMAND_CAPACITY + 1) * CHUNK) as u64
             + TLS_PER_CONNECTION;
-        let bound = open * per_connection + queue;
+        // The read buffer is one per runtime thread, not per connection.
+        let read_buffers = (READ_THREADS * DEFAULT_READ_BUFFER) as u64;
+        let bound = open * per_connection + queue + read_buffers;
         let (p50, max) = (percentile(&lat, 50), percentile(&lat, 100));
         eprintln!(
             "L2: {slow} slow connections ({tcp} silent after TCP, {tls} silent after TLS, \
              {trickle} trickling after a {BURST}-byte burst) + 1 reader that never reads \
              ({} messages of {CHUNK} bytes taken before it blocked): server RSS grew {:.1} MiB \
              (peak {:.1} MiB over a baseline of {:.1} MiB); bound {open} x {:.1} KiB + queue \
-             {:.1} MiB = {:.1} MiB; a new client authenticated in {auth:?}; {REQUESTS} requests: \
+             {:.1} MiB + read buffers {:.2} MiB = {:.1} MiB; a new client authenticated in {auth:?}; {REQUESTS} requests: \
              p50 {p50:?}, max {max:?}",
             sent.load(Ordering::Relaxed),
             mib(growth),
@@ -264,6 +269,7 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
             mib(baseline),
             per_connection as f64 / 1024.0,
             mib(queue),
+            mib(read_buffers),
             mib(bound),
         );
         assert!(
@@ -292,7 +298,8 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
             format!(
                 "{slow} slow pre-auth connections (silent after TCP, silent after TLS, trickling \
                  a never-ending hello) and a reader that never reads, all open at once: server \
-                 RSS growth below connections x (pre-auth limit + TLS + read buffer) + queue \
+                 RSS growth below connections x (pre-auth limit + TLS) + a read buffer per \
+                 runtime thread + queue \
                  bound; a new client authenticated within 2 s and {REQUESTS} requests were \
                  answered meanwhile"
             ),
