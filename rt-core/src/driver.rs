@@ -265,18 +265,7 @@ impl Driver {
         progress |= self.drain_events();
         progress |= self.poll_write(cx, now);
         self.sync_stats();
-        let accepting = self.conn.is_established();
-        let was = self
-            .link
-            .inner
-            .accepting
-            .swap(accepting, std::sync::atomic::Ordering::AcqRel);
-        if was
-            && !accepting
-            && let Some(h) = self.hooks.as_mut()
-        {
-            h.closing(&self.link);
-        }
+        self.sync_accepting();
         progress |= self.poll_close(cx, now);
         if self.phase == Phase::Finished {
             return Some(true);
@@ -372,7 +361,28 @@ impl Driver {
     }
 
     /// Gives one command to the core; returns it if the core is `Blocked`.
+    /// Publishes whether the core takes commands. Runs before every
+    /// command (so a command refused because an earlier one closed the link
+    /// is answered only after handles see the link as closing: a caller
+    /// told `NotConnected` never finds the closing link still current) and
+    /// at the end of each round.
+    fn sync_accepting(&mut self) {
+        let accepting = self.conn.is_established();
+        let was = self
+            .link
+            .inner
+            .accepting
+            .swap(accepting, std::sync::atomic::Ordering::AcqRel);
+        if was
+            && !accepting
+            && let Some(h) = self.hooks.as_mut()
+        {
+            h.closing(&self.link);
+        }
+    }
+
     fn apply(&mut self, cmd: Command, now: Instant) -> Option<Command> {
+        self.sync_accepting();
         if self.conn.is_closed() {
             fail_command(cmd);
             return None;

@@ -465,7 +465,12 @@ fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link
             // The closing link is not the client's link any more: waiting
             // for one gives the next.
             let next = client.wait_connected().await.expect("reconnected");
-            assert_ne!(next.id(), old);
+            assert_ne!(
+                next.id(),
+                old,
+                "wait {wait}: next link {next:?}, closed {}",
+                next.is_closed()
+            );
             assert!(!client.is_closed());
             // The owner's close is still Closed.
             let one = json!({"op": "echo", "n": 1});
