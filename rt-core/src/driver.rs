@@ -360,7 +360,6 @@ impl Driver {
         progress
     }
 
-    /// Gives one command to the core; returns it if the core is `Blocked`.
     /// Publishes whether the core takes commands. Runs before every
     /// command (so a command refused because an earlier one closed the link
     /// is answered only after handles see the link as closing: a caller
@@ -381,6 +380,7 @@ impl Driver {
         }
     }
 
+    /// Gives one command to the core; returns it if the core is `Blocked`.
     fn apply(&mut self, cmd: Command, now: Instant) -> Option<Command> {
         self.sync_accepting();
         if self.conn.is_closed() {
