@@ -78,9 +78,9 @@ impl LineReader {
     fn append(&mut self, data: &[u8], limit: usize) {
         let need = self.buf.len() + data.len();
         if need > self.buf.capacity() {
+            // `need <= limit` (checked by the caller), so `target >= need`.
             let target = need.max(self.buf.capacity().saturating_mul(2)).min(limit);
-            self.buf
-                .reserve_exact(target.max(need).saturating_sub(self.buf.len()));
+            self.buf.reserve_exact(target - self.buf.len());
         }
         self.buf.extend_from_slice(data);
     }

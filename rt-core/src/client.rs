@@ -503,7 +503,7 @@ impl Client {
     /// closing).
     pub fn link(&self) -> Option<Link> {
         match &*self.inner.shared.state() {
-            State::Connected(l) if takes_commands(l) => Some(l.clone()),
+            State::Connected(l) if l.takes_commands() => Some(l.clone()),
             _ => None,
         }
     }
@@ -539,7 +539,7 @@ impl Client {
         let check = || -> Option<Result<Link, Error>> {
             match &*shared.state() {
                 State::Connected(l)
-                    if takes_commands(l)
+                    if l.takes_commands()
                         && !closing.is_some_and(|c| Arc::ptr_eq(&c.inner, &l.inner)) =>
                 {
                     Some(Ok(l.clone()))
@@ -733,11 +733,4 @@ impl Client {
         let until = deadline + shared.ctx.options.linger;
         let _ = with_deadline(&*shared.rt, until, stopped).await;
     }
-}
-
-/// Whether `link` takes commands: authenticated and not closing. A link
-/// that is closing (a close from either side, requests still draining)
-/// stays the client's state until it ends, but is not a usable link.
-fn takes_commands(link: &Link) -> bool {
-    link.inner.accepting.load(Ordering::Acquire)
 }

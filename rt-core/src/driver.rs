@@ -388,20 +388,13 @@ impl Driver {
             return None;
         }
         match cmd {
-            Command::Send { body, ack } => {
-                if ack.as_ref().is_some_and(|a| a.is_canceled()) {
-                    return None;
-                }
-                let r = match self.conn.send(&body) {
-                    Err(SendError::Blocked) => return Some(Command::Send { body, ack }),
-                    Ok(()) => {
-                        bump(&self.ctx.counters.messages_out, 1);
-                        Ok(())
-                    }
-                    Err(e) => Err(Error::from_send(e)),
-                };
-                if let Some(ack) = ack {
-                    let _ = ack.send(r);
+            Command::Send { body } => {
+                match self.conn.send(&body) {
+                    Err(SendError::Blocked) => return Some(Command::Send { body }),
+                    Ok(()) => bump(&self.ctx.counters.messages_out, 1),
+                    // The core began closing after the handle's check: the
+                    // message is dropped, as one queued just before a close.
+                    Err(_) => {}
                 }
                 None
             }
@@ -902,18 +895,13 @@ impl Drop for Driver {
 /// A command that never reached the core.
 fn fail_command(cmd: Command) {
     match cmd {
-        Command::Send { ack, .. } => {
-            if let Some(ack) = ack {
-                let _ = ack.send(Err(Error::NotConnected));
-            }
-        }
+        Command::Send { .. } | Command::Close { .. } => {}
         Command::Request { reply, .. } => {
             let _ = reply.send(Err(Error::NotConnected));
         }
         Command::Ping { ack, .. } => {
             let _ = ack.send(Err(Error::NotConnected));
         }
-        Command::Close { .. } => {}
     }
 }
 

@@ -18,11 +18,10 @@ use crate::runtime::Runtime;
 
 /// A command from a handle to a link's driver.
 pub(crate) enum Command {
-    /// A message; `ack` (if any) learns whether the core accepted it.
-    Send {
-        body: Arc<RawValue>,
-        ack: Option<oneshot::Sender<Result<(), Error>>>,
-    },
+    /// A message. Fire-and-forget: the handle checked the link before
+    /// queueing it; one the core refuses after all (it began closing
+    /// meanwhile) is dropped, like any message queued just before a close.
+    Send { body: Arc<RawValue> },
     /// A request with an absolute deadline.
     Request {
         body: Box<RawValue>,
@@ -129,18 +128,22 @@ impl Link {
         self.check_send(&body)?;
         self.inner
             .cmd
-            .send(Command::Send { body, ack: None })
+            .send(Command::Send { body })
             .await
             .map_err(|_| Error::NotConnected)
     }
 
-    /// Refuses a message the link cannot take, before queueing it.
-    fn check_send(&self, body: &RawValue) -> Result<(), Error> {
-        if !self
-            .inner
+    /// Whether the link takes commands: authenticated and not closing (kept
+    /// by its driver).
+    pub(crate) fn takes_commands(&self) -> bool {
+        self.inner
             .accepting
             .load(std::sync::atomic::Ordering::Acquire)
-        {
+    }
+
+    /// Refuses a message the link cannot take, before queueing it.
+    fn check_send(&self, body: &RawValue) -> Result<(), Error> {
+        if !self.takes_commands() {
             return Err(if self.inner.cmd.is_closed() {
                 Error::NotConnected
             } else {
@@ -180,10 +183,7 @@ impl Link {
     /// Queues a message without waiting; `false` if the command channel is
     /// full or the link is gone (used by broadcast).
     pub(crate) fn try_send_raw(&self, body: Arc<RawValue>) -> bool {
-        self.inner
-            .cmd
-            .try_send(Command::Send { body, ack: None })
-            .is_ok()
+        self.inner.cmd.try_send(Command::Send { body }).is_ok()
     }
 
     /// Sends a request with the configured default timeout and
