@@ -2,10 +2,9 @@
 //! writes them (the same `Arc<dyn Runtime>`, TLS configurations and
 //! secret as the other stacks).
 //!
-//! One-way messages are sent by 64 concurrent `send_raw` callers (each
-//! `send` waits for the link's driver to take the message, so one caller
-//! alone leaves the driver one message per wake; 64 is the default command
-//! channel capacity).
+//! One-way messages are sent by 64 concurrent `send_raw` callers (a
+//! `send` returns once the message is queued on the link, and waits only
+//! while the queue is full).
 //!
 //! The server consumes its event stream in one loop: it counts messages and
 //! answers each request with its own body (`respond_raw`), or with
@@ -36,8 +35,7 @@ pub(crate) async fn server(
     let (sign, seal) = mode.policies();
     let mut lo = LinkOptions::default();
     lo.unhandled_ops_to_events = true;
-    // Experiment knobs (not used by `all`): the per-link request and command
-    // bounds, which size channels jsonlink-rt preallocates per link.
+    // Experiment knob (not used by `all`): the per-link command bound.
     if let Some(n) = o.get("command-capacity").and_then(|v| v.parse().ok()) {
         lo.command_capacity = n;
     }

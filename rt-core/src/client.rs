@@ -24,6 +24,17 @@ use crate::link::{Ctl, Link, with_deadline};
 use crate::reconnect::Reconnect;
 use crate::runtime::{Runtime, TlsStream};
 
+/// How long a command waits for a link.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// Until there is one (or the client closes).
+    Forever,
+    /// Until this instant.
+    Until(Instant),
+    /// For this long from the first wait (the clock is read only then).
+    For(Duration),
+}
+
 /// Configures and starts a [`Client`].
 pub struct ClientBuilder {
     rt: Arc<dyn Runtime>,
@@ -341,12 +352,12 @@ async fn run_attempt(
         ..ConnectionParams::default()
     };
     let conn = Connection::new(shared.config.clone(), Side::Client, start, params);
-    let (link, cmd_rx) = new_link(
+    let link = new_link(
         rt.clone(),
         0,
         tls.peer_addr,
         shared.config.request_timeout,
-        shared.ctx.options.command_capacity,
+        &shared.ctx.options,
     );
     let (link_ctl_tx, link_ctl_rx) = async_channel::bounded(1);
     bump(&shared.ctx.counters.connections, 1);
@@ -354,7 +365,6 @@ async fn run_attempt(
         conn,
         stream: tls.stream,
         link,
-        cmd_rx,
         ctl_rx: link_ctl_rx,
         ctx: shared.ctx.clone(),
         hooks: Box::new(ClientHooks {
@@ -522,7 +532,7 @@ impl Client {
     /// if the client stops first, or [`Error::Auth`] if the server
     /// rejected our credentials.
     pub async fn wait_connected(&self) -> Result<Link, Error> {
-        self.current_link(None, true, None).await
+        self.current_link(&mut Wait::Forever, true, None).await
     }
 
     /// The current link, other than `closing` (one that refused a command
@@ -530,7 +540,7 @@ impl Client {
     /// link).
     async fn current_link(
         &self,
-        deadline: Option<Instant>,
+        deadline: &mut Wait,
         wait: bool,
         closing: Option<&Link>,
     ) -> Result<Link, Error> {
@@ -561,6 +571,17 @@ impl Client {
             if let Some(r) = check() {
                 return r;
             }
+            let deadline = match *deadline {
+                Wait::Forever => None,
+                Wait::Until(d) => Some(d),
+                // Read the clock only when about to wait: the fast path
+                // (a connected client) needs no deadline.
+                Wait::For(t) => {
+                    let d = shared.rt.now() + t;
+                    *deadline = Wait::Until(d);
+                    Some(d)
+                }
+            };
             match deadline {
                 None => listener.await,
                 Some(d) => {
@@ -573,9 +594,9 @@ impl Client {
     }
 
     /// The link for a command due by `deadline` (not `closing`).
-    async fn link_for(&self, deadline: Instant, closing: Option<&Link>) -> Result<Link, Error> {
+    async fn link_for(&self, deadline: &mut Wait, closing: Option<&Link>) -> Result<Link, Error> {
         let wait = self.inner.shared.wait_for_reconnect;
-        self.current_link(Some(deadline), wait, closing).await
+        self.current_link(deadline, wait, closing).await
     }
 
     /// A command failed on `link` with `e`. [`Error::Closed`] there means
@@ -601,8 +622,9 @@ impl Client {
         }
     }
 
-    fn default_deadline(&self) -> Instant {
-        self.inner.shared.rt.now() + self.inner.shared.config.request_timeout
+    /// How long a command without its own timeout waits for a link.
+    fn default_wait(&self) -> Wait {
+        Wait::For(self.inner.shared.config.request_timeout)
     }
 
     /// Sends a message on the current link.
@@ -613,10 +635,10 @@ impl Client {
 
     /// Sends a message given as raw JSON.
     pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
-        let deadline = self.default_deadline();
+        let mut deadline = self.default_wait();
         let mut closing = None;
         loop {
-            let link = self.link_for(deadline, closing.as_ref()).await?;
+            let link = self.link_for(&mut deadline, closing.as_ref()).await?;
             match link.send_raw(body.clone()).await {
                 Err(e) => closing = Some(self.retry_after(link, e)?),
                 Ok(()) => return Ok(()),
@@ -626,10 +648,10 @@ impl Client {
 
     /// Pings the server with optional data (see [`Link::ping`]).
     pub async fn ping<T: Serialize + ?Sized>(&self, data: Option<&T>) -> Result<(), Error> {
-        let deadline = self.default_deadline();
+        let mut deadline = self.default_wait();
         let mut closing = None;
         loop {
-            let link = self.link_for(deadline, closing.as_ref()).await?;
+            let link = self.link_for(&mut deadline, closing.as_ref()).await?;
             match link.ping(data).await {
                 Err(e) => closing = Some(self.retry_after(link, e)?),
                 Ok(()) => return Ok(()),
@@ -671,7 +693,9 @@ impl Client {
         let mut closing = None;
         let mut body = Some(body);
         loop {
-            let link = self.link_for(deadline, closing.as_ref()).await?;
+            let link = self
+                .link_for(&mut Wait::Until(deadline), closing.as_ref())
+                .await?;
             let Some(this) = body.take() else {
                 return Err(Error::NotConnected);
             };

@@ -14,9 +14,11 @@ use std::time::Duration;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default capacity of a server's or client's event stream.
 pub const DEFAULT_EVENT_CAPACITY: usize = 256;
-/// Default capacity of one link's command channel (sends and requests
-/// queued by handles before the driver takes them).
-pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
+/// Default limit on the commands (sends, requests, pings) queued on one
+/// link by its handles before its driver has applied them.
+pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
+/// Default limit on the body bytes of the commands queued on one link.
+pub const DEFAULT_COMMAND_BYTES: usize = 1024 * 1024;
 /// Default limit on handler tasks running at once for one link; past it
 /// the link stops reading until one finishes.
 pub const DEFAULT_MAX_HANDLER_TASKS: usize = 256;
@@ -46,9 +48,17 @@ pub struct LinkOptions {
     /// [`Stats::dropped_events`](crate::Stats::dropped_events).
     /// Default [`DEFAULT_EVENT_CAPACITY`].
     pub event_capacity: usize,
-    /// Capacity of each link's command channel. Default
+    /// Commands (sends, requests, pings) that handles may queue on one link
+    /// before its driver has applied them; past it (or past
+    /// [`command_bytes`](Self::command_bytes)) `send().await` and
+    /// `request().await` wait for room and `broadcast` skips the link. The
+    /// queue holds no memory while empty. Default
     /// [`DEFAULT_COMMAND_CAPACITY`].
     pub command_capacity: usize,
+    /// Body bytes those queued commands may carry together; one command
+    /// larger than this is still queued when the queue is empty. Default
+    /// [`DEFAULT_COMMAND_BYTES`].
+    pub command_bytes: usize,
     /// Handler tasks running at once per link. Default
     /// [`DEFAULT_MAX_HANDLER_TASKS`].
     pub max_handler_tasks: usize,
@@ -81,6 +91,7 @@ impl Default for LinkOptions {
             events: true,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
+            command_bytes: DEFAULT_COMMAND_BYTES,
             max_handler_tasks: DEFAULT_MAX_HANDLER_TASKS,
             max_handler_bytes: DEFAULT_MAX_HANDLER_BYTES,
             read_buffer: DEFAULT_READ_BUFFER,
@@ -199,6 +210,20 @@ macro_rules! proto_setters {
         /// [`LinkOptions::event_capacity`](crate::LinkOptions::event_capacity)).
         pub fn event_capacity(mut self, n: usize) -> Self {
             self.options.event_capacity = n;
+            self
+        }
+
+        /// Commands queued per link (see
+        /// [`LinkOptions::command_capacity`](crate::LinkOptions::command_capacity)).
+        pub fn command_capacity(mut self, n: usize) -> Self {
+            self.options.command_capacity = n;
+            self
+        }
+
+        /// Body bytes of the commands queued per link (see
+        /// [`LinkOptions::command_bytes`](crate::LinkOptions::command_bytes)).
+        pub fn command_bytes(mut self, n: usize) -> Self {
+            self.options.command_bytes = n;
             self
         }
 

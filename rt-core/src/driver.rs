@@ -5,9 +5,11 @@
 //! Each round of a wake, in order:
 //! 1. finish a delivery that was waiting (event-stream room, handler slot);
 //! 2. take owner orders (close) and answers from responders;
-//! 3. take commands from handles into the core (a command the core refuses
-//!    with `Blocked` is kept and retried; no further command is taken
-//!    meanwhile, so the bounded channel pushes back on `send().await`);
+//! 3. take the commands queued by handles, all at once, and give them to
+//!    the core in order (a command the core refuses with `Blocked` is kept
+//!    and retried with those behind it; they still count against the
+//!    queue's bounds, so the queue pushes back on `send().await`, and a
+//!    request among them fails at its deadline);
 //! 4. read into a reused buffer → `handle_input`/`handle_eof`, only while
 //!    `conn.wants_input()` and no delivery is waiting;
 //! 5. fire the core's timer when `runtime.now() >= poll_timeout()`;
@@ -25,7 +27,7 @@
 //! releases its slot (hooks), fails leftover commands, emits the final
 //! event and ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -45,6 +47,7 @@ use crate::dispatch::{Answer, Gauge, GaugeLimits, Message, Request, Responder, R
 use crate::error::Error;
 use crate::event::{Counters, Event, bump, drop_one};
 use crate::link::{Command, Ctl, Link, LinkInner};
+use crate::queue::{Queue, Take};
 use crate::runtime::{BoxFuture, BoxStream, Runtime};
 
 thread_local! {
@@ -55,6 +58,9 @@ thread_local! {
     /// the thread.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Command slots a link's batch buffer keeps between bursts.
+const BATCH_KEEP: usize = 16;
 
 /// Rounds of work per wake before the driver yields to the executor.
 pub(crate) const ROUNDS_PER_WAKE: usize = 32;
@@ -106,27 +112,26 @@ pub(crate) struct Outcome {
     pub(crate) reason: CloseReason,
 }
 
-/// Makes a link handle and the receiving end of its command channel.
+/// Makes a link handle with its command queue (which its driver takes
+/// from through the handle it holds).
 pub(crate) fn new_link(
     rt: Arc<dyn Runtime>,
     id: u64,
     peer_addr: std::net::SocketAddr,
     request_timeout: std::time::Duration,
-    command_capacity: usize,
-) -> (Link, Receiver<Command>) {
-    let (cmd, rx) = async_channel::bounded(command_capacity.max(1));
-    let link = Link {
+    options: &LinkOptions,
+) -> Link {
+    Link {
         inner: Arc::new(LinkInner {
             id,
             peer_addr,
             auth: std::sync::OnceLock::new(),
-            cmd,
+            cmd: Queue::new(options.command_capacity, options.command_bytes),
             rt,
             request_timeout,
             accepting: std::sync::atomic::AtomicBool::new(false),
         }),
-    };
-    (link, rx)
+    }
 }
 
 /// Everything a driver starts with.
@@ -134,7 +139,6 @@ pub(crate) struct DriverSetup {
     pub(crate) conn: Connection,
     pub(crate) stream: BoxStream,
     pub(crate) link: Link,
-    pub(crate) cmd_rx: Receiver<Command>,
     pub(crate) ctl_rx: Receiver<Ctl>,
     pub(crate) ctx: Arc<LinkCtx>,
     pub(crate) hooks: Box<dyn LinkHooks>,
@@ -154,9 +158,11 @@ pub(crate) struct Driver {
     stream: Option<BoxStream>,
     link: Link,
     span: tracing::Span,
-    cmd_rx: Pin<Box<Receiver<Command>>>,
     cmd_done: bool,
-    stalled_cmd: Option<Command>,
+    /// Commands taken from the link's queue and not yet applied (the
+    /// first refused `Blocked` when the core pushes back); they count
+    /// against the queue's bounds until applied.
+    cmd_batch: VecDeque<(Command, usize)>,
     ctl_rx: Pin<Box<Receiver<Ctl>>>,
     ctl_done: bool,
     answer_tx: Sender<Answer>,
@@ -185,7 +191,6 @@ impl Driver {
             conn,
             stream,
             link,
-            cmd_rx,
             ctl_rx,
             ctx,
             hooks,
@@ -207,9 +212,8 @@ impl Driver {
             stream: Some(stream),
             link,
             span,
-            cmd_rx: Box::pin(cmd_rx),
             cmd_done: false,
-            stalled_cmd: None,
+            cmd_batch: VecDeque::new(),
             ctl_rx: Box::pin(ctl_rx),
             ctl_done: false,
             answer_tx,
@@ -257,6 +261,9 @@ impl Driver {
         progress |= self.poll_ctl(cx, now);
         progress |= self.poll_answers(cx);
         progress |= self.poll_commands(cx, now);
+        if !self.cmd_batch.is_empty() {
+            progress |= self.expire_held(now);
+        }
         progress |= self.poll_read(cx, now);
         if self.conn.poll_timeout().is_some_and(|t| now >= t) {
             self.conn.handle_timeout(now);
@@ -329,28 +336,47 @@ impl Driver {
         progress
     }
 
-    fn poll_commands(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+    fn poll_commands(&mut self, cx: &Context<'_>, now: Instant) -> bool {
         let mut progress = false;
-        if let Some(cmd) = self.stalled_cmd.take() {
-            self.stalled_cmd = self.apply(cmd, now);
-            if self.stalled_cmd.is_some() {
-                return false;
+        // One take per round: a batch is everything queued at that moment.
+        let mut took = false;
+        loop {
+            let (mut applied, mut bytes) = (0, 0);
+            while let Some((cmd, weight)) = self.cmd_batch.pop_front() {
+                if let Some(back) = self.apply(cmd, now) {
+                    self.cmd_batch.push_front((back, weight));
+                    break;
+                }
+                applied += 1;
+                bytes += weight;
             }
-            progress = true;
-        }
-        if self.cmd_done {
-            return progress;
-        }
-        for _ in 0..BATCH {
-            match self.cmd_rx.as_mut().poll_next(cx) {
-                Poll::Ready(Some(cmd)) => {
+            if applied > 0 {
+                self.link.inner.cmd.release(applied, bytes);
+                progress = true;
+            }
+            if self.cmd_batch.is_empty() {
+                // The buffer goes back to the queue at the next take: keep
+                // a burst's capacity from staying with an idle link.
+                self.cmd_batch.shrink_to(BATCH_KEEP);
+            }
+            if self.cmd_done || took {
+                break;
+            }
+            // Taken even while the core pushes back: still counted against
+            // the queue's bounds, and a request among them is then failed
+            // at its deadline (`expire_held`).
+            let stalled = !self.cmd_batch.is_empty();
+            match self.link.inner.cmd.poll_take(cx, &mut self.cmd_batch) {
+                Poll::Ready(Take::Taken) => {
+                    // Progress even when stalled: the next round takes
+                    // again, and so registers the waker once it is empty.
+                    took = true;
                     progress = true;
-                    self.stalled_cmd = self.apply(cmd, now);
-                    if self.stalled_cmd.is_some() {
+                    if stalled {
                         break;
                     }
                 }
-                Poll::Ready(None) => {
+                Poll::Ready(Take::Closed) => {
                     self.cmd_done = true;
                     break;
                 }
@@ -358,6 +384,35 @@ impl Driver {
             }
         }
         progress
+    }
+
+    /// Fails the requests held back by backpressure whose deadline passed
+    /// (or whose caller gave up); whether there were any.
+    fn expire_held(&mut self, now: Instant) -> bool {
+        let expired = |c: &Command| {
+            matches!(c, Command::Request { deadline, reply, .. }
+                if now >= *deadline || reply.is_canceled())
+        };
+        if !self.cmd_batch.iter().any(|(c, _)| expired(c)) {
+            return false;
+        }
+        let (mut count, mut bytes) = (0, 0);
+        let mut kept = VecDeque::with_capacity(self.cmd_batch.len());
+        for (cmd, weight) in self.cmd_batch.drain(..) {
+            match cmd {
+                cmd if expired(&cmd) => {
+                    if let Command::Request { reply, .. } = cmd {
+                        let _ = reply.send(Err(Error::Timeout));
+                    }
+                    count += 1;
+                    bytes += weight;
+                }
+                cmd => kept.push_back((cmd, weight)),
+            }
+        }
+        self.cmd_batch = kept;
+        self.link.inner.cmd.release(count, bytes);
+        true
     }
 
     /// Publishes whether the core takes commands. Runs before every
@@ -620,7 +675,7 @@ impl Driver {
     /// Delivers to the event stream: data waits for room (the link stops
     /// reading meanwhile), lifecycle events are dropped when it is full.
     fn emit(&mut self, ev: Event) {
-        let Some(tx) = self.ctx.events.clone() else {
+        let Some(tx) = self.ctx.events.as_ref() else {
             undeliverable(&self.ctx, ev);
             return;
         };
@@ -630,6 +685,7 @@ impl Driver {
                 bump(&self.ctx.counters.dropped_events, 1);
             }
             Err(TrySendError::Full(ev)) => {
+                let tx = tx.clone();
                 let ctx = self.ctx.clone();
                 self.pending = Some(Box::pin(async move {
                     if let Err(e) = tx.send(ev).await {
@@ -772,17 +828,14 @@ impl Driver {
         if let Some(mut hooks) = self.hooks.take() {
             hooks.closed(&self.link, &reason);
         }
-        self.cmd_rx.close();
+        let rest = self.link.inner.cmd.close();
         self.ctl_rx.close();
         self.answer_rx.close();
         for (_, reply) in self.table.drain() {
             drop_one(&self.ctx.counters.requests_in_flight);
             let _ = reply.send(Err(Error::ConnectionLost));
         }
-        if let Some(cmd) = self.stalled_cmd.take() {
-            fail_command(cmd);
-        }
-        while let Ok(cmd) = self.cmd_rx.try_recv() {
+        for (cmd, _) in self.cmd_batch.drain(..).chain(rest) {
             fail_command(cmd);
         }
         self.sleep = None;
@@ -805,10 +858,14 @@ impl Driver {
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         // A request held back by backpressure fails at its own deadline.
-        let held = match &self.stalled_cmd {
-            Some(Command::Request { deadline, .. }) => Some(*deadline),
-            _ => None,
-        };
+        let held = self
+            .cmd_batch
+            .iter()
+            .filter_map(|(c, _)| match c {
+                Command::Request { deadline, .. } => Some(*deadline),
+                _ => None,
+            })
+            .min();
         let next = [self.conn.poll_timeout(), self.linger_until, held]
             .into_iter()
             .flatten()
@@ -888,7 +945,9 @@ impl Drop for Driver {
                 .unwrap_or(CloseReason::UnexpectedEof);
             hooks.closed(&self.link, &reason);
         }
-        self.cmd_rx.close();
+        for (cmd, _) in self.cmd_batch.drain(..).chain(self.link.inner.cmd.close()) {
+            fail_command(cmd);
+        }
     }
 }
 

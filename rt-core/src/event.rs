@@ -153,7 +153,7 @@ pub struct Stats {
     /// Messages dropped because no handler took them and the event stream
     /// is off.
     pub dropped_messages: u64,
-    /// Broadcast copies skipped because a link's command channel was full.
+    /// Broadcast copies skipped because a link's command queue was full.
     pub broadcast_skipped: u64,
 }
 

@@ -53,6 +53,7 @@ mod driver;
 mod error;
 mod event;
 mod link;
+mod queue;
 pub mod reconnect;
 pub mod runtime;
 mod server;
@@ -97,8 +98,9 @@ macro_rules! adapter_builders {
 pub use certs::{CertError, DevPki};
 pub use client::{Client, ClientBuilder};
 pub use config::{
-    DEFAULT_COMMAND_CAPACITY, DEFAULT_EVENT_CAPACITY, DEFAULT_LINGER, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HANDLER_BYTES, DEFAULT_MAX_HANDLER_TASKS, DEFAULT_READ_BUFFER, LinkOptions,
+    DEFAULT_COMMAND_BYTES, DEFAULT_COMMAND_CAPACITY, DEFAULT_EVENT_CAPACITY, DEFAULT_LINGER,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDLER_BYTES, DEFAULT_MAX_HANDLER_TASKS,
+    DEFAULT_READ_BUFFER, LinkOptions,
 };
 pub use dispatch::{Message, Request, Responder, Router};
 pub use error::Error;

@@ -1,5 +1,5 @@
 //! [`Link`]: a cheap handle to one connection, talking to its driver task
-//! through a bounded channel.
+//! through a bounded queue.
 
 use std::fmt;
 use std::future::Future;
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::error::Error;
+use crate::queue::{PushError, Queue};
 use crate::runtime::Runtime;
 
 /// A command from a handle to a link's driver.
@@ -39,7 +40,7 @@ pub(crate) enum Command {
 }
 
 /// A close order from the owner (server shutdown, client close). Sent on a
-/// separate channel so a full command channel cannot delay it; all its
+/// separate channel so a full command queue cannot delay it; all its
 /// senders dropped means the owner is gone, which closes the link too.
 #[derive(Debug, Clone)]
 pub(crate) struct Ctl {
@@ -51,7 +52,7 @@ pub(crate) struct LinkInner {
     pub(crate) id: u64,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) auth: OnceLock<Authenticated>,
-    pub(crate) cmd: async_channel::Sender<Command>,
+    pub(crate) cmd: Queue<Command>,
     pub(crate) rt: Arc<dyn Runtime>,
     pub(crate) request_timeout: Duration,
     /// Whether the core takes new commands (authenticated, not closing);
@@ -61,8 +62,10 @@ pub(crate) struct LinkInner {
 
 /// A handle to one connection (on a server: one client; on a client: the
 /// current connection to the server). Cheap to clone; commands go to the
-/// link's driver task through a bounded channel, so a slow peer makes
-/// them wait (backpressure) instead of queueing without bound.
+/// link's driver task through a queue bounded in commands and in bytes
+/// ([`LinkOptions::command_capacity`](crate::LinkOptions::command_capacity),
+/// [`command_bytes`](crate::LinkOptions::command_bytes)), so a slow peer
+/// makes them wait (backpressure) instead of queueing without bound.
 ///
 /// Holding a `Link` does not keep the connection open: when it closes,
 /// commands fail with [`Error::Closed`] or [`Error::NotConnected`].
@@ -126,9 +129,10 @@ impl Link {
     /// Sends a message given as raw JSON (see [`send`](Self::send)).
     pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
         self.check_send(&body)?;
+        let weight = body.get().len();
         self.inner
             .cmd
-            .send(Command::Send { body })
+            .push(Command::Send { body }, weight)
             .await
             .map_err(|_| Error::NotConnected)
     }
@@ -172,18 +176,23 @@ impl Link {
             .transpose()
             .map_err(Error::Encode)?;
         let (tx, rx) = oneshot::channel();
+        let weight = data.as_ref().map_or(0, |d| d.get().len());
         self.inner
             .cmd
-            .send(Command::Ping { data, ack: tx })
+            .push(Command::Ping { data, ack: tx }, weight)
             .await
             .map_err(|_| Error::NotConnected)?;
         rx.await.unwrap_or(Err(Error::NotConnected))
     }
 
-    /// Queues a message without waiting; `false` if the command channel is
+    /// Queues a message without waiting; `false` if the command queue is
     /// full or the link is gone (used by broadcast).
     pub(crate) fn try_send_raw(&self, body: Arc<RawValue>) -> bool {
-        self.inner.cmd.try_send(Command::Send { body }).is_ok()
+        let weight = body.get().len();
+        self.inner
+            .cmd
+            .try_push(Command::Send { body }, weight)
+            .is_ok()
     }
 
     /// Sends a request with the configured default timeout and
@@ -235,24 +244,25 @@ impl Link {
         deadline: Instant,
     ) -> Result<Payload, Error> {
         let (tx, rx) = oneshot::channel();
+        let weight = body.get().len();
         let cmd = Command::Request {
             body,
             deadline,
             reply: tx,
         };
-        // Fast path: room in the command channel. The core times the
+        // Fast path: room in the command queue. The core times the
         // request out at `deadline` (and the driver fails a request it holds
         // back for backpressure at its deadline), so no timer is needed here.
-        let cmd = match self.inner.cmd.try_send(cmd) {
+        let cmd = match self.inner.cmd.try_push(cmd, weight) {
             Ok(()) => return rx.await.unwrap_or(Err(Error::ConnectionLost)),
-            Err(async_channel::TrySendError::Closed(_)) => return Err(Error::NotConnected),
-            Err(async_channel::TrySendError::Full(cmd)) => cmd,
+            Err(PushError::Closed(_)) => return Err(Error::NotConnected),
+            Err(PushError::Full(cmd)) => cmd,
         };
-        // The channel is full (backpressure): bound the wait for room too.
+        // The queue is full (backpressure): bound the wait for room too.
         let exchange = async {
             self.inner
                 .cmd
-                .send(cmd)
+                .push(cmd, weight)
                 .await
                 .map_err(|_| Error::NotConnected)?;
             rx.await.unwrap_or(Err(Error::ConnectionLost))
@@ -268,9 +278,12 @@ impl Link {
         let _ = self
             .inner
             .cmd
-            .send(Command::Close {
-                reason: reason.to_owned(),
-            })
+            .push(
+                Command::Close {
+                    reason: reason.to_owned(),
+                },
+                reason.len(),
+            )
             .await;
     }
 }

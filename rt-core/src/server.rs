@@ -338,18 +338,17 @@ async fn serve(
         connection_id: id,
     };
     let conn = Connection::new(shared.config.clone(), Side::Server, start, params);
-    let (link, cmd_rx) = new_link(
+    let link = new_link(
         rt.clone(),
         id,
         peer_addr,
         shared.config.request_timeout,
-        shared.ctx.options.command_capacity,
+        &shared.ctx.options,
     );
     let driver = Driver::new(DriverSetup {
         conn,
         stream: tls.stream,
         link,
-        cmd_rx,
         ctl_rx,
         ctx: shared.ctx.clone(),
         hooks: Box::new(hooks),
@@ -538,7 +537,7 @@ impl Server {
     }
 
     /// Sends a message to every authenticated link without waiting: the
-    /// value is encoded once; a link whose command channel is full is
+    /// value is encoded once; a link whose command queue is full is
     /// skipped (counted in [`Stats::broadcast_skipped`]), so one slow
     /// reader cannot stall the rest. Returns how many links it was queued
     /// to.

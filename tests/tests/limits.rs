@@ -78,3 +78,51 @@ fn handler_bytes_budget_stops_reading_until_a_handler_finishes() {
         assert_eq!(server.stats().messages_in, SENT as u64);
     });
 }
+
+/// A peer that never reads: the link's command queue fills to
+/// `command_bytes` (then `broadcast` skips the link), and a request queued
+/// behind the send the core refuses still fails at its own deadline rather
+/// than waiting for the stall to end.
+#[test]
+fn command_queue_is_bounded_and_a_held_request_times_out() {
+    const BODY: usize = 64 * 1024;
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx
+            .server()
+            // Three bodies fill the byte budget; a small request still fits.
+            .command_bytes(3 * BODY + 4096)
+            .command_capacity(16)
+            .bind(localhost())
+            .await
+            .expect("bind");
+        let (_peer, _conn) = fx.adversary(server.local_addr()).await;
+        let link = jsonlink_tests::fixture::authenticated(&server).await;
+        let pad = "x".repeat(BODY - 32);
+        // Until the queue refuses: the socket, TLS and core buffers fill
+        // first (bounded by the loopback's buffers, a few MiB).
+        let mut queued = 0usize;
+        while server.stats().broadcast_skipped == 0 {
+            queued += server.broadcast(&json!({"pad": pad})).expect("encode");
+            assert!(queued < 2_000, "the queue never filled");
+            tokio::task::yield_now().await;
+        }
+        let skipped_at = queued;
+        // Still full: nothing is taken while the core pushes back.
+        assert_eq!(server.broadcast(&json!({"pad": pad})).expect("encode"), 0);
+        let start = std::time::Instant::now();
+        let r: Result<serde_json::Value, _> = link
+            .request_with_timeout(&json!({"op": "held"}), Duration::from_millis(300))
+            .await;
+        let took = start.elapsed();
+        assert!(
+            matches!(r, Err(jsonlink_rt::Error::Timeout)),
+            "{r:?} after {skipped_at} queued"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{took:?}: {:?}",
+            server.stats()
+        );
+    });
+}
