@@ -73,8 +73,8 @@ impl Rt {
     }
 
     /// Runs `f` to completion on this runtime, on the calling thread (tokio:
-    /// a current-thread runtime; smol: `block_on` plus smol's global
-    /// executor, as `jsonlink-smol` spawns there).
+    /// a current-thread runtime; smol: an `Executor` run inside `block_on`,
+    /// given to `jsonlink-smol` with `SmolRuntime::on`).
     pub(crate) fn block_on<F, Fut>(self, f: F) -> Fut::Output
     where
         F: FnOnce(Arc<dyn Runtime>) -> Fut,
@@ -91,7 +91,13 @@ impl Rt {
                     f(r).await
                 })
             }
-            Self::Smol => smol::block_on(f(Arc::new(jsonlink_smol::SmolRuntime))),
+            Self::Smol => {
+                // One thread, as the tokio side: an executor run by
+                // `block_on`, which jsonlink-smol spawns on.
+                let ex = Arc::new(smol::Executor::new());
+                let rt: Arc<dyn Runtime> = Arc::new(jsonlink_smol::SmolRuntime::on(ex.clone()));
+                smol::block_on(ex.run(f(rt)))
+            }
         }
     }
 }

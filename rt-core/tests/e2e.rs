@@ -42,7 +42,7 @@ where
     F: FnOnce(Arc<dyn Runtime>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_smol::SmolRuntime);
+    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_smol::SmolRuntime::global());
     smol::block_on(smol::future::or(
         async {
             test(rt).await;

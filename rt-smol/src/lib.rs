@@ -1,6 +1,22 @@
 //! jsonlink on [smol]: [`SmolRuntime`] implements [`rt::Runtime`] with smol's
-//! global executor, async-io timers, async-net sockets and TLS through
-//! futures-rustls.
+//! global executor (or an [`Executor`] of yours), async-io timers,
+//! async-net sockets and TLS through futures-rustls.
+//!
+//! smol's global executor runs tasks on its own thread(s), so every hand-off
+//! between a link's driver and code in your `block_on` crosses threads (a
+//! futex wake and a context switch). A program that wants one thread runs an
+//! executor inside `block_on` and gives it to jsonlink:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use jsonlink_smol::SmolRuntime;
+//!
+//! let ex = Arc::new(smol::Executor::new());
+//! smol::block_on(ex.run(async {
+//!     let rt: Arc<dyn jsonlink_smol::Runtime> = Arc::new(SmolRuntime::on(ex.clone()));
+//!     // Server::builder(rt, …) / Client::builder(rt, …): links run here.
+//! }));
+//! ```
 //!
 //! [smol]: https://docs.rs/smol
 //!
@@ -23,21 +39,42 @@ pub use jsonlink_rt::*;
 /// smol's global executor as the `Arc<dyn Runtime>` that [`Server::builder`] and
 /// [`Client::builder`] take.
 pub fn runtime() -> Arc<dyn Runtime> {
-    Arc::new(SmolRuntime)
+    Arc::new(SmolRuntime::global())
 }
 
 jsonlink_rt::adapter_builders!(runtime(), "smol");
-use smol::Timer;
 use smol::net::{TcpListener, TcpStream};
+use smol::{Executor, Timer};
 
-/// The [`Runtime`] for smol. Tasks run on smol's global executor
-/// (`smol::spawn`), detached.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SmolRuntime;
+/// The [`Runtime`] for smol. Tasks (link drivers, handlers) run detached on
+/// smol's global executor ([`global`](Self::global), the default) or on an
+/// [`Executor`] you run ([`on`](Self::on)).
+#[derive(Debug, Clone, Default)]
+pub struct SmolRuntime {
+    executor: Option<Arc<Executor<'static>>>,
+}
+
+impl SmolRuntime {
+    /// Spawns on smol's global executor (`smol::spawn`).
+    pub fn global() -> Self {
+        Self { executor: None }
+    }
+
+    /// Spawns on `executor`; its tasks make progress only while something
+    /// runs it (e.g. `smol::block_on(executor.run(…))`).
+    pub fn on(executor: Arc<Executor<'static>>) -> Self {
+        Self {
+            executor: Some(executor),
+        }
+    }
+}
 
 impl Runtime for SmolRuntime {
     fn spawn(&self, future: BoxFuture<'static, ()>) {
-        smol::spawn(future).detach();
+        match &self.executor {
+            Some(ex) => ex.spawn(future).detach(),
+            None => smol::spawn(future).detach(),
+        }
     }
 
     fn now(&self) -> Instant {

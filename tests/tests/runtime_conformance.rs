@@ -1,5 +1,5 @@
 //! The `Runtime` contract, checked on every adapter (tokio, async-std,
-//! smol) with one body each: TLS over loopback with equal channel bindings
+//! smol on its global executor and on one of the caller's) with one body each: TLS over loopback with equal channel bindings
 //! on both ends, a foreign CA refused, `sleep_until`, `spawn`.
 
 use std::sync::Arc;
@@ -13,26 +13,35 @@ use jsonlink_rt::runtime::{EXPORTER_LEN, Runtime};
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs `body` with each runtime, bounded by LIMIT. The tokio runtime is
-/// built here; async-std and smol run their own global executors.
+/// built here; async-std and smol run their own global executors, and the
+/// last smol runtime spawns on an executor that the test runs on its own
+/// thread (`SmolRuntime::on`).
 fn each_runtime<Fut: Future<Output = ()>>(body: impl Fn(Arc<dyn Runtime>) -> Fut) {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let runtimes: [(&str, Arc<dyn Runtime>); 3] = [
+    let local = Arc::new(smol::Executor::new());
+    let runtimes: [(&str, Arc<dyn Runtime>, Option<&smol::Executor<'static>>); 4] = [
         (
             "tokio",
             Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
                 tokio.handle().clone(),
             )),
+            None,
         ),
-        ("async-std", jsonlink_async_std::runtime()),
-        ("smol", jsonlink_smol::runtime()),
+        ("async-std", jsonlink_async_std::runtime(), None),
+        ("smol", jsonlink_smol::runtime(), None),
+        (
+            "smol, own executor",
+            Arc::new(jsonlink_smol::SmolRuntime::on(local.clone())),
+            Some(&*local),
+        ),
     ];
-    for (name, rt) in runtimes {
+    for (name, rt, executor) in runtimes {
         let timer = rt.sleep_until(rt.now() + LIMIT);
-        let done = futures_lite::future::block_on(futures_lite::future::or(
+        let test = futures_lite::future::or(
             async {
                 body(rt.clone()).await;
                 true
@@ -41,7 +50,12 @@ fn each_runtime<Fut: Future<Output = ()>>(body: impl Fn(Arc<dyn Runtime>) -> Fut
                 timer.await;
                 false
             },
-        ));
+        );
+        let done = match executor {
+            // Its tasks run only inside `run`, on this thread.
+            Some(ex) => futures_lite::future::block_on(ex.run(test)),
+            None => futures_lite::future::block_on(test),
+        };
         assert!(done, "{name}: timed out");
     }
 }
