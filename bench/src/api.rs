@@ -46,6 +46,7 @@ pub(crate) async fn server(
         Identity::new("bench-server", "jsonlink-bench"),
     )
     .signing(sign)
+    .sign_algs(mode.sign_algs())
     .encryption(seal)
     .link_options(lo)
     .max_connections(100_000);
@@ -91,6 +92,7 @@ async fn connect(
         Identity::new("bench-client", "jsonlink-bench"),
     )
     .signing(sign)
+    .sign_algs(mode.sign_algs())
     .encryption(seal)
     .events(false)
     .connect()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use jsonlink_proto::{Config, Identity, Policy, Secret};
+use jsonlink_proto::{Config, Identity, Policy, Secret, SignAlg};
 use jsonlink_rt::certs;
 use jsonlink_rt::{BoxStream, Runtime};
 use serde_json::value::RawValue;
@@ -106,7 +106,10 @@ impl Rt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Plain,
+    /// Signed with the default algorithm list (AES-256-GMAC chosen).
     Signed,
+    /// Signed with HMAC-SHA256 only.
+    SignedHmac,
     Sealed,
 }
 
@@ -115,6 +118,7 @@ impl Mode {
         match s {
             "plain" => Ok(Self::Plain),
             "signed" => Ok(Self::Signed),
+            "signed-hmac" => Ok(Self::SignedHmac),
             "sealed" => Ok(Self::Sealed),
             _ => Err(format!("unknown mode {s:?}")),
         }
@@ -123,8 +127,16 @@ impl Mode {
     pub(crate) fn policies(self) -> (Policy, Policy) {
         match self {
             Self::Plain => (Policy::Off, Policy::Off),
-            Self::Signed => (Policy::Required, Policy::Off),
+            Self::Signed | Self::SignedHmac => (Policy::Required, Policy::Off),
             Self::Sealed => (Policy::Required, Policy::Required),
+        }
+    }
+
+    /// The signing algorithms both sides accept.
+    pub(crate) fn sign_algs(self) -> Vec<SignAlg> {
+        match self {
+            Self::SignedHmac => vec![SignAlg::HmacSha256],
+            _ => SignAlg::ALL.to_vec(),
         }
     }
 }
@@ -173,6 +185,7 @@ impl Material {
         };
         let mut c = Config::new(self.secret.clone(), id);
         (c.signing, c.encryption) = mode.policies();
+        c.sign_algs = mode.sign_algs();
         Arc::new(c)
     }
 }

@@ -19,24 +19,28 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonlink_proto::crypto::{self, SessionKeys};
 use jsonlink_proto::frame::{Line, LineReader};
 use jsonlink_proto::testing::{client_config, server_config};
-use jsonlink_proto::{Config, Connection, ConnectionParams, Event, Policy, Secret, Side};
+use jsonlink_proto::{Config, Connection, ConnectionParams, Event, Policy, Secret, Side, SignAlg};
 use serde_json::value::RawValue;
 
 /// The three protection modes a link can negotiate.
 #[derive(Clone, Copy)]
 enum Mode {
     Plain,
+    /// Signed with the default algorithm (AES-256-GMAC).
     Signed,
+    /// Signed with HMAC-SHA256.
+    SignedHmac,
     Sealed,
 }
 
 impl Mode {
-    const ALL: [Self; 3] = [Self::Plain, Self::Signed, Self::Sealed];
+    const ALL: [Self; 4] = [Self::Plain, Self::Signed, Self::SignedHmac, Self::Sealed];
 
     fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
             Self::Signed => "signed",
+            Self::SignedHmac => "signed-hmac",
             Self::Sealed => "sealed",
         }
     }
@@ -44,11 +48,14 @@ impl Mode {
     fn apply(self, c: &mut Config) {
         let (sign, seal) = match self {
             Self::Plain => (Policy::Off, Policy::Off),
-            Self::Signed => (Policy::Required, Policy::Off),
+            Self::Signed | Self::SignedHmac => (Policy::Required, Policy::Off),
             Self::Sealed => (Policy::Required, Policy::Required),
         };
         c.signing = sign;
         c.encryption = seal;
+        if let Self::SignedHmac = self {
+            c.sign_algs = vec![SignAlg::HmacSha256];
+        }
         c.keepalive = None;
     }
 }
@@ -198,24 +205,28 @@ fn bench_crypto(cr: &mut Criterion) {
         g.throughput(Throughput::Bytes(inner.len() as u64));
 
         let mut out = Vec::with_capacity(inner.len() * 2);
-        g.bench_function(format!("sign/{size_name}"), |bn| {
-            bn.iter(|| {
-                out.clear();
-                crypto::sign_frame(&keys.c2s.mac, 5, black_box(&inner), &mut out);
-                out.len()
-            })
-        });
-        out.clear();
-        crypto::sign_frame(&keys.c2s.mac, 5, &inner, &mut out);
-        let signed = out.clone();
-        g.bench_function(format!("verify/{size_name}"), |bn| {
-            bn.iter(|| {
-                crypto::open_signed(&keys.c2s.mac, black_box(&signed))
-                    .unwrap()
-                    .1
-                    .len()
-            })
-        });
+        // Keyed once, as a connection does: the per-frame cost.
+        for alg in SignAlg::ALL {
+            let mac = crypto::FrameMac::new(alg, &keys.c2s.mac);
+            g.bench_function(format!("sign/{alg}/{size_name}"), |bn| {
+                bn.iter(|| {
+                    out.clear();
+                    crypto::sign_with(&mac, 5, black_box(&inner), &mut out);
+                    out.len()
+                })
+            });
+            out.clear();
+            crypto::sign_with(&mac, 5, &inner, &mut out);
+            let signed = out.clone();
+            g.bench_function(format!("verify/{alg}/{size_name}"), |bn| {
+                bn.iter(|| {
+                    crypto::open_signed_with(&mac, black_box(&signed))
+                        .unwrap()
+                        .1
+                        .len()
+                })
+            });
+        }
 
         g.bench_function(format!("seal/{size_name}"), |bn| {
             bn.iter(|| {

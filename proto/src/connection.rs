@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
 use serde_json::value::RawValue;
 
-use crate::config::{Config, Identity, MAX_IDENTITY_LEN, Policy};
+use crate::config::{Config, Identity, MAX_IDENTITY_LEN, Policy, SignAlg};
 use crate::crypto::{self, FrameMac, IV_LEN, NONCE_LEN, Sealer, SessionKeys, TAG_LEN};
 use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
 use crate::event::{Authenticated, Event, Payload, PeerRequestId, RequestId};
@@ -17,8 +17,8 @@ use crate::wire::{self, Envelope, Key};
 
 /// Protocol versions this implementation speaks.
 pub const SUPPORTED_VERSIONS: &[u64] = &[1];
-/// Signing algorithm name on the wire.
-pub const SIGN_ALG: &str = "hmac-sha256";
+/// Most signing algorithms a `hello` may offer.
+pub const MAX_SIGN_ALGS: usize = 16;
 /// Sealing algorithm name on the wire.
 pub const SEAL_ALG: &str = "aes-256-cbc-hmac-sha256";
 /// Smallest `max_frame` a peer may announce.
@@ -154,6 +154,8 @@ struct Handshake {
     transcript: [u8; 32],
     version: u64,
     signing: bool,
+    /// The signing algorithm, when signing is on.
+    sign_alg: Option<SignAlg>,
     encryption: bool,
     peer: Identity,
 }
@@ -768,9 +770,9 @@ impl Connection {
         crypto::push_u64(&mut line, c.max_frame as u64);
         line.extend_from_slice(b",\"sign\":\"");
         line.extend_from_slice(c.signing.as_str().as_bytes());
-        line.extend_from_slice(b"\",\"sign_alg\":\"");
-        line.extend_from_slice(SIGN_ALG.as_bytes());
-        line.extend_from_slice(b"\",\"seal\":\"");
+        line.extend_from_slice(b"\",\"sign_alg\":");
+        push_sign_algs(&mut line, &c.sign_algs);
+        line.extend_from_slice(b",\"seal\":\"");
         line.extend_from_slice(c.encryption.as_str().as_bytes());
         line.extend_from_slice(b"\",\"seal_alg\":\"");
         line.extend_from_slice(SEAL_ALG.as_bytes());
@@ -783,6 +785,7 @@ impl Connection {
             transcript: [0; 32],
             version: 0,
             signing: false,
+            sign_alg: None,
             encryption: false,
             peer: Identity::default(),
         }));
@@ -1001,14 +1004,8 @@ impl Connection {
         let client_nonce: [u8; NONCE_LEN] = env.b64(Key::Nonce)?;
         let peer = read_identity(env)?;
         let peer_max = read_max_frame(env)?;
-        let signing = negotiate_offer(
-            env,
-            Key::Sign,
-            Key::SignAlg,
-            SIGN_ALG,
-            self.config.signing,
-            "signing",
-        )?;
+        let sign_alg = negotiate_signing(env, self.config.signing, &self.config.sign_algs)?;
+        let signing = sign_alg.is_some();
         let encryption = negotiate_offer(
             env,
             Key::Seal,
@@ -1036,6 +1033,11 @@ impl Connection {
         crypto::push_u64(&mut ch, c.max_frame as u64);
         ch.extend_from_slice(b",\"sign\":");
         ch.extend_from_slice(if signing { b"true" } else { b"false" });
+        if let Some(alg) = sign_alg {
+            ch.extend_from_slice(b",\"sign_alg\":\"");
+            ch.extend_from_slice(alg.as_str().as_bytes());
+            ch.push(b'"');
+        }
         ch.extend_from_slice(b",\"seal\":");
         ch.extend_from_slice(if encryption { b"true" } else { b"false" });
         ch.push(b'}');
@@ -1049,6 +1051,7 @@ impl Connection {
             transcript,
             version,
             signing,
+            sign_alg,
             encryption,
             peer,
         }));
@@ -1072,6 +1075,17 @@ impl Connection {
         let encryption = env.bool(Key::Seal)?;
         check_decision(self.config.signing, signing, "signing")?;
         check_decision(self.config.encryption, encryption, "encryption")?;
+        let sign_alg = if signing {
+            let name = env.str(Key::SignAlg)?;
+            let alg = SignAlg::parse(&name)
+                .filter(|a| self.config.sign_algs.contains(a))
+                .ok_or(ProtocolError::NegotiationFailed {
+                    detail: "the peer chose a signing algorithm we did not offer",
+                })?;
+            Some(alg)
+        } else {
+            None
+        };
         let Some(hs) = self.hs.as_mut() else {
             return Err(ProtocolError::UnexpectedFrame {
                 frame: "challenge".into(),
@@ -1081,6 +1095,7 @@ impl Connection {
         hs.transcript = crypto::transcript_hash(&hs.hello, line, &self.params.channel_binding);
         hs.version = version;
         hs.signing = signing;
+        hs.sign_alg = sign_alg;
         hs.encryption = encryption;
         hs.peer = peer;
         hs.hello = Vec::new();
@@ -1138,9 +1153,10 @@ impl Connection {
                     recv: Box::new(Sealer::new(&recv)),
                 }
             } else {
+                let alg = hs.sign_alg.unwrap_or(SignAlg::HmacSha256);
                 Protection::Signed {
-                    send: Box::new(FrameMac::new(&send.mac)),
-                    recv: Box::new(FrameMac::new(&recv.mac)),
+                    send: Box::new(FrameMac::new(alg, &send.mac)),
+                    recv: Box::new(FrameMac::new(alg, &recv.mac)),
                 }
             };
         }
@@ -1152,6 +1168,7 @@ impl Connection {
             connection_id: self.params.connection_id,
             version: hs.version,
             signing: hs.signing || hs.encryption,
+            sign_alg: if hs.encryption { None } else { hs.sign_alg },
             encryption: hs.encryption,
             peer_max_frame: self.peer_max_frame,
         }));
@@ -1282,6 +1299,65 @@ fn read_max_frame(env: &Envelope<'_>) -> Result<usize, ProtocolError> {
 }
 
 /// Server side: combine the client's offer with our policy.
+/// Server side: the signing decision and algorithm from the client's
+/// `sign` policy and `sign_alg` offer (a name or a list of names, in the
+/// client's order); `Some` when signing is on. Like the sealing offer, an
+/// offer (policy not `off`) naming no algorithm we know fails, whatever
+/// the decision.
+fn negotiate_signing(
+    env: &Envelope<'_>,
+    ours: Policy,
+    our_algs: &[SignAlg],
+) -> Result<Option<SignAlg>, ProtocolError> {
+    let theirs = Policy::parse(&env.str(Key::Sign)?).ok_or(ProtocolError::InvalidField {
+        field: "sign",
+        detail: "expected off, optional, preferred or required",
+    })?;
+    let offered = if theirs == Policy::Off {
+        Vec::new()
+    } else {
+        let names = env.str_or_list(Key::SignAlg, MAX_SIGN_ALGS)?;
+        let known: Vec<SignAlg> = names.iter().filter_map(|n| SignAlg::parse(n)).collect();
+        if known.is_empty() {
+            return Err(ProtocolError::NegotiationFailed {
+                detail: "unknown signing algorithm",
+            });
+        }
+        known
+    };
+    let on = Policy::negotiate(ours, theirs).map_err(|_| ProtocolError::NegotiationFailed {
+        detail: "one side requires signing, the other refuses it",
+    })?;
+    if !on {
+        return Ok(None);
+    }
+    our_algs
+        .iter()
+        .copied()
+        .find(|a| offered.contains(a))
+        .map(Some)
+        .ok_or(ProtocolError::NegotiationFailed {
+            detail: "no common signing algorithm",
+        })
+}
+
+/// Writes the `sign_alg` offer: a string for one algorithm (as every
+/// version of this implementation accepts), a list for several.
+fn push_sign_algs(out: &mut Vec<u8>, algs: &[SignAlg]) {
+    if let [one] = algs {
+        wire::push_str(out, one.as_str());
+        return;
+    }
+    out.push(b'[');
+    for (i, a) in algs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        wire::push_str(out, a.as_str());
+    }
+    out.push(b']');
+}
+
 fn negotiate_offer(
     env: &Envelope<'_>,
     mode: Key,

@@ -12,10 +12,11 @@ use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::Secret;
 use crate::error::ProtocolError;
+use crate::{Secret, SignAlg};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
+type Aes256Gcm = aes_gcm::Aes256Gcm;
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 
@@ -29,6 +30,10 @@ pub const TAG_LEN: usize = 32;
 pub const IV_LEN: usize = 16;
 /// Length of base64(tag).
 pub(crate) const TAG_B64_LEN: usize = 44;
+/// Length of an AES-256-GMAC tag in bytes.
+pub const GMAC_TAG_LEN: usize = 16;
+/// Length of base64(GMAC tag).
+pub(crate) const GMAC_TAG_B64_LEN: usize = 24;
 /// Length of base64(iv).
 pub(crate) const IV_B64_LEN: usize = 24;
 
@@ -155,61 +160,158 @@ impl SessionKeys {
     }
 }
 
-/// An HMAC-SHA256 keyed once per session: the key schedule (inner and
-/// outer pad hashes) is computed at derivation and cloned per frame, which
-/// halves the hashing work for small frames.
+/// One direction's frame MAC, keyed once per session.
+///
+/// HMAC-SHA256: the key schedule (inner and outer pad hashes) is computed
+/// here and cloned per frame, which halves the hashing work for small
+/// frames. AES-256-GMAC: the AES key schedule and the GHASH key are
+/// computed here; a frame costs one AES block and GHASH over the frame.
+/// Both zeroize their keyed state on drop. Use it with [`sign_with`] and
+/// [`open_signed_with`] to sign or verify many frames with one key.
 #[derive(Clone)]
-pub(crate) struct FrameMac(HmacSha256);
+pub struct FrameMac(Keyed);
+
+#[derive(Clone)]
+enum Keyed {
+    Hmac(HmacSha256),
+    Gmac(Box<Aes256Gcm>),
+}
+
+impl fmt::Debug for FrameMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FrameMac({}, <redacted>)", self.alg())
+    }
+}
 
 impl FrameMac {
-    pub(crate) fn new(key: &Key) -> Self {
-        Self(hmac_key(&key.0))
+    /// Keys `alg` with one direction's MAC key.
+    pub fn new(alg: SignAlg, key: &Key) -> Self {
+        match alg {
+            SignAlg::Aes256Gmac => Self(Keyed::Gmac(Box::new(<Aes256Gcm as KeyInit>::new(
+                &key.0.into(),
+            )))),
+            _ => Self(Keyed::Hmac(hmac_key(&key.0))),
+        }
     }
 
-    fn start(&self, domain: u8, seq: u64, parts: &[&[u8]]) -> HmacSha256 {
-        let mut m = self.0.clone();
-        m.update(&[domain]);
-        m.update(&seq.to_be_bytes());
-        for p in parts {
-            m.update(p);
+    /// The algorithm.
+    pub fn alg(&self) -> SignAlg {
+        match self.0 {
+            Keyed::Hmac(_) => SignAlg::HmacSha256,
+            Keyed::Gmac(_) => SignAlg::Aes256Gmac,
         }
-        m
     }
+
+    /// The signed-frame tag over `inner` at `seq`, written into `tag`;
+    /// returns its length.
+    fn sign(&self, seq: u64, inner: &[u8], tag: &mut [u8; TAG_LEN]) -> usize {
+        match &self.0 {
+            Keyed::Hmac(m) => {
+                let t = hmac_start(m, SIGNED_DOMAIN, seq, &[inner])
+                    .finalize()
+                    .into_bytes();
+                tag.copy_from_slice(&t);
+                TAG_LEN
+            }
+            Keyed::Gmac(g) => {
+                use aes_gcm::aead::AeadInOut as _;
+                let mut empty: [u8; 0] = [];
+                // Only fails past GCM's length limits (2^36 bytes), far
+                // beyond any frame.
+                let t = g
+                    .encrypt_inout_detached(&gmac_nonce(seq), inner, (&mut empty[..]).into())
+                    .unwrap_or_default();
+                let n = GMAC_TAG_LEN;
+                if let Some(dst) = tag.get_mut(..n) {
+                    dst.copy_from_slice(&t);
+                }
+                n
+            }
+        }
+    }
+
+    /// Length of this MAC's tag in base64.
+    fn tag_b64_len(&self) -> usize {
+        match self.0 {
+            Keyed::Hmac(_) => TAG_B64_LEN,
+            Keyed::Gmac(_) => GMAC_TAG_B64_LEN,
+        }
+    }
+
+    /// Checks `tag` (decoded) over `inner` at `seq`, in constant time.
+    fn verify(&self, seq: u64, inner: &[u8], tag: &[u8]) -> bool {
+        match &self.0 {
+            Keyed::Hmac(m) => hmac_start(m, SIGNED_DOMAIN, seq, &[inner])
+                .verify_slice(tag)
+                .is_ok(),
+            Keyed::Gmac(g) => {
+                use aes_gcm::aead::AeadInOut as _;
+                let Ok(tag) = aes_gcm::Tag::try_from(tag) else {
+                    return false;
+                };
+                let mut empty: [u8; 0] = [];
+                g.decrypt_inout_detached(&gmac_nonce(seq), inner, (&mut empty[..]).into(), &tag)
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// A keyed HMAC over `domain || u64be(seq) || parts`, ready to finalize.
+fn hmac_start(keyed: &HmacSha256, domain: u8, seq: u64, parts: &[&[u8]]) -> HmacSha256 {
+    let mut m = keyed.clone();
+    m.update(&[domain]);
+    m.update(&seq.to_be_bytes());
+    for p in parts {
+        m.update(p);
+    }
+    m
+}
+
+/// The GMAC nonce of a signed frame: the signed-frame domain byte, three
+/// zero bytes, then the sequence number (u64 big-endian).
+fn gmac_nonce(seq: u64) -> aes_gcm::Nonce<aes::cipher::consts::U12> {
+    let mut n = [0u8; 12];
+    n[0] = SIGNED_DOMAIN;
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    n.into()
 }
 
 /// One direction's sealing state, prepared once per session: the keyed
 /// HMAC and the expanded AES-256 key.
 #[derive(Clone)]
 pub(crate) struct Sealer {
-    mac: FrameMac,
+    mac: HmacSha256,
     aes: aes::Aes256,
 }
 
 impl Sealer {
     pub(crate) fn new(keys: &DirectionKeys) -> Self {
         Self {
-            mac: FrameMac::new(&keys.mac),
+            mac: hmac_key(&keys.mac.0),
             aes: aes::Aes256::new(&keys.enc.0.into()),
         }
     }
 }
 
 /// Appends a signed frame line (without `\n`) to `out`:
-/// `{"q":<seq>,"s":"<base64 tag>","f":<inner>}` where
-/// `tag = HMAC-SHA256(mac_key, 0x01 || u64be(seq) || inner)`.
-pub fn sign_frame(key: &Key, seq: u64, inner: &[u8], out: &mut Vec<u8>) {
-    sign_with(&FrameMac::new(key), seq, inner, out);
+/// `{"q":<seq>,"s":"<base64 tag>","f":<inner>}` where, for
+/// [`SignAlg::HmacSha256`], `tag = HMAC-SHA256(mac_key, 0x01 || u64be(seq) || inner)`
+/// and, for [`SignAlg::Aes256Gmac`], `tag` is the 16-byte AES-256-GCM tag
+/// under `mac_key` with nonce `0x01 || 0x000000 || u64be(seq)`, no
+/// plaintext and `inner` as associated data.
+pub fn sign_frame(alg: SignAlg, key: &Key, seq: u64, inner: &[u8], out: &mut Vec<u8>) {
+    sign_with(&FrameMac::new(alg, key), seq, inner, out);
 }
 
-pub(crate) fn sign_with(mac: &FrameMac, seq: u64, inner: &[u8], out: &mut Vec<u8>) {
-    let tag = mac
-        .start(SIGNED_DOMAIN, seq, &[inner])
-        .finalize()
-        .into_bytes();
+/// [`sign_frame`] with a prepared [`FrameMac`].
+pub fn sign_with(mac: &FrameMac, seq: u64, inner: &[u8], out: &mut Vec<u8>) {
+    let mut tag = [0u8; TAG_LEN];
+    let n = mac.sign(seq, inner, &mut tag);
     out.extend_from_slice(b"{\"q\":");
     push_u64(out, seq);
     out.extend_from_slice(b",\"s\":\"");
-    push_b64(out, &tag);
+    push_b64(out, tag.get(..n).unwrap_or_default());
     out.extend_from_slice(b"\",\"f\":");
     out.extend_from_slice(inner);
     out.push(b'}');
@@ -238,9 +340,7 @@ pub(crate) fn seal_with(
 ) {
     let ct = Aes256CbcEnc::inner_iv_init(sealer.aes.clone(), &(*iv).into())
         .encrypt_padded_vec::<Pkcs7>(inner);
-    let tag = sealer
-        .mac
-        .start(SEALED_DOMAIN, seq, &[iv, &ct])
+    let tag = hmac_start(&sealer.mac, SEALED_DOMAIN, seq, &[iv, &ct])
         .finalize()
         .into_bytes();
     out.extend_from_slice(b"{\"q\":");
@@ -256,11 +356,16 @@ pub(crate) fn seal_with(
 
 /// Verifies a signed line; returns `(seq, inner)` borrowed from `line`.
 /// Any deviation from the exact layout is [`ProtocolError::Integrity`].
-pub fn open_signed<'a>(key: &Key, line: &'a [u8]) -> Result<(u64, &'a [u8]), ProtocolError> {
-    open_signed_with(&FrameMac::new(key), line)
+pub fn open_signed<'a>(
+    alg: SignAlg,
+    key: &Key,
+    line: &'a [u8],
+) -> Result<(u64, &'a [u8]), ProtocolError> {
+    open_signed_with(&FrameMac::new(alg, key), line)
 }
 
-pub(crate) fn open_signed_with<'a>(
+/// [`open_signed`] with a prepared [`FrameMac`].
+pub fn open_signed_with<'a>(
     mac: &FrameMac,
     line: &'a [u8],
 ) -> Result<(u64, &'a [u8]), ProtocolError> {
@@ -268,13 +373,17 @@ pub(crate) fn open_signed_with<'a>(
     c.lit(b"{\"q\":")?;
     let seq = c.u64()?;
     c.lit(b",\"s\":\"")?;
-    let tag = c.take(TAG_B64_LEN)?;
+    let tag = c.take(mac.tag_b64_len())?;
     c.lit(b"\",\"f\":")?;
     let inner = c.0.strip_suffix(b"}").ok_or(ProtocolError::Integrity)?;
-    let tag: [u8; TAG_LEN] = decode_fixed(tag)?;
-    mac.start(SIGNED_DOMAIN, seq, &[inner])
-        .verify_slice(&tag)
+    let mut buf = [0u8; 48];
+    let n = B64
+        .decode_slice(tag, &mut buf)
         .map_err(|_| ProtocolError::Integrity)?;
+    let tag = buf.get(..n).ok_or(ProtocolError::Integrity)?;
+    if !mac.verify(seq, inner, tag) {
+        return Err(ProtocolError::Integrity);
+    }
     Ok((seq, inner))
 }
 
@@ -301,9 +410,7 @@ pub(crate) fn open_sealed_with(
     let iv: [u8; IV_LEN] = decode_fixed(iv)?;
     let tag: [u8; TAG_LEN] = decode_fixed(tag)?;
     let mut buf = decode_b64(ct)?;
-    sealer
-        .mac
-        .start(SEALED_DOMAIN, seq, &[&iv, &buf])
+    hmac_start(&sealer.mac, SEALED_DOMAIN, seq, &[&iv, &buf])
         .verify_slice(&tag)
         .map_err(|_| ProtocolError::Integrity)?;
     #[cfg(test)]
@@ -411,8 +518,7 @@ mod tests {
     /// A sealed line with arbitrary ciphertext and a valid or invalid MAC.
     fn forge(keys: &DirectionKeys, ct: &[u8], valid_mac: bool) -> Vec<u8> {
         let iv = [5u8; IV_LEN];
-        let mut tag = FrameMac::new(&keys.mac)
-            .start(SEALED_DOMAIN, 0, &[&iv, ct])
+        let mut tag = hmac_start(&hmac_key(&keys.mac.0), SEALED_DOMAIN, 0, &[&iv, ct])
             .finalize()
             .into_bytes();
         if !valid_mac {
@@ -465,13 +571,40 @@ mod tests {
     #[test]
     fn sign_roundtrip_and_layout() {
         let k = keys();
-        let mut out = Vec::new();
-        sign_frame(&k.c2s.mac, 42, br#"{"t":"msg","d":1}"#, &mut out);
-        let (seq, inner) = open_signed(&k.c2s.mac, &out).unwrap();
-        assert_eq!(seq, 42);
-        assert_eq!(inner, br#"{"t":"msg","d":1}"#);
-        // Wrong direction key fails.
-        assert_eq!(open_signed(&k.s2c.mac, &out), Err(ProtocolError::Integrity));
+        for alg in SignAlg::ALL {
+            let mut out = Vec::new();
+            sign_frame(alg, &k.c2s.mac, 42, br#"{"t":"msg","d":1}"#, &mut out);
+            let tag_b64 = base64::encoded_len(alg.tag_len(), true).unwrap();
+            assert_eq!(out.len(), 2 + 4 + 2 + 5 + tag_b64 + 6 + 17 + 1, "{alg}");
+            let (seq, inner) = open_signed(alg, &k.c2s.mac, &out).unwrap();
+            assert_eq!(seq, 42);
+            assert_eq!(inner, br#"{"t":"msg","d":1}"#);
+            // Wrong direction key, the other algorithm, another sequence
+            // number or a changed frame fail.
+            assert_eq!(
+                open_signed(alg, &k.s2c.mac, &out),
+                Err(ProtocolError::Integrity)
+            );
+            let other = SignAlg::ALL.into_iter().find(|a| *a != alg).unwrap();
+            assert_eq!(
+                open_signed(other, &k.c2s.mac, &out),
+                Err(ProtocolError::Integrity)
+            );
+            let moved = String::from_utf8(out.clone())
+                .unwrap()
+                .replacen("42", "43", 1);
+            assert_eq!(
+                open_signed(alg, &k.c2s.mac, moved.as_bytes()),
+                Err(ProtocolError::Integrity)
+            );
+            let changed = String::from_utf8(out.clone())
+                .unwrap()
+                .replace(r#""d":1"#, r#""d":2"#);
+            assert_eq!(
+                open_signed(alg, &k.c2s.mac, changed.as_bytes()),
+                Err(ProtocolError::Integrity)
+            );
+        }
     }
 
     #[test]

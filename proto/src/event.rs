@@ -189,8 +189,11 @@ pub struct Authenticated {
     pub connection_id: u64,
     /// Protocol version in use.
     pub version: u64,
-    /// Whether frames are signed (HMAC per frame).
+    /// Whether frames are signed (a MAC per frame; also `true` when
+    /// sealed).
     pub signing: bool,
+    /// The signing algorithm when frames are signed and not sealed.
+    pub sign_alg: Option<crate::SignAlg>,
     /// Whether frames are sealed (AES-256-CBC, encrypt-then-MAC).
     pub encryption: bool,
     /// The largest frame the peer accepts (its announced `max_frame`).
@@ -200,7 +203,8 @@ pub struct Authenticated {
 impl Authenticated {
     /// An upper bound on the encoded size of a message frame (the line,
     /// without `\n`) carrying a `body_len`-byte body on this link; exact
-    /// to within 20 bytes (the sequence number's digits). A body whose
+    /// to within 20 bytes (the sequence number's digits), 40 with
+    /// AES-256-GMAC signing (its tag is shorter). A body whose
     /// bound exceeds [`peer_max_frame`](Self::peer_max_frame) would be
     /// refused with `FrameTooLarge`.
     pub fn message_frame_bound(&self, body_len: usize) -> usize {

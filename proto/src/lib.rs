@@ -62,7 +62,7 @@ pub mod testing;
 
 pub use config::*;
 pub use connection::{
-    Connection, ConnectionParams, MAX_REASON_LEN, MIN_PEER_MAX_FRAME, SEAL_ALG, SIGN_ALG,
+    Connection, ConnectionParams, MAX_REASON_LEN, MAX_SIGN_ALGS, MIN_PEER_MAX_FRAME, SEAL_ALG,
     SUPPORTED_VERSIONS, Side, Stats,
 };
 pub use error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};

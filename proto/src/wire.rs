@@ -229,6 +229,30 @@ impl<'a> Envelope<'a> {
             .transpose()
     }
 
+    /// A required field that is a string or a list of at most `max`
+    /// strings (a string is a list of one).
+    pub(crate) fn str_or_list(&self, k: Key, max: usize) -> Result<Vec<String>, ProtocolError> {
+        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "missing",
+        })?;
+        if !r.get().starts_with('[') {
+            return Ok(vec![self.str(k)?.into_owned()]);
+        }
+        let list: Vec<String> =
+            serde_json::from_str(r.get()).map_err(|_| ProtocolError::InvalidField {
+                field: k.name(),
+                detail: "expected a string or a list of strings",
+            })?;
+        if list.len() > max {
+            return Err(ProtocolError::InvalidField {
+                field: k.name(),
+                detail: "too many entries",
+            });
+        }
+        Ok(list)
+    }
+
     /// A required non-negative integer that fits in 64 bits.
     pub(crate) fn u64(&self, k: Key) -> Result<u64, ProtocolError> {
         if let (Key::Id, Some(id)) = (k, self.known_id) {

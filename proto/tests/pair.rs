@@ -478,3 +478,161 @@ fn non_compact_payloads_cannot_break_framing() {
     p.drive();
     assert!(resolutions(&p.client)[0].1.is_ok());
 }
+
+/// Signing algorithm negotiation: the server picks the first of its list
+/// that the client offered, both sides report it, frames carry its tag,
+/// and an offer or choice outside the lists fails with `negotiation_failed`.
+#[test]
+fn h7_signing_algorithm_negotiation() {
+    use jsonlink_proto::SignAlg::{Aes256Gmac as Gmac, HmacSha256 as Hmac};
+    // (client list, server list, expected choice; None = negotiation_failed)
+    let cases: [(&[_], &[_], _); 6] = [
+        (&[Gmac, Hmac], &[Gmac, Hmac], Some(Gmac)),
+        (&[Hmac, Gmac], &[Gmac, Hmac], Some(Gmac)),
+        (&[Gmac, Hmac], &[Hmac, Gmac], Some(Hmac)),
+        (&[Hmac], &[Gmac, Hmac], Some(Hmac)),
+        (&[Gmac], &[Gmac], Some(Gmac)),
+        (&[Gmac], &[Hmac], None),
+    ];
+    for (client_algs, server_algs, want) in cases {
+        let case = format!("{client_algs:?} / {server_algs:?}");
+        let mut c = client_config(5);
+        c.signing = Policy::Required;
+        c.sign_algs = client_algs.to_vec();
+        let mut s = server_config(5);
+        s.sign_algs = server_algs.to_vec();
+        let mut p = Pair::new(Instant::now(), c, s, vec![2; 32], vec![2; 32]);
+        p.drive();
+        let Some(alg) = want else {
+            assert_eq!(
+                p.server.closed().map(CloseReason::code),
+                Some(CloseCode::NegotiationFailed),
+                "{case}"
+            );
+            assert_eq!(
+                p.client.closed().map(CloseReason::code),
+                Some(CloseCode::NegotiationFailed),
+                "{case}"
+            );
+            continue;
+        };
+        for peer in [&p.client, &p.server] {
+            let Some(Event::Authenticated(a)) = peer.events.first().cloned() else {
+                panic!("{case}: {:?}", peer.events)
+            };
+            assert_eq!(a.sign_alg, Some(alg), "{case}");
+        }
+        p.client.take_events();
+        p.server.take_events();
+        p.client.conn.send(&raw(r#"{"op":"x"}"#)).unwrap();
+        let mut wire = Vec::new();
+        p.client.conn.poll_transmit(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        let tag = wire
+            .split(r#""s":""#)
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap();
+        assert_eq!(
+            tag.len(),
+            if alg == Gmac { 24 } else { 44 },
+            "{case}: {wire}"
+        );
+        p.inject(Who::Server, wire.as_bytes());
+        assert_eq!(messages(&p.server), vec![r#"{"op":"x"}"#], "{case}");
+    }
+}
+
+/// The `sign_alg` offer on the wire: a string for one algorithm, a list
+/// for several; unknown names are skipped; too long a list or no known
+/// name fails; a challenge naming an algorithm the client did not offer
+/// fails on the client.
+#[test]
+fn h7_sign_alg_offer_forms_and_bad_choices() {
+    let hello_of = |algs: Vec<jsonlink_proto::SignAlg>| {
+        let mut c = client_config(6);
+        c.sign_algs = algs;
+        let mut p = Pair::new(Instant::now(), c, server_config(6), vec![], vec![]);
+        let mut hello = Vec::new();
+        p.client.conn.poll_transmit(&mut hello);
+        (p, String::from_utf8(hello).unwrap())
+    };
+    let (_, one) = hello_of(vec![jsonlink_proto::SignAlg::HmacSha256]);
+    assert!(one.contains(r#""sign_alg":"hmac-sha256","#), "{one}");
+    let (_, two) = hello_of(jsonlink_proto::SignAlg::ALL.to_vec());
+    assert!(
+        two.contains(r#""sign_alg":["aes-256-gmac","hmac-sha256"],"#),
+        "{two}"
+    );
+
+    // Unknown names are skipped; the known one is chosen. The client is
+    // preferred-signing so the server turns signing on.
+    let replace_offer = |offer: &str| {
+        let mut c = client_config(6);
+        c.signing = Policy::Preferred;
+        let mut p = Pair::new(Instant::now(), c, server_config(6), vec![], vec![]);
+        let mut hello = Vec::new();
+        p.client.conn.poll_transmit(&mut hello);
+        let h = String::from_utf8(hello)
+            .unwrap()
+            .replace(r#"["aes-256-gmac","hmac-sha256"]"#, offer);
+        p.inject(Who::Server, h.as_bytes());
+        p
+    };
+    let p = replace_offer(r#"["rot13","hmac-sha256"]"#);
+    assert!(p.server.closed().is_none(), "{:?}", p.server.closed());
+    let many = format!("[{}]", vec![r#""hmac-sha256""#; 17].join(","));
+    for (offer, code) in [
+        (r#"["rot13"]"#, CloseCode::NegotiationFailed),
+        (r#""rot13""#, CloseCode::NegotiationFailed),
+        ("[]", CloseCode::NegotiationFailed),
+        (r#"[1]"#, CloseCode::InvalidFrame),
+        ("7", CloseCode::InvalidFrame),
+        (many.as_str(), CloseCode::InvalidFrame),
+    ] {
+        let p = replace_offer(offer);
+        assert_eq!(
+            p.server.closed().map(CloseReason::code),
+            Some(code),
+            "{offer}"
+        );
+    }
+
+    // A challenge choosing an algorithm the client did not offer (a broken
+    // or hostile server): the client refuses before sending its proof.
+    let mut c = client_config(6);
+    c.signing = Policy::Required;
+    c.sign_algs = vec![jsonlink_proto::SignAlg::Aes256Gmac];
+    let mut p = Pair::new(Instant::now(), c, server_config(6), vec![], vec![]);
+    p.tamper(Who::Server, |b| {
+        let s = String::from_utf8(b.clone()).unwrap();
+        *b = s
+            .replace(
+                r#""sign_alg":"aes-256-gmac""#,
+                r#""sign_alg":"hmac-sha256""#,
+            )
+            .into_bytes();
+    });
+    p.drive();
+    assert!(matches!(
+        p.client.closed(),
+        Some(CloseReason::Protocol(
+            ProtocolError::NegotiationFailed { .. }
+        ))
+    ));
+    // A challenge with signing on and no algorithm is malformed.
+    let mut p = Pair::new(
+        Instant::now(),
+        client_config(6),
+        server_config(6),
+        vec![],
+        vec![],
+    );
+    p.client.conn.poll_transmit(&mut Vec::new());
+    let challenge = r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"s","designation":"d","conn":1,"max_frame":8388608,"sign":true,"seal":false}"#;
+    p.inject(Who::Client, format!("{challenge}\n").as_bytes());
+    assert_eq!(
+        p.client.closed().map(CloseReason::code),
+        Some(CloseCode::InvalidFrame)
+    );
+}

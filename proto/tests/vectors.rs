@@ -15,7 +15,7 @@ use jsonlink_proto::crypto::{self, SessionKeys};
 use jsonlink_proto::testing::{Pair, Who};
 use jsonlink_proto::{
     CloseCode, Config, Event, Identity, PeerRequestId, Policy, ProtocolError, RemoteError,
-    RequestError, RequestId, Secret,
+    RequestError, RequestId, Secret, SignAlg,
 };
 use serde_json::value::RawValue;
 
@@ -30,7 +30,7 @@ const CHANNEL_BINDING: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b
 /// Client nonce = bytes 0x00..=0x1f.
 const HELLO: &str = r#"{"t":"hello","versions":[1],"nonce":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","node":"node-c1","designation":"vector-client","max_frame":8388608,"sign":"required","sign_alg":"hmac-sha256","seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256"}"#;
 /// Server nonce = bytes 0x20..=0x3f.
-const CHALLENGE: &str = r#"{"t":"challenge","version":1,"nonce":"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=","node":"node-s1","designation":"vector-server","conn":42,"max_frame":8388608,"sign":true,"seal":false}"#;
+const CHALLENGE: &str = r#"{"t":"challenge","version":1,"nonce":"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=","node":"node-s1","designation":"vector-server","conn":42,"max_frame":8388608,"sign":true,"sign_alg":"hmac-sha256","seal":false}"#;
 const SIGNED_SEQ: &str = "0";
 const SIGNED_INNER: &str = r#"{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}"#;
 const SEALED_SEQ: &str = "3";
@@ -39,17 +39,19 @@ const SEALED_INNER: &str = r#"{"t":"res","id":1,"d":5}"#;
 
 // ----------------------------------------------------------- outputs
 
-const TRANSCRIPT_HASH: &str = "d5d4053c78850403d2ca98e0cbc049961b4b725d70de73fa4acc5c1b0dbb94de";
-const CLIENT_PROOF: &str = "de27b5c9a5fec1a4077cf6d4875976ee49764952b47dba2c9f7517398a773fe8";
-const CLIENT_PROOF_B64: &str = "3ie1yaX+waQHfPbUh1l27kl2SVK0fbosn3UXOYp3P+g=";
-const SERVER_PROOF: &str = "35c98978b21c604fe30ca3f29fd0ae51b0fafc9270f6cf21ac4b2ef4b45a05f9";
-const SERVER_PROOF_B64: &str = "NcmJeLIcYE/jDKPyn9CuUbD6/JJw9s8hrEsu9LRaBfk=";
-const C2S_MAC: &str = "559f786f0df34e666f32c70683204e081bbc1b7495f8ac5803829ed3c291f974";
-const C2S_ENC: &str = "def547e8812df7e51ae22183b6a52ca0c6b3ad3651c946185dffcf733005f332";
-const S2C_MAC: &str = "f371f1a289b288c4e77a1f00ae83c9dacb4033aa903c2814659a817f5fc86606";
-const S2C_ENC: &str = "f71ed3309a6b721fefaf29093360f08ef20c7285d3c948694b441d53a195beda";
-const SIGNED_LINE: &str = r#"{"q":0,"s":"IDOK5eNpOLnFOFQgpi7HnU2KOP9j2VMqI5OxZXHBCHY=","f":{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}}"#;
-const SEALED_LINE: &str = r#"{"q":3,"iv":"8PHy8/T19vf4+fr7/P3+/w==","s":"ZAOTdGtlLvCmXQm2Fpn0OfyBsSx7rq2fy5Yf0FyGeb4=","c":"wiIKvu6O41CBDmI1/bcD7mLL0+zMKvg6peBtFEbNVqU="}"#;
+const TRANSCRIPT_HASH: &str = "90847b41d4a756a961c24d60395fb6ec31505f16aa59cc3c89f4c2d2ca789ce4";
+const CLIENT_PROOF: &str = "6a9b47caa40cd7a4715df9b267ea5b97cd39ae3d48209f5f68d51058a1107515";
+const CLIENT_PROOF_B64: &str = "aptHyqQM16RxXfmyZ+pbl805rj1IIJ9faNUQWKEQdRU=";
+const SERVER_PROOF: &str = "55171bb4518cc513a92c8246132fd3b0660f3e732ff5810365c02904c833ff94";
+const SERVER_PROOF_B64: &str = "VRcbtFGMxROpLIJGEy/TsGYPPnMv9YEDZcApBMgz/5Q=";
+const C2S_MAC: &str = "5fafb9135572ad2363c611e79fb6129f0e771d485f7c000486b2904baff73817";
+const C2S_ENC: &str = "9cf18d40a006911ea5d44bdd308d4265b129de3b1179532e274111a6097aafac";
+const S2C_MAC: &str = "ac9f912e1c94083f31e40a828271b565fc40656acdf66e302e9ccff91521a52f";
+const S2C_ENC: &str = "f3f0f1e9583b2d8fb6415e207decb5c2051c3b63b4f2079161f5fa926350c452";
+const SIGNED_LINE: &str = r#"{"q":0,"s":"41Fakmvm9+EsplkTwaLw7mKF+pZaHlJ66njC2P915kM=","f":{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}}"#;
+const SIGNED_GMAC_LINE: &str =
+    r#"{"q":0,"s":"w6alj9s9VHT03FIYqAqhSA==","f":{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}}"#;
+const SEALED_LINE: &str = r#"{"q":3,"iv":"8PHy8/T19vf4+fr7/P3+/w==","s":"AolKd1x3aP6uB3bBOvVqPHooXsmzJiS+F3E1LfENx6c=","c":"WABKy0bDZPGqC+xexObIFA+1QQbbYOy6Dz91VSANegk="}"#;
 
 // ------------------------------------------------ full signed session
 
@@ -57,23 +59,23 @@ const SESSION_CLIENT_SEED: &str =
     "0101010101010101010101010101010101010101010101010101010101010101";
 const SESSION_SERVER_SEED: &str =
     "0202020202020202020202020202020202020202020202020202020202020202";
-const SESSION_HELLO: &str = r#"{"t":"hello","versions":[1],"nonce":"Aj83IDokdsQlZqYcxVw8qHXbtMxBwN63ifjnv4gYNjg=","node":"node-c1","designation":"vector-client","max_frame":8388608,"sign":"required","sign_alg":"hmac-sha256","seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256"}"#;
-const SESSION_CHALLENGE: &str = r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"node-s1","designation":"vector-server","conn":7,"max_frame":8388608,"sign":true,"seal":false}"#;
-const SESSION_AUTH: &str = r#"{"t":"auth","proof":"l/A4R8Z4iKk2+D2eDdyuSZk5BVP4B9id7vBKQ7XpNfg="}"#;
-const SESSION_OK: &str = r#"{"t":"ok","proof":"UBNlf2h9hgU41GqxqJItvloTnr9ESPgIplbD57Omfus="}"#;
+const SESSION_HELLO: &str = r#"{"t":"hello","versions":[1],"nonce":"Aj83IDokdsQlZqYcxVw8qHXbtMxBwN63ifjnv4gYNjg=","node":"node-c1","designation":"vector-client","max_frame":8388608,"sign":"required","sign_alg":["aes-256-gmac","hmac-sha256"],"seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256"}"#;
+const SESSION_CHALLENGE: &str = r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"node-s1","designation":"vector-server","conn":7,"max_frame":8388608,"sign":true,"sign_alg":"aes-256-gmac","seal":false}"#;
+const SESSION_AUTH: &str = r#"{"t":"auth","proof":"NFs9QS9EF519dIVI0ls/alSgg/+mIG21wAlXjeMVvAU="}"#;
+const SESSION_OK: &str = r#"{"t":"ok","proof":"d33+fhJ6KixlG5N7obuaLZ9PKnAPBSpoU2SRVP4RBpM="}"#;
 const SESSION_TRANSCRIPT_HASH: &str =
-    "90fa979f0d918704bf8129536e9c40d821909b4cdca1dfd70a6c80cf195be921";
+    "b1ad3e48c45364223e7811ac9aac4ae192cc45984ec724dafdab2bdf9f6b839f";
 /// Everything the client wrote after `auth`, in order (c2s sequence 0, 1, …).
 const SESSION_C2S: [&str; 4] = [
-    r#"{"q":0,"s":"8o7vzlvKOe5vXb9U22kTG3lzwb/SKffEZMY09cjFGGQ=","f":{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}}"#,
-    r#"{"q":1,"s":"Vt2Vpx1RUxSNpVVfkJO0riGaCJkrJqFfPD2HotM40cA=","f":{"t":"msg","d":{"op":"log","text":"hi"}}}"#,
-    r#"{"q":2,"s":"r9VfPylsLxJeF8reL+oz1ApFxI0TkTuy4343VV1q2KE=","f":{"t":"ping"}}"#,
-    r#"{"q":3,"s":"s/Zdjzy/Yg63ke1YCMQTxm+cMMPFapdJtPHGxhmjR8s=","f":{"t":"close","code":"normal","reason":"bye"}}"#,
+    r#"{"q":0,"s":"IMV36iVpv6NrT0SrHjDSvQ==","f":{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}}"#,
+    r#"{"q":1,"s":"0eM9Qf53wdYdZVFDS/oiFA==","f":{"t":"msg","d":{"op":"log","text":"hi"}}}"#,
+    r#"{"q":2,"s":"3Vw5P4PMcbOpiwiMbXi34w==","f":{"t":"ping"}}"#,
+    r#"{"q":3,"s":"8vT11HKhvd86bZ90758ltA==","f":{"t":"close","code":"normal","reason":"bye"}}"#,
 ];
 /// Everything the server wrote after `ok`, in order (s2c sequence 0, 1, …).
 const SESSION_S2C: [&str; 2] = [
-    r#"{"q":0,"s":"FxQtR0RYLDOvrOugFtiruW9aOM2NxeFovPbf3Kc1W/I=","f":{"t":"res","id":1,"d":5}}"#,
-    r#"{"q":1,"s":"Ktvxbr3lbYOrJmeFBTRCQkfNn76vIQL8+71T2pCHy4Y=","f":{"t":"pong"}}"#,
+    r#"{"q":0,"s":"FdRi1DTNmwP5pZY2KEVkNA==","f":{"t":"res","id":1,"d":5}}"#,
+    r#"{"q":1,"s":"S3+Q3CHrOkX0M35tiR6ZKg==","f":{"t":"pong"}}"#,
 ];
 
 /// Every vector by the name it has in PROTOCOL.md.
@@ -95,6 +97,7 @@ fn vectors() -> Vec<(String, &'static str)> {
         ("signed.seq", SIGNED_SEQ),
         ("signed.inner", SIGNED_INNER),
         ("signed.line", SIGNED_LINE),
+        ("signed_gmac.line", SIGNED_GMAC_LINE),
         ("sealed.seq", SEALED_SEQ),
         ("sealed.iv", SEALED_IV),
         ("sealed.inner", SEALED_INNER),
@@ -232,30 +235,48 @@ fn signed_frame() {
     let th = hex32(TRANSCRIPT_HASH);
     let keys = SessionKeys::derive(&secret(), &th);
     let seq: u64 = SIGNED_SEQ.parse().unwrap();
-    let mut line = Vec::new();
-    crypto::sign_frame(&keys.c2s.mac, seq, SIGNED_INNER.as_bytes(), &mut line);
-    assert_eq!(std::str::from_utf8(&line).unwrap(), SIGNED_LINE);
+    for (alg, want) in [
+        (SignAlg::HmacSha256, SIGNED_LINE),
+        (SignAlg::Aes256Gmac, SIGNED_GMAC_LINE),
+    ] {
+        let mut line = Vec::new();
+        crypto::sign_frame(alg, &keys.c2s.mac, seq, SIGNED_INNER.as_bytes(), &mut line);
+        assert_eq!(std::str::from_utf8(&line).unwrap(), want, "{alg}");
 
-    let (got_seq, inner) = crypto::open_signed(&keys.c2s.mac, SIGNED_LINE.as_bytes()).unwrap();
-    assert_eq!((got_seq, inner), (seq, SIGNED_INNER.as_bytes()));
-    // The other direction's key, a changed sequence number, a changed
-    // payload byte, or added whitespace all fail with one error.
+        let (got_seq, inner) = crypto::open_signed(alg, &keys.c2s.mac, want.as_bytes()).unwrap();
+        assert_eq!((got_seq, inner), (seq, SIGNED_INNER.as_bytes()));
+        // The other direction's key, a changed sequence number, a changed
+        // payload byte, or added whitespace all fail with one error.
+        assert_eq!(
+            crypto::open_signed(alg, &keys.s2c.mac, want.as_bytes()),
+            Err(ProtocolError::Integrity)
+        );
+        for bad in [
+            want.replacen(r#""q":0"#, r#""q":1"#, 1),
+            want.replacen(r#""a":2"#, r#""a":4"#, 1),
+            want.replacen(r#""q":0"#, r#""q": 0"#, 1),
+            want.replacen(r#"{"q":0,"s":"#, r#"{"s":"#, 1),
+        ] {
+            assert_eq!(
+                crypto::open_signed(alg, &keys.c2s.mac, bad.as_bytes()),
+                Err(ProtocolError::Integrity),
+                "{alg}: {bad}"
+            );
+        }
+    }
+    // A tag of one algorithm never verifies under the other.
     assert_eq!(
-        crypto::open_signed(&keys.s2c.mac, SIGNED_LINE.as_bytes()),
+        crypto::open_signed(SignAlg::Aes256Gmac, &keys.c2s.mac, SIGNED_LINE.as_bytes()),
         Err(ProtocolError::Integrity)
     );
-    for bad in [
-        SIGNED_LINE.replacen(r#""q":0"#, r#""q":1"#, 1),
-        SIGNED_LINE.replacen(r#""a":2"#, r#""a":4"#, 1),
-        SIGNED_LINE.replacen(r#""q":0"#, r#""q": 0"#, 1),
-        SIGNED_LINE.replacen(r#"{"q":0,"s":"#, r#"{"s":"#, 1),
-    ] {
-        assert_eq!(
-            crypto::open_signed(&keys.c2s.mac, bad.as_bytes()),
-            Err(ProtocolError::Integrity),
-            "{bad}"
-        );
-    }
+    assert_eq!(
+        crypto::open_signed(
+            SignAlg::HmacSha256,
+            &keys.c2s.mac,
+            SIGNED_GMAC_LINE.as_bytes()
+        ),
+        Err(ProtocolError::Integrity)
+    );
 }
 
 #[test]
@@ -311,6 +332,7 @@ fn full_signed_session() {
             panic!("{:?}", peer.events)
         };
         assert!(a.signing && !a.encryption);
+        assert_eq!(a.sign_alg, Some(SignAlg::Aes256Gmac));
         assert_eq!(a.connection_id, 7);
     }
 
@@ -367,7 +389,7 @@ fn full_signed_session() {
         ("s2c", &keys.s2c.mac, &SESSION_S2C[..]),
     ] {
         for (i, line) in frames.iter().enumerate() {
-            let (seq, _) = crypto::open_signed(key, line.as_bytes())
+            let (seq, _) = crypto::open_signed(SignAlg::Aes256Gmac, key, line.as_bytes())
                 .unwrap_or_else(|e| panic!("{dir} frame {i}: {e}"));
             assert_eq!(seq, i as u64, "{dir} frame {i}");
         }

@@ -3,8 +3,9 @@
 
 Reads the ``name = value`` lines of the ```text blocks in PROTOCOL.md's
 "Test vectors" section and recomputes every derived value from the inputs
-with hashlib/hmac/base64 and a small AES-256 written here (self-tested
-against FIPS-197), without using any jsonlink code.
+with hashlib/hmac/base64 and a small AES-256 and GHASH written here
+(self-tested against FIPS-197 and the GCM specification's test vectors),
+without using any jsonlink code.
 
 Run from anywhere:
 
@@ -136,10 +137,41 @@ def aes256_cbc_pkcs7_encrypt(key, iv, plaintext):
     return out
 
 
+def _gf128_mul(x, y):
+    """Multiplication in GCM's GF(2^128) (SP 800-38D algorithm 1), on
+    128-bit integers read big-endian from the blocks."""
+    r = 0xE1 << 120
+    z, v = 0, y
+    for i in range(127, -1, -1):
+        if (x >> i) & 1:
+            z ^= v
+        v = (v >> 1) ^ r if v & 1 else v >> 1
+    return z
+
+
+def aes256_gmac(key, iv12, aad):
+    """AES-256-GCM's tag over `aad` with an empty plaintext (GMAC)."""
+    rk = _expand_key_256(key)
+    h = int.from_bytes(_encrypt_block(rk, bytes(16)), "big")
+    y = 0
+    padded = aad + bytes(-len(aad) % 16)
+    for i in range(0, len(padded), 16):
+        y = _gf128_mul(y ^ int.from_bytes(padded[i:i + 16], "big"), h)
+    y = _gf128_mul(y ^ ((len(aad) * 8) << 64), h)
+    j0 = iv12 + b"\x00\x00\x00\x01"
+    return (y ^ int.from_bytes(_encrypt_block(rk, j0), "big")).to_bytes(16, "big")
+
+
 # FIPS-197 appendix C.3 (AES-256), so a bug in the AES above cannot hide.
 assert _encrypt_block(
     _expand_key_256(bytes(range(32))), bytes.fromhex("00112233445566778899aabbccddeeff")
 ).hex() == "8ea2b7ca516745bfeafc49904b496089"
+# GCM test case 13 (AES-256, zero key, zero IV, empty plaintext, no AAD).
+assert aes256_gmac(bytes(32), bytes(12), b"").hex() == "530f8afbc74536b9a963b4f1c4cb738b"
+# With a key, an IV and 40 bytes of AAD (three GHASH blocks, one partial),
+# as computed by OpenSSL 3 through pyca/cryptography's AESGCM.
+assert aes256_gmac(bytes(range(32)), bytes(range(12)), bytes(range(40))).hex() == \
+    "e233d5beb911fb5ddcca2a575815a0a7"
 
 
 # ------------------------------------------------- jsonlink formulas
@@ -178,8 +210,13 @@ def b64(b):
     return base64.b64encode(b).decode()
 
 
-def signed_line(mac_key, seq, inner):
-    tag = hmac.new(mac_key, b"\x01" + struct.pack(">Q", seq) + inner, hashlib.sha256).digest()
+def signed_line(mac_key, seq, inner, alg="hmac-sha256"):
+    if alg == "hmac-sha256":
+        tag = hmac.new(mac_key, b"\x01" + struct.pack(">Q", seq) + inner, hashlib.sha256).digest()
+    elif alg == "aes-256-gmac":
+        tag = aes256_gmac(mac_key, b"\x01\x00\x00\x00" + struct.pack(">Q", seq), inner)
+    else:
+        raise SystemExit(f"unknown signing algorithm {alg}")
     return '{"q":%d,"s":"%s","f":%s}' % (seq, b64(tag), inner.decode())
 
 
@@ -225,6 +262,8 @@ def main():
         check("key." + name, key.hex())
 
     check("signed.line", signed_line(keys["c2s.mac"], int(v["signed.seq"]), v["signed.inner"].encode()))
+    check("signed_gmac.line", signed_line(keys["c2s.mac"], int(v["signed.seq"]),
+                                          v["signed.inner"].encode(), "aes-256-gmac"))
     check("sealed.line", sealed_line(keys["s2c.mac"], keys["s2c.enc"], int(v["sealed.seq"]),
                                      bytes.fromhex(v["sealed.iv"]), v["sealed.inner"].encode()))
 
@@ -235,14 +274,19 @@ def main():
     check("session.auth", '{"t":"auth","proof":"%s"}' % b64(proof(secret, b"jsonlink/1 client proof", sth)))
     check("session.ok", '{"t":"ok","proof":"%s"}' % b64(proof(secret, b"jsonlink/1 server proof", sth)))
     skeys = session_keys(secret, sth)
+    # The algorithm the server chose, one the client offered.
+    alg = json.loads(v["session.challenge"])["sign_alg"]
+    offered = json.loads(v["session.hello"])["sign_alg"]
+    assert alg in (offered if isinstance(offered, list) else [offered]), (alg, offered)
+    tag_b64 = {"hmac-sha256": 44, "aes-256-gmac": 24}[alg]
     for d in ("c2s", "s2c"):
         i = 0
         while f"session.{d}.{i}" in v:
             line = v[f"session.{d}.{i}"]
             prefix = '{"q":%d,"s":"' % i
             assert line.startswith(prefix) and line.endswith("}"), line
-            inner = line[len(prefix) + 44 + len('","f":'):-1].encode()
-            check(f"session.{d}.{i}", signed_line(skeys[f"{d}.mac"], i, inner))
+            inner = line[len(prefix) + tag_b64 + len('","f":'):-1].encode()
+            check(f"session.{d}.{i}", signed_line(skeys[f"{d}.mac"], i, inner, alg))
             json.loads(inner)
             i += 1
         assert i > 0, d

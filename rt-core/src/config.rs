@@ -188,6 +188,17 @@ macro_rules! proto_setters {
             self
         }
 
+        /// Signing algorithms accepted, in order of preference (see
+        /// [`jsonlink_proto::Config::sign_algs`]; default AES-256-GMAC,
+        /// then HMAC-SHA256).
+        pub fn sign_algs(
+            mut self,
+            algs: impl IntoIterator<Item = jsonlink_proto::SignAlg>,
+        ) -> Self {
+            self.config.sign_algs = algs.into_iter().collect();
+            self
+        }
+
         /// Edits the whole protocol configuration.
         pub fn proto_config(mut self, f: impl FnOnce(&mut jsonlink_proto::Config)) -> Self {
             f(&mut self.config);

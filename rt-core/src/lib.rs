@@ -107,7 +107,7 @@ pub use error::Error;
 pub use event::{Event, EventKind, Stats};
 pub use jsonlink_proto::{
     Authenticated, CloseCode, CloseReason, Identity, Keepalive, Op, Payload, PeerRequestId, Policy,
-    RemoteError, Secret, SecretError,
+    RemoteError, Secret, SecretError, SignAlg,
 };
 pub use link::Link;
 pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};
