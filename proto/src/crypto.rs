@@ -369,22 +369,25 @@ pub fn open_signed_with<'a>(
     mac: &FrameMac,
     line: &'a [u8],
 ) -> Result<(u64, &'a [u8]), ProtocolError> {
+    // The error is built only on failure (this runs once per frame).
+    match parse_signed(mac, line) {
+        Some(ok) => Ok(ok),
+        None => Err(ProtocolError::Integrity),
+    }
+}
+
+fn parse_signed<'a>(mac: &FrameMac, line: &'a [u8]) -> Option<(u64, &'a [u8])> {
     let mut c = Cursor(line);
     c.lit(b"{\"q\":")?;
     let seq = c.u64()?;
     c.lit(b",\"s\":\"")?;
     let tag = c.take(mac.tag_b64_len())?;
     c.lit(b"\",\"f\":")?;
-    let inner = c.0.strip_suffix(b"}").ok_or(ProtocolError::Integrity)?;
+    let inner = c.0.strip_suffix(b"}")?;
     let mut buf = [0u8; 48];
-    let n = B64
-        .decode_slice(tag, &mut buf)
-        .map_err(|_| ProtocolError::Integrity)?;
-    let tag = buf.get(..n).ok_or(ProtocolError::Integrity)?;
-    if !mac.verify(seq, inner, tag) {
-        return Err(ProtocolError::Integrity);
-    }
-    Ok((seq, inner))
+    let n = B64.decode_slice(tag, &mut buf).ok()?;
+    let tag = buf.get(..n)?;
+    mac.verify(seq, inner, tag).then_some((seq, inner))
 }
 
 /// Verifies then decrypts a sealed line; returns `(seq, plaintext)`.
@@ -398,6 +401,13 @@ pub(crate) fn open_sealed_with(
     sealer: &Sealer,
     line: &[u8],
 ) -> Result<(u64, Vec<u8>), ProtocolError> {
+    match parse_sealed(sealer, line) {
+        Some(ok) => Ok(ok),
+        None => Err(ProtocolError::Integrity),
+    }
+}
+
+fn parse_sealed(sealer: &Sealer, line: &[u8]) -> Option<(u64, Vec<u8>)> {
     let mut c = Cursor(line);
     c.lit(b"{\"q\":")?;
     let seq = c.u64()?;
@@ -406,39 +416,33 @@ pub(crate) fn open_sealed_with(
     c.lit(b"\",\"s\":\"")?;
     let tag = c.take(TAG_B64_LEN)?;
     c.lit(b"\",\"c\":\"")?;
-    let ct = c.0.strip_suffix(b"\"}").ok_or(ProtocolError::Integrity)?;
+    let ct = c.0.strip_suffix(b"\"}")?;
     let iv: [u8; IV_LEN] = decode_fixed(iv)?;
     let tag: [u8; TAG_LEN] = decode_fixed(tag)?;
-    let mut buf = decode_b64(ct)?;
+    let mut buf = B64.decode(ct).ok()?;
     hmac_start(&sealer.mac, SEALED_DOMAIN, seq, &[&iv, &buf])
         .verify_slice(&tag)
-        .map_err(|_| ProtocolError::Integrity)?;
+        .ok()?;
     #[cfg(test)]
     tests::DECRYPTS.with(|c| c.set(c.get() + 1));
     let n = Aes256CbcDec::inner_iv_init(sealer.aes.clone(), &iv.into())
         .decrypt_padded::<Pkcs7>(&mut buf)
-        .map_err(|_| ProtocolError::Integrity)?
+        .ok()?
         .len();
     buf.truncate(n);
-    Ok((seq, buf))
+    Some((seq, buf))
 }
 
 /// Decodes base64 into exactly `N` bytes, without allocating.
-fn decode_fixed<const N: usize>(text: &[u8]) -> Result<[u8; N], ProtocolError> {
+fn decode_fixed<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     let mut buf = [0u8; 48];
-    let n = B64
-        .decode_slice(text, &mut buf)
-        .map_err(|_| ProtocolError::Integrity)?;
+    let n = B64.decode_slice(text, &mut buf).ok()?;
     if n != N {
-        return Err(ProtocolError::Integrity);
+        return None;
     }
     let mut out = [0u8; N];
-    out.copy_from_slice(buf.get(..N).ok_or(ProtocolError::Integrity)?);
-    Ok(out)
-}
-
-fn decode_b64(text: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    B64.decode(text).map_err(|_| ProtocolError::Integrity)
+    out.copy_from_slice(buf.get(..N)?);
+    Some(out)
 }
 
 pub(crate) fn push_b64(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -474,36 +478,33 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
-    fn lit(&mut self, l: &[u8]) -> Result<(), ProtocolError> {
-        self.0 = self.0.strip_prefix(l).ok_or(ProtocolError::Integrity)?;
-        Ok(())
+    fn lit(&mut self, l: &[u8]) -> Option<()> {
+        self.0 = self.0.strip_prefix(l)?;
+        Some(())
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
-            return Err(ProtocolError::Integrity);
+            return None;
         }
         let (a, b) = self.0.split_at(n);
         self.0 = b;
-        Ok(a)
+        Some(a)
     }
 
     /// A decimal u64 without sign, leading zeros or overflow.
-    fn u64(&mut self) -> Result<u64, ProtocolError> {
+    fn u64(&mut self) -> Option<u64> {
         let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
         let (d, rest) = self.0.split_at(digits);
         if d.is_empty() || (d.len() > 1 && d.first() == Some(&b'0')) {
-            return Err(ProtocolError::Integrity);
+            return None;
         }
         let mut v: u64 = 0;
         for b in d {
-            v = v
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(b - b'0')))
-                .ok_or(ProtocolError::Integrity)?;
+            v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
         }
         self.0 = rest;
-        Ok(v)
+        Some(v)
     }
 }
 
@@ -619,7 +620,7 @@ mod tests {
     #[test]
     fn u64_parsing_is_strict() {
         for bad in [&b"01"[..], b"", b"18446744073709551616", b"-1"] {
-            assert!(Cursor(bad).u64().is_err(), "{bad:?}");
+            assert!(Cursor(bad).u64().is_none(), "{bad:?}");
         }
         assert_eq!(Cursor(b"18446744073709551615").u64().unwrap(), u64::MAX);
     }
