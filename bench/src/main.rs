@@ -70,14 +70,29 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             if stack == "api" {
                 return rt.block_on(|r| async move {
-                    if server {
-                        api::server(r, m, mode, &o).await.map_err(|e| e.to_string())
-                    } else {
-                        let v = api::client(r, m, mode, o)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        println!("{v}");
-                        Ok(())
+                    // The application runs as a spawned task, as it would in
+                    // a server built on tokio: on a current-thread runtime,
+                    // each wake of the `block_on` future by a link's driver
+                    // costs an extra I/O poll (`epoll_wait`) per hand-off,
+                    // which a spawned task does not (BENCHMARKS.md).
+                    let (tx, rx) = async_channel::bounded(1);
+                    let app = r.clone();
+                    r.spawn(Box::pin(async move {
+                        let out = if server {
+                            api::server(app, m, mode, &o).await.map(|()| None)
+                        } else {
+                            api::client(app, m, mode, o).await.map(Some)
+                        };
+                        let _ = tx.send(out.map_err(|e| e.to_string())).await;
+                    }));
+                    match rx.recv().await {
+                        Ok(Ok(Some(v))) => {
+                            println!("{v}");
+                            Ok(())
+                        }
+                        Ok(Ok(None)) => Ok(()),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err("the benchmark task ended without a result".to_owned()),
                     }
                 });
             }
