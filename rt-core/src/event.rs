@@ -222,7 +222,13 @@ impl EventStream {
     }
 
     pub(crate) async fn next(&self) -> Option<Event> {
-        self.rx.as_ref()?.recv().await.ok()
+        let rx = self.rx.as_ref()?;
+        // Under load an event is usually waiting: take it without setting
+        // up a wait.
+        match rx.try_recv() {
+            Ok(ev) => Some(ev),
+            Err(_) => rx.recv().await.ok(),
+        }
     }
 
     pub(crate) fn try_next(&self) -> Option<Event> {
