@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use jsonlink_proto::{Op, Payload, PeerRequestId, RemoteError};
@@ -172,7 +173,15 @@ struct Handlers {
 /// everything else goes to the event stream.
 #[derive(Clone, Default)]
 pub struct Router {
-    inner: Arc<RwLock<Handlers>>,
+    inner: Arc<RouterInner>,
+}
+
+#[derive(Default)]
+struct RouterInner {
+    handlers: RwLock<Handlers>,
+    /// Whether any handler is registered: a router without handlers (every
+    /// event to the stream) then costs a link no lock per frame.
+    any: AtomicBool,
 }
 
 impl fmt::Debug for Router {
@@ -196,11 +205,27 @@ impl Router {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Handlers> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    /// Edits the handlers, then publishes whether any remain.
+    fn edit<R>(&self, f: impl FnOnce(&mut Handlers) -> R) -> R {
+        let mut h = self
+            .inner
+            .handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let r = f(&mut h);
+        let any = !h.messages.is_empty() || !h.requests.is_empty();
+        self.inner.any.store(any, Ordering::Release);
+        r
+    }
+
+    fn any(&self) -> bool {
+        self.inner.any.load(Ordering::Acquire)
     }
 
     /// Handles messages with this `op` (replacing any previous handler).
@@ -210,7 +235,7 @@ impl Router {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
-        self.write().messages.insert(op.into(), f);
+        self.edit(|h| h.messages.insert(op.into(), f));
         self
     }
 
@@ -222,7 +247,7 @@ impl Router {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let f: Arc<RequestFn> = Arc::new(move |r| Box::pin(handler(r)));
-        self.write().requests.insert(op.into(), f);
+        self.edit(|h| h.requests.insert(op.into(), f));
         self
     }
 
@@ -264,19 +289,25 @@ impl Router {
 
     /// Removes the message handler for `op`; whether there was one.
     pub fn remove_message(&self, op: &str) -> bool {
-        self.write().messages.remove(op).is_some()
+        self.edit(|h| h.messages.remove(op).is_some())
     }
 
     /// Removes the request handler for `op`; whether there was one.
     pub fn remove_request(&self, op: &str) -> bool {
-        self.write().requests.remove(op).is_some()
+        self.edit(|h| h.requests.remove(op).is_some())
     }
 
     pub(crate) fn message_handler(&self, op: &str) -> Option<Arc<MessageFn>> {
+        if !self.any() {
+            return None;
+        }
         self.read().messages.get(op).cloned()
     }
 
     pub(crate) fn request_handler(&self, op: &str) -> Option<Arc<RequestFn>> {
+        if !self.any() {
+            return None;
+        }
         self.read().requests.get(op).cloned()
     }
 }
@@ -357,5 +388,29 @@ impl Gauge {
             }
             listener.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_follow_registration_and_removal() {
+        let r = Router::new();
+        assert!(r.message_handler("a").is_none() && r.request_handler("a").is_none());
+        let shared = r.clone();
+        shared.on_message("a", |_m| async {});
+        // Clones share the table (and its "any handler" flag).
+        assert!(r.message_handler("a").is_some());
+        assert!(r.message_handler("b").is_none() && r.request_handler("a").is_none());
+        r.on_request("q", |_r| async {});
+        assert!(r.remove_message("a"));
+        assert!(!r.remove_message("a"));
+        assert!(r.message_handler("a").is_none());
+        assert!(r.request_handler("q").is_some());
+        assert!(r.remove_request("q"));
+        assert!(r.request_handler("q").is_none());
+        assert!(!r.any());
     }
 }

@@ -231,6 +231,31 @@ impl EventStream {
         }
     }
 
+    /// Waits for one event, then moves it and up to `max - 1` more that
+    /// are already waiting into `out`; how many (0: the stream ended).
+    pub(crate) async fn next_many(&self, out: &mut Vec<Event>, max: usize) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        let Some(first) = self.next().await else {
+            return 0;
+        };
+        out.push(first);
+        let mut n = 1;
+        if let Some(rx) = self.rx.as_ref() {
+            while n < max {
+                match rx.try_recv() {
+                    Ok(ev) => {
+                        out.push(ev);
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        n
+    }
+
     pub(crate) fn try_next(&self) -> Option<Event> {
         self.rx.as_ref()?.try_recv().ok()
     }

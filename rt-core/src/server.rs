@@ -560,6 +560,15 @@ impl Server {
         self.inner.events.next().await
     }
 
+    /// Waits for the next event, then moves it and up to `max - 1` more
+    /// that are already waiting into `out` (appended); returns how many, 0
+    /// when the event stream is off or has ended. For consumers of many
+    /// events: one wait per batch instead of one per event, as tokio's
+    /// `mpsc::Receiver::recv_many`.
+    pub async fn next_events(&self, out: &mut Vec<Event>, max: usize) -> usize {
+        self.inner.events.next_many(out, max).await
+    }
+
     /// The next event if one is waiting.
     pub fn try_next_event(&self) -> Option<Event> {
         self.inner.events.try_next()

@@ -192,6 +192,26 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         other => panic!("{other:?}"),
     }
 
+    // Several at once: `next_events` takes a batch, in order, at most `max`.
+    for n in 0..5 {
+        server.send(link.id(), &json!([n])).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let before = got.len();
+        let n = client.next_events(&mut got, 3).await;
+        assert!((1..=3).contains(&n) && got.len() == before + n, "{n}");
+    }
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|e| match e {
+            Event::Message(m) => m.body.get().to_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(bodies, ["[0]", "[1]", "[2]", "[3]", "[4]"]);
+    assert_eq!(client.next_events(&mut got, 0).await, 0);
+
     let stats = server.stats();
     assert_eq!(stats.connections, 1);
     assert_eq!(stats.messages_in, 1);
