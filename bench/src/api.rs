@@ -35,9 +35,13 @@ pub(crate) async fn server(
     let (sign, seal) = mode.policies();
     let mut lo = LinkOptions::default();
     lo.unhandled_ops_to_events = true;
-    // Experiment knob (not used by `all`): the per-link command bound.
+    // Experiment knobs (not used by `all`): the per-link command bound and
+    // the event stream's capacity.
     if let Some(n) = o.get("command-capacity").and_then(|v| v.parse().ok()) {
         lo.command_capacity = n;
+    }
+    if let Some(n) = o.get("event-capacity").and_then(|v| v.parse().ok()) {
+        lo.event_capacity = n;
     }
     let mut builder = Server::builder(
         rt,
