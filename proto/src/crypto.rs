@@ -190,7 +190,7 @@ impl FrameMac {
             SignAlg::Aes256Gmac => Self(Keyed::Gmac(Box::new(<Aes256Gcm as KeyInit>::new(
                 &key.0.into(),
             )))),
-            _ => Self(Keyed::Hmac(hmac_key(&key.0))),
+            SignAlg::HmacSha256 => Self(Keyed::Hmac(hmac_key(&key.0))),
         }
     }
 
