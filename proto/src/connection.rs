@@ -153,8 +153,7 @@ struct Handshake {
     hello: Vec<u8>,
     transcript: [u8; 32],
     version: u64,
-    signing: bool,
-    /// The signing algorithm, when signing is on.
+    /// The signing algorithm; `Some` exactly when signing is on.
     sign_alg: Option<SignAlg>,
     encryption: bool,
     peer: Identity,
@@ -784,7 +783,6 @@ impl Connection {
             hello: line,
             transcript: [0; 32],
             version: 0,
-            signing: false,
             sign_alg: None,
             encryption: false,
             peer: Identity::default(),
@@ -1006,14 +1004,7 @@ impl Connection {
         let peer_max = read_max_frame(env)?;
         let sign_alg = negotiate_signing(env, self.config.signing, &self.config.sign_algs)?;
         let signing = sign_alg.is_some();
-        let encryption = negotiate_offer(
-            env,
-            Key::Seal,
-            Key::SealAlg,
-            SEAL_ALG,
-            self.config.encryption,
-            "encryption",
-        )?;
+        let encryption = negotiate_sealing(env, self.config.encryption)?;
         let _ = client_nonce;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
@@ -1050,7 +1041,6 @@ impl Connection {
             hello: Vec::new(),
             transcript,
             version,
-            signing,
             sign_alg,
             encryption,
             peer,
@@ -1094,7 +1084,6 @@ impl Connection {
         };
         hs.transcript = crypto::transcript_hash(&hs.hello, line, &self.params.channel_binding);
         hs.version = version;
-        hs.signing = signing;
         hs.sign_alg = sign_alg;
         hs.encryption = encryption;
         hs.peer = peer;
@@ -1141,23 +1130,21 @@ impl Connection {
     }
 
     fn establish(&mut self, now: Instant, hs: Handshake) {
-        if hs.signing || hs.encryption {
+        if hs.sign_alg.is_some() || hs.encryption {
             let keys = SessionKeys::derive(&self.config.secret, &hs.transcript);
             let (send, recv) = match self.side {
                 Side::Client => (keys.c2s, keys.s2c),
                 Side::Server => (keys.s2c, keys.c2s),
             };
-            self.protection = if hs.encryption {
-                Protection::Sealed {
-                    send: Box::new(Sealer::new(&send)),
-                    recv: Box::new(Sealer::new(&recv)),
-                }
-            } else {
-                let alg = hs.sign_alg.unwrap_or(SignAlg::HmacSha256);
-                Protection::Signed {
+            self.protection = match hs.sign_alg {
+                Some(alg) if !hs.encryption => Protection::Signed {
                     send: Box::new(FrameMac::new(alg, &send.mac)),
                     recv: Box::new(FrameMac::new(alg, &recv.mac)),
-                }
+                },
+                _ => Protection::Sealed {
+                    send: Box::new(Sealer::new(&send)),
+                    recv: Box::new(Sealer::new(&recv)),
+                },
             };
         }
         self.set_timer(Timer::Handshake, None);
@@ -1167,7 +1154,7 @@ impl Connection {
             peer: hs.peer,
             connection_id: self.params.connection_id,
             version: hs.version,
-            signing: hs.signing || hs.encryption,
+            signing: hs.sign_alg.is_some() || hs.encryption,
             sign_alg: if hs.encryption { None } else { hs.sign_alg },
             encryption: hs.encryption,
             peer_max_frame: self.peer_max_frame,
@@ -1358,33 +1345,20 @@ fn push_sign_algs(out: &mut Vec<u8>, algs: &[SignAlg]) {
     out.push(b']');
 }
 
-fn negotiate_offer(
-    env: &Envelope<'_>,
-    mode: Key,
-    alg: Key,
-    known_alg: &str,
-    ours: Policy,
-    what: &'static str,
-) -> Result<bool, ProtocolError> {
-    let theirs = Policy::parse(&env.str(mode)?).ok_or(ProtocolError::InvalidField {
-        field: if what == "signing" { "sign" } else { "seal" },
+/// Server side: the sealing decision from the client's `seal` policy and
+/// `seal_alg` (one algorithm is defined).
+fn negotiate_sealing(env: &Envelope<'_>, ours: Policy) -> Result<bool, ProtocolError> {
+    let theirs = Policy::parse(&env.str(Key::Seal)?).ok_or(ProtocolError::InvalidField {
+        field: "seal",
         detail: "expected off, optional, preferred or required",
     })?;
-    if theirs != Policy::Off && env.str(alg)? != known_alg {
+    if theirs != Policy::Off && env.str(Key::SealAlg)? != SEAL_ALG {
         return Err(ProtocolError::NegotiationFailed {
-            detail: if what == "signing" {
-                "unknown signing algorithm"
-            } else {
-                "unknown encryption algorithm"
-            },
+            detail: "unknown encryption algorithm",
         });
     }
     Policy::negotiate(ours, theirs).map_err(|_| ProtocolError::NegotiationFailed {
-        detail: if what == "signing" {
-            "one side requires signing, the other refuses it"
-        } else {
-            "one side requires encryption, the other refuses it"
-        },
+        detail: "one side requires encryption, the other refuses it",
     })
 }
 
