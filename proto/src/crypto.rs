@@ -16,7 +16,6 @@ use crate::error::ProtocolError;
 use crate::{Secret, SignAlg};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
-type Aes256Gcm = aes_gcm::Aes256Gcm;
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 
@@ -164,8 +163,9 @@ impl SessionKeys {
 ///
 /// HMAC-SHA256: the key schedule (inner and outer pad hashes) is computed
 /// here and cloned per frame, which halves the hashing work for small
-/// frames. AES-256-GMAC: the AES key schedule and the GHASH key are
-/// computed here; a frame costs one AES block and GHASH over the frame.
+/// frames. AES-256-GMAC: the AES key schedule and the GHASH key (with its
+/// powers) are computed here; a frame costs one AES block and GHASH over
+/// the frame (see [`Gmac`] for how).
 /// Both zeroize their keyed state on drop. Use it with [`sign_with`] and
 /// [`open_signed_with`] to sign or verify many frames with one key.
 #[derive(Clone)]
@@ -174,7 +174,127 @@ pub struct FrameMac(Keyed);
 #[derive(Clone)]
 enum Keyed {
     Hmac(HmacSha256),
-    Gmac(Box<Aes256Gcm>),
+    Gmac(Box<Gmac>),
+}
+
+/// AES-256-GMAC, i.e. AES-256-GCM with an empty plaintext (NIST SP
+/// 800-38D): `tag = GHASH_H(pad(A) || len64(A)·8 || 0^64) XOR AES_K(J0)`,
+/// with `H = AES_K(0^128)` and `J0 = nonce || 0x00000001` for the 12-byte
+/// nonce.
+///
+/// Built from the `aes` and `ghash` crates rather than `aes-gcm`, because
+/// for the short frames a link mostly carries that is about a third
+/// cheaper (100 B: ~100 ns instead of ~155 ns on the benchmark machine):
+/// GHASH is fed whole groups of four blocks, which the CLMUL backend
+/// multiplies by H⁴…H¹ with one reduction per group, instead of one
+/// reduction per block for the remainder; leading zero blocks pad the
+/// input to a multiple of four, which leaves GHASH unchanged (its
+/// accumulator starts at zero and `(0 ⊕ 0)·H = 0`). The tests check every
+/// length from 0 to 300 bytes against `aes-gcm` itself.
+#[derive(Clone)]
+struct Gmac {
+    aes: aes::Aes256,
+    ghash: ghash::GHash,
+}
+
+impl Gmac {
+    fn new(key: &[u8; 32]) -> Self {
+        use aes::cipher::BlockCipherEncrypt as _;
+        let aes = aes::Aes256::new(&(*key).into());
+        let mut h = aes::Block::default();
+        aes.encrypt_block(&mut h);
+        let ghash = ghash::GHash::new(&h);
+        h.zeroize();
+        Self { aes, ghash }
+    }
+
+    /// The tag over `aad` with the nonce `domain || 000000 || u64be(seq)`.
+    fn tag(&self, seq: u64, aad: &[u8]) -> [u8; GMAC_TAG_LEN] {
+        use aes::cipher::BlockCipherEncrypt as _;
+        type Block = ghash::Block;
+
+        // J0 = nonce || 0x00000001.
+        let j0 = (u128::from(SIGNED_DOMAIN) << 120) | (u128::from(seq) << 32) | 1;
+        let mut mask = aes::Block::from(j0.to_be_bytes());
+        self.aes.encrypt_block(&mut mask);
+
+        let mut g = Groups {
+            ghash: self.ghash.clone(),
+            group: Default::default(),
+            len: 0,
+        };
+        let (full, tail) = Block::slice_as_chunks(aad);
+        let blocks = full.len() + usize::from(!tail.is_empty()) + 1;
+        for _ in 0..(4 - blocks % 4) % 4 {
+            g.push(&Block::default());
+        }
+        // Fill the first group from the frame; then the whole groups go to
+        // GHASH straight from `aad`; the rest, the padded tail and the
+        // length block make up the last group.
+        let mut rest = full;
+        while g.len != 0
+            && let Some((b, r)) = rest.split_first()
+        {
+            g.push(b);
+            rest = r;
+        }
+        if g.len == 0 {
+            let (whole, last) = rest.split_at(rest.len() / 4 * 4);
+            g.update(whole);
+            rest = last;
+        }
+        for b in rest {
+            g.push(b);
+        }
+        if !tail.is_empty() {
+            let mut b = Block::default();
+            b.iter_mut().zip(tail).for_each(|(d, s)| *d = *s);
+            g.push(&b);
+        }
+        let bits = (aad.len() as u64).wrapping_mul(8);
+        g.push(&Block::from((u128::from(bits) << 64).to_be_bytes()));
+        // The count above always ends on a whole group.
+        debug_assert_eq!(g.len, 0);
+        let mut tag: [u8; GMAC_TAG_LEN] = g.finalize().into();
+        tag.iter_mut().zip(mask.iter()).for_each(|(t, m)| *t ^= m);
+        mask.zeroize();
+        tag
+    }
+}
+
+/// GHASH fed in groups of four blocks (see [`Gmac`]).
+struct Groups {
+    ghash: ghash::GHash,
+    group: [ghash::Block; 4],
+    len: usize,
+}
+
+impl Groups {
+    fn push(&mut self, block: &ghash::Block) {
+        if let Some(slot) = self.group.get_mut(self.len) {
+            *slot = *block;
+            self.len += 1;
+        }
+        if self.len == self.group.len() {
+            self.update(&[]);
+        }
+    }
+
+    /// Hashes the full group, if any, then `whole` (a multiple of four
+    /// blocks).
+    fn update(&mut self, whole: &[ghash::Block]) {
+        use ghash::universal_hash::UniversalHash as _;
+        if self.len == self.group.len() {
+            self.ghash.update(&self.group);
+            self.len = 0;
+        }
+        self.ghash.update(whole);
+    }
+
+    fn finalize(self) -> ghash::Block {
+        use ghash::universal_hash::UniversalHash as _;
+        self.ghash.finalize()
+    }
 }
 
 impl fmt::Debug for FrameMac {
@@ -187,9 +307,7 @@ impl FrameMac {
     /// Keys `alg` with one direction's MAC key.
     pub fn new(alg: SignAlg, key: &Key) -> Self {
         match alg {
-            SignAlg::Aes256Gmac => Self(Keyed::Gmac(Box::new(<Aes256Gcm as KeyInit>::new(
-                &key.0.into(),
-            )))),
+            SignAlg::Aes256Gmac => Self(Keyed::Gmac(Box::new(Gmac::new(&key.0)))),
             SignAlg::HmacSha256 => Self(Keyed::Hmac(hmac_key(&key.0))),
         }
     }
@@ -214,16 +332,9 @@ impl FrameMac {
                 TAG_LEN
             }
             Keyed::Gmac(g) => {
-                use aes_gcm::aead::AeadInOut as _;
-                let mut empty: [u8; 0] = [];
-                // Only fails past GCM's length limits (2^36 bytes), far
-                // beyond any frame.
-                let t = g
-                    .encrypt_inout_detached(&gmac_nonce(seq), inner, (&mut empty[..]).into())
-                    .unwrap_or_default();
                 let n = GMAC_TAG_LEN;
                 if let Some(dst) = tag.get_mut(..n) {
-                    dst.copy_from_slice(&t);
+                    dst.copy_from_slice(&g.tag(seq, inner));
                 }
                 n
             }
@@ -245,13 +356,8 @@ impl FrameMac {
                 .verify_slice(tag)
                 .is_ok(),
             Keyed::Gmac(g) => {
-                use aes_gcm::aead::AeadInOut as _;
-                let Ok(tag) = aes_gcm::Tag::try_from(tag) else {
-                    return false;
-                };
-                let mut empty: [u8; 0] = [];
-                g.decrypt_inout_detached(&gmac_nonce(seq), inner, (&mut empty[..]).into(), &tag)
-                    .is_ok()
+                use subtle::ConstantTimeEq as _;
+                tag.len() == GMAC_TAG_LEN && bool::from(g.tag(seq, inner).ct_eq(tag))
             }
         }
     }
@@ -266,15 +372,6 @@ fn hmac_start(keyed: &HmacSha256, domain: u8, seq: u64, parts: &[&[u8]]) -> Hmac
         m.update(p);
     }
     m
-}
-
-/// The GMAC nonce of a signed frame: the signed-frame domain byte, three
-/// zero bytes, then the sequence number (u64 big-endian).
-fn gmac_nonce(seq: u64) -> aes_gcm::Nonce<aes::cipher::consts::U12> {
-    let mut n = [0u8; 12];
-    n[0] = SIGNED_DOMAIN;
-    n[4..].copy_from_slice(&seq.to_be_bytes());
-    n.into()
 }
 
 /// One direction's sealing state, prepared once per session: the keyed
@@ -623,5 +720,55 @@ mod tests {
             assert!(Cursor(bad).u64().is_none(), "{bad:?}");
         }
         assert_eq!(Cursor(b"18446744073709551615").u64().unwrap(), u64::MAX);
+    }
+
+    /// The GMAC tag as `aes-gcm` computes it: AES-256-GCM over an empty
+    /// plaintext with the frame as associated data.
+    fn reference_gmac(key: &[u8; 32], seq: u64, aad: &[u8]) -> [u8; GMAC_TAG_LEN] {
+        use aes_gcm::aead::{AeadInOut as _, KeyInit as _};
+        let g = aes_gcm::Aes256Gcm::new(&(*key).into());
+        let mut nonce = [0u8; 12];
+        nonce[0] = SIGNED_DOMAIN;
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        let mut empty: [u8; 0] = [];
+        g.encrypt_inout_detached(&nonce.into(), aad, (&mut empty[..]).into())
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn gmac_matches_aes_gcm_at_every_short_length() {
+        // Every block-count residue mod 4, partial and whole tails, and
+        // the group boundaries of `Gmac::tag` (0..=300 bytes).
+        let key = [0x5a; 32];
+        let mac = Gmac::new(&key);
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 31 + 7) as u8).collect();
+        for len in 0..=data.len() {
+            let seq = len as u64 * 0x0101_0101_0101;
+            assert_eq!(
+                mac.tag(seq, &data[..len]),
+                reference_gmac(&key, seq, &data[..len]),
+                "length {len}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn gmac_matches_aes_gcm(
+            key in proptest::array::uniform32(proptest::num::u8::ANY),
+            seq in proptest::num::u64::ANY,
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..5000),
+        ) {
+            let mac = FrameMac::new(SignAlg::Aes256Gmac, &Key(key));
+            let mut tag = [0u8; TAG_LEN];
+            let n = mac.sign(seq, &data, &mut tag);
+            proptest::prop_assert_eq!(&tag[..n], &reference_gmac(&key, seq, &data)[..]);
+            proptest::prop_assert!(mac.verify(seq, &data, &tag[..n]));
+            let mut bad = tag;
+            bad[(seq % n as u64) as usize] ^= 1 << (seq % 8);
+            proptest::prop_assert!(!mac.verify(seq, &data, &bad[..n]));
+            proptest::prop_assert!(!mac.verify(seq, &data, &tag[..n - 1]));
+        }
     }
 }
