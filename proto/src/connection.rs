@@ -1,6 +1,8 @@
 //! The connection state machine.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -201,7 +203,10 @@ pub struct Connection {
     peer_max_frame: usize,
     peer: Option<Identity>,
     next_request: u64,
-    pending: HashMap<u64, Instant>,
+    /// Our requests awaiting an answer. Keyed by ids we issue ourselves
+    /// (sequential), so a fast unkeyed hash is safe here; `incoming`, keyed
+    /// by the peer's ids, keeps std's DoS-resistant SipHash.
+    pending: FxHashMap<u64, Instant>,
     deadlines: BTreeSet<(Instant, u64)>,
     incoming: HashSet<u64>,
     timers: Timers,
@@ -252,7 +257,7 @@ impl Connection {
             peer_max_frame: MIN_PEER_MAX_FRAME as usize,
             peer: None,
             next_request: 1,
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             deadlines: BTreeSet::new(),
             incoming: HashSet::new(),
             timers: Timers::default(),

@@ -27,7 +27,7 @@
 //! releases its slot (hooks), fails leftover commands, emits the final
 //! event and ends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -40,6 +40,7 @@ use futures_channel::oneshot;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::Stream;
 use jsonlink_proto::{CloseReason, Connection, Payload, RemoteError, RequestId, SendError};
+use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
 
 use crate::config::LinkOptions;
@@ -168,7 +169,9 @@ pub(crate) struct Driver {
     answer_tx: Sender<Answer>,
     answer_rx: Pin<Box<Receiver<Answer>>>,
     stalled_answer: Option<Answer>,
-    table: HashMap<RequestId, oneshot::Sender<Result<Payload, Error>>>,
+    /// Keyed by the core's own sequential request ids, never the peer's:
+    /// an unkeyed fast hash is safe.
+    table: FxHashMap<RequestId, oneshot::Sender<Result<Payload, Error>>>,
     gauge: Arc<Gauge>,
     hooks: Option<Box<dyn LinkHooks>>,
     /// A delivery the link waits for before reading or dispatching more.
@@ -219,7 +222,7 @@ impl Driver {
             answer_tx,
             answer_rx: Box::pin(answer_rx),
             stalled_answer: None,
-            table: HashMap::new(),
+            table: FxHashMap::default(),
             gauge: Arc::new(Gauge::default()),
             hooks: Some(hooks),
             pending: None,
