@@ -124,7 +124,7 @@ impl ClientBuilder {
 
     fn spawn(self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
         let (events_tx, events_rx) = if self.options.events {
-            let (tx, rx) = async_channel::bounded(self.options.event_capacity.max(1));
+            let (tx, rx) = crate::stream::channel(self.options.event_capacity);
             (Some(tx), Some(rx))
         } else {
             (None, None)

@@ -35,12 +35,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use futures_channel::oneshot;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::Stream;
 use jsonlink_proto::{CloseReason, Connection, Payload, RemoteError, RequestId, SendError};
 use rustc_hash::FxHashMap;
+
+use crate::stream::{EventSender, Pushed};
 use tracing::Instrument as _;
 
 use crate::config::LinkOptions;
@@ -72,7 +74,7 @@ const BATCH: usize = 64;
 pub(crate) struct LinkCtx {
     pub(crate) rt: Arc<dyn Runtime>,
     pub(crate) router: Router,
-    pub(crate) events: Option<Sender<Event>>,
+    pub(crate) events: Option<EventSender>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) options: LinkOptions,
     /// Whether a link that ends before authenticating emits
@@ -86,7 +88,7 @@ impl LinkCtx {
     /// the stream is full.
     pub(crate) fn emit_lossy(&self, ev: Event) {
         if let Some(tx) = &self.events
-            && let Err(TrySendError::Full(_)) = tx.try_send(ev)
+            && let Ok(Some(_)) = tx.try_push(ev)
         {
             bump(&self.counters.dropped_events, 1);
         }
@@ -176,6 +178,9 @@ pub(crate) struct Driver {
     hooks: Option<Box<dyn LinkHooks>>,
     /// A delivery the link waits for before reading or dispatching more.
     pending: Option<BoxFuture<'static, ()>>,
+    /// Events of this round not yet pushed to the event stream (pushed
+    /// in batches of up to [`BATCH`], and at the end of each round).
+    staged: VecDeque<Event>,
     read_done: bool,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -226,6 +231,7 @@ impl Driver {
             gauge: Arc::new(Gauge::default()),
             hooks: Some(hooks),
             pending: None,
+            staged: VecDeque::new(),
             read_done: false,
             wbuf: Vec::new(),
             wpos: 0,
@@ -566,7 +572,7 @@ impl Driver {
     // ----------------------------------------------------------- outputs
 
     fn drain_events(&mut self) -> bool {
-        let mut progress = false;
+        let mut progress = self.flush_events();
         while self.pending.is_none() {
             let Some(ev) = self.conn.poll_event() else {
                 break;
@@ -574,7 +580,43 @@ impl Driver {
             progress = true;
             self.dispatch(ev);
         }
+        self.flush_events();
         progress
+    }
+
+    /// Pushes the staged events to the stream. A data event that finds no
+    /// room makes the link wait ([`pending`](Self::pending)) for room, then
+    /// the next round pushes the rest; lifecycle events that find none are
+    /// dropped and counted; if the stream's receiver is gone the events
+    /// are undeliverable. Whether anything moved.
+    fn flush_events(&mut self) -> bool {
+        if self.staged.is_empty() || self.pending.is_some() {
+            return false;
+        }
+        let Some(tx) = self.ctx.events.as_ref() else {
+            for ev in self.staged.drain(..) {
+                undeliverable(&self.ctx, ev);
+            }
+            return true;
+        };
+        let before = self.staged.len();
+        let mut dropped = 0;
+        match tx.push_batch(&mut self.staged, &mut dropped) {
+            Pushed::All => {}
+            Pushed::Full => {
+                let tx = tx.clone();
+                self.pending = Some(Box::pin(async move { tx.room().await }));
+            }
+            Pushed::Closed => {
+                for ev in self.staged.drain(..) {
+                    undeliverable(&self.ctx, ev);
+                }
+            }
+        }
+        if dropped > 0 {
+            bump(&self.ctx.counters.dropped_events, dropped as u64);
+        }
+        self.staged.len() != before
     }
 
     fn dispatch(&mut self, ev: jsonlink_proto::Event) {
@@ -678,25 +720,13 @@ impl Driver {
     /// Delivers to the event stream: data waits for room (the link stops
     /// reading meanwhile), lifecycle events are dropped when it is full.
     fn emit(&mut self, ev: Event) {
-        let Some(tx) = self.ctx.events.as_ref() else {
+        if self.ctx.events.is_none() {
             undeliverable(&self.ctx, ev);
             return;
-        };
-        match tx.try_send(ev) {
-            Ok(()) => {}
-            Err(TrySendError::Full(ev)) if ev.is_lifecycle() => {
-                bump(&self.ctx.counters.dropped_events, 1);
-            }
-            Err(TrySendError::Full(ev)) => {
-                let tx = tx.clone();
-                let ctx = self.ctx.clone();
-                self.pending = Some(Box::pin(async move {
-                    if let Err(e) = tx.send(ev).await {
-                        undeliverable(&ctx, e.into_inner());
-                    }
-                }));
-            }
-            Err(TrySendError::Closed(ev)) => undeliverable(&self.ctx, ev),
+        }
+        self.staged.push_back(ev);
+        if self.staged.len() >= BATCH {
+            self.flush_events();
         }
     }
 
@@ -798,7 +828,11 @@ impl Driver {
     /// After the core closed: flush, close the stream (bounded by the
     /// linger time), then finish.
     fn poll_close(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        if !self.conn.is_closed() || self.final_reason.is_none() || self.pending.is_some() {
+        if !self.conn.is_closed()
+            || self.final_reason.is_none()
+            || self.pending.is_some()
+            || !self.staged.is_empty()
+        {
             return false;
         }
         let linger_until = *self

@@ -213,51 +213,33 @@ impl Counters {
 /// The receiving end of an event stream.
 #[derive(Debug)]
 pub(crate) struct EventStream {
-    rx: Option<async_channel::Receiver<Event>>,
+    rx: Option<crate::stream::EventReceiver>,
 }
 
 impl EventStream {
-    pub(crate) fn new(rx: Option<async_channel::Receiver<Event>>) -> Self {
+    pub(crate) fn new(rx: Option<crate::stream::EventReceiver>) -> Self {
         Self { rx }
     }
 
     pub(crate) async fn next(&self) -> Option<Event> {
-        let rx = self.rx.as_ref()?;
-        // Under load an event is usually waiting: take it without setting
-        // up a wait.
-        match rx.try_recv() {
-            Ok(ev) => Some(ev),
-            Err(_) => rx.recv().await.ok(),
-        }
+        self.rx.as_ref()?.recv().await
     }
 
     /// Waits for one event, then moves it and up to `max - 1` more that
-    /// are already waiting into `out`; how many (0: the stream ended).
+    /// are already waiting into `out`, under one lock; how many (0: the
+    /// stream ended).
     pub(crate) async fn next_many(&self, out: &mut Vec<Event>, max: usize) -> usize {
         if max == 0 {
             return 0;
         }
-        let Some(first) = self.next().await else {
-            return 0;
-        };
-        out.push(first);
-        let mut n = 1;
-        if let Some(rx) = self.rx.as_ref() {
-            while n < max {
-                match rx.try_recv() {
-                    Ok(ev) => {
-                        out.push(ev);
-                        n += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
+        match self.rx.as_ref() {
+            Some(rx) => rx.recv_many(out, max).await,
+            None => 0,
         }
-        n
     }
 
     pub(crate) fn try_next(&self) -> Option<Event> {
-        self.rx.as_ref()?.try_recv().ok()
+        self.rx.as_ref()?.try_recv()
     }
 
     pub(crate) async fn wait_for(&self, kind: EventKind) -> Option<Event> {

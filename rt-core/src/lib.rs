@@ -57,6 +57,7 @@ mod queue;
 pub mod reconnect;
 pub mod runtime;
 mod server;
+mod stream;
 
 /// The sans-IO core this layer drives.
 pub use jsonlink_proto as proto;

@@ -102,7 +102,7 @@ impl ServerBuilder {
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (events_tx, events_rx) = if self.options.events {
-            let (tx, rx) = async_channel::bounded(self.options.event_capacity.max(1));
+            let (tx, rx) = crate::stream::channel(self.options.event_capacity);
             (Some(tx), Some(rx))
         } else {
             (None, None)

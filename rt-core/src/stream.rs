@@ -1,0 +1,413 @@
+//! The event stream's queue: links push events in batches, the
+//! application takes them.
+//!
+//! Bounded by [`LinkOptions::event_capacity`](crate::LinkOptions) events.
+//! Semantics (those of the bounded channel it replaces):
+//!
+//! - data events (messages, requests) wait for room: a link whose event
+//!   does not fit stops reading until the application catches up;
+//! - lifecycle events are dropped (and counted) when the queue is full;
+//! - once the receiving [`EventStream`](crate::event::EventStream) is
+//!   dropped, pushes fail and give their events back (requests are then
+//!   answered `no_handler`, messages counted as dropped);
+//! - the stream ends when every sender is gone and the queue is empty.
+//!
+//! Why not a channel: a channel takes a lock-free slot and a wake-up check
+//! per event, and when the consumer has caught up (the usual case on a
+//! fast consumer) each event's send takes the listener lock to wake it.
+//! A link's driver turns one socket read into many events; here it pushes
+//! all of them under one lock and wakes the consumer once per batch.
+//! Producers waiting for room are woken once the queue has drained to half
+//! its capacity, not per freed slot.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::event::Event;
+
+/// What the queue needs to know of an item: whether it may be dropped
+/// when there is no room.
+pub(crate) trait Item {
+    /// Lifecycle events are dropped (and counted) when the queue is full;
+    /// data events wait.
+    fn is_lifecycle(&self) -> bool;
+}
+
+impl Item for Event {
+    fn is_lifecycle(&self) -> bool {
+        Self::is_lifecycle(self)
+    }
+}
+
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
+    /// Live [`EventSender`]s.
+    senders: usize,
+    /// The receiver was dropped.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    /// Receivers waiting for an event or the end.
+    ready: event_listener::Event,
+    /// Senders waiting for room or the close.
+    room: event_listener::Event,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Nothing panics while holding the lock; recover if it ever did.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After taking `taken` events from a queue that held `before`: wakes
+    /// the waiting senders once it has drained to half its capacity.
+    fn taken(&self, before: usize, taken: usize) {
+        let half = self.capacity / 2;
+        if taken > 0 && before > half && before - taken <= half {
+            self.room.notify(usize::MAX);
+        }
+    }
+}
+
+/// A bounded queue of `capacity` events (at least 1).
+pub(crate) fn channel<T>(capacity: usize) -> (EventSender<T>, EventReceiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            senders: 1,
+            closed: false,
+        }),
+        capacity: capacity.max(1),
+        ready: event_listener::Event::new(),
+        room: event_listener::Event::new(),
+    });
+    (EventSender(shared.clone()), EventReceiver(shared))
+}
+
+/// What a push left behind.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Every event went in (or was a lifecycle event dropped for lack of
+    /// room; see the count).
+    All,
+    /// A data event at the front found no room; it and those behind it
+    /// are still in the batch.
+    Full,
+    /// The receiver is gone; the batch is untouched.
+    Closed,
+}
+
+/// The producing side; clones count as senders.
+#[derive(Debug)]
+pub(crate) struct EventSender<T = Event>(Arc<Shared<T>>);
+
+impl<T> Clone for EventSender<T> {
+    fn clone(&self) -> Self {
+        self.0.lock().senders += 1;
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Drop for EventSender<T> {
+    fn drop(&mut self) {
+        let last = {
+            let mut s = self.0.lock();
+            s.senders -= 1;
+            s.senders == 0
+        };
+        if last {
+            self.0.ready.notify(usize::MAX);
+        }
+    }
+}
+
+impl<T: Item> EventSender<T> {
+    /// Moves events from the front of `batch` into the queue while there
+    /// is room; a lifecycle event that finds none is dropped and counted
+    /// in `dropped`. One lock and at most one wake-up for the batch.
+    pub(crate) fn push_batch(&self, batch: &mut VecDeque<T>, dropped: &mut usize) -> Pushed {
+        let moved = {
+            let mut s = self.0.lock();
+            if s.closed {
+                return Pushed::Closed;
+            }
+            let mut moved = 0;
+            while let Some(ev) = batch.pop_front() {
+                if s.items.len() < self.0.capacity {
+                    s.items.push_back(ev);
+                    moved += 1;
+                } else if ev.is_lifecycle() {
+                    *dropped += 1;
+                } else {
+                    batch.push_front(ev);
+                    break;
+                }
+            }
+            moved
+        };
+        if moved > 0 {
+            self.0.ready.notify(moved);
+        }
+        if batch.is_empty() {
+            Pushed::All
+        } else {
+            Pushed::Full
+        }
+    }
+
+    /// Pushes one event without waiting; gives it back when the queue is
+    /// full (`Ok(Some)`) or closed (`Err`).
+    pub(crate) fn try_push(&self, ev: T) -> Result<Option<T>, T> {
+        {
+            let mut s = self.0.lock();
+            if s.closed {
+                return Err(ev);
+            }
+            if s.items.len() >= self.0.capacity {
+                return Ok(Some(ev));
+            }
+            s.items.push_back(ev);
+        }
+        self.0.ready.notify(1);
+        Ok(None)
+    }
+
+    /// Waits until the queue has room or its receiver is gone.
+    pub(crate) async fn room(&self) {
+        loop {
+            let has_room = |s: &State<T>| s.closed || s.items.len() < self.0.capacity;
+            if has_room(&self.0.lock()) {
+                return;
+            }
+            // Register, then re-check, so a take in between is not missed.
+            let listener = self.0.room.listen();
+            if has_room(&self.0.lock()) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// The consuming side (one per server or client).
+#[derive(Debug)]
+pub(crate) struct EventReceiver<T = Event>(Arc<Shared<T>>);
+
+impl<T> Drop for EventReceiver<T> {
+    fn drop(&mut self) {
+        let rest = {
+            let mut s = self.0.lock();
+            s.closed = true;
+            std::mem::take(&mut s.items)
+        };
+        self.0.room.notify(usize::MAX);
+        // Outside the lock: dropping a request answers it.
+        drop(rest);
+    }
+}
+
+/// What [`EventReceiver::try_take`] found.
+enum Took {
+    Some(usize),
+    Empty,
+    Ended,
+}
+
+impl<T> EventReceiver<T> {
+    /// Moves up to `max` waiting events into `out`.
+    fn try_take(&self, out: &mut Vec<T>, max: usize) -> Took {
+        let before = {
+            let mut s = self.0.lock();
+            let before = s.items.len();
+            if before == 0 {
+                return if s.senders == 0 {
+                    Took::Ended
+                } else {
+                    Took::Empty
+                };
+            }
+            let n = before.min(max);
+            out.extend(s.items.drain(..n));
+            before
+        };
+        let n = before.min(max);
+        self.0.taken(before, n);
+        Took::Some(n)
+    }
+
+    /// One waiting event, or why there is none (`true`: the stream ended).
+    fn try_one(&self) -> Result<T, bool> {
+        let (ev, before) = {
+            let mut s = self.0.lock();
+            let before = s.items.len();
+            match s.items.pop_front() {
+                Some(ev) => (ev, before),
+                None => return Err(s.senders == 0),
+            }
+        };
+        self.0.taken(before, 1);
+        Ok(ev)
+    }
+
+    /// One waiting event, if any.
+    pub(crate) fn try_recv(&self) -> Option<T> {
+        self.try_one().ok()
+    }
+
+    /// Waits for at least one event, then moves up to `max` (at least 1)
+    /// into `out`; 0 once the stream has ended.
+    pub(crate) async fn recv_many(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let max = max.max(1);
+        loop {
+            match self.try_take(out, max) {
+                Took::Some(n) => return n,
+                Took::Ended => return 0,
+                Took::Empty => {}
+            }
+            // Register, then re-check, so a push in between is not missed.
+            let listener = self.0.ready.listen();
+            match self.try_take(out, max) {
+                Took::Some(n) => return n,
+                Took::Ended => return 0,
+                Took::Empty => {}
+            }
+            listener.await;
+        }
+    }
+
+    /// Waits for one event; `None` once the stream has ended.
+    pub(crate) async fn recv(&self) -> Option<T> {
+        loop {
+            match self.try_one() {
+                Ok(ev) => return Some(ev),
+                Err(true) => return None,
+                Err(false) => {}
+            }
+            let listener = self.0.ready.listen();
+            match self.try_one() {
+                Ok(ev) => return Some(ev),
+                Err(true) => return None,
+                Err(false) => {}
+            }
+            listener.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    /// Data items are positive, lifecycle items negative.
+    impl Item for i32 {
+        fn is_lifecycle(&self) -> bool {
+            *self < 0
+        }
+    }
+
+    fn poll<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_batch_goes_in_order_lifecycle_dropped_and_data_held_when_full() {
+        let (tx, rx) = channel::<i32>(3);
+        let mut batch: VecDeque<i32> = [1, -1, 2, -2, 3, 4, 5].into();
+        let mut dropped = 0;
+        // 1, -1, 2 fill it; -2 is dropped; 3 waits with everything behind.
+        assert_eq!(tx.push_batch(&mut batch, &mut dropped), Pushed::Full);
+        assert_eq!(dropped, 1);
+        assert_eq!(Vec::from(batch.clone()), [3, 4, 5]);
+        assert_eq!(tx.try_push(9), Ok(Some(9)));
+        let mut out = Vec::new();
+        assert_eq!(futures_lite::future::block_on(rx.recv_many(&mut out, 8)), 3);
+        assert_eq!(out, [1, -1, 2]);
+        assert_eq!(tx.push_batch(&mut batch, &mut dropped), Pushed::All);
+        assert!(batch.is_empty());
+        assert_eq!(rx.try_recv(), Some(3));
+        assert_eq!(rx.try_recv(), Some(4));
+        assert_eq!(rx.try_recv(), Some(5));
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn a_full_sender_waits_until_half_is_drained() {
+        let (tx, rx) = channel::<i32>(4);
+        let mut batch: VecDeque<i32> = (1..=5).collect();
+        assert_eq!(tx.push_batch(&mut batch, &mut 0), Pushed::Full);
+        let mut room = pin!(tx.room());
+        assert!(poll(room.as_mut()).is_pending());
+        // One free slot is not enough to wake the waiter: that happens
+        // once half the queue is free.
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(poll(room.as_mut()).is_pending());
+        assert_eq!(rx.try_recv(), Some(2));
+        assert!(poll(room.as_mut()).is_ready());
+        // A new waiter on a queue with room returns at once.
+        assert!(poll(pin!(tx.room())).is_ready());
+        assert_eq!(tx.push_batch(&mut batch, &mut 0), Pushed::All);
+        let mut b: VecDeque<i32> = [6, 7].into();
+        assert_eq!(tx.push_batch(&mut b, &mut 0), Pushed::Full);
+        let mut room = pin!(tx.room());
+        assert!(poll(room.as_mut()).is_pending());
+        let mut out = Vec::new();
+        assert_eq!(futures_lite::future::block_on(rx.recv_many(&mut out, 2)), 2);
+        assert_eq!(out, [3, 4]);
+        assert!(poll(room.as_mut()).is_ready());
+    }
+
+    #[test]
+    fn a_dropped_receiver_closes_and_drops_what_was_queued() {
+        let (tx, rx) = channel::<i32>(4);
+        tx.try_push(1).unwrap();
+        let mut batch: VecDeque<i32> = [2, 3].into();
+        drop(rx);
+        assert_eq!(tx.push_batch(&mut batch, &mut 0), Pushed::Closed);
+        assert_eq!(batch.len(), 2, "the batch is given back");
+        assert_eq!(tx.try_push(4), Err(4));
+        // A waiting sender is released by the close.
+        futures_lite::future::block_on(tx.room());
+    }
+
+    #[test]
+    fn the_stream_ends_after_the_last_sender_once_drained() {
+        let (tx, rx) = channel::<i32>(4);
+        let tx2 = tx.clone();
+        tx.try_push(1).unwrap();
+        drop(tx);
+        let mut next = pin!(rx.recv());
+        assert_eq!(poll(next.as_mut()), Poll::Ready(Some(1)));
+        let mut next = pin!(rx.recv());
+        assert!(poll(next.as_mut()).is_pending(), "one sender is left");
+        drop(tx2);
+        assert_eq!(poll(next.as_mut()), Poll::Ready(None));
+        let mut out = Vec::new();
+        assert_eq!(futures_lite::future::block_on(rx.recv_many(&mut out, 4)), 0);
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_by_a_batch() {
+        let (tx, rx) = channel::<i32>(8);
+        let rx = Arc::new(rx);
+        let rx2 = rx.clone();
+        let t = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            futures_lite::future::block_on(rx2.recv_many(&mut out, 8));
+            out
+        });
+        let mut batch: VecDeque<i32> = [1, 2, 3].into();
+        assert_eq!(tx.push_batch(&mut batch, &mut 0), Pushed::All);
+        let got = t.join().unwrap();
+        assert!(!got.is_empty() && got.len() <= 3);
+        assert_eq!(got[0], 1);
+        drop(rx);
+    }
+}
