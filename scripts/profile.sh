@@ -3,6 +3,7 @@
 #
 #   scripts/profile.sh [RT] [STACK] [SCENARIO] [INFLIGHT] [SECS]
 #   scripts/profile.sh tokio api oneway 64 8
+#   MODE=signed scripts/profile.sh tokio api oneway 64 8   # signing on (plain, signed, signed-hmac, sealed)
 #
 # Runs `jsonlink-bench server` under `valgrind --tool=callgrind` (pinned to
 # CPU 1) and the matching client natively (CPU 0) for SECS seconds, then
@@ -24,10 +25,10 @@ mkdir -p "$OUT"
 cargo build --release -p jsonlink-bench --locked >/dev/null 2>&1
 B=target/release/jsonlink-bench
 DIR=$($B certs)
-PROFILE="$OUT/callgrind.$RT.$STACK.$SCENARIO.out"
+PROFILE="$OUT/callgrind.$RT.$STACK.$SCENARIO.${MODE:-plain}.out"
 rm -f "$PROFILE"
 taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$PROFILE" \
-  "$B" server --rt "$RT" --stack "$STACK" --mode plain --dir "$DIR" \
+  "$B" server --rt "$RT" --stack "$STACK" --mode ${MODE:-plain} --dir "$DIR" \
   >"$OUT/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 100); do
@@ -35,7 +36,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 PORT=$(grep -o '^PORT [0-9]*' "$OUT/server.log" | cut -d' ' -f2)
-taskset -c 0 "$B" client --rt "$RT" --stack "$STACK" --mode plain --dir "$DIR" \
+taskset -c 0 "$B" client --rt "$RT" --stack "$STACK" --mode ${MODE:-plain} --dir "$DIR" \
   --port "$PORT" --scenario "$SCENARIO" --inflight "$INFLIGHT" --secs "$SECS" --warmup 1
 kill -TERM "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true

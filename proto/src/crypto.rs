@@ -218,8 +218,9 @@ impl Gmac {
         let mut mask = aes::Block::from(j0.to_be_bytes());
         self.aes.encrypt_block(&mut mask);
 
+        let mut ghash = self.ghash.clone();
         let mut g = Groups {
-            ghash: self.ghash.clone(),
+            ghash: &mut ghash,
             group: Default::default(),
             len: 0,
         };
@@ -255,7 +256,10 @@ impl Gmac {
         g.push(&Block::from((u128::from(bits) << 64).to_be_bytes()));
         // The count above always ends on a whole group.
         debug_assert_eq!(g.len, 0);
-        let mut tag: [u8; GMAC_TAG_LEN] = g.finalize().into();
+        let mut tag: [u8; GMAC_TAG_LEN] = {
+            use ghash::universal_hash::UniversalHash as _;
+            ghash.finalize().into()
+        };
         tag.iter_mut().zip(mask.iter()).for_each(|(t, m)| *t ^= m);
         mask.zeroize();
         tag
@@ -263,13 +267,13 @@ impl Gmac {
 }
 
 /// GHASH fed in groups of four blocks (see [`Gmac`]).
-struct Groups {
-    ghash: ghash::GHash,
+struct Groups<'a> {
+    ghash: &'a mut ghash::GHash,
     group: [ghash::Block; 4],
     len: usize,
 }
 
-impl Groups {
+impl Groups<'_> {
     fn push(&mut self, block: &ghash::Block) {
         if let Some(slot) = self.group.get_mut(self.len) {
             *slot = *block;
@@ -289,11 +293,6 @@ impl Groups {
             self.len = 0;
         }
         self.ghash.update(whole);
-    }
-
-    fn finalize(self) -> ghash::Block {
-        use ghash::universal_hash::UniversalHash as _;
-        self.ghash.finalize()
     }
 }
 
@@ -349,18 +348,44 @@ impl FrameMac {
         }
     }
 
-    /// Checks `tag` (decoded) over `inner` at `seq`, in constant time.
-    fn verify(&self, seq: u64, inner: &[u8], tag: &[u8]) -> bool {
-        match &self.0 {
-            Keyed::Hmac(m) => hmac_start(m, SIGNED_DOMAIN, seq, &[inner])
-                .verify_slice(tag)
-                .is_ok(),
-            Keyed::Gmac(g) => {
-                use subtle::ConstantTimeEq as _;
-                tag.len() == GMAC_TAG_LEN && bool::from(g.tag(seq, inner).ct_eq(tag))
-            }
+    /// Checks `tag_b64`, the tag as the frame carries it (base64), over
+    /// `inner` at `seq`, in constant time.
+    ///
+    /// The expected tag is encoded and the two texts compared, which is
+    /// cheaper for a 24- or 44-character tag than decoding the received
+    /// one, and accepts exactly the same texts as a strict decode would:
+    /// only the canonical encoding of the right tag.
+    fn verify(&self, seq: u64, inner: &[u8], tag_b64: &[u8]) -> bool {
+        let mut tag = [0u8; TAG_LEN];
+        let n = self.sign(seq, inner, &mut tag);
+        let mut text = [0u8; TAG_B64_LEN];
+        match B64.encode_slice(tag.get(..n).unwrap_or_default(), &mut text) {
+            Ok(m) => ct_eq(text.get(..m).unwrap_or_default(), tag_b64),
+            Err(_) => false,
         }
     }
+}
+
+/// Whether `a` and `b` are equal, in time that depends only on their
+/// lengths (which are public here): the differences of all eight-byte
+/// words are OR-ed together without branching and the result is tested
+/// once with `subtle` (its per-byte comparison of a slice, one
+/// optimisation barrier per byte, cost ~30 ns on a 16-byte tag).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    if a.len() != b.len() {
+        return false;
+    }
+    let (wa, ra) = a.as_chunks::<8>();
+    let (wb, rb) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (x, y) in wa.iter().zip(wb) {
+        diff |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        diff |= u64::from(x ^ y);
+    }
+    diff.ct_eq(&0).into()
 }
 
 /// A keyed HMAC over `domain || u64be(seq) || parts`, ready to finalize.
@@ -481,9 +506,6 @@ fn parse_signed<'a>(mac: &FrameMac, line: &'a [u8]) -> Option<(u64, &'a [u8])> {
     let tag = c.take(mac.tag_b64_len())?;
     c.lit(b"\",\"f\":")?;
     let inner = c.0.strip_suffix(b"}")?;
-    let mut buf = [0u8; 48];
-    let n = B64.decode_slice(tag, &mut buf).ok()?;
-    let tag = buf.get(..n)?;
     mac.verify(seq, inner, tag).then_some((seq, inner))
 }
 
@@ -753,6 +775,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_non_canonical_tag_encoding_is_refused() {
+        // The last data character of a 16-byte tag carries 4 tag bits and
+        // 2 zero bits; setting a zero bit keeps the decoded bytes (for a
+        // lenient decoder) but is not the canonical text.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let keys = keys();
+        for alg in SignAlg::ALL {
+            let mac = FrameMac::new(alg, &keys.c2s.mac);
+            let mut line = Vec::new();
+            sign_with(&mac, 7, br#"{"t":"msg","d":1}"#, &mut line);
+            assert!(open_signed_with(&mac, &line).is_ok());
+            let start = line.windows(5).position(|w| w == b"\"s\":\"").unwrap() + 5;
+            let last = start + mac.tag_b64_len() - if alg == SignAlg::Aes256Gmac { 3 } else { 2 };
+            let v = ALPHABET.iter().position(|c| *c == line[last]).unwrap();
+            assert_eq!(v & 0b11, 0, "canonical: the spare bits are zero");
+            let mut odd = line.clone();
+            odd[last] = ALPHABET[v | 1];
+            assert_eq!(
+                open_signed_with(&mac, &odd).unwrap_err(),
+                ProtocolError::Integrity,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn ct_eq_compares_every_byte_and_the_length() {
+        let a: Vec<u8> = (0..44).collect();
+        for len in [0, 1, 7, 8, 9, 24, 44] {
+            assert!(ct_eq(&a[..len], &a[..len]));
+            for i in 0..len {
+                let mut b = a[..len].to_vec();
+                b[i] ^= 0x80;
+                assert!(!ct_eq(&a[..len], &b), "len {len}, byte {i}");
+            }
+        }
+        assert!(!ct_eq(&a[..8], &a[..9]));
+    }
+
     proptest::proptest! {
         #[test]
         fn gmac_matches_aes_gcm(
@@ -764,11 +826,13 @@ mod tests {
             let mut tag = [0u8; TAG_LEN];
             let n = mac.sign(seq, &data, &mut tag);
             proptest::prop_assert_eq!(&tag[..n], &reference_gmac(&key, seq, &data)[..]);
-            proptest::prop_assert!(mac.verify(seq, &data, &tag[..n]));
+            let text = B64.encode(&tag[..n]);
+            proptest::prop_assert!(mac.verify(seq, &data, text.as_bytes()));
             let mut bad = tag;
             bad[(seq % n as u64) as usize] ^= 1 << (seq % 8);
-            proptest::prop_assert!(!mac.verify(seq, &data, &bad[..n]));
-            proptest::prop_assert!(!mac.verify(seq, &data, &tag[..n - 1]));
+            proptest::prop_assert!(!mac.verify(seq, &data, B64.encode(&bad[..n]).as_bytes()));
+            proptest::prop_assert!(!mac.verify(seq, &data, &text.as_bytes()[..text.len() - 1]));
+            proptest::prop_assert!(!mac.verify(seq.wrapping_add(1), &data, text.as_bytes()));
         }
     }
 }
