@@ -46,6 +46,12 @@ pub struct LinkOptions {
     /// closed, error, reconnect attempt) never wait: when the stream is full
     /// they are dropped and counted in
     /// [`Stats::dropped_events`](crate::Stats::dropped_events).
+    /// A link hands its events over in batches (one lock and at most one
+    /// wake-up of the consumer per batch of up to 64). Events a link has
+    /// decoded but not handed over yet wait in the link (up to 64 plus
+    /// what its last read decoded; it reads nothing more meanwhile). A link
+    /// waiting for room resumes once the stream has drained to half its
+    /// capacity.
     /// Default [`DEFAULT_EVENT_CAPACITY`].
     pub event_capacity: usize,
     /// Commands (sends, requests, pings) that handles may queue on one link
