@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::link::Link;
+use crate::queue::Queue;
 use crate::runtime::BoxFuture;
 
 /// A fire-and-forget message from the peer.
@@ -77,11 +78,11 @@ pub(crate) struct Answer {
 /// [`handler_dropped`](RemoteError::HANDLER_DROPPED) at once (never a
 /// timeout on the peer's side).
 ///
-/// Answering never waits: the answer channel has room for every request
-/// the core lets be in flight.
+/// Answering never waits: the link's answer queue has room for every
+/// request the core lets be in flight.
 pub struct Responder {
     id: PeerRequestId,
-    tx: Option<async_channel::Sender<Answer>>,
+    tx: Option<Arc<Queue<Answer>>>,
 }
 
 impl fmt::Debug for Responder {
@@ -91,7 +92,7 @@ impl fmt::Debug for Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(id: PeerRequestId, tx: async_channel::Sender<Answer>) -> Self {
+    pub(crate) fn new(id: PeerRequestId, tx: Arc<Queue<Answer>>) -> Self {
         Self { id, tx: Some(tx) }
     }
 
@@ -130,10 +131,13 @@ impl Responder {
         let Some(tx) = self.tx.take() else {
             return Err(Error::Closed);
         };
-        tx.try_send(Answer {
-            id: self.id,
-            result,
-        })
+        tx.try_push(
+            Answer {
+                id: self.id,
+                result,
+            },
+            0,
+        )
         .map_err(|_| Error::Closed)
     }
 }
@@ -141,13 +145,14 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.try_send(Answer {
+            let answer = Answer {
                 id: self.id,
                 result: Err(RemoteError::new(
                     RemoteError::HANDLER_DROPPED,
                     "the handler dropped the request without answering",
                 )),
-            });
+            };
+            let _ = tx.try_push(answer, 0);
         }
     }
 }

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_channel::{Receiver, Sender};
+use async_channel::Receiver;
 use futures_channel::oneshot;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::Stream;
@@ -168,9 +168,11 @@ pub(crate) struct Driver {
     cmd_batch: VecDeque<(Command, usize)>,
     ctl_rx: Pin<Box<Receiver<Ctl>>>,
     ctl_done: bool,
-    answer_tx: Sender<Answer>,
-    answer_rx: Pin<Box<Receiver<Answer>>>,
-    stalled_answer: Option<Answer>,
+    /// Answers from this link's [`Responder`]s (unbounded: at most one per
+    /// peer request the core lets be in flight), taken in batches.
+    answers: Arc<Queue<Answer>>,
+    /// Answers taken, not yet accepted by the core.
+    answer_batch: VecDeque<(Answer, usize)>,
     /// Keyed by the core's own sequential request ids, never the peer's:
     /// an unkeyed fast hash is safe.
     table: FxHashMap<RequestId, oneshot::Sender<Result<Payload, Error>>>,
@@ -212,7 +214,7 @@ impl Driver {
         // Unbounded but bounded in practice: each responder sends at most one
         // answer, and at most `max_incoming_requests` responders are alive.
         // A bounded channel would preallocate every slot for every link.
-        let (answer_tx, answer_rx) = async_channel::unbounded();
+
         Self {
             rt: ctx.rt.clone(),
             ctx,
@@ -224,9 +226,8 @@ impl Driver {
             cmd_batch: VecDeque::new(),
             ctl_rx: Box::pin(ctl_rx),
             ctl_done: false,
-            answer_tx,
-            answer_rx: Box::pin(answer_rx),
-            stalled_answer: None,
+            answers: Arc::new(Queue::new(usize::MAX, usize::MAX)),
+            answer_batch: VecDeque::new(),
             table: FxHashMap::default(),
             gauge: Arc::new(Gauge::default()),
             hooks: Some(hooks),
@@ -312,14 +313,16 @@ impl Driver {
         }
     }
 
-    fn poll_answers(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_answers(&mut self, cx: &Context<'_>) -> bool {
         let mut progress = false;
-        for _ in 0..BATCH {
-            if let Some(a) = self.stalled_answer.take() {
+        // One take per round: a batch is everything answered by then.
+        let mut took = false;
+        loop {
+            while let Some((a, w)) = self.answer_batch.pop_front() {
                 let result = a.result.as_ref().map(|b| &**b);
                 match self.conn.respond(a.id, result) {
                     Err(SendError::Blocked) => {
-                        self.stalled_answer = Some(a);
+                        self.answer_batch.push_front((a, w));
                         return progress;
                     }
                     Ok(()) => {}
@@ -327,22 +330,18 @@ impl Driver {
                 }
                 progress = true;
             }
-            match self.answer_rx.as_mut().poll_next(cx) {
-                Poll::Ready(Some(a)) => {
-                    self.stalled_answer = Some(a);
-                    progress = true;
+            if took {
+                return progress;
+            }
+            match self.answers.poll_take(cx, &mut self.answer_batch) {
+                Poll::Ready(Take::Taken) => {
+                    // Unbounded: the room is given back at once.
+                    self.answers.release(self.answer_batch.len(), 0);
+                    took = true;
                 }
-                _ => break,
+                _ => return progress,
             }
         }
-        if let Some(a) = self.stalled_answer.take() {
-            // The batch ran out with one taken: try it now.
-            let result = a.result.as_ref().map(|b| &**b);
-            if let Err(SendError::Blocked) = self.conn.respond(a.id, result) {
-                self.stalled_answer = Some(a);
-            }
-        }
-        progress
     }
 
     fn poll_commands(&mut self, cx: &Context<'_>, now: Instant) -> bool {
@@ -673,7 +672,7 @@ impl Driver {
                     link: self.link.clone(),
                     op,
                     body,
-                    responder: Responder::new(id, self.answer_tx.clone()),
+                    responder: Responder::new(id, self.answers.clone()),
                 };
                 match handler {
                     Some(h) => {
@@ -867,7 +866,8 @@ impl Driver {
         }
         let rest = self.link.inner.cmd.close();
         self.ctl_rx.close();
-        self.answer_rx.close();
+        drop(self.answers.close());
+        self.answer_batch.clear();
         for (_, reply) in self.table.drain() {
             drop_one(&self.ctx.counters.requests_in_flight);
             let _ = reply.send(Err(Error::ConnectionLost));
