@@ -1,6 +1,7 @@
 //! The connection state machine.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -207,7 +208,7 @@ pub struct Connection {
     /// (sequential), so a fast unkeyed hash is safe here; `incoming`, keyed
     /// by the peer's ids, keeps std's DoS-resistant SipHash.
     pending: FxHashMap<u64, Instant>,
-    deadlines: BTreeSet<(Instant, u64)>,
+    deadlines: Deadlines,
     incoming: HashSet<u64>,
     timers: Timers,
     pong_owed: bool,
@@ -258,7 +259,7 @@ impl Connection {
             peer: None,
             next_request: 1,
             pending: FxHashMap::default(),
-            deadlines: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             incoming: HashSet::new(),
             timers: Timers::default(),
             pong_owed: false,
@@ -407,12 +408,11 @@ impl Connection {
                 self.on_timer(now, t);
             }
         }
-        while let Some(&(d, id)) = self.deadlines.first() {
-            if d > now || self.is_closed() {
-                break;
-            }
-            self.deadlines.pop_first();
+        while !self.is_closed()
+            && let Some(id) = self.deadlines.pop_expired(now, &self.pending)
+        {
             self.pending.remove(&id);
+            self.deadlines.settle(&self.pending);
             self.events.push_back(Event::RequestFailed {
                 id: RequestId(id),
                 error: RequestError::Timeout,
@@ -459,7 +459,7 @@ impl Connection {
         self.next_request += 1;
         let deadline = now + timeout.unwrap_or(self.config.request_timeout);
         self.pending.insert(id, deadline);
-        self.deadlines.insert((deadline, id));
+        self.deadlines.insert(deadline, id);
         Ok(RequestId(id))
     }
 
@@ -575,7 +575,7 @@ impl Connection {
         if self.is_closed() {
             return None;
         }
-        let req = self.deadlines.first().map(|(d, _)| *d);
+        let req = self.deadlines.first();
         self.timers.next().into_iter().chain(req).min()
     }
 
@@ -947,8 +947,8 @@ impl Connection {
                     }
                 };
                 match self.pending.remove(&id) {
-                    Some(deadline) => {
-                        self.deadlines.remove(&(deadline, id));
+                    Some(_) => {
+                        self.deadlines.settle(&self.pending);
                         self.events.push_back(match result {
                             Ok(d) => Event::Response {
                                 id: RequestId(id),
@@ -1385,5 +1385,162 @@ fn check_decision(ours: Policy, on: bool, what: &'static str) -> Result<(), Prot
             },
         }),
         _ => Ok(()),
+    }
+}
+
+/// The deadlines of our pending requests: a min-heap with lazy removal.
+///
+/// An answered request stays in the heap until it reaches the top or the
+/// heap is compacted; [`settle`](Self::settle), called after every removal
+/// from `pending`, pops dead entries off the top (so [`first`](Self::first)
+/// is always a live deadline) and rebuilds the heap from `pending` once
+/// dead entries outnumber live ones (so it holds at most about twice the
+/// requests in flight). With one timeout for every request, answers mostly
+/// come back in deadline order and each is popped at once. Cheaper per
+/// request than an ordered set (no node to allocate, insertion in order
+/// costs one comparison); expiry order is the same: by deadline, then id.
+/// Generic over the time type only so that its tests can use plain numbers.
+#[derive(Debug)]
+struct Deadlines<T = Instant> {
+    heap: BinaryHeap<Reverse<(T, u64)>>,
+}
+
+impl<T> Default for Deadlines<T> {
+    fn default() -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> Deadlines<T> {
+    fn insert(&mut self, deadline: T, id: u64) {
+        self.heap.push(Reverse((deadline, id)));
+    }
+
+    /// The earliest live deadline.
+    fn first(&self) -> Option<T> {
+        self.heap.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Takes the earliest request whose deadline is `now` or before.
+    fn pop_expired(&mut self, now: T, pending: &FxHashMap<u64, T>) -> Option<u64> {
+        self.settle(pending);
+        match self.heap.peek() {
+            Some(Reverse((d, _))) if *d <= now => self.heap.pop().map(|Reverse((_, id))| id),
+            _ => None,
+        }
+    }
+
+    /// Drops dead entries from the top, and compacts when most are dead.
+    fn settle(&mut self, pending: &FxHashMap<u64, T>) {
+        let live = |e: &Reverse<(T, u64)>| pending.get(&e.0.1) == Some(&e.0.0);
+        while self.heap.peek().is_some_and(|e| !live(e)) {
+            self.heap.pop();
+        }
+        if self.heap.len() > 2 * pending.len() + 32 {
+            self.heap.retain(live);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.heap.clear();
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// A model of the pending table and its deadlines as an ordered set.
+    #[derive(Default)]
+    struct Model {
+        pending: FxHashMap<u64, u64>,
+        d: Deadlines<u64>,
+        set: BTreeSet<(u64, u64)>,
+    }
+
+    impl Model {
+        fn insert(&mut self, at: u64, id: u64) {
+            self.pending.insert(id, at);
+            self.d.insert(at, id);
+            self.set.insert((at, id));
+        }
+        fn answer(&mut self, id: u64) {
+            if let Some(at) = self.pending.remove(&id) {
+                self.d.settle(&self.pending);
+                self.set.remove(&(at, id));
+            }
+        }
+        fn expire(&mut self, now: u64) -> Vec<u64> {
+            let mut out = Vec::new();
+            while let Some(id) = self.d.pop_expired(now, &self.pending) {
+                if let Some(at) = self.pending.remove(&id) {
+                    self.set.remove(&(at, id));
+                }
+                self.d.settle(&self.pending);
+                out.push(id);
+            }
+            out
+        }
+        fn check(&self) {
+            assert_eq!(self.d.first(), self.set.first().map(|(d, _)| *d));
+            assert!(self.d.heap.len() <= 2 * self.pending.len() + 32 + 1);
+        }
+    }
+
+    #[test]
+    fn expiry_is_by_deadline_then_id_whatever_the_insertion_order() {
+        let t0 = 1_000u64;
+        let mut m = Model::default();
+        for (id, secs) in [(1, 30), (2, 5), (3, 30), (4, 1), (5, 5)] {
+            m.insert(t0 + secs, id);
+            m.check();
+        }
+        assert_eq!(m.expire(t0 + 5), [4, 2, 5]);
+        m.check();
+        assert_eq!(m.expire(t0 + 60), [1, 3]);
+        assert_eq!(m.d.first(), None);
+    }
+
+    #[test]
+    fn answers_behind_a_slow_request_do_not_pile_up() {
+        let t0 = 1_000u64;
+        let mut m = Model::default();
+        m.insert(t0 + 1, 0);
+        for id in 1..10_000 {
+            m.insert(t0 + 30, id);
+            m.answer(id);
+            m.check();
+        }
+        assert!(m.d.heap.len() <= 34, "{}", m.d.heap.len());
+        assert_eq!(m.expire(t0 + 2), [0]);
+        assert!(m.d.heap.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_an_ordered_set(ops in proptest::collection::vec((0u8..3, 0u64..64, 0u64..40), 1..300)) {
+            let t0 = 1_000u64;
+            let mut m = Model::default();
+            let mut next = 0u64;
+            let mut now = t0;
+            for (op, pick, secs) in ops {
+                match op {
+                    0 => {
+                        m.insert(now + secs, next);
+                        next += 1;
+                    }
+                    1 => m.answer(pick % next.max(1)),
+                    _ => {
+                        now += secs / 4;
+                        let want: Vec<u64> = m.set.iter().take_while(|(d, _)| *d <= now).map(|(_, id)| *id).collect();
+                        proptest::prop_assert_eq!(m.expire(now), want);
+                    }
+                }
+                m.check();
+            }
+        }
     }
 }
