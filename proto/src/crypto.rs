@@ -165,7 +165,8 @@ impl SessionKeys {
 /// here and cloned per frame, which halves the hashing work for small
 /// frames. AES-256-GMAC: the AES key schedule and the GHASH key (with its
 /// powers) are computed here; a frame costs one AES block and GHASH over
-/// the frame (see [`Gmac`] for how).
+/// the frame, fed to GHASH in groups of four blocks (PROTOCOL.md §10.3
+/// gives the construction: AES-256-GCM with an empty plaintext).
 /// Both zeroize their keyed state on drop. Use it with [`sign_with`] and
 /// [`open_signed_with`] to sign or verify many frames with one key.
 #[derive(Clone)]
