@@ -159,11 +159,22 @@ impl Drop for Responder {
 
 type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
 type RequestFn = dyn Fn(Request) -> BoxFuture<'static, ()> + Send + Sync;
+pub(crate) type InlineFn = dyn Fn(&Link, &Payload) -> Result<Payload, RemoteError> + Send + Sync;
 
 #[derive(Default)]
 struct Handlers {
     messages: HashMap<String, Arc<MessageFn>>,
     requests: HashMap<String, Arc<RequestFn>>,
+    inline: HashMap<String, Arc<InlineFn>>,
+}
+
+/// How a request with a handled `op` is served.
+pub(crate) enum RequestRoute {
+    /// In a task of its own ([`Router::on_request`], [`Router::handle`]).
+    Task(Arc<RequestFn>),
+    /// In the link's own task, at once ([`Router::on_request_inline`],
+    /// [`Router::handle_inline`]).
+    Inline(Arc<InlineFn>),
 }
 
 /// Handlers by `op`, shared by every link of a server or client. Cheap to
@@ -172,7 +183,10 @@ struct Handlers {
 ///
 /// A message or request whose body is an object with a string `op` goes to
 /// the handler registered for that op; each handler call runs as its own
-/// task. A request to an op with no handler is answered
+/// task, except for inline request handlers
+/// ([`on_request_inline`](Self::on_request_inline),
+/// [`handle_inline`](Self::handle_inline)), which the link's own task calls
+/// and answers at once. A request to an op with no handler is answered
 /// [`no_handler`](RemoteError::NO_HANDLER) (unless
 /// [`LinkOptions::unhandled_ops_to_events`](crate::LinkOptions::unhandled_ops_to_events));
 /// everything else goes to the event stream.
@@ -193,7 +207,7 @@ impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = self.read();
         let mut m: Vec<&String> = h.messages.keys().collect();
-        let mut r: Vec<&String> = h.requests.keys().collect();
+        let mut r: Vec<&String> = h.requests.keys().chain(h.inline.keys()).collect();
         m.sort();
         r.sort();
         f.debug_struct("Router")
@@ -224,7 +238,7 @@ impl Router {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let r = f(&mut h);
-        let any = !h.messages.is_empty() || !h.requests.is_empty();
+        let any = !h.messages.is_empty() || !h.requests.is_empty() || !h.inline.is_empty();
         self.inner.any.store(any, Ordering::Release);
         r
     }
@@ -252,8 +266,66 @@ impl Router {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let f: Arc<RequestFn> = Arc::new(move |r| Box::pin(handler(r)));
-        self.edit(|h| h.requests.insert(op.into(), f));
+        let op = op.into();
+        self.edit(|h| {
+            h.inline.remove(&op);
+            h.requests.insert(op, f)
+        });
         self
+    }
+
+    /// Handles requests with this `op` *inline*: the link's own task calls
+    /// `handler` as soon as the request is decoded and sends its answer,
+    /// with no task spawned and no hand-off to another task — the cheapest
+    /// way to serve a request (a request/response round trip then crosses
+    /// no task boundary on the server). Replaces any handler for `op`.
+    ///
+    /// For handlers that compute an answer at once, without waiting: the
+    /// link reads and sends nothing else while the handler runs, so one
+    /// that blocks (on I/O, a lock held elsewhere, a long computation)
+    /// stalls that link; use [`on_request`](Self::on_request) for those. A
+    /// handler that panics is answered [`internal`](RemoteError::INTERNAL)
+    /// and the link carries on. Handler-task limits
+    /// ([`max_handler_tasks`](crate::LinkOptions::max_handler_tasks),
+    /// [`max_handler_bytes`](crate::LinkOptions::max_handler_bytes)) do not
+    /// apply: nothing is held past the call.
+    pub fn on_request_inline<F>(&self, op: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(&Link, &Payload) -> Result<Payload, RemoteError> + Send + Sync + 'static,
+    {
+        let f: Arc<InlineFn> = Arc::new(handler);
+        let op = op.into();
+        self.edit(|h| {
+            h.requests.remove(&op);
+            h.inline.insert(op, f)
+        });
+        self
+    }
+
+    /// [`handle`](Self::handle) run inline (see
+    /// [`on_request_inline`](Self::on_request_inline) for what that means
+    /// and when not to): the body is deserialized into `A` (a body that
+    /// does not fit is answered [`bad_request`](RemoteError::BAD_REQUEST)),
+    /// and the function's `Ok(R)` or `Err(RemoteError)` is the answer.
+    pub fn handle_inline<A, R, F>(&self, op: impl Into<String>, handler: F) -> &Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(&Link, A) -> Result<R, RemoteError> + Send + Sync + 'static,
+    {
+        self.on_request_inline(op, move |link, body| {
+            let args: A = body.parse().map_err(|e| {
+                RemoteError::new(RemoteError::BAD_REQUEST, format!("invalid arguments: {e}"))
+            })?;
+            let value = handler(link, args)?;
+            match serde_json::value::to_raw_value(&value) {
+                Ok(raw) => Ok(Payload::new(raw)),
+                Err(_) => Err(RemoteError::new(
+                    RemoteError::INTERNAL,
+                    "the response did not serialize",
+                )),
+            }
+        })
     }
 
     /// Handles requests with this `op` through a typed function: the body
@@ -297,9 +369,10 @@ impl Router {
         self.edit(|h| h.messages.remove(op).is_some())
     }
 
-    /// Removes the request handler for `op`; whether there was one.
+    /// Removes the request handler for `op` (inline or not); whether there
+    /// was one.
     pub fn remove_request(&self, op: &str) -> bool {
-        self.edit(|h| h.requests.remove(op).is_some())
+        self.edit(|h| h.requests.remove(op).is_some() | h.inline.remove(op).is_some())
     }
 
     pub(crate) fn message_handler(&self, op: &str) -> Option<Arc<MessageFn>> {
@@ -309,11 +382,15 @@ impl Router {
         self.read().messages.get(op).cloned()
     }
 
-    pub(crate) fn request_handler(&self, op: &str) -> Option<Arc<RequestFn>> {
+    pub(crate) fn request_handler(&self, op: &str) -> Option<RequestRoute> {
         if !self.any() {
             return None;
         }
-        self.read().requests.get(op).cloned()
+        let h = self.read();
+        if let Some(f) = h.inline.get(op) {
+            return Some(RequestRoute::Inline(f.clone()));
+        }
+        h.requests.get(op).cloned().map(RequestRoute::Task)
     }
 }
 
@@ -414,6 +491,34 @@ mod tests {
         assert!(!r.remove_message("a"));
         assert!(r.message_handler("a").is_none());
         assert!(r.request_handler("q").is_some());
+        assert!(r.remove_request("q"));
+        assert!(r.request_handler("q").is_none());
+        assert!(!r.any());
+    }
+
+    #[test]
+    fn inline_and_task_handlers_replace_each_other() {
+        let r = Router::new();
+        r.on_request_inline("q", |_l, b| Ok(b.clone()));
+        assert!(r.any());
+        assert!(matches!(
+            r.request_handler("q"),
+            Some(RequestRoute::Inline(_))
+        ));
+        r.on_request("q", |_r| async {});
+        assert!(matches!(
+            r.request_handler("q"),
+            Some(RequestRoute::Task(_))
+        ));
+        r.handle_inline("q", |_l, v: i64| Ok(v));
+        assert!(matches!(
+            r.request_handler("q"),
+            Some(RequestRoute::Inline(_))
+        ));
+        assert_eq!(
+            format!("{r:?}"),
+            r#"Router { messages: [], requests: ["q"] }"#
+        );
         assert!(r.remove_request("q"));
         assert!(r.request_handler("q").is_none());
         assert!(!r.any());

@@ -39,14 +39,18 @@ use async_channel::Receiver;
 use futures_channel::oneshot;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::Stream;
-use jsonlink_proto::{CloseReason, Connection, Payload, RemoteError, RequestId, SendError};
+use jsonlink_proto::{
+    CloseReason, Connection, Payload, PeerRequestId, RemoteError, RequestId, SendError,
+};
 use rustc_hash::FxHashMap;
 
 use crate::stream::{EventSender, Pushed};
 use tracing::Instrument as _;
 
 use crate::config::LinkOptions;
-use crate::dispatch::{Answer, Gauge, GaugeLimits, Message, Request, Responder, Router};
+use crate::dispatch::{
+    Answer, Gauge, GaugeLimits, InlineFn, Message, Request, RequestRoute, Responder, Router,
+};
 use crate::error::Error;
 use crate::event::{Counters, Event, bump, drop_one};
 use crate::link::{Command, Ctl, Link, LinkInner};
@@ -666,6 +670,14 @@ impl Driver {
                 let handler = op
                     .as_deref()
                     .and_then(|op| self.ctx.router.request_handler(op));
+                let handler = match handler {
+                    Some(RequestRoute::Inline(f)) => {
+                        self.answer_inline(id, &*f, &body);
+                        return;
+                    }
+                    Some(RequestRoute::Task(f)) => Some(f),
+                    None => None,
+                };
                 let to_stream = self.ctx.events.is_some()
                     && (op.is_none() || self.ctx.options.unhandled_ops_to_events);
                 let req = Request {
@@ -714,6 +726,34 @@ impl Driver {
             }
             _ => {}
         }
+    }
+
+    /// Serves a request with an inline handler: called here, in the
+    /// link's task, and answered at once (or after the answers already
+    /// waiting, if the core is pushing back). A panicking handler is
+    /// answered `internal`.
+    fn answer_inline(&mut self, id: PeerRequestId, f: &InlineFn, body: &Payload) {
+        let link = &self.link;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(link, body)))
+            .unwrap_or_else(|_| {
+                tracing::warn!(id = %id, "inline request handler panicked");
+                Err(RemoteError::new(
+                    RemoteError::INTERNAL,
+                    "the request handler failed",
+                ))
+            })
+            .map(Payload::into_raw);
+        if self.answer_batch.is_empty() {
+            match self.conn.respond(id, result.as_ref().map(|b| &**b)) {
+                Err(SendError::Blocked) => {}
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(id = %id, error = %e, "answer not sent");
+                    return;
+                }
+            }
+        }
+        self.answer_batch.push_back((Answer { id, result }, 0));
     }
 
     /// Delivers to the event stream: data waits for room (the link stops

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonlink_rt::{
-    Client, ClientBuilder, DevPki, Error, Event, EventKind, Identity, Link, Reconnect, Request,
-    Runtime, Secret, Server, ServerBuilder,
+    Client, ClientBuilder, DevPki, Error, Event, EventKind, Identity, Link, Reconnect, RemoteError,
+    Request, Runtime, Secret, Server, ServerBuilder,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -881,4 +881,76 @@ fn a_peer_that_stops_reading_is_closed_by_keepalive_and_its_requests_fail() {
         }
         drop(client);
     });
+}
+
+/// Inline handlers answer from the link's own task: typed and raw, a bad
+/// argument is `bad_request`, a panic is `internal` and the link carries on,
+/// and `on_request` for the same op replaces the inline handler.
+async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt);
+    let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    server
+        .router()
+        .handle_inline("add", |_link, args: Add| Ok(args.a + args.b))
+        .on_request_inline("echo", |link, body| {
+            assert!(link.peer().is_some(), "the link is authenticated");
+            Ok(body.clone())
+        })
+        .handle_inline("boom", |_link, _: Value| -> Result<Value, RemoteError> {
+            panic!("handler bug")
+        });
+    let client = fx.client(server.local_addr()).connect().await.unwrap();
+
+    let sum: i64 = client
+        .request(&json!({"op": "add", "a": 2, "b": 40}))
+        .await
+        .unwrap();
+    assert_eq!(sum, 42);
+    let body = json!({"op": "echo", "data": [1, "two", null]});
+    let back: Value = client.request(&body).await.unwrap();
+    assert_eq!(back, body);
+    match client
+        .request::<Value, _>(&json!({"op": "add", "a": "x"}))
+        .await
+    {
+        Err(Error::Remote(e)) => assert_eq!(e.code, RemoteError::BAD_REQUEST),
+        other => panic!("{other:?}"),
+    }
+    match client.request::<Value, _>(&json!({"op": "boom"})).await {
+        Err(Error::Remote(e)) => assert_eq!(e.code, RemoteError::INTERNAL),
+        other => panic!("{other:?}"),
+    }
+    // The link survived the panic, and many answers in a row arrive whole.
+    for i in 0..200i64 {
+        let v: i64 = client
+            .request(&json!({"op": "add", "a": i, "b": 1}))
+            .await
+            .unwrap();
+        assert_eq!(v, i + 1);
+    }
+    // A task handler for the same op replaces the inline one.
+    server
+        .router()
+        .handle("add", |_l, v: Add| async move { Ok(v.a * v.b) });
+    let product: i64 = client
+        .request(&json!({"op": "add", "a": 6, "b": 7}))
+        .await
+        .unwrap();
+    assert_eq!(product, 42);
+    assert!(server.router().remove_request("echo"));
+    assert!(matches!(
+        client.request::<Value, _>(&json!({"op": "echo"})).await,
+        Err(Error::NoHandler(_))
+    ));
+    assert_eq!(server.stats().requests_in, 206);
+}
+
+#[test]
+fn inline_handlers_answer_in_the_links_task_on_tokio() {
+    on_tokio(inline_handlers_answer_in_the_links_task);
+}
+
+#[test]
+fn inline_handlers_answer_in_the_links_task_on_smol() {
+    on_smol(inline_handlers_answer_in_the_links_task);
 }
