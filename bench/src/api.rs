@@ -61,6 +61,12 @@ pub(crate) async fn server(
         .bind(([127, 0, 0, 1], 0).into())
         .await
         .map_err(err)?;
+    if matches!(mode, Mode::Inline) {
+        // Echo, as the event loop below does for every op but `count`.
+        server
+            .router()
+            .on_request_inline("bench", |_link, body| Ok(body));
+    }
     println!("PORT {}", server.local_addr().port());
     let mut count = 0u64;
     // Events in batches (one lock per batch), as the README advises for

@@ -111,6 +111,10 @@ pub(crate) enum Mode {
     /// Signed with HMAC-SHA256 only.
     SignedHmac,
     Sealed,
+    /// Plain, and the API server answers the benchmark's requests with an
+    /// inline handler (`Router::on_request_inline`) instead of from its
+    /// event loop.
+    Inline,
 }
 
 impl Mode {
@@ -120,13 +124,14 @@ impl Mode {
             "signed" => Ok(Self::Signed),
             "signed-hmac" => Ok(Self::SignedHmac),
             "sealed" => Ok(Self::Sealed),
+            "inline" => Ok(Self::Inline),
             _ => Err(format!("unknown mode {s:?}")),
         }
     }
 
     pub(crate) fn policies(self) -> (Policy, Policy) {
         match self {
-            Self::Plain => (Policy::Off, Policy::Off),
+            Self::Plain | Self::Inline => (Policy::Off, Policy::Off),
             Self::Signed | Self::SignedHmac => (Policy::Required, Policy::Off),
             Self::Sealed => (Policy::Required, Policy::Required),
         }

@@ -127,12 +127,13 @@ fn specs(plan: &Plan) -> (Vec<Spec>, Vec<Spec>) {
 
 /// Modes measured per stack: the hand-written core loop is a reference
 /// point, so only plain and signed (to bound the run time); the API also
-/// with HMAC-SHA256 signing (`signed` negotiates the default, AES-256-GMAC).
+/// with HMAC-SHA256 signing (`signed` negotiates the default, AES-256-GMAC)
+/// and with requests answered by an inline handler (`inline`).
 fn modes(stack: &str) -> &'static [&'static str] {
     if stack == "core" {
         &["plain", "signed"]
     } else {
-        &["plain", "signed", "signed-hmac", "sealed"]
+        &["plain", "signed", "signed-hmac", "sealed", "inline"]
     }
 }
 
@@ -499,6 +500,7 @@ fn mode_label(mode: &str) -> &str {
     match mode {
         "signed" => "signed (GMAC)",
         "signed-hmac" => "signed (HMAC)",
+        "inline" => "plain, inline handler",
         m => m,
     }
 }
@@ -690,6 +692,26 @@ fn report(
             Box::new(|rt| {
                 ratio(
                     get(rt, jl, "plain", "rr", 100, 1, 0, "p99_us"),
+                    get(rt, "raw", "plain", "rr", 100, 1, 0, "p99_us"),
+                )
+            }),
+            Box::new(|x| x <= 1.3),
+        ),
+        (
+            "req/resp @64 ≥ 0.7× raw, inline handler",
+            Box::new(|rt| {
+                ratio(
+                    get(rt, jl, "inline", "rr", 100, 64, 0, "rtt_per_s"),
+                    get(rt, "raw", "plain", "rr", 100, 64, 0, "rtt_per_s"),
+                )
+            }),
+            Box::new(|x| x >= 0.7),
+        ),
+        (
+            "p99 @1 ≤ 1.3× raw, inline handler",
+            Box::new(|rt| {
+                ratio(
+                    get(rt, jl, "inline", "rr", 100, 1, 0, "p99_us"),
                     get(rt, "raw", "plain", "rr", 100, 1, 0, "p99_us"),
                 )
             }),

@@ -159,7 +159,7 @@ impl Drop for Responder {
 
 type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
 type RequestFn = dyn Fn(Request) -> BoxFuture<'static, ()> + Send + Sync;
-pub(crate) type InlineFn = dyn Fn(&Link, &Payload) -> Result<Payload, RemoteError> + Send + Sync;
+pub(crate) type InlineFn = dyn Fn(&Link, Payload) -> Result<Payload, RemoteError> + Send + Sync;
 
 #[derive(Default)]
 struct Handlers {
@@ -275,7 +275,8 @@ impl Router {
     }
 
     /// Handles requests with this `op` *inline*: the link's own task calls
-    /// `handler` as soon as the request is decoded and sends its answer,
+    /// `handler` with the link and the request's body as soon as the
+    /// request is decoded, and sends its answer,
     /// with no task spawned and no hand-off to another task — the cheapest
     /// way to serve a request (a request/response round trip then crosses
     /// no task boundary on the server). Replaces any handler for `op`.
@@ -291,7 +292,7 @@ impl Router {
     /// apply: nothing is held past the call.
     pub fn on_request_inline<F>(&self, op: impl Into<String>, handler: F) -> &Self
     where
-        F: Fn(&Link, &Payload) -> Result<Payload, RemoteError> + Send + Sync + 'static,
+        F: Fn(&Link, Payload) -> Result<Payload, RemoteError> + Send + Sync + 'static,
     {
         let f: Arc<InlineFn> = Arc::new(handler);
         let op = op.into();
@@ -499,7 +500,7 @@ mod tests {
     #[test]
     fn inline_and_task_handlers_replace_each_other() {
         let r = Router::new();
-        r.on_request_inline("q", |_l, b| Ok(b.clone()));
+        r.on_request_inline("q", |_l, b| Ok(b));
         assert!(r.any());
         assert!(matches!(
             r.request_handler("q"),

@@ -672,7 +672,7 @@ impl Driver {
                     .and_then(|op| self.ctx.router.request_handler(op));
                 let handler = match handler {
                     Some(RequestRoute::Inline(f)) => {
-                        self.answer_inline(id, &*f, &body);
+                        self.answer_inline(id, &*f, body);
                         return;
                     }
                     Some(RequestRoute::Task(f)) => Some(f),
@@ -732,7 +732,7 @@ impl Driver {
     /// link's task, and answered at once (or after the answers already
     /// waiting, if the core is pushing back). A panicking handler is
     /// answered `internal`.
-    fn answer_inline(&mut self, id: PeerRequestId, f: &InlineFn, body: &Payload) {
+    fn answer_inline(&mut self, id: PeerRequestId, f: &InlineFn, body: Payload) {
         let link = &self.link;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(link, body)))
             .unwrap_or_else(|_| {

@@ -894,7 +894,7 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
         .handle_inline("add", |_link, args: Add| Ok(args.a + args.b))
         .on_request_inline("echo", |link, body| {
             assert!(link.peer().is_some(), "the link is authenticated");
-            Ok(body.clone())
+            Ok(body)
         })
         .handle_inline("boom", |_link, _: Value| -> Result<Value, RemoteError> {
             panic!("handler bug")
