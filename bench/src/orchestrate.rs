@@ -666,55 +666,37 @@ fn report(
         Box<dyn Fn(&'static str) -> Option<f64> + 'a>,
         Box<dyn Fn(f64) -> bool>,
     );
+    // jsonlink in `mode` against raw (plain), 100 B bodies, one connection.
+    let vs_raw = |rt, mode, scenario, inflight, field| {
+        ratio(
+            get(rt, jl, mode, scenario, 100, inflight, 0, field),
+            get(rt, "raw", "plain", scenario, 100, inflight, 0, field),
+        )
+    };
     let rows: Vec<Row<'_>> = vec![
         (
             "one-way msg/s ≥ 0.8× raw",
-            Box::new(|rt| {
-                ratio(
-                    get(rt, jl, "plain", "oneway", 100, 1, 0, "msgs_per_s"),
-                    get(rt, "raw", "plain", "oneway", 100, 1, 0, "msgs_per_s"),
-                )
-            }),
+            Box::new(move |rt| vs_raw(rt, "plain", "oneway", 1, "msgs_per_s")),
             Box::new(|x| x >= 0.8),
         ),
         (
             "req/resp @64 ≥ 0.7× raw",
-            Box::new(|rt| {
-                ratio(
-                    get(rt, jl, "plain", "rr", 100, 64, 0, "rtt_per_s"),
-                    get(rt, "raw", "plain", "rr", 100, 64, 0, "rtt_per_s"),
-                )
-            }),
+            Box::new(move |rt| vs_raw(rt, "plain", "rr", 64, "rtt_per_s")),
             Box::new(|x| x >= 0.7),
         ),
         (
             "p99 @1 ≤ 1.3× raw",
-            Box::new(|rt| {
-                ratio(
-                    get(rt, jl, "plain", "rr", 100, 1, 0, "p99_us"),
-                    get(rt, "raw", "plain", "rr", 100, 1, 0, "p99_us"),
-                )
-            }),
+            Box::new(move |rt| vs_raw(rt, "plain", "rr", 1, "p99_us")),
             Box::new(|x| x <= 1.3),
         ),
         (
             "req/resp @64 ≥ 0.7× raw, inline handler",
-            Box::new(|rt| {
-                ratio(
-                    get(rt, jl, "inline", "rr", 100, 64, 0, "rtt_per_s"),
-                    get(rt, "raw", "plain", "rr", 100, 64, 0, "rtt_per_s"),
-                )
-            }),
+            Box::new(move |rt| vs_raw(rt, "inline", "rr", 64, "rtt_per_s")),
             Box::new(|x| x >= 0.7),
         ),
         (
             "p99 @1 ≤ 1.3× raw, inline handler",
-            Box::new(|rt| {
-                ratio(
-                    get(rt, jl, "inline", "rr", 100, 1, 0, "p99_us"),
-                    get(rt, "raw", "plain", "rr", 100, 1, 0, "p99_us"),
-                )
-            }),
+            Box::new(move |rt| vs_raw(rt, "inline", "rr", 1, "p99_us")),
             Box::new(|x| x <= 1.3),
         ),
         (
