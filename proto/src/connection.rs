@@ -2,13 +2,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
+use rustc_hash::FxHashMap;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, Identity, MAX_IDENTITY_LEN, Policy, SignAlg};

@@ -43,8 +43,6 @@ use jsonlink_proto::{
     CloseReason, Connection, Payload, PeerRequestId, RemoteError, RequestId, SendError,
 };
 use rustc_hash::FxHashMap;
-
-use crate::stream::{EventSender, Pushed};
 use tracing::Instrument as _;
 
 use crate::config::LinkOptions;
@@ -56,6 +54,7 @@ use crate::event::{Counters, Event, bump, drop_one};
 use crate::link::{Command, Ctl, Link, LinkInner};
 use crate::queue::{Queue, Take};
 use crate::runtime::{BoxFuture, BoxStream, Runtime};
+use crate::stream::{EventSender, Pushed};
 
 thread_local! {
     /// The read buffer, one per thread rather than one per link: a driver
@@ -215,10 +214,6 @@ impl Driver {
             peer = %link.inner.peer_addr,
             side = ?conn.side(),
         );
-        // Unbounded but bounded in practice: each responder sends at most one
-        // answer, and at most `max_incoming_requests` responders are alive.
-        // A bounded channel would preallocate every slot for every link.
-
         Self {
             rt: ctx.rt.clone(),
             ctx,
@@ -230,6 +225,9 @@ impl Driver {
             cmd_batch: VecDeque::new(),
             ctl_rx: Box::pin(ctl_rx),
             ctl_done: false,
+            // Unbounded but bounded in practice: each responder sends at
+            // most one answer, and at most `max_incoming_requests` responders
+            // are alive. It holds no memory while empty.
             answers: Arc::new(Queue::new(usize::MAX, usize::MAX)),
             answer_batch: VecDeque::new(),
             table: FxHashMap::default(),

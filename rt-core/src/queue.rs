@@ -1,4 +1,5 @@
-//! A link's command queue: many handles push, one driver takes in batches.
+//! A link's command queue (and, unbounded, its answer queue): many handles
+//! push, one driver takes in batches.
 //!
 //! Bounded twice, by a number of commands and by the body bytes they carry.
 //! A command counts against both from the moment it is pushed until the
