@@ -108,10 +108,7 @@ impl Responder {
         match serde_json::value::to_raw_value(value) {
             Ok(raw) => self.answer(Ok(raw)),
             Err(e) => {
-                let _ = self.answer(Err(RemoteError::new(
-                    RemoteError::INTERNAL,
-                    "the response did not serialize",
-                )));
+                let _ = self.answer(Err(not_serialized()));
                 Err(Error::Encode(e))
             }
         }
@@ -155,6 +152,17 @@ impl Drop for Responder {
             let _ = tx.try_push(answer, 0);
         }
     }
+}
+
+/// The answer to a typed handler's request whose body does not fit its
+/// argument type.
+fn bad_arguments(e: serde_json::Error) -> RemoteError {
+    RemoteError::new(RemoteError::BAD_REQUEST, format!("invalid arguments: {e}"))
+}
+
+/// The answer when a handler's value does not serialize.
+fn not_serialized() -> RemoteError {
+    RemoteError::new(RemoteError::INTERNAL, "the response did not serialize")
 }
 
 type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
@@ -315,17 +323,11 @@ impl Router {
         F: Fn(&Link, A) -> Result<R, RemoteError> + Send + Sync + 'static,
     {
         self.on_request_inline(op, move |link, body| {
-            let args: A = body.parse().map_err(|e| {
-                RemoteError::new(RemoteError::BAD_REQUEST, format!("invalid arguments: {e}"))
-            })?;
+            let args: A = body.parse().map_err(bad_arguments)?;
             let value = handler(link, args)?;
-            match serde_json::value::to_raw_value(&value) {
-                Ok(raw) => Ok(Payload::new(raw)),
-                Err(_) => Err(RemoteError::new(
-                    RemoteError::INTERNAL,
-                    "the response did not serialize",
-                )),
-            }
+            serde_json::value::to_raw_value(&value)
+                .map(Payload::new)
+                .map_err(|_| not_serialized())
         })
     }
 
@@ -347,10 +349,7 @@ impl Router {
                 let args: A = match req.body.parse() {
                     Ok(a) => a,
                     Err(e) => {
-                        let _ = req.respond_error(RemoteError::new(
-                            RemoteError::BAD_REQUEST,
-                            format!("invalid arguments: {e}"),
-                        ));
+                        let _ = req.respond_error(bad_arguments(e));
                         return;
                     }
                 };

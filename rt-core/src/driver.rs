@@ -90,10 +90,12 @@ impl LinkCtx {
     /// Emits a lifecycle event without waiting: dropped and counted when
     /// the stream is full.
     pub(crate) fn emit_lossy(&self, ev: Event) {
-        if let Some(tx) = &self.events
-            && let Ok(Some(_)) = tx.try_push(ev)
-        {
-            bump(&self.counters.dropped_events, 1);
+        debug_assert!(ev.is_lifecycle(), "data events wait for room");
+        if let Some(tx) = &self.events {
+            let mut dropped = 0;
+            // A closed stream (its receiver gone) needs no count.
+            let _ = tx.push_batch(&mut VecDeque::from([ev]), &mut dropped);
+            bump(&self.counters.dropped_events, dropped as u64);
         }
     }
 }

@@ -160,37 +160,13 @@ impl<T: Item> EventSender<T> {
         }
     }
 
-    /// Pushes one event without waiting; gives it back when the queue is
-    /// full (`Ok(Some)`) or closed (`Err`).
-    pub(crate) fn try_push(&self, ev: T) -> Result<Option<T>, T> {
-        {
-            let mut s = self.0.lock();
-            if s.closed {
-                return Err(ev);
-            }
-            if s.items.len() >= self.0.capacity {
-                return Ok(Some(ev));
-            }
-            s.items.push_back(ev);
-        }
-        self.0.ready.notify(1);
-        Ok(None)
-    }
-
     /// Waits until the queue has room or its receiver is gone.
     pub(crate) async fn room(&self) {
-        loop {
-            let has_room = |s: &State<T>| s.closed || s.items.len() < self.0.capacity;
-            if has_room(&self.0.lock()) {
-                return;
-            }
-            // Register, then re-check, so a take in between is not missed.
-            let listener = self.0.room.listen();
-            if has_room(&self.0.lock()) {
-                return;
-            }
-            listener.await;
-        }
+        wait_until(&self.0.room, || {
+            let s = self.0.lock();
+            (s.closed || s.items.len() < self.0.capacity).then_some(())
+        })
+        .await;
     }
 }
 
@@ -211,36 +187,25 @@ impl<T> Drop for EventReceiver<T> {
     }
 }
 
-/// What [`EventReceiver::try_take`] found.
-enum Took {
-    Some(usize),
-    Empty,
-    Ended,
-}
-
 impl<T> EventReceiver<T> {
-    /// Moves up to `max` waiting events into `out`.
-    fn try_take(&self, out: &mut Vec<T>, max: usize) -> Took {
-        let before = {
+    /// Moves up to `max` waiting events into `out`; how many, or, when
+    /// none are waiting, whether the stream has ended.
+    fn try_take(&self, out: &mut Vec<T>, max: usize) -> Result<usize, bool> {
+        let (before, n) = {
             let mut s = self.0.lock();
             let before = s.items.len();
             if before == 0 {
-                return if s.senders == 0 {
-                    Took::Ended
-                } else {
-                    Took::Empty
-                };
+                return Err(s.senders == 0);
             }
             let n = before.min(max);
             out.extend(s.items.drain(..n));
-            before
+            (before, n)
         };
-        let n = before.min(max);
         self.0.taken(before, n);
-        Took::Some(n)
+        Ok(n)
     }
 
-    /// One waiting event, or why there is none (`true`: the stream ended).
+    /// One waiting event, or, when none is, whether the stream has ended.
     fn try_one(&self) -> Result<T, bool> {
         let (ev, before) = {
             let mut s = self.0.lock();
@@ -263,39 +228,36 @@ impl<T> EventReceiver<T> {
     /// into `out`; 0 once the stream has ended.
     pub(crate) async fn recv_many(&self, out: &mut Vec<T>, max: usize) -> usize {
         let max = max.max(1);
-        loop {
-            match self.try_take(out, max) {
-                Took::Some(n) => return n,
-                Took::Ended => return 0,
-                Took::Empty => {}
-            }
-            // Register, then re-check, so a push in between is not missed.
-            let listener = self.0.ready.listen();
-            match self.try_take(out, max) {
-                Took::Some(n) => return n,
-                Took::Ended => return 0,
-                Took::Empty => {}
-            }
-            listener.await;
-        }
+        wait_until(&self.0.ready, || match self.try_take(out, max) {
+            Ok(n) => Some(n),
+            Err(ended) => ended.then_some(0),
+        })
+        .await
     }
 
     /// Waits for one event; `None` once the stream has ended.
     pub(crate) async fn recv(&self) -> Option<T> {
-        loop {
-            match self.try_one() {
-                Ok(ev) => return Some(ev),
-                Err(true) => return None,
-                Err(false) => {}
-            }
-            let listener = self.0.ready.listen();
-            match self.try_one() {
-                Ok(ev) => return Some(ev),
-                Err(true) => return None,
-                Err(false) => {}
-            }
-            listener.await;
+        wait_until(&self.0.ready, || match self.try_one() {
+            Ok(ev) => Some(Some(ev)),
+            Err(ended) => ended.then_some(None),
+        })
+        .await
+    }
+}
+
+/// Tries `attempt` until it gives an answer, waiting on `event` in between;
+/// the listener is registered before the second try, so a notification
+/// between a failed try and the wait is not missed.
+async fn wait_until<R>(event: &event_listener::Event, mut attempt: impl FnMut() -> Option<R>) -> R {
+    loop {
+        if let Some(r) = attempt() {
+            return r;
         }
+        let listener = event.listen();
+        if let Some(r) = attempt() {
+            return r;
+        }
+        listener.await;
     }
 }
 
@@ -326,7 +288,9 @@ mod tests {
         assert_eq!(tx.push_batch(&mut batch, &mut dropped), Pushed::Full);
         assert_eq!(dropped, 1);
         assert_eq!(Vec::from(batch.clone()), [3, 4, 5]);
-        assert_eq!(tx.try_push(9), Ok(Some(9)));
+        // Still full: a lone lifecycle item is dropped and counted too.
+        assert_eq!(tx.push_batch(&mut [-9].into(), &mut dropped), Pushed::All);
+        assert_eq!(dropped, 2);
         let mut out = Vec::new();
         assert_eq!(futures_lite::future::block_on(rx.recv_many(&mut out, 8)), 3);
         assert_eq!(out, [1, -1, 2]);
@@ -367,12 +331,11 @@ mod tests {
     #[test]
     fn a_dropped_receiver_closes_and_drops_what_was_queued() {
         let (tx, rx) = channel::<i32>(4);
-        tx.try_push(1).unwrap();
+        assert_eq!(tx.push_batch(&mut [1].into(), &mut 0), Pushed::All);
         let mut batch: VecDeque<i32> = [2, 3].into();
         drop(rx);
         assert_eq!(tx.push_batch(&mut batch, &mut 0), Pushed::Closed);
         assert_eq!(batch.len(), 2, "the batch is given back");
-        assert_eq!(tx.try_push(4), Err(4));
         // A waiting sender is released by the close.
         futures_lite::future::block_on(tx.room());
     }
@@ -381,7 +344,7 @@ mod tests {
     fn the_stream_ends_after_the_last_sender_once_drained() {
         let (tx, rx) = channel::<i32>(4);
         let tx2 = tx.clone();
-        tx.try_push(1).unwrap();
+        assert_eq!(tx.push_batch(&mut [1].into(), &mut 0), Pushed::All);
         drop(tx);
         let mut next = pin!(rx.recv());
         assert_eq!(poll(next.as_mut()), Poll::Ready(Some(1)));
