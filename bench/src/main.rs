@@ -12,7 +12,8 @@
 //!                       [--conns N] [--secs S] [--warmup S]
 //! ```
 //!
-//! `all` writes a markdown report to stdout and to `bench/results/latest.md`.
+//! `all` writes a markdown report to stdout and to `bench/results/latest.md`
+//! (`bench/results/quick.md` with `--quick`, which git ignores).
 //! See `BENCHMARKS.md` at the repository root.
 
 mod api;

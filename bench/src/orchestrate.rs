@@ -414,6 +414,15 @@ fn loadavg() -> String {
 
 /// The orchestrator.
 pub(crate) fn all(o: &Opts) -> Result<(), String> {
+    if cfg!(debug_assertions) {
+        // Unoptimized RustCrypto code is two orders of magnitude slower:
+        // a debug build's figures mean nothing, and its sealed 64 KiB runs
+        // outlast the client's time limit (a client seals for ~1.5 min).
+        eprintln!(
+            "warning: jsonlink-bench was built without optimizations; its figures are \
+             meaningless and some runs will time out. Use `cargo run --release`."
+        );
+    }
     let quick = o.get("quick").is_some();
     let api = crate::api_available();
     let mut stacks = vec!["core"];
@@ -478,7 +487,7 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
         &load_start,
     );
     println!("{md}");
-    let out = results_path();
+    let out = results_path(quick);
     if let Some(p) = out.parent() {
         let _ = std::fs::create_dir_all(p);
     }
@@ -492,8 +501,16 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
     }
 }
 
-fn results_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("results/latest.md")
+/// Where the report goes: `results/latest.md` for a full run, which is
+/// kept in the repository; `results/quick.md` (ignored by git) for a smoke
+/// run, so that one never replaces the published figures.
+fn results_path(quick: bool) -> PathBuf {
+    let name = if quick {
+        "results/quick.md"
+    } else {
+        "results/latest.md"
+    };
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
 }
 
 fn mode_label(mode: &str) -> &str {
