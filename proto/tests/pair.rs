@@ -221,6 +221,25 @@ fn h7_protection_matrix_every_policy_combination() {
 }
 
 #[test]
+fn request_until_times_out_at_its_deadline_not_before() {
+    let mut p = connected();
+    let deadline = p.now + Duration::from_secs(3);
+    let id = p.client.conn.request_until(&raw("1"), deadline).unwrap();
+    p.drive();
+    assert!(p.client.conn.poll_timeout().is_some_and(|t| t <= deadline));
+    p.advance(Duration::from_millis(2_999));
+    assert!(
+        resolutions(&p.client).is_empty(),
+        "failed before its deadline"
+    );
+    p.advance(Duration::from_millis(1));
+    assert_eq!(
+        resolutions(&p.client),
+        vec![(id, Err(RequestError::Timeout))]
+    );
+}
+
+#[test]
 fn r2_request_timeout_then_late_response_is_dropped_and_counted() {
     let mut p = connected();
     let now = p.now;

@@ -477,8 +477,7 @@ impl Driver {
                     let _ = reply.send(Err(Error::Timeout));
                     return None;
                 }
-                let timeout = deadline.saturating_duration_since(now);
-                match self.conn.request(now, &body, Some(timeout)) {
+                match self.conn.request_until(&body, deadline) {
                     Ok(id) => {
                         bump(&self.ctx.counters.requests_out, 1);
                         bump(&self.ctx.counters.requests_in_flight, 1);
