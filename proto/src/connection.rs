@@ -485,15 +485,21 @@ impl Connection {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
-        if !self.incoming.contains(&id.0) {
+        // Taken out first (one lookup on the usual path) and put back if
+        // the answer cannot be queued now.
+        if !self.incoming.remove(&id.0) {
             return Err(SendError::UnknownRequest(id.0));
         }
-        if self.out.len() >= self.config.max_outbound {
+        let queued = if self.out.len() >= self.config.max_outbound {
             self.notify_unblocked = true;
-            return Err(SendError::Blocked);
+            Err(SendError::Blocked)
+        } else {
+            self.queue_frame(|o| encode_response(o, id.0, result))
+        };
+        if queued.is_err() {
+            self.incoming.insert(id.0);
+            return queued;
         }
-        self.queue_frame(|o| encode_response(o, id.0, result))?;
-        self.incoming.remove(&id.0);
         self.check_drained();
         Ok(())
     }
@@ -919,7 +925,9 @@ impl Connection {
             "req" => {
                 let id = env.u64(Key::Id)?;
                 let d = required_body(env)?;
-                if self.incoming.contains(&id) {
+                // Inserted first (one lookup on the usual path), taken out
+                // again if refused.
+                if !self.incoming.insert(id) {
                     return Err(ProtocolError::InvalidField {
                         field: "id",
                         detail: "request id already in flight",
@@ -930,7 +938,7 @@ impl Connection {
                         RemoteError::SHUTTING_DOWN,
                         "connection is closing",
                     ))
-                } else if self.incoming.len() >= self.config.max_incoming_requests {
+                } else if self.incoming.len() > self.config.max_incoming_requests {
                     Some(RemoteError::new(
                         RemoteError::BUSY,
                         "too many requests in flight",
@@ -939,12 +947,12 @@ impl Connection {
                     None
                 };
                 if let Some(err) = refuse {
+                    self.incoming.remove(&id);
                     // Bounded: the owner stops reading while `wants_input` is false.
                     self.stats.rejected_requests += 1;
                     let _ = self.queue_frame(|o| encode_response(o, id, Err(&err)));
                     return Ok(());
                 }
-                self.incoming.insert(id);
                 self.events.push_back(Event::Request {
                     id: PeerRequestId(id),
                     op: wire::probe_op(d),

@@ -420,6 +420,40 @@ fn peer_over_incoming_limit_gets_busy_answers() {
         assert!(matches!(res, Err(RequestError::Remote(e)) if e.code == RemoteError::BUSY));
     }
     assert_eq!(p.server.conn.stats().rejected_requests, 3);
+    // The refused requests left nothing behind: two in flight, answerable.
+    assert_eq!(p.server.conn.incoming_in_flight(), 2);
+    for (rid, _, _) in requests(&p.server) {
+        p.server.conn.respond(rid, Ok(&raw("2"))).unwrap();
+    }
+    assert_eq!(p.server.conn.incoming_in_flight(), 0);
+    p.drive();
+    assert_eq!(resolutions(&p.client).len(), 5);
+}
+
+#[test]
+fn an_answer_that_cannot_be_sent_leaves_the_request_answerable() {
+    let mut c = client_config(1);
+    c.max_frame = 2048;
+    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    p.connect();
+    let now = p.now;
+    let id = p.client.conn.request(now, &raw("1"), None).unwrap();
+    p.drive();
+    let (rid, _, _) = requests(&p.server)[0].clone();
+    let big = raw(&format!("\"{}\"", "y".repeat(4000)));
+    assert!(matches!(
+        p.server.conn.respond(rid, Ok(&big)),
+        Err(SendError::FrameTooLarge { limit: 2048, .. })
+    ));
+    assert_eq!(p.server.conn.incoming_in_flight(), 1);
+    p.server.conn.respond(rid, Ok(&raw("3"))).unwrap();
+    assert_eq!(
+        p.server.conn.respond(rid, Ok(&raw("3"))),
+        Err(SendError::UnknownRequest(rid.0))
+    );
+    p.drive();
+    assert_eq!(resolutions(&p.client).len(), 1);
+    assert_eq!(resolutions(&p.client)[0].0, id);
 }
 
 #[test]
