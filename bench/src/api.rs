@@ -19,7 +19,9 @@ use jsonlink_rt::{Client, Event, Identity, LinkOptions, Runtime, Server};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::common::{Material, Mode, Opts, body, count_body, parse_count, percentile, secs_since};
+use crate::common::{
+    Material, Mode, Opts, body, count_body, parse_count, percentile, round_trips, secs_since,
+};
 
 fn err(e: jsonlink_rt::Error) -> io::Error {
     io::Error::other(e.to_string())
@@ -152,24 +154,11 @@ async fn oneway(
 async fn rr(c: &Client, b: &RawValue, k: usize, dur: Duration) -> io::Result<(u64, f64, Vec<u64>)> {
     let t0 = Instant::now();
     let end = t0 + dur;
-    let workers = (0..k).map(|_| async move {
-        let mut n = 0u64;
-        let mut lat = Vec::new();
-        // The clock is read per round trip only to time it (at 1 in
-        // flight), else once per 16, as the raw baseline reads it once per
-        // batch it reads.
-        let per_check = if k == 1 { 1 } else { 16 };
-        while Instant::now() < end {
-            for _ in 0..per_check {
-                let t = (k == 1).then(Instant::now);
-                c.request_raw(b.to_owned(), None).await.map_err(err)?;
-                n += 1;
-                if let Some(t) = t {
-                    lat.push(t.elapsed().as_nanos() as u64);
-                }
-            }
-        }
-        Ok::<_, io::Error>((n, lat))
+    let workers = (0..k).map(|_| {
+        round_trips(k, end, move || async move {
+            c.request_raw(b.to_owned(), None).await.map_err(err)?;
+            Ok(())
+        })
     });
     let mut n = 0;
     let mut lat = Vec::new();

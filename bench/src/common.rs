@@ -273,6 +273,34 @@ pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Elapsed seconds since `t0`, never zero.
+/// One caller's round trips until `end`: how many, and at one in flight
+/// (`k == 1`) each one's latency in nanoseconds. The clock is read per
+/// round trip only to time it, else once per 16, as the raw baseline reads
+/// it once per batch it reads; every stack's callers share this loop.
+pub(crate) async fn round_trips<F, Fut>(
+    k: usize,
+    end: Instant,
+    mut call: F,
+) -> io::Result<(u64, Vec<u64>)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    let per_check = if k == 1 { 1 } else { 16 };
+    let (mut n, mut lat) = (0u64, Vec::new());
+    while Instant::now() < end {
+        for _ in 0..per_check {
+            let t = (k == 1).then(Instant::now);
+            call().await?;
+            n += 1;
+            if let Some(t) = t {
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+    }
+    Ok((n, lat))
+}
+
 pub(crate) fn secs_since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64().max(1e-9)
 }

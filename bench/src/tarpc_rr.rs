@@ -15,7 +15,7 @@ use tarpc::tokio_serde::formats::Json;
 use tarpc::tokio_util::codec::length_delimited::LengthDelimitedCodec;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{Material, Opts, body, percentile, secs_since};
+use crate::common::{Material, Opts, body, percentile, round_trips, secs_since};
 
 /// The request and response body: the same fields as the other stacks' body.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -71,32 +71,21 @@ async fn run(client: &EchoClient, b: &Body, k: usize, dur: Duration) -> io::Resu
     let t0 = Instant::now();
     let end = t0 + dur;
     let mut set = tokio::task::JoinSet::new();
+    // Shared, so a call's future owns a handle for one reference count
+    // rather than a clone of tarpc's client.
+    let client = Arc::new(client.clone());
     for _ in 0..k {
         let client = client.clone();
         let b = b.clone();
-        set.spawn(async move {
-            let mut lat = Vec::new();
-            let mut n = 0u64;
-            // As for jsonlink: the loop reads the clock once per 16 round
-            // trips, and per round trip only to time it (at 1 in flight).
-            let per_check = if k == 1 { 1 } else { 16 };
-            while Instant::now() < end {
-                for _ in 0..per_check {
-                    let t = (k == 1).then(Instant::now);
-                    let mut ctx = tarpc::context::current();
-                    ctx.deadline = Instant::now() + Duration::from_secs(30);
-                    client
-                        .echo(ctx, b.clone())
-                        .await
-                        .map_err(io::Error::other)?;
-                    n += 1;
-                    if let Some(t) = t {
-                        lat.push(t.elapsed().as_nanos() as u64);
-                    }
-                }
+        set.spawn(round_trips(k, end, move || {
+            let (client, b) = (client.clone(), b.clone());
+            async move {
+                let mut ctx = tarpc::context::current();
+                ctx.deadline = Instant::now() + Duration::from_secs(30);
+                client.echo(ctx, b).await.map_err(io::Error::other)?;
+                Ok(())
             }
-            Ok::<_, io::Error>((n, lat))
-        });
+        }));
     }
     let mut n = 0;
     let mut lat = Vec::new();

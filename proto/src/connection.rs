@@ -1509,11 +1509,14 @@ impl<T: Ord + Copy> Deadlines<T> {
 
     /// Drops dead entries from both fronts, so the earliest entry is live.
     fn settle(&mut self, pending: &FxHashMap<u64, T>) {
-        let live = |(d, id): &(T, u64)| pending.get(id) == Some(d);
-        while self.queue.front().is_some_and(|e| !live(e)) {
+        while self.queue.front().is_some_and(|e| !is_live(e, pending)) {
             self.queue.pop_front();
         }
-        while self.heap.peek().is_some_and(|Reverse(e)| !live(e)) {
+        while self
+            .heap
+            .peek()
+            .is_some_and(|Reverse(e)| !is_live(e, pending))
+        {
             self.heap.pop();
         }
     }
@@ -1523,9 +1526,8 @@ impl<T: Ord + Copy> Deadlines<T> {
     /// amortized cost of one lookup per removal.
     fn compact(&mut self, pending: &FxHashMap<u64, T>) {
         if self.len() > 2 * pending.len() + 32 {
-            let live = |(d, id): &(T, u64)| pending.get(id) == Some(d);
-            self.queue.retain(live);
-            self.heap.retain(|Reverse(e)| live(e));
+            self.queue.retain(|e| is_live(e, pending));
+            self.heap.retain(|Reverse(e)| is_live(e, pending));
         }
     }
 
@@ -1538,6 +1540,12 @@ impl<T: Ord + Copy> Deadlines<T> {
         self.queue.clear();
         self.heap.clear();
     }
+}
+
+/// Whether a deadline entry still belongs to a pending request (an answered
+/// or expired one is gone from `pending`; an id is never reused).
+fn is_live<T: PartialEq>((deadline, id): &(T, u64), pending: &FxHashMap<u64, T>) -> bool {
+    pending.get(id) == Some(deadline)
 }
 
 #[cfg(test)]
@@ -1571,7 +1579,6 @@ mod deadline_tests {
                 if let Some(at) = self.pending.remove(&id) {
                     self.set.remove(&(at, id));
                 }
-                self.d.settle(&self.pending);
                 out.push(id);
             }
             out
