@@ -1,5 +1,5 @@
 #![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
-//! The core cases of FAULTS.md, one test (or more) per ID, named after it.
+//! The core cases of tests/faults/FAULTS.md, one test (or more) per ID, named after it.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The adapter cases of the fault catalogue (FAULTS.md: H2, R3, R4, R6,
+//! The adapter cases of the fault catalogue (tests/faults/FAULTS.md: H2, R3, R4, R6,
 //! C1–C4, L1, D1, D2, plus a reader that never reads), over real TLS on
 //! 127.0.0.1, against the real `Server`/`Client` and the adversarial raw-TLS
 //! peer of `jsonlink_tests`.
@@ -60,7 +60,7 @@ fn hold_requests(
 const HANDSHAKE: Duration = Duration::from_millis(300);
 /// Gap between the trickling peer's bytes.
 const TRICKLE_GAP: Duration = Duration::from_millis(20);
-/// Silent sockets open while a good client authenticates (FAULTS.md: 1000).
+/// Silent sockets open while a good client authenticates (tests/faults/FAULTS.md: 1000).
 const SILENT_SOCKETS: usize = 1000;
 /// Of which this many completed TLS (the rest are bare TCP).
 const SILENT_AFTER_TLS: usize = 50;

@@ -1,4 +1,4 @@
-//! Server load cases of the fault catalogue (FAULTS.md L2, L3), over real TLS
+//! Server load cases of the fault catalogue (tests/faults/FAULTS.md L2, L3), over real TLS
 //! on 127.0.0.1, with the server's resident memory measured against the
 //! bound documented in the README ("Memory bounds").
 //!
@@ -116,7 +116,7 @@ fn random_hex() -> String {
 
 // ------------------------------------------------------------------- L2
 
-/// Slow pre-auth connections (FAULTS.md: 1000), split in three.
+/// Slow pre-auth connections (tests/faults/FAULTS.md: 1000), split in three.
 const SLOW: usize = 1000;
 /// Trickling peers send this much of a never-ending hello at once, then
 /// one byte per [`TRICKLE_GAP`] (at most 4095 more: never over the limit).

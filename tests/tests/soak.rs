@@ -1,4 +1,4 @@
-//! L4 (FAULTS.md): a soak of requests across randomly injected disconnects,
+//! L4 (tests/faults/FAULTS.md): a soak of requests across randomly injected disconnects,
 //! over real TLS on 127.0.0.1.
 //!
 //! Clients reach the server through a TCP relay of the test's own that can
