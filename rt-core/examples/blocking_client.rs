@@ -102,7 +102,12 @@ pub(crate) struct Summary {
 /// Connects to `addr` (verifying the server as `localhost` against the CA
 /// in `ca_pem`), runs the script, and closes gracefully.
 pub(crate) fn run(addr: SocketAddr, ca_pem: &Path, secret: &Secret) -> Result<Summary, BoxError> {
-    run_with(addr, ca_pem, secret, certs::DEV_SERVER_NAME)
+    run_with(
+        addr,
+        ca_pem,
+        secret,
+        jsonlink_rt::dev_certs::DEV_SERVER_NAME,
+    )
 }
 
 /// [`run`] with the server name to verify the certificate against.

@@ -5,8 +5,9 @@
 //!
 //! [`runtime`] is the seam to one async runtime (the [`Runtime`] trait, which
 //! `jsonlink-tokio`, `jsonlink-async-std` and `jsonlink-smol` implement) plus
-//! the TLS glue they share; [`certs`] makes development certificates and
-//! loads PEM files into rustls configurations built on the `ring` provider.
+//! the TLS glue they share; [`certs`] loads PEM files into rustls
+//! configurations built on the `ring` provider, and [`dev_certs`] (feature
+//! `dev-certs`, on by default) makes development certificates in memory.
 //!
 //! # Shape
 //!
@@ -48,6 +49,8 @@
 pub mod certs;
 mod client;
 mod config;
+#[cfg(feature = "dev-certs")]
+pub mod dev_certs;
 mod dispatch;
 mod driver;
 mod error;
@@ -96,13 +99,15 @@ macro_rules! adapter_builders {
     };
 }
 
-pub use certs::{CertError, DevPki};
+pub use certs::CertError;
 pub use client::{Client, ClientBuilder};
 pub use config::{
     DEFAULT_COMMAND_BYTES, DEFAULT_COMMAND_CAPACITY, DEFAULT_EVENT_CAPACITY, DEFAULT_LINGER,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDLER_BYTES, DEFAULT_MAX_HANDLER_TASKS,
     DEFAULT_READ_BUFFER, LinkOptions,
 };
+#[cfg(feature = "dev-certs")]
+pub use dev_certs::DevPki;
 pub use dispatch::{Message, Request, Responder, Router};
 pub use error::Error;
 pub use event::{Event, EventKind, Stats};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use jsonlink_rt::certs::DevPki;
+use jsonlink_rt::DevPki;
 use jsonlink_rt::runtime::{EXPORTER_LEN, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(20);
