@@ -46,6 +46,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod binding;
 mod config;
 mod connection;
 pub mod crypto;
@@ -60,6 +61,7 @@ pub mod fuzz;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use binding::{EXPORTER_LABEL, EXPORTER_LEN};
 pub use config::*;
 pub use connection::{
     Connection, ConnectionParams, MAX_REASON_LEN, MAX_SIGN_ALGS, MIN_PEER_MAX_FRAME, SEAL_ALG,

@@ -31,11 +31,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncStream for T {}
 /// A boxed [`AsyncStream`].
 pub type BoxStream = Box<dyn AsyncStream>;
 
-/// Label used for TLS exporter keying material (RFC 5705 / RFC 8446 §7.5)
-/// that both sides feed into the handshake as channel binding.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-jsonlink-channel-binding";
-/// Length of the exported channel-binding material in bytes.
-pub const EXPORTER_LEN: usize = 32;
+pub use jsonlink_proto::{EXPORTER_LABEL, EXPORTER_LEN};
 
 /// An established TLS session, ready for the jsonlink handshake.
 pub struct TlsStream {

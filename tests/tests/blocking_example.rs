@@ -1,9 +1,9 @@
-//! The runtime-free example (`rt-core/examples/blocking_client.rs`, a
+//! The runtime-free example (`proto/examples/blocking_client.rs`, a
 //! hand-written loop over `std::net` + rustls driving the sans-IO core)
 //! against an async `Server` on tokio: message by op, a request each way,
 //! graceful close. Bounded in time; synchronised on events, never sleeps.
 
-#[path = "../../rt-core/examples/blocking_client.rs"]
+#[path = "../../proto/examples/blocking_client.rs"]
 mod blocking_client;
 
 use std::path::PathBuf;

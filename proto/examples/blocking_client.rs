@@ -8,8 +8,8 @@
 //! certificate is signed by the CA in the PEM file:
 //!
 //! ```text
-//! cargo run -p jsonlink-rt --example blocking_client -- 127.0.0.1:7000 ca.pem <secret-hex>
-//! # or: JSONLINK_ADDR=… JSONLINK_CA=… JSONLINK_SECRET=… cargo run -p jsonlink-rt --example blocking_client
+//! cargo run -p jsonlink-proto --example blocking_client -- 127.0.0.1:7000 ca.pem <secret-hex>
+//! # or: JSONLINK_ADDR=… JSONLINK_CA=… JSONLINK_SECRET=… cargo run -p jsonlink-proto --example blocking_client
 //! ```
 //!
 //! (`tests/tests/blocking_example.rs` runs it against an async `Server` on
@@ -20,7 +20,7 @@
 //! The connection never touches the socket or the clock; this file owns
 //! both. Set-up is ordinary blocking code: TCP connect, the TLS handshake
 //! (`complete_io` until done), then the **channel binding** — 32 bytes of
-//! TLS exporter keying material from [`jsonlink_rt::channel_binding`] —
+//! TLS exporter keying material under [`jsonlink_proto::EXPORTER_LABEL`] —
 //! handed to [`Connection::new`] in [`ConnectionParams`], so the
 //! authentication proofs are tied to this very TLS session. Then, forever:
 //!
@@ -53,6 +53,10 @@
 //! answer `add` and ask `status`, as the test's server does; otherwise the
 //! script gives up after 15 s with an error.)
 
+// proto/clippy.toml bans sockets and clocks from the crate: the core does no
+// I/O. This example is the I/O loop around it, so it owns both.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::error::Error;
 use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -61,14 +65,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonlink_proto::{
-    Authenticated, CloseReason, Config, Connection, ConnectionParams, Event, Identity, Policy,
-    RemoteError, RequestId, Secret, Side,
+    Authenticated, CloseReason, Config, Connection, ConnectionParams, EXPORTER_LABEL, EXPORTER_LEN,
+    Event, Identity, Policy, RemoteError, RequestId, Secret, Side,
 };
-use jsonlink_rt::certs;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, StreamOwned};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::json;
 use serde_json::value::to_raw_value;
+
+/// The name in a development server certificate (`DevPki`'s).
+const DEV_SERVER_NAME: &str = "localhost";
 
 /// Errors of this example (sendable, so a test can run it on a thread).
 pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
@@ -102,12 +109,21 @@ pub(crate) struct Summary {
 /// Connects to `addr` (verifying the server as `localhost` against the CA
 /// in `ca_pem`), runs the script, and closes gracefully.
 pub(crate) fn run(addr: SocketAddr, ca_pem: &Path, secret: &Secret) -> Result<Summary, BoxError> {
-    run_with(
-        addr,
-        ca_pem,
-        secret,
-        jsonlink_rt::dev_certs::DEV_SERVER_NAME,
-    )
+    run_with(addr, ca_pem, secret, DEV_SERVER_NAME)
+}
+
+/// A rustls client configuration trusting the CA certificates in `ca_pem`,
+/// on rustls' `ring` provider (given explicitly: no process-wide default).
+fn client_config(ca_pem: &Path) -> Result<ClientConfig, BoxError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// [`run`] with the server name to verify the certificate against.
@@ -121,9 +137,7 @@ pub(crate) fn run_with(
     let limit = started + SESSION_LIMIT;
 
     // --- TCP + TLS (ordinary blocking code) ---------------------------------
-    let tls_config = Arc::new(certs::client_config(certs::root_store(
-        certs::load_certs(ca_pem)?,
-    )?)?);
+    let tls_config = Arc::new(client_config(ca_pem)?);
     let mut tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(CONNECT_TIMEOUT))?;
@@ -135,7 +149,8 @@ pub(crate) fn run_with(
     }
     // 32 bytes of TLS exporter keying material: both ends get the same bytes
     // only if they share this TLS session (no terminating relay between).
-    let channel_binding = jsonlink_rt::channel_binding(&tls)?;
+    let channel_binding =
+        tls.export_keying_material(vec![0u8; EXPORTER_LEN], EXPORTER_LABEL, None)?;
     let mut stream = StreamOwned::new(tls, tcp);
     say(
         started,
