@@ -60,6 +60,12 @@ impl Runtime for AsyncStdRuntime {
         })
     }
 
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        use async_std::net::ToSocketAddrs as _;
+        let host = host.to_owned();
+        Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
+    }
+
     fn connect_tls(
         &self,
         addr: SocketAddr,

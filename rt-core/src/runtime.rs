@@ -83,6 +83,11 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     fn now(&self) -> Instant;
     /// A future that completes at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+    /// Resolves `host` (a DNS name, or an IP address literal) with the
+    /// runtime's own resolver, giving every address for `port` in the order
+    /// the resolver returns them. The client calls it before every connect
+    /// attempt, so a host that moves is found again on reconnect.
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
     /// Binds a TCP listener.
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>>;
     /// Opens a TCP connection (with `TCP_NODELAY` set) and runs the client

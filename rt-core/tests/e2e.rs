@@ -761,6 +761,13 @@ impl Runtime for Counting {
     fn sleep_until(&self, deadline: std::time::Instant) -> jsonlink_rt::BoxFuture<'static, ()> {
         self.inner.sleep_until(deadline)
     }
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> jsonlink_rt::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+        self.inner.resolve(host, port)
+    }
     fn bind(
         &self,
         addr: SocketAddr,

@@ -94,6 +94,11 @@ impl Runtime for SmolRuntime {
         })
     }
 
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        let host = host.to_owned();
+        Box::pin(async move { smol::net::resolve((host.as_str(), port)).await })
+    }
+
     fn connect_tls(
         &self,
         addr: SocketAddr,

@@ -71,6 +71,15 @@ impl Runtime for TokioRuntime {
         })
     }
 
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        let host = host.to_owned();
+        in_tokio(&self.handle, async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    }
+
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
         let handle = self.handle.clone();
         in_tokio(&self.handle, async move {

@@ -301,6 +301,14 @@ impl jsonlink_rt::Runtime for CountingRuntime {
         self.inner.sleep_until(deadline)
     }
 
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> jsonlink_rt::BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        self.inner.resolve(host, port)
+    }
+
     fn bind(
         &self,
         addr: SocketAddr,

@@ -1,6 +1,6 @@
 //! The `Runtime` contract, checked on every adapter (tokio, async-std,
 //! smol on its global executor and on one of the caller's) with one body each: TLS over loopback with equal channel bindings
-//! on both ends, a foreign CA refused, `sleep_until`, `spawn`.
+//! on both ends, a foreign CA refused, `resolve`, `sleep_until`, `spawn`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +76,21 @@ fn sleep_until_waits_for_the_deadline() {
         let deadline = rt.now() + Duration::from_millis(20);
         rt.sleep_until(deadline).await;
         assert!(rt.now() >= deadline);
+    });
+}
+
+#[test]
+fn resolve_gives_loopback_for_localhost_and_literals_as_they_are() {
+    each_runtime(|rt| async move {
+        let addrs = rt.resolve("localhost", 4242).await.unwrap();
+        assert!(
+            addrs
+                .iter()
+                .any(|a| a.ip().is_loopback() && a.port() == 4242),
+            "{addrs:?}"
+        );
+        let addrs = rt.resolve("127.0.0.1", 7).await.unwrap();
+        assert_eq!(addrs, [std::net::SocketAddr::from(([127, 0, 0, 1], 7))]);
     });
 }
 
