@@ -46,6 +46,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod args;
 mod binding;
 mod config;
 mod connection;
