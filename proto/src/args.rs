@@ -223,6 +223,23 @@ mod tests {
         assert_eq!(b.parse::<Value>().unwrap()["op"], "q\"uote");
     }
 
+    /// The table of PROTOCOL.md §11.5.
+    #[test]
+    fn the_protocol_tables_examples_hold() {
+        let table = [
+            (r#"{"op":"neg","args":5}"#, "5"),
+            (r#"{"op":"add","a":2,"b":3}"#, r#"{"a":2,"b":3}"#),
+            (r#"{"op":"add","args":{"a":2},"b":3}"#, r#"{"args":{"a":2},"b":3}"#),
+            (r#"{"op":"wrap","args":{"op":"inner"}}"#, r#"{"op":"inner"}"#),
+            (r#"{"op":"ping"}"#, "{}"),
+            ("[1,2]", "[1,2]"),
+        ];
+        for (b, args) in table {
+            let got: Box<serde_json::value::RawValue> = body(b).args().unwrap();
+            assert_eq!(got.get(), args, "{b}");
+        }
+    }
+
     #[test]
     fn a_body_that_is_not_an_object_is_its_own_arguments() {
         assert_eq!(body("[1,2]").args::<Vec<i64>>().unwrap(), [1, 2]);
