@@ -168,9 +168,14 @@ mod tests {
     #[test]
     fn primitives_travel_in_args() {
         assert_eq!(body(r#"{"op":"neg","args":5}"#).args::<i64>().unwrap(), 5);
-        assert_eq!(body(r#"{"args":"x","op":"neg"}"#).args::<String>().unwrap(), "x");
         assert_eq!(
-            body(r#"{"op":"sum","args":[1,2]}"#).args::<Vec<i64>>().unwrap(),
+            body(r#"{"args":"x","op":"neg"}"#).args::<String>().unwrap(),
+            "x"
+        );
+        assert_eq!(
+            body(r#"{"op":"sum","args":[1,2]}"#)
+                .args::<Vec<i64>>()
+                .unwrap(),
             [1, 2]
         );
     }
@@ -182,18 +187,26 @@ mod tests {
         let add: Add = body(r#"{"a":2,"op":"add","b":3}"#).args().unwrap();
         assert_eq!(add, Add { a: 2, b: 3 });
         // An unknown member still fails a deny_unknown_fields struct.
-        assert!(body(r#"{"op":"add","a":2,"b":3,"c":4}"#).args::<Add>().is_err());
+        assert!(
+            body(r#"{"op":"add","a":2,"b":3,"c":4}"#)
+                .args::<Add>()
+                .is_err()
+        );
         // No op: the body is its own arguments.
-        assert_eq!(body(r#"{"a":1,"b":2}"#).args::<Add>().unwrap(), Add { a: 1, b: 2 });
+        assert_eq!(
+            body(r#"{"a":1,"b":2}"#).args::<Add>().unwrap(),
+            Add { a: 1, b: 2 }
+        );
     }
 
     #[test]
     fn flattened_members_keep_their_exact_text_and_order() {
         let v: Box<serde_json::value::RawValue> =
-            body(r#"{"op":"x","n":1.0e400,"s":"\u00e9","z":-0}"#).args().unwrap();
+            body(r#"{"op":"x","n":1.0e400,"s":"\u00e9","z":-0}"#)
+                .args()
+                .unwrap();
         assert_eq!(v.get(), r#"{"n":1.0e400,"s":"\u00e9","z":-0}"#);
-        let v: Box<serde_json::value::RawValue> =
-            body(r#"{"op":"x","k\"q":1}"#).args().unwrap();
+        let v: Box<serde_json::value::RawValue> = body(r#"{"op":"x","k\"q":1}"#).args().unwrap();
         assert_eq!(v.get(), r#"{"k\"q":1}"#);
     }
 
@@ -229,8 +242,14 @@ mod tests {
         let table = [
             (r#"{"op":"neg","args":5}"#, "5"),
             (r#"{"op":"add","a":2,"b":3}"#, r#"{"a":2,"b":3}"#),
-            (r#"{"op":"add","args":{"a":2},"b":3}"#, r#"{"args":{"a":2},"b":3}"#),
-            (r#"{"op":"wrap","args":{"op":"inner"}}"#, r#"{"op":"inner"}"#),
+            (
+                r#"{"op":"add","args":{"a":2},"b":3}"#,
+                r#"{"args":{"a":2},"b":3}"#,
+            ),
+            (
+                r#"{"op":"wrap","args":{"op":"inner"}}"#,
+                r#"{"op":"inner"}"#,
+            ),
             (r#"{"op":"ping"}"#, "{}"),
             ("[1,2]", "[1,2]"),
         ];

@@ -199,6 +199,16 @@ impl RemoteError {
     pub const BAD_REQUEST: &'static str = "bad_request";
     /// The handler failed.
     pub const INTERNAL: &'static str = "internal";
+    /// What the request names does not exist.
+    pub const NOT_FOUND: &'static str = "not_found";
+    /// The caller is not authenticated for this request.
+    pub const UNAUTHORIZED: &'static str = "unauthorized";
+    /// The caller may not do this.
+    pub const FORBIDDEN: &'static str = "forbidden";
+    /// The request conflicts with the current state.
+    pub const CONFLICT: &'static str = "conflict";
+    /// The service cannot serve the request now; it may be retried later.
+    pub const UNAVAILABLE: &'static str = "unavailable";
 
     /// Builds an error with a code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {

@@ -55,6 +55,7 @@ mod dispatch;
 mod driver;
 mod error;
 mod event;
+mod handler_error;
 mod link;
 mod queue;
 pub mod reconnect;
@@ -111,6 +112,7 @@ pub use dev_certs::DevPki;
 pub use dispatch::{Message, Request, Responder, Router};
 pub use error::Error;
 pub use event::{Event, EventKind, Stats};
+pub use handler_error::HandlerError;
 pub use jsonlink_proto::{
     Authenticated, CloseCode, CloseReason, Identity, Keepalive, Op, Payload, PeerRequestId, Policy,
     RemoteError, Secret, SecretError, SignAlg,
