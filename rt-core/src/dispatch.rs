@@ -650,7 +650,7 @@ impl Lane {
             }
             drop(guard);
             calls += 1;
-            if calls % LANE_CALLS_PER_YIELD == 0 {
+            if calls.is_multiple_of(LANE_CALLS_PER_YIELD) {
                 futures_lite::future::yield_now().await;
             }
         }
