@@ -10,8 +10,8 @@
 //! and records one outcome for the fault table (`tests/faults/expected.md`).
 //! The bodies synchronise on handler notifications and request answers; the
 //! only time-bound waits are the bounds that turn a stall into a failure,
-//! and one poll of a counter that has no event (lifecycle events dropped
-//! by an unread stream).
+//! and polls of counters that have no event to await (lifecycle events
+//! dropped by an unread stream, messages a link has dispatched).
 
 use std::future::Future;
 use std::pin::pin;
