@@ -36,6 +36,8 @@ pub(crate) async fn server(
 ) -> io::Result<()> {
     let (sign, seal) = mode.policies();
     let mut lo = LinkOptions::default();
+    // This server answers from its event loop below: it consumes events.
+    lo.consume_events = true;
     lo.unhandled_ops_to_events = true;
     // Experiment knobs (not used by `all`): the per-link command bound and
     // the event stream's capacity.

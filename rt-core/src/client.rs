@@ -710,7 +710,9 @@ impl Client {
         }
     }
 
-    /// The next event; `None` when the event stream is off.
+    /// The next event; `None` when the event stream is off. Messages and
+    /// requests no handler takes arrive here only if the builder declared
+    /// a consumer ([`LinkOptions::consume_events`]).
     pub async fn next_event(&self) -> Option<Event> {
         self.inner.events.next().await
     }

@@ -12,18 +12,20 @@ use std::time::Duration;
 /// Default limit on simultaneous connections to a server (including those
 /// still in TLS or authentication).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default capacity of a server's or client's event stream.
+/// Default capacity of a server's or client's event stream (for each of
+/// its two kinds of event, data and lifecycle).
 pub const DEFAULT_EVENT_CAPACITY: usize = 256;
 /// Default limit on the commands (sends, requests, pings) queued on one
 /// link by its handles before its driver has applied them.
 pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
 /// Default limit on the body bytes of the commands queued on one link.
 pub const DEFAULT_COMMAND_BYTES: usize = 1024 * 1024;
-/// Default limit on handler tasks running at once for one link; past it
-/// the link stops reading until one finishes.
+/// Default limit on handler calls admitted at once for one link (tasks
+/// running, ordered message calls waiting); past it the link stops
+/// reading until one finishes.
 pub const DEFAULT_MAX_HANDLER_TASKS: usize = 256;
-/// Default limit on the body bytes held by one link's running handler
-/// tasks; past it the link stops reading until one finishes.
+/// Default limit on the body bytes held by one link's admitted handler
+/// calls; past it the link stops reading until one finishes.
 pub const DEFAULT_MAX_HANDLER_BYTES: usize = 16 * 1024 * 1024;
 /// Default size of the read buffer (one per runtime thread, shared by the
 /// links it drives).
@@ -36,22 +38,54 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LinkOptions {
-    /// Whether the event stream exists. With it off, messages without a
-    /// handler are dropped (and counted) and requests without a handler are
-    /// answered [`no_handler`](jsonlink_proto::RemoteError::NO_HANDLER).
+    /// Whether the event stream exists. With it off there are no events at
+    /// all: messages without a handler are dropped (and counted) and
+    /// requests without a handler are answered
+    /// [`no_handler`](jsonlink_proto::RemoteError::NO_HANDLER).
     /// Default `true`.
     pub events: bool,
-    /// Capacity of the event stream. Messages and requests wait for room
-    /// (the link stops reading meanwhile); lifecycle events (authenticated,
-    /// closed, error, reconnect attempt) never wait: when the stream is full
-    /// they are dropped and counted in
-    /// [`Stats::dropped_events`](crate::Stats::dropped_events).
+    /// Whether the application **consumes** the event stream: declares
+    /// that something reads [`Server::next_event`](crate::Server::next_event)
+    /// (or [`Client::next_event`](crate::Client::next_event), or their
+    /// batch and `wait_for` forms) for the data events,
+    /// [`Event::Message`](crate::Event::Message) and
+    /// [`Event::Request`](crate::Event::Request).
+    ///
+    /// - `false` (the default): **nothing ever waits for a reader**. A
+    ///   message no handler takes is dropped and counted in
+    ///   [`Stats::dropped_messages`](crate::Stats::dropped_messages); a
+    ///   request no handler takes (with or without an `op`) is answered
+    ///   [`no_handler`](jsonlink_proto::RemoteError::NO_HANDLER) at once.
+    ///   Lifecycle events still go to the stream (if
+    ///   [`events`](Self::events) is on), within their own bound, oldest
+    ///   dropped first (see [`event_capacity`](Self::event_capacity)), so
+    ///   an application that never reads it loses nothing else.
+    /// - `true`: those messages and requests go to the stream and wait for
+    ///   room there: a link whose data event finds the stream full stops
+    ///   reading until the consumer catches up (nothing is lost), while
+    ///   other links read on. Needs [`events`](Self::events) on (the
+    ///   builders' `consume_events(true)` turns it on).
+    ///
+    /// Default `false`.
+    pub consume_events: bool,
+    /// Capacity of the event stream, counted separately for its two kinds
+    /// of event, so one kind never takes the other's room (at most twice
+    /// this many events wait in it):
+    ///
+    /// - data events (messages and requests no handler took, only with
+    ///   [`consume_events`](Self::consume_events)) wait for room: the link
+    ///   stops reading meanwhile, and resumes once the stream holds half
+    ///   its capacity of data events or fewer;
+    /// - lifecycle events (authenticated, closed, error, ping, pong,
+    ///   keepalive timeout, reconnect attempt) never wait and never stop a
+    ///   link from reading: when `event_capacity` of them are waiting, the
+    ///   oldest is dropped to make room for the new one and counted in
+    ///   [`Stats::dropped_events`](crate::Stats::dropped_events).
+    ///
     /// A link hands its events over in batches (one lock and at most one
     /// wake-up of the consumer per batch of up to 64). Events a link has
     /// decoded but not handed over yet wait in the link (up to 64 plus
-    /// what its last read decoded; it reads nothing more meanwhile). A link
-    /// waiting for room resumes once the stream has drained to half its
-    /// capacity.
+    /// what its last read decoded; it reads nothing more meanwhile).
     /// Default [`DEFAULT_EVENT_CAPACITY`].
     pub event_capacity: usize,
     /// Commands (sends, requests, pings) that handles may queue on one link
@@ -65,13 +99,18 @@ pub struct LinkOptions {
     /// larger than this is still queued when the queue is empty. Default
     /// [`DEFAULT_COMMAND_BYTES`].
     pub command_bytes: usize,
-    /// Handler tasks running at once per link. Default
+    /// Handler calls admitted at once per link: request handler tasks and
+    /// [concurrent](crate::Router::on_message_concurrent) message handler
+    /// tasks running, plus [ordered](crate::Router::on_message) message
+    /// handler calls running or waiting in the link's ordered lane. Past
+    /// it the link stops reading until one finishes. Default
     /// [`DEFAULT_MAX_HANDLER_TASKS`].
     pub max_handler_tasks: usize,
-    /// Body bytes that one link's running handler tasks may hold together
-    /// (each task counts its message's or request's body until it
-    /// finishes). Past it the link stops reading until one finishes; a
-    /// single body larger than this still runs when no other handler does.
+    /// Body bytes that one link's admitted handler calls may hold together
+    /// (each counts its message's or request's body until it finishes,
+    /// including ordered message calls waiting in the lane). Past it the
+    /// link stops reading until one finishes; a single body larger than
+    /// this still runs when no other handler call is admitted.
     /// With [`max_handler_tasks`](Self::max_handler_tasks) this bounds what
     /// slow handlers can make a link hold. Default
     /// [`DEFAULT_MAX_HANDLER_BYTES`].
@@ -86,8 +125,10 @@ pub struct LinkOptions {
     pub linger: Duration,
     /// Whether requests whose `op` has no handler go to the event stream
     /// (as [`Event::Request`](crate::Event::Request)) instead of being
-    /// answered `no_handler`. Requests without an `op` always go to the
-    /// stream when it exists. Default `false`.
+    /// answered `no_handler`; only with
+    /// [`consume_events`](Self::consume_events). Requests without an `op`
+    /// always go to the stream when a consumer is declared. Default
+    /// `false`.
     pub unhandled_ops_to_events: bool,
 }
 
@@ -95,6 +136,7 @@ impl Default for LinkOptions {
     fn default() -> Self {
         Self {
             events: true,
+            consume_events: false,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             command_bytes: DEFAULT_COMMAND_BYTES,
@@ -223,6 +265,20 @@ macro_rules! proto_setters {
             self
         }
 
+        /// Declares whether the application consumes the event stream's
+        /// data events (messages and requests no handler takes); `true`
+        /// also turns the stream on. Without it (the default) nothing
+        /// waits for a reader: such messages are dropped and counted,
+        /// such requests answered `no_handler` at once. See
+        /// [`LinkOptions::consume_events`](crate::LinkOptions::consume_events).
+        pub fn consume_events(mut self, on: bool) -> Self {
+            self.options.consume_events = on;
+            if on {
+                self.options.events = true;
+            }
+            self
+        }
+
         /// Capacity of the event stream (see
         /// [`LinkOptions::event_capacity`](crate::LinkOptions::event_capacity)).
         pub fn event_capacity(mut self, n: usize) -> Self {
@@ -244,14 +300,14 @@ macro_rules! proto_setters {
             self
         }
 
-        /// Handler tasks running at once per link (see
+        /// Handler calls admitted at once per link (see
         /// [`LinkOptions::max_handler_tasks`](crate::LinkOptions::max_handler_tasks)).
         pub fn max_handler_tasks(mut self, n: usize) -> Self {
             self.options.max_handler_tasks = n;
             self
         }
 
-        /// Body bytes held by one link's running handlers (see
+        /// Body bytes held by one link's admitted handler calls (see
         /// [`LinkOptions::max_handler_bytes`](crate::LinkOptions::max_handler_bytes)).
         pub fn max_handler_bytes(mut self, n: usize) -> Self {
             self.options.max_handler_bytes = n;

@@ -1,7 +1,7 @@
 //! Dispatch by `op`: the [`Router`] of handlers, and the [`Message`],
 //! [`Request`] and [`Responder`] values handlers and the event stream get.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,15 +165,26 @@ fn not_serialized() -> RemoteError {
     RemoteError::new(RemoteError::INTERNAL, "the response did not serialize")
 }
 
-type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
+pub(crate) type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
 type RequestFn = dyn Fn(Request) -> BoxFuture<'static, ()> + Send + Sync;
 pub(crate) type InlineFn = dyn Fn(&Link, Payload) -> Result<Payload, RemoteError> + Send + Sync;
 
 #[derive(Default)]
 struct Handlers {
-    messages: HashMap<String, Arc<MessageFn>>,
+    messages: HashMap<String, MessageRoute>,
     requests: HashMap<String, Arc<RequestFn>>,
     inline: HashMap<String, Arc<InlineFn>>,
+}
+
+/// How a message with a handled `op` is served.
+#[derive(Clone)]
+pub(crate) enum MessageRoute {
+    /// In the link's ordered lane: one call at a time, in arrival order
+    /// ([`Router::on_message`]).
+    Ordered(Arc<MessageFn>),
+    /// In a task of its own, concurrently with the link's other handlers
+    /// ([`Router::on_message_concurrent`]).
+    Concurrent(Arc<MessageFn>),
 }
 
 /// How a request with a handled `op` is served.
@@ -190,14 +201,46 @@ pub(crate) enum RequestRoute {
 /// running.
 ///
 /// A message or request whose body is an object with a string `op` goes to
-/// the handler registered for that op; each handler call runs as its own
-/// task, except for inline request handlers
-/// ([`on_request_inline`](Self::on_request_inline),
-/// [`handle_inline`](Self::handle_inline)), which the link's own task calls
-/// and answers at once. A request to an op with no handler is answered
-/// [`no_handler`](RemoteError::NO_HANDLER) (unless
-/// [`LinkOptions::unhandled_ops_to_events`](crate::LinkOptions::unhandled_ops_to_events));
-/// everything else goes to the event stream.
+/// the handler registered for that op.
+///
+/// # Order and concurrency
+///
+/// - **Message handlers** ([`on_message`](Self::on_message)) of one link
+///   run **one at a time, in the order the messages arrived** on that
+///   link, whatever their op: each call (and the future it returns)
+///   finishes before the next starts, as Node's listeners run. They run
+///   in the link's *ordered lane*: a task spawned when a message arrives
+///   and none is running for that link, which calls the handlers of the
+///   messages waiting in turn and ends when none is left.
+/// - **Across links there is no order**: each link has its own lane, and
+///   lanes run in parallel on a multi-threaded executor.
+/// - **Head-of-line cost**: a slow message handler delays the messages
+///   that arrive after it *on its link* (not other links, and not
+///   requests, which do not go through the lane). Calls waiting in the
+///   lane count against the link's handler budget
+///   ([`max_handler_tasks`](crate::LinkOptions::max_handler_tasks),
+///   [`max_handler_bytes`](crate::LinkOptions::max_handler_bytes)); once
+///   it is used up the link stops reading (and so delays everything on
+///   it) until calls finish, rather than queueing without bound. A
+///   handler that needs no order can opt out with
+///   [`on_message_concurrent`](Self::on_message_concurrent).
+/// - **Request handlers** ([`on_request`](Self::on_request),
+///   [`handle`](Self::handle)) run as a task each, concurrently: a slow
+///   one delays no other request. Inline request handlers
+///   ([`on_request_inline`](Self::on_request_inline),
+///   [`handle_inline`](Self::handle_inline)) are called by the link's own
+///   task and answered at once.
+///
+/// A request to an op with no handler is answered
+/// [`no_handler`](RemoteError::NO_HANDLER) at once (unless
+/// [`LinkOptions::unhandled_ops_to_events`](crate::LinkOptions::unhandled_ops_to_events)
+/// with a consumer declared). Messages no handler takes, and requests
+/// without an `op`, go to the event stream only if the application
+/// declared that it reads it
+/// ([`LinkOptions::consume_events`](crate::LinkOptions::consume_events));
+/// otherwise such a message is dropped (counted in
+/// [`Stats::dropped_messages`](crate::Stats::dropped_messages)) and such
+/// a request answered `no_handler` at once.
 #[derive(Clone, Default)]
 pub struct Router {
     inner: Arc<RouterInner>,
@@ -255,14 +298,37 @@ impl Router {
         self.inner.any.load(Ordering::Acquire)
     }
 
-    /// Handles messages with this `op` (replacing any previous handler).
+    /// Handles messages with this `op` (replacing any previous handler for
+    /// it), in the link's ordered lane: the message handlers of one link
+    /// run one at a time, in arrival order, across all ops registered
+    /// this way (see [Order and concurrency](Self#order-and-concurrency)
+    /// for the guarantee and its head-of-line cost). A handler that panics
+    /// is logged and the lane carries on with the next message.
     pub fn on_message<F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
     where
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
-        self.edit(|h| h.messages.insert(op.into(), f));
+        self.edit(|h| h.messages.insert(op.into(), MessageRoute::Ordered(f)));
+        self
+    }
+
+    /// Handles messages with this `op` (replacing any previous handler for
+    /// it) **without ordering**: each call runs as a task of its own, at
+    /// once, concurrently with the link's other handlers, so calls for one
+    /// link may run in parallel and finish in any order. For handlers that
+    /// need no order and may be slow (a slow one then delays no other
+    /// message). Calls count against the same handler budget
+    /// ([`max_handler_tasks`](crate::LinkOptions::max_handler_tasks),
+    /// [`max_handler_bytes`](crate::LinkOptions::max_handler_bytes)).
+    pub fn on_message_concurrent<F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
+        self.edit(|h| h.messages.insert(op.into(), MessageRoute::Concurrent(f)));
         self
     }
 
@@ -375,7 +441,7 @@ impl Router {
         self.edit(|h| h.requests.remove(op).is_some() | h.inline.remove(op).is_some())
     }
 
-    pub(crate) fn message_handler(&self, op: &str) -> Option<Arc<MessageFn>> {
+    pub(crate) fn message_handler(&self, op: &str) -> Option<MessageRoute> {
         if !self.any() {
             return None;
         }
@@ -394,8 +460,11 @@ impl Router {
     }
 }
 
-/// Counts handler tasks of one link and the body bytes they hold, so a
-/// flood of messages cannot spawn tasks or hold bodies without bound.
+/// Counts the handler calls of one link admitted and not finished (request
+/// and concurrent message handler tasks running, ordered message calls
+/// running or waiting in the link's [`Lane`]) and the body bytes they
+/// hold, so a flood of messages cannot spawn tasks, queue calls or hold
+/// bodies without bound.
 #[derive(Default)]
 pub(crate) struct Gauge {
     held: Mutex<Held>,
@@ -415,7 +484,7 @@ pub(crate) struct GaugeLimits {
     pub(crate) bytes: usize,
 }
 
-/// One running handler task; frees its slot and bytes on drop.
+/// One admitted handler call; frees its slot and bytes on drop.
 pub(crate) struct GaugeGuard {
     gauge: Arc<Gauge>,
     bytes: usize,
@@ -469,6 +538,121 @@ impl Gauge {
                 return g;
             }
             listener.await;
+        }
+    }
+}
+
+/// Ordered calls the lane makes before it yields to the executor, so a
+/// long burst of quick handlers does not hold a thread.
+const LANE_CALLS_PER_YIELD: usize = 64;
+
+/// One link's ordered lane: the calls of its message handlers
+/// ([`Router::on_message`]), run one at a time in the order the messages
+/// arrived, by one task spawned when the first call arrives and ending
+/// when no call is left.
+///
+/// Bounded by the link's [`Gauge`]: each waiting call holds a slot and
+/// its body's bytes from the moment the driver queues it, so when the lane
+/// is full the driver waits for a slot (the link stops reading).
+#[derive(Default)]
+pub(crate) struct Lane {
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    calls: VecDeque<LaneCall>,
+    /// A task is draining the lane (it runs the calls pushed meanwhile).
+    draining: bool,
+}
+
+/// One message handler call waiting in a [`Lane`].
+pub(crate) struct LaneCall {
+    pub(crate) handler: Arc<MessageFn>,
+    pub(crate) message: Message,
+    pub(crate) guard: GaugeGuard,
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a call behind those waiting. Returns the future to spawn
+    /// when no task is draining the lane (its caller spawns it), `None`
+    /// when the running one will take the call.
+    pub(crate) fn push(self: &Arc<Self>, call: LaneCall) -> Option<BoxFuture<'static, ()>> {
+        let mut s = self.lock();
+        s.calls.push_back(call);
+        if s.draining {
+            return None;
+        }
+        s.draining = true;
+        drop(s);
+        Some(Box::pin(self.clone().drain()))
+    }
+
+    /// Takes the next call, or marks the lane idle when none is left.
+    fn next(&self) -> Option<LaneCall> {
+        let mut s = self.lock();
+        let call = s.calls.pop_front();
+        if call.is_none() {
+            s.draining = false;
+        }
+        call
+    }
+
+    /// Runs the waiting calls one after the other until none is left. A
+    /// handler that panics is logged; the lane goes on with the next call.
+    async fn drain(self: Arc<Self>) {
+        use futures_lite::FutureExt as _;
+        /// If the task is dropped before the lane is empty (its runtime
+        /// shutting down), the lane is left idle with nothing waiting.
+        struct Drainer {
+            lane: Arc<Lane>,
+            idle: bool,
+        }
+        impl Drop for Drainer {
+            fn drop(&mut self) {
+                if self.idle {
+                    return;
+                }
+                let rest = {
+                    let mut s = self.lane.lock();
+                    s.draining = false;
+                    std::mem::take(&mut s.calls)
+                };
+                drop(rest);
+            }
+        }
+        let mut drainer = Drainer {
+            lane: self,
+            idle: false,
+        };
+        let mut calls = 0usize;
+        loop {
+            let Some(LaneCall {
+                handler,
+                message,
+                guard,
+            }) = drainer.lane.next()
+            else {
+                // `next` marked the lane idle under its lock: a call pushed
+                // from now on spawns a new task.
+                drainer.idle = true;
+                return;
+            };
+            // The handler is called inside the guarded future, so a panic
+            // in its synchronous part is caught as well.
+            let call = std::panic::AssertUnwindSafe(async move { handler(message).await });
+            if call.catch_unwind().await.is_err() {
+                tracing::warn!("message handler panicked");
+            }
+            drop(guard);
+            calls += 1;
+            if calls.is_multiple_of(LANE_CALLS_PER_YIELD) {
+                futures_lite::future::yield_now().await;
+            }
         }
     }
 }

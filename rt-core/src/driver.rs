@@ -13,8 +13,9 @@
 //! 4. read into a reused buffer → `handle_input`/`handle_eof`, only while
 //!    `conn.wants_input()` and no delivery is waiting;
 //! 5. fire the core's timer when `runtime.now() >= poll_timeout()`;
-//! 6. dispatch the core's events (handlers by op, request table, event
-//!    stream);
+//! 6. dispatch the core's events (handlers by op — message handlers through
+//!    the link's ordered lane, request handlers as tasks or inline —,
+//!    request table, event stream);
 //! 7. write what `poll_transmit` gives (called only when the write buffer is
 //!    empty; unwritten bytes stay across `Pending`), then flush;
 //! 8. arm the timer at the next deadline.
@@ -47,7 +48,8 @@ use tracing::Instrument as _;
 
 use crate::config::LinkOptions;
 use crate::dispatch::{
-    Answer, Gauge, GaugeLimits, InlineFn, Message, Request, RequestRoute, Responder, Router,
+    Answer, Gauge, GaugeGuard, GaugeLimits, InlineFn, Lane, LaneCall, Message, MessageFn,
+    MessageRoute, Request, RequestRoute, Responder, Router,
 };
 use crate::error::Error;
 use crate::event::{Counters, Event, bump, drop_one};
@@ -87,8 +89,8 @@ pub(crate) struct LinkCtx {
 }
 
 impl LinkCtx {
-    /// Emits a lifecycle event without waiting: dropped and counted when
-    /// the stream is full.
+    /// Emits a lifecycle event without waiting: when the stream holds its
+    /// capacity of lifecycle events, the oldest is dropped and counted.
     pub(crate) fn emit_lossy(&self, ev: Event) {
         debug_assert!(ev.is_lifecycle(), "data events wait for room");
         if let Some(tx) = &self.events {
@@ -182,6 +184,9 @@ pub(crate) struct Driver {
     /// an unkeyed fast hash is safe.
     table: FxHashMap<RequestId, oneshot::Sender<Result<Payload, Error>>>,
     gauge: Arc<Gauge>,
+    /// Where this link's ordered message handler calls wait and run, one
+    /// at a time.
+    lane: Arc<Lane>,
     hooks: Option<Box<dyn LinkHooks>>,
     /// A delivery the link waits for before reading or dispatching more.
     pending: Option<BoxFuture<'static, ()>>,
@@ -234,6 +239,7 @@ impl Driver {
             answer_batch: VecDeque::new(),
             table: FxHashMap::default(),
             gauge: Arc::new(Gauge::default()),
+            lane: Arc::new(Lane::default()),
             hooks: Some(hooks),
             pending: None,
             staged: VecDeque::new(),
@@ -588,9 +594,10 @@ impl Driver {
 
     /// Pushes the staged events to the stream. A data event that finds no
     /// room makes the link wait ([`pending`](Self::pending)) for room, then
-    /// the next round pushes the rest; lifecycle events that find none are
-    /// dropped and counted; if the stream's receiver is gone the events
-    /// are undeliverable. Whether anything moved.
+    /// the next round pushes the rest; lifecycle events always go in (the
+    /// oldest unread ones dropped and counted past the bound); if the
+    /// stream's receiver is gone the events are undeliverable. Whether
+    /// anything moved.
     fn flush_events(&mut self) -> bool {
         if self.staged.is_empty() || self.pending.is_some() {
             return false;
@@ -657,9 +664,13 @@ impl Driver {
                     body,
                 };
                 match handler {
-                    Some(h) => {
+                    Some(MessageRoute::Ordered(h)) => {
                         let bytes = msg.body.get().len();
-                        self.spawn_handler(h(msg), bytes);
+                        self.run_handler(Job::Ordered(h, msg), bytes);
+                    }
+                    Some(MessageRoute::Concurrent(h)) => {
+                        let bytes = msg.body.get().len();
+                        self.run_handler(Job::Task(h(msg)), bytes);
                     }
                     None => self.emit(Event::Message(msg)),
                 }
@@ -677,7 +688,10 @@ impl Driver {
                     Some(RequestRoute::Task(f)) => Some(f),
                     None => None,
                 };
+                // Only a declared consumer gets requests: without one,
+                // nothing waits for a reader.
                 let to_stream = self.ctx.events.is_some()
+                    && self.ctx.options.consume_events
                     && (op.is_none() || self.ctx.options.unhandled_ops_to_events);
                 let req = Request {
                     link: self.link.clone(),
@@ -688,7 +702,7 @@ impl Driver {
                 match handler {
                     Some(h) => {
                         let bytes = req.body.get().len();
-                        self.spawn_handler(h(req), bytes);
+                        self.run_handler(Job::Task(h(req)), bytes);
                     }
                     None if to_stream => self.emit(Event::Request(req)),
                     None => no_handler(req),
@@ -755,10 +769,11 @@ impl Driver {
         self.answer_batch.push_back((Answer { id, result }, 0));
     }
 
-    /// Delivers to the event stream: data waits for room (the link stops
-    /// reading meanwhile), lifecycle events are dropped when it is full.
+    /// Delivers to the event stream: data only to a declared consumer, and
+    /// then it waits for room (the link stops reading meanwhile);
+    /// lifecycle events never wait (the oldest unread are dropped).
     fn emit(&mut self, ev: Event) {
-        if self.ctx.events.is_none() {
+        if self.ctx.events.is_none() || (!ev.is_lifecycle() && !self.ctx.options.consume_events) {
             undeliverable(&self.ctx, ev);
             return;
         }
@@ -768,29 +783,26 @@ impl Driver {
         }
     }
 
-    /// Runs a handler as its own task, counting `bytes` of body against
-    /// the link's handler budget; past the budget the link stops reading
-    /// (`pending`) until a running handler finishes.
-    fn spawn_handler(&mut self, fut: BoxFuture<'static, ()>, bytes: usize) {
+    /// Admits a handler call, counting `bytes` of body against the link's
+    /// handler budget, and starts it (a task of its own, or a place in the
+    /// link's ordered lane); past the budget the link stops reading
+    /// (`pending`) until an admitted call finishes, and dispatches nothing
+    /// more meanwhile, so the lane keeps arrival order.
+    fn run_handler(&mut self, job: Job, bytes: usize) {
         let limits = GaugeLimits {
             tasks: self.ctx.options.max_handler_tasks,
             bytes: self.ctx.options.max_handler_bytes,
         };
-        let fut = fut.instrument(self.span.clone());
         match self.gauge.try_acquire(limits, bytes) {
-            Some(guard) => self.rt.spawn(Box::pin(async move {
-                let _guard = guard;
-                fut.await;
-            })),
+            Some(guard) => start_job(&self.rt, &self.lane, &self.span, job, guard),
             None => {
                 let gauge = self.gauge.clone();
                 let rt = self.rt.clone();
+                let lane = self.lane.clone();
+                let span = self.span.clone();
                 self.pending = Some(Box::pin(async move {
                     let guard = gauge.acquire(limits, bytes).await;
-                    rt.spawn(Box::pin(async move {
-                        let _guard = guard;
-                        fut.await;
-                    }));
+                    start_job(&rt, &lane, &span, job, guard);
                 }));
             }
         }
@@ -1027,6 +1039,44 @@ impl Drop for Driver {
     }
 }
 
+/// A handler call the driver admits.
+enum Job {
+    /// A request or concurrent message handler's future, run as a task.
+    Task(BoxFuture<'static, ()>),
+    /// An ordered message handler and its message, for the link's lane.
+    Ordered(Arc<MessageFn>, Message),
+}
+
+/// Starts an admitted call: spawns its task, or queues it in the lane
+/// (spawning the lane's task if none is draining it).
+fn start_job(
+    rt: &Arc<dyn Runtime>,
+    lane: &Arc<Lane>,
+    span: &tracing::Span,
+    job: Job,
+    guard: GaugeGuard,
+) {
+    match job {
+        Job::Task(fut) => {
+            let fut = fut.instrument(span.clone());
+            rt.spawn(Box::pin(async move {
+                let _guard = guard;
+                fut.await;
+            }));
+        }
+        Job::Ordered(handler, message) => {
+            let call = LaneCall {
+                handler,
+                message,
+                guard,
+            };
+            if let Some(drain) = lane.push(call) {
+                rt.spawn(Box::pin(drain.instrument(span.clone())));
+            }
+        }
+    }
+}
+
 /// A command that never reached the core.
 fn fail_command(cmd: Command) {
     match cmd {
@@ -1049,12 +1099,15 @@ fn no_handler(req: Request) {
     ));
 }
 
-/// An event with nowhere to go: answer requests `no_handler`, count
-/// messages.
+/// An event with nowhere to go (no stream, no declared consumer, or the
+/// stream's receiver gone): answer requests `no_handler`, count messages.
 fn undeliverable(ctx: &LinkCtx, ev: Event) {
     match ev {
         Event::Request(req) => no_handler(req),
-        Event::Message(_) => bump(&ctx.counters.dropped_messages, 1),
+        Event::Message(m) => {
+            tracing::debug!(op = ?m.op.as_deref(), "message dropped: no handler, no event consumer");
+            bump(&ctx.counters.dropped_messages, 1);
+        }
         _ => {}
     }
 }

@@ -16,6 +16,17 @@ use crate::link::Link;
 /// Every `Authenticated` is followed by exactly one `Closed` for the same
 /// link; a connection that fails before authenticating produces one
 /// `Error` instead (on a client, at most one per outage and kind of error).
+/// Events of one link arrive in order.
+///
+/// Two kinds: *data* events ([`Message`](Self::Message),
+/// [`Request`](Self::Request)), which reach the stream only when the
+/// application declared it consumes it
+/// ([`LinkOptions::consume_events`](crate::LinkOptions::consume_events))
+/// and then are never lost (a link waits for room), and *lifecycle* events
+/// (all others), which never make a link wait: when
+/// [`event_capacity`](crate::LinkOptions::event_capacity) of them are
+/// unread, the oldest is dropped and counted in
+/// [`Stats::dropped_events`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event {
@@ -26,9 +37,12 @@ pub enum Event {
         /// The handshake outcome (peer identity, connection id, features).
         info: Authenticated,
     },
-    /// A message no handler took.
+    /// A message no handler took (only with
+    /// [`consume_events`](crate::LinkOptions::consume_events)).
     Message(Message),
-    /// A request no handler took; answer it through its responder.
+    /// A request no handler took, or without an `op` (only with
+    /// [`consume_events`](crate::LinkOptions::consume_events)); answer it
+    /// through its responder.
     Request(Request),
     /// The peer pinged (a keepalive or [`Link::ping`]); a pong was sent.
     Ping {
@@ -112,8 +126,9 @@ impl Event {
         }
     }
 
-    /// Whether this is a lifecycle event (never waited for: dropped and
-    /// counted when the stream is full) rather than data.
+    /// Whether this is a lifecycle event (never waited for: the oldest is
+    /// dropped and counted when the stream holds its capacity of them)
+    /// rather than data.
     pub(crate) fn is_lifecycle(&self) -> bool {
         !matches!(self, Self::Message(_) | Self::Request(_))
     }
@@ -148,10 +163,14 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Responses dropped: late (after their timeout), unknown or duplicate.
     pub dropped_responses: u64,
-    /// Lifecycle events dropped because the event stream was full.
+    /// Lifecycle events dropped unread: the oldest go when the event
+    /// stream holds [`event_capacity`](crate::LinkOptions::event_capacity)
+    /// of them.
     pub dropped_events: u64,
-    /// Messages dropped because no handler took them and the event stream
-    /// is off.
+    /// Messages dropped because no handler took them and no consumer of
+    /// the event stream is declared
+    /// ([`consume_events`](crate::LinkOptions::consume_events)), or the
+    /// stream is off or gone.
     pub dropped_messages: u64,
     /// Broadcast copies skipped because a link's command queue was full.
     pub broadcast_skipped: u64,

@@ -408,8 +408,9 @@ impl Drop for ServerHooks {
 /// leaked).
 ///
 /// Events arrive through [`next_event`](Self::next_event) (see
-/// [`LinkOptions::events`]); requests and messages with an `op` go to the
-/// handlers of [`router`](Self::router).
+/// [`LinkOptions::events`] and [`LinkOptions::consume_events`]); requests
+/// and messages with an `op` go to the handlers of
+/// [`router`](Self::router).
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<ServerInner>,
@@ -555,7 +556,9 @@ impl Server {
         Ok(queued)
     }
 
-    /// The next event; `None` when the event stream is off.
+    /// The next event; `None` when the event stream is off. Messages and
+    /// requests no handler takes arrive here only if the builder declared
+    /// a consumer ([`LinkOptions::consume_events`]).
     pub async fn next_event(&self) -> Option<Event> {
         self.inner.events.next().await
     }

@@ -1,12 +1,16 @@
 //! The event stream's queue: links push events in batches, the
 //! application takes them.
 //!
-//! Bounded by [`LinkOptions::event_capacity`](crate::LinkOptions) events.
-//! Semantics (those of the bounded channel it replaces):
+//! Bounded by [`LinkOptions::event_capacity`](crate::LinkOptions) events of
+//! each kind, data and lifecycle, counted separately in one queue (so the
+//! order in which events were pushed is the order they are taken):
 //!
-//! - data events (messages, requests) wait for room: a link whose event
-//!   does not fit stops reading until the application catches up;
-//! - lifecycle events are dropped (and counted) when the queue is full;
+//! - data events (messages, requests) wait for room among data events: a
+//!   link whose event does not fit stops reading until the application
+//!   catches up; lifecycle events never take their room;
+//! - lifecycle events never wait: when `capacity` of them are queued, the
+//!   oldest is dropped (and counted) to make room for the new one, so a
+//!   stream nobody reads holds the latest ones and never blocks a link;
 //! - once the receiving [`EventStream`](crate::event::EventStream) is
 //!   dropped, pushes fail and give their events back (requests are then
 //!   answered `no_handler`, messages counted as dropped);
@@ -18,7 +22,7 @@
 //! A link's driver turns one socket read into many events; here it pushes
 //! all of them under one lock and wakes the consumer once per batch.
 //! Producers waiting for room are woken once the queue has drained to half
-//! its capacity, not per freed slot.
+//! its capacity of data events, not per freed slot.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,8 +32,8 @@ use crate::event::Event;
 /// What the queue needs to know of an item: whether it may be dropped
 /// when there is no room.
 pub(crate) trait Item {
-    /// Lifecycle events are dropped (and counted) when the queue is full;
-    /// data events wait.
+    /// Lifecycle events never wait: the oldest is dropped (and counted)
+    /// when their bound is reached; data events wait.
     fn is_lifecycle(&self) -> bool;
 }
 
@@ -42,6 +46,10 @@ impl Item for Event {
 #[derive(Debug)]
 struct State<T> {
     items: VecDeque<T>,
+    /// Data items in `items`.
+    data: usize,
+    /// Lifecycle items in `items`.
+    lifecycle: usize,
     /// Live [`EventSender`]s.
     senders: usize,
     /// The receiver was dropped.
@@ -64,21 +72,37 @@ impl<T> Shared<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// After taking `taken` events from a queue that held `before`: wakes
-    /// the waiting senders once it has drained to half its capacity.
-    fn taken(&self, before: usize, taken: usize) {
+    /// After taking data events from a queue that held `before` of them
+    /// and now holds `after`: wakes the waiting senders once it has
+    /// drained to half its capacity.
+    fn taken(&self, before: usize, after: usize) {
         let half = self.capacity / 2;
-        if taken > 0 && before > half && before - taken <= half {
+        if before > half && after <= half {
             self.room.notify(usize::MAX);
         }
     }
 }
 
-/// A bounded queue of `capacity` events (at least 1).
+impl<T: Item> State<T> {
+    /// Takes the front item, keeping the counts.
+    fn pop(&mut self) -> Option<T> {
+        let item = self.items.pop_front()?;
+        if item.is_lifecycle() {
+            self.lifecycle -= 1;
+        } else {
+            self.data -= 1;
+        }
+        Some(item)
+    }
+}
+
+/// A bounded queue of `capacity` events of each kind (at least 1).
 pub(crate) fn channel<T>(capacity: usize) -> (EventSender<T>, EventReceiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
+            data: 0,
+            lifecycle: 0,
             senders: 1,
             closed: false,
         }),
@@ -92,8 +116,8 @@ pub(crate) fn channel<T>(capacity: usize) -> (EventSender<T>, EventReceiver<T>) 
 /// What a push left behind.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pushed {
-    /// Every event went in (or was a lifecycle event dropped for lack of
-    /// room; see the count).
+    /// Every event went in (a lifecycle event may have pushed out the
+    /// oldest one; see the count).
     All,
     /// A data event at the front found no room; it and those behind it
     /// are still in the batch.
@@ -128,9 +152,14 @@ impl<T> Drop for EventSender<T> {
 
 impl<T: Item> EventSender<T> {
     /// Moves events from the front of `batch` into the queue while there
-    /// is room; a lifecycle event that finds none is dropped and counted
-    /// in `dropped`. One lock and at most one wake-up for the batch.
+    /// is room for data events; a lifecycle event always goes in, pushing
+    /// out the oldest lifecycle event when `capacity` of them are queued
+    /// (counted in `dropped`). One lock and at most one wake-up for the
+    /// batch.
     pub(crate) fn push_batch(&self, batch: &mut VecDeque<T>, dropped: &mut usize) -> Pushed {
+        let capacity = self.0.capacity;
+        // Dropped outside the lock.
+        let mut evicted = Vec::new();
         let moved = {
             let mut s = self.0.lock();
             if s.closed {
@@ -138,18 +167,28 @@ impl<T: Item> EventSender<T> {
             }
             let mut moved = 0;
             while let Some(ev) = batch.pop_front() {
-                if s.items.len() < self.0.capacity {
-                    s.items.push_back(ev);
-                    moved += 1;
-                } else if ev.is_lifecycle() {
-                    *dropped += 1;
+                if ev.is_lifecycle() {
+                    if s.lifecycle >= capacity
+                        && let Some(i) = s.items.iter().position(Item::is_lifecycle)
+                        && let Some(old) = s.items.remove(i)
+                    {
+                        s.lifecycle -= 1;
+                        evicted.push(old);
+                        *dropped += 1;
+                    }
+                    s.lifecycle += 1;
+                } else if s.data < capacity {
+                    s.data += 1;
                 } else {
                     batch.push_front(ev);
                     break;
                 }
+                s.items.push_back(ev);
+                moved += 1;
             }
             moved
         };
+        drop(evicted);
         if moved > 0 {
             self.0.ready.notify(moved);
         }
@@ -160,11 +199,12 @@ impl<T: Item> EventSender<T> {
         }
     }
 
-    /// Waits until the queue has room or its receiver is gone.
+    /// Waits until the queue has room for a data event or its receiver is
+    /// gone.
     pub(crate) async fn room(&self) {
         wait_until(&self.0.room, || {
             let s = self.0.lock();
-            (s.closed || s.items.len() < self.0.capacity).then_some(())
+            (s.closed || s.data < self.0.capacity).then_some(())
         })
         .await;
     }
@@ -179,6 +219,8 @@ impl<T> Drop for EventReceiver<T> {
         let rest = {
             let mut s = self.0.lock();
             s.closed = true;
+            s.data = 0;
+            s.lifecycle = 0;
             std::mem::take(&mut s.items)
         };
         self.0.room.notify(usize::MAX);
@@ -187,35 +229,40 @@ impl<T> Drop for EventReceiver<T> {
     }
 }
 
-impl<T> EventReceiver<T> {
+impl<T: Item> EventReceiver<T> {
     /// Moves up to `max` waiting events into `out`; how many, or, when
     /// none are waiting, whether the stream has ended.
     fn try_take(&self, out: &mut Vec<T>, max: usize) -> Result<usize, bool> {
-        let (before, n) = {
+        let (before, after, n) = {
             let mut s = self.0.lock();
-            let before = s.items.len();
-            if before == 0 {
+            if s.items.is_empty() {
                 return Err(s.senders == 0);
             }
-            let n = before.min(max);
-            out.extend(s.items.drain(..n));
-            (before, n)
+            let before = s.data;
+            let mut n = 0;
+            while n < max
+                && let Some(ev) = s.pop()
+            {
+                out.push(ev);
+                n += 1;
+            }
+            (before, s.data, n)
         };
-        self.0.taken(before, n);
+        self.0.taken(before, after);
         Ok(n)
     }
 
     /// One waiting event, or, when none is, whether the stream has ended.
     fn try_one(&self) -> Result<T, bool> {
-        let (ev, before) = {
+        let (ev, before, after) = {
             let mut s = self.0.lock();
-            let before = s.items.len();
-            match s.items.pop_front() {
-                Some(ev) => (ev, before),
+            let before = s.data;
+            match s.pop() {
+                Some(ev) => (ev, before, s.data),
                 None => return Err(s.senders == 0),
             }
         };
-        self.0.taken(before, 1);
+        self.0.taken(before, after);
         Ok(ev)
     }
 
@@ -280,26 +327,64 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_goes_in_order_lifecycle_dropped_and_data_held_when_full() {
+    fn data_waits_for_room_and_lifecycle_pushes_out_its_oldest() {
         let (tx, rx) = channel::<i32>(3);
         let mut batch: VecDeque<i32> = [1, -1, 2, -2, 3, 4, 5].into();
         let mut dropped = 0;
-        // 1, -1, 2 fill it; -2 is dropped; 3 waits with everything behind.
+        // 1, 2, 3 fill the room for data (lifecycle items take none of
+        // it); 4 waits with everything behind.
         assert_eq!(tx.push_batch(&mut batch, &mut dropped), Pushed::Full);
-        assert_eq!(dropped, 1);
-        assert_eq!(Vec::from(batch.clone()), [3, 4, 5]);
-        // Still full: a lone lifecycle item is dropped and counted too.
-        assert_eq!(tx.push_batch(&mut [-9].into(), &mut dropped), Pushed::All);
+        assert_eq!(dropped, 0);
+        assert_eq!(Vec::from(batch.clone()), [4, 5]);
+        // Lifecycle items go in even now; past three of them the oldest
+        // is pushed out and counted.
+        assert_eq!(
+            tx.push_batch(&mut [-3, -4, -5].into(), &mut dropped),
+            Pushed::All
+        );
         assert_eq!(dropped, 2);
         let mut out = Vec::new();
-        assert_eq!(futures_lite::future::block_on(rx.recv_many(&mut out, 8)), 3);
-        assert_eq!(out, [1, -1, 2]);
+        assert_eq!(futures_lite::future::block_on(rx.recv_many(&mut out, 8)), 6);
+        assert_eq!(out, [1, 2, 3, -3, -4, -5]);
         assert_eq!(tx.push_batch(&mut batch, &mut dropped), Pushed::All);
         assert!(batch.is_empty());
-        assert_eq!(rx.try_recv(), Some(3));
         assert_eq!(rx.try_recv(), Some(4));
         assert_eq!(rx.try_recv(), Some(5));
         assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn an_unread_stream_keeps_the_latest_lifecycle_events() {
+        let (tx, rx) = channel::<i32>(4);
+        let mut dropped = 0;
+        for i in 1..=100 {
+            assert_eq!(tx.push_batch(&mut [-i].into(), &mut dropped), Pushed::All);
+        }
+        assert_eq!(dropped, 96);
+        // Data still finds its whole room.
+        let mut batch: VecDeque<i32> = (1..=4).collect();
+        assert_eq!(tx.push_batch(&mut batch, &mut dropped), Pushed::All);
+        let mut out = Vec::new();
+        assert_eq!(
+            futures_lite::future::block_on(rx.recv_many(&mut out, 16)),
+            8
+        );
+        assert_eq!(out, [-97, -98, -99, -100, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn taking_lifecycle_events_frees_no_room_for_data() {
+        let (tx, rx) = channel::<i32>(2);
+        assert_eq!(
+            tx.push_batch(&mut [-1, 1, 2, 3].into(), &mut 0),
+            Pushed::Full
+        );
+        let mut room = pin!(tx.room());
+        assert!(poll(room.as_mut()).is_pending());
+        assert_eq!(rx.try_recv(), Some(-1));
+        assert!(poll(room.as_mut()).is_pending());
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(poll(room.as_mut()).is_ready());
     }
 
     #[test]

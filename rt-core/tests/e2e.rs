@@ -126,7 +126,13 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         .router()
         .handle("add", |_link, args: Add| async move { Ok(args.a + args.b) });
 
-    let client = fx.client(server.local_addr()).connect().await.unwrap();
+    // The client reads its event stream's messages: it says so.
+    let client = fx
+        .client(server.local_addr())
+        .consume_events(true)
+        .connect()
+        .await
+        .unwrap();
     client
         .router()
         .handle("whoami", |link: Link, _: Value| async move {
@@ -185,7 +191,7 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         .unwrap();
     assert_eq!(who, json!({"me": "client-1", "server": "server-1"}));
 
-    // Op-less messages reach the event stream.
+    // Op-less messages reach the event stream (of a declared consumer).
     server.send(link.id(), &json!([1, 2, 3])).await.unwrap();
     match client.wait_for(EventKind::Message).await {
         Some(Event::Message(m)) => assert_eq!(m.body.get(), "[1,2,3]"),
@@ -273,7 +279,12 @@ fn no_handler_and_handler_dropped_are_typed_remote_errors() {
         server
             .router()
             .on_request("forget", |req: Request| async move { drop(req) });
-        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        let client = fx
+            .client(server.local_addr())
+            .consume_events(true)
+            .connect()
+            .await
+            .unwrap();
 
         let r = client.request::<Value, _>(&json!({"op": "nope"})).await;
         match r {
@@ -291,8 +302,8 @@ fn no_handler_and_handler_dropped_are_typed_remote_errors() {
             .request::<Value, _>(link.id(), &json!({"op": "x"}))
             .await;
         assert!(matches!(r, Err(Error::NoHandler(_))), "{r:?}");
-        // An op-less request goes to the event stream; dropping it there
-        // answers handler_dropped at once.
+        // An op-less request goes to the event stream of a declared
+        // consumer; dropping it there answers handler_dropped at once.
         let pending = {
             let server = server.clone();
             let id = link.id();
@@ -497,6 +508,7 @@ fn the_connection_limit_refuses_the_extra_one_and_counts_return_to_baseline() {
         let server = fx
             .server()
             .max_connections(1)
+            .consume_events(true)
             .bind(([127, 0, 0, 1], 0).into())
             .await
             .unwrap();
@@ -575,10 +587,11 @@ fn a_slow_reader_makes_send_wait_instead_of_queueing() {
             .await
             .unwrap();
         // The client's event stream holds one message; while it is full
-        // the client stops reading, so TCP and then the server's outbound
-        // buffer fill up.
+        // the client (a declared consumer) stops reading, so TCP and then
+        // the server's outbound buffer fill up.
         let client = fx
             .client(server.local_addr())
+            .consume_events(true)
             .event_capacity(1)
             .max_outbound(64 * 1024)
             .connect()
@@ -862,10 +875,12 @@ fn a_peer_that_stops_reading_is_closed_by_keepalive_and_its_requests_fail() {
             .bind(([127, 0, 0, 1], 0).into())
             .await
             .unwrap();
-        // The client's stream holds one event and nobody reads it: after
-        // two op-less messages its link stops reading (and answering pings).
+        // The client's stream holds one event and its declared consumer
+        // does not read it: after two op-less messages its link stops
+        // reading (and answering pings).
         let client = fx
             .client(server.local_addr())
+            .consume_events(true)
             .event_capacity(1)
             .keepalive(None)
             .connect()

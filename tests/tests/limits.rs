@@ -11,6 +11,26 @@ use serde_json::json;
 
 #[test]
 fn handler_bytes_budget_stops_reading_until_a_handler_finishes() {
+    handler_bytes_budget(Dispatch::Concurrent);
+}
+
+/// The same budget bounds the link's ordered lane: the calls waiting
+/// behind the running one hold their bodies, and past the budget the link
+/// stops reading; released, the rest run in order.
+#[test]
+fn handler_bytes_budget_bounds_the_ordered_lane_too() {
+    handler_bytes_budget(Dispatch::Ordered);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dispatch {
+    /// `on_message`: one call at a time, in arrival order.
+    Ordered,
+    /// `on_message_concurrent`: a task per call.
+    Concurrent,
+}
+
+fn handler_bytes_budget(dispatch: Dispatch) {
     const BODY: usize = 64 * 1024;
     const FIT: usize = 3;
     const SENT: usize = 20;
@@ -24,15 +44,27 @@ fn handler_bytes_budget_stops_reading_until_a_handler_finishes() {
             .await
             .expect("bind");
         let (gate_tx, gate_rx) = async_channel::unbounded::<()>();
-        let (arrived_tx, arrived_rx) = async_channel::unbounded::<usize>();
-        server.router().on_message("big", move |m: Message| {
+        let (arrived_tx, arrived_rx) = async_channel::unbounded::<(usize, i64)>();
+        let handler = move |m: Message| {
             let gate = gate_rx.clone();
             let arrived = arrived_tx.clone();
             async move {
-                let _ = arrived.send(m.body.get().len()).await;
+                let n = m.parse::<serde_json::Value>().expect("json")["n"]
+                    .as_i64()
+                    .expect("n");
+                let _ = arrived.send((m.body.get().len(), n)).await;
                 let _ = gate.recv().await;
             }
-        });
+        };
+        match dispatch {
+            Dispatch::Ordered => server.router().on_message("big", handler),
+            Dispatch::Concurrent => server.router().on_message_concurrent("big", handler),
+        };
+        // Handlers running at once while the first are held.
+        let running = match dispatch {
+            Dispatch::Ordered => 1,
+            Dispatch::Concurrent => FIT,
+        };
         let client = fx
             .client(server.local_addr())
             .connect()
@@ -51,27 +83,33 @@ fn handler_bytes_budget_stops_reading_until_a_handler_finishes() {
             }
         };
         let check = async {
-            for _ in 0..FIT {
-                let n = arrived_rx.recv().await.expect("handler started");
-                assert!(n > BODY - 64, "{n}");
+            let mut order = Vec::new();
+            for _ in 0..running {
+                let (len, n) = arrived_rx.recv().await.expect("handler started");
+                assert!(len > BODY - 64, "{len}");
+                order.push(n);
             }
-            // The link has decoded at most one more message (waiting for
-            // room) and stopped reading: no further handler starts while
-            // the first ones are held.
+            // FIT calls admitted (running or waiting in the lane); the
+            // link has decoded at most one more message (waiting for room)
+            // and stopped reading: no further handler starts while the
+            // first ones are held.
             assert!(
                 !eventually(Duration::from_millis(300), || !arrived_rx.is_empty()
                     || server.stats().messages_in > FIT as u64 + 1)
                 .await,
                 "handlers: {}, messages read: {}",
-                FIT + arrived_rx.len(),
+                running + arrived_rx.len(),
                 server.stats().messages_in
             );
             // Releasing the handlers lets the rest through, nothing lost.
             for _ in 0..SENT {
                 let _ = gate_tx.send(()).await;
             }
-            for _ in FIT..SENT {
-                arrived_rx.recv().await.expect("handler started");
+            for _ in running..SENT {
+                order.push(arrived_rx.recv().await.expect("handler started").1);
+            }
+            if dispatch == Dispatch::Ordered {
+                assert_eq!(order, (0..SENT as i64).collect::<Vec<_>>());
             }
         };
         futures_lite::future::zip(sender, check).await;
