@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::error::Error;
+use crate::handler_error::HandlerError;
 use crate::link::Link;
 use crate::queue::Queue;
 use crate::runtime::BoxFuture;
@@ -252,6 +253,11 @@ struct RouterInner {
     /// Whether any handler is registered: a router without handlers (every
     /// event to the stream) then costs a link no lock per frame.
     any: AtomicBool,
+    /// Whether typed handlers' internal failures are answered with their
+    /// error's text (see [`Router::expose_internal_errors`]).
+    /// Shared with the typed handlers' closures (which must not hold the
+    /// table itself: it holds them).
+    expose_internal: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Router {
@@ -296,6 +302,17 @@ impl Router {
 
     fn any(&self) -> bool {
         self.inner.any.load(Ordering::Acquire)
+    }
+
+    /// Whether a typed handler's internal failure (an error converted into
+    /// a [`HandlerError`] with `?`) is answered with that error's text
+    /// instead of the generic `"internal error"`. Default `false`: the
+    /// text may describe this side's internals (paths, queries, hosts), so
+    /// it is only logged here (`warn`, target `jsonlink::handler`). Turn
+    /// it on for development, or between services that trust each other.
+    pub fn expose_internal_errors(&self, on: bool) -> &Self {
+        self.inner.expose_internal.store(on, Ordering::Relaxed);
+        self
     }
 
     /// Handles messages with this `op` (replacing any previous handler for
@@ -379,40 +396,57 @@ impl Router {
 
     /// [`handle`](Self::handle) run inline (see
     /// [`on_request_inline`](Self::on_request_inline) for what that means
-    /// and when not to): the body is deserialized into `A` (a body that
-    /// does not fit is answered [`bad_request`](RemoteError::BAD_REQUEST)),
-    /// and the function's `Ok(R)` or `Err(RemoteError)` is the answer.
+    /// and when not to): the request's arguments are deserialized into `A`,
+    /// and the function's `Ok(R)` or `Err(E)` is the answer, as for
+    /// [`handle`](Self::handle).
     pub fn handle_inline<A, R, F>(&self, op: impl Into<String>, handler: F) -> &Self
     where
         A: DeserializeOwned,
         R: Serialize,
-        F: Fn(&Link, A) -> Result<R, RemoteError> + Send + Sync + 'static,
+        F: Fn(&Link, A) -> Result<R, HandlerError> + Send + Sync + 'static,
     {
+        let op = op.into();
+        let expose = self.inner.expose_internal.clone();
+        let name = op.clone();
         self.on_request_inline(op, move |link, body| {
-            let args: A = body.parse().map_err(bad_arguments)?;
-            let value = handler(link, args)?;
+            let args: A = body.args().map_err(bad_arguments)?;
+            let value = handler(link, args)
+                .map_err(|e| e.into_answer(&name, expose.load(Ordering::Relaxed)))?;
             serde_json::value::to_raw_value(&value)
                 .map(Payload::new)
                 .map_err(|_| not_serialized())
         })
     }
 
-    /// Handles requests with this `op` through a typed function: the body
-    /// is deserialized into `A` (a body that does not fit is answered
-    /// [`bad_request`](RemoteError::BAD_REQUEST)), and the function's
-    /// `Ok(R)` or `Err(RemoteError)` is the answer.
+    /// Handles requests with this `op` through a typed function.
+    ///
+    /// - The function gets the request's **arguments** (PROTOCOL.md §11.5):
+    ///   the `args` member of an `{"op":…,"args":…}` body, otherwise the
+    ///   body without `op` — so `A` may be an `i64`, a
+    ///   `#[serde(deny_unknown_fields)]` struct, or the flat body of a
+    ///   zetta-rpc / iris-rpc peer. Arguments that do not fit `A` are
+    ///   answered [`bad_request`](RemoteError::BAD_REQUEST).
+    /// - Its `Ok(R)` is the answer; its `Err(`[`HandlerError`]`)` the error
+    ///   answer. `?` converts into `HandlerError` from a [`RemoteError`]
+    ///   (answered as it is) and from any `std::error::Error` (answered
+    ///   [`internal`](RemoteError::INTERNAL), its text logged here and not
+    ///   sent unless [`expose_internal_errors`](Self::expose_internal_errors));
+    ///   `HandlerError::bad_request(..)`, `not_found(..)` and friends build
+    ///   the common answers.
     pub fn handle<A, R, F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
         F: Fn(Link, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, RemoteError>> + Send + 'static,
+        Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
+        let expose = self.inner.expose_internal.clone();
         self.on_request(op, move |req: Request| {
             let handler = handler.clone();
+            let expose = expose.clone();
             async move {
-                let args: A = match req.body.parse() {
+                let args: A = match req.body.args() {
                     Ok(a) => a,
                     Err(e) => {
                         let _ = req.respond_error(bad_arguments(e));
@@ -420,11 +454,17 @@ impl Router {
                     }
                 };
                 let Request {
-                    link, responder, ..
+                    link,
+                    op,
+                    responder,
+                    ..
                 } = req;
                 let _ = match handler(link, args).await {
                     Ok(v) => responder.respond(&v),
-                    Err(e) => responder.respond_error(e),
+                    Err(e) => {
+                        let op = op.as_ref().map_or("", |o| o.as_str());
+                        responder.respond_error(e.into_answer(op, expose.load(Ordering::Relaxed)))
+                    }
                 };
             }
         })

@@ -15,7 +15,8 @@ use jsonlink_proto::RemoteError;
 /// answered with code [`internal`](RemoteError::INTERNAL) and the generic
 /// message `"internal error"`; its text stays on this side (it is logged at
 /// `warn` under the target `jsonlink::handler`) unless
-/// [`LinkOptions::expose_internal_errors`](crate::LinkOptions) is set. A
+/// [`Router::expose_internal_errors`](crate::Router::expose_internal_errors)
+/// is set. A
 /// [`RemoteError`] converted with `?` is answered as it is (its code and
 /// message are meant for the peer).
 ///
@@ -120,12 +121,11 @@ impl HandlerError {
 
     /// [`answer`](Self::answer), logging the source of an internal failure
     /// (once, at `warn`, target `jsonlink::handler`) with the request's op.
-    #[allow(dead_code)] // until typed handlers return it (issue 13)
-    pub(crate) fn into_answer(self, op: Option<&str>, expose: bool) -> RemoteError {
+    pub(crate) fn into_answer(self, op: &str, expose: bool) -> RemoteError {
         if let Some(source) = &self.source {
             tracing::warn!(
                 target: "jsonlink::handler",
-                op = op.unwrap_or(""),
+                op,
                 error = %source,
                 "request handler failed; answered `internal`"
             );

@@ -918,9 +918,10 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
             assert!(link.peer().is_some(), "the link is authenticated");
             Ok(body)
         })
-        .handle_inline("boom", |_link, _: Value| -> Result<Value, RemoteError> {
-            panic!("handler bug")
-        });
+        .handle_inline(
+            "boom",
+            |_link, _: Value| -> Result<Value, jsonlink_rt::HandlerError> { panic!("handler bug") },
+        );
     let client = fx.client(server.local_addr()).connect().await.unwrap();
 
     let sum: i64 = client

@@ -1,0 +1,148 @@
+//! Typed request handlers over real TLS on 127.0.0.1: they get exactly
+//! their arguments (PROTOCOL.md §11.5) — a primitive, a strict struct, a
+//! flat zetta-style body — and `?` on any error answers `internal` without
+//! sending its text (unless the table is told to expose it).
+
+use jsonlink_rt::{Error, HandlerError, RemoteError};
+use jsonlink_tests::fixture::{Fixture, Gauges, authenticated, localhost, on_tokio};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resize {
+    width: u32,
+    height: u32,
+}
+
+#[test]
+fn typed_handlers_get_exactly_their_arguments() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx.server().bind(localhost()).await.unwrap();
+        server
+            .router()
+            .handle_inline("neg", |_link, v: i64| Ok(-v))
+            .handle("area", |_link, r: Resize| async move {
+                Ok(u64::from(r.width) * u64::from(r.height))
+            })
+            .handle(
+                "names",
+                |_link, v: Vec<String>| async move { Ok(v.join(",")) },
+            )
+            .handle("echo", |_link, v: Value| async move { Ok(v) });
+        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        authenticated(&server).await;
+
+        // A primitive travels in `args`.
+        let n: i64 = client
+            .request(&json!({"op": "neg", "args": 5}))
+            .await
+            .unwrap();
+        assert_eq!(n, -5);
+        // A strict struct from a flat (zetta / iris) body: `op` is not an
+        // unknown field.
+        let a: u64 = client
+            .request(&json!({"op": "area", "width": 3, "height": 4}))
+            .await
+            .unwrap();
+        assert_eq!(a, 12);
+        // The same struct in `args`.
+        let a: u64 = client
+            .request(&json!({"op": "area", "args": {"width": 5, "height": 6}}))
+            .await
+            .unwrap();
+        assert_eq!(a, 30);
+        // An unknown field is still refused, as bad_request.
+        let err = client
+            .request::<u64, _>(&json!({"op": "area", "width": 3, "height": 4, "depth": 5}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote(r) if r.code == RemoteError::BAD_REQUEST && r.message.contains("depth")),
+            "{err:?}"
+        );
+        let s: String = client
+            .request(&json!({"op": "names", "args": ["a", "b"]}))
+            .await
+            .unwrap();
+        assert_eq!(s, "a,b");
+        // A flat body's arguments are the body without `op`.
+        let v: Value = client
+            .request(&json!({"op": "echo", "job": 7, "tags": ["x"]}))
+            .await
+            .unwrap();
+        assert_eq!(v, json!({"job": 7, "tags": ["x"]}));
+        client.close().await;
+        server.shutdown(std::time::Instant::now()).await;
+    });
+}
+
+/// A handler body that fails with an `io::Error` through `?`.
+fn read_job(id: u64) -> Result<String, HandlerError> {
+    if id == 0 {
+        return Err(HandlerError::not_found("no job 0"));
+    }
+    let text = std::fs::read_to_string(format!("/nonexistent/jsonlink/secret-path/job-{id}"))?;
+    Ok(text)
+}
+
+#[test]
+fn question_mark_answers_internal_without_leaking_the_error_text() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = fx.server().bind(localhost()).await.unwrap();
+        server
+            .router()
+            .handle("job", |_link, id: u64| async move { read_job(id) })
+            .handle_inline("job_inline", |_link, id: u64| read_job(id))
+            .handle("quota", |_link, _: Value| async move {
+                Err::<(), _>(RemoteError::new("quota", "over quota"))?;
+                Ok(())
+            });
+        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        authenticated(&server).await;
+
+        for op in ["job", "job_inline"] {
+            let err = client
+                .request::<String, _>(&json!({"op": op, "args": 7}))
+                .await
+                .unwrap_err();
+            let r = err.remote().expect("a remote error");
+            assert_eq!(
+                (r.code.as_str(), r.message.as_str()),
+                ("internal", "internal error"),
+                "{op}"
+            );
+            assert!(!format!("{err:?}").contains("secret-path"), "{op}: {err:?}");
+            // A constructor's answer is sent as it is.
+            let err = client
+                .request::<String, _>(&json!({"op": op, "args": 0}))
+                .await
+                .unwrap_err();
+            let r = err.remote().expect("a remote error");
+            assert_eq!(
+                (r.code.as_str(), r.message.as_str()),
+                ("not_found", "no job 0")
+            );
+        }
+        // A RemoteError through `?` keeps its code and message.
+        let err = client
+            .request::<(), _>(&json!({"op": "quota"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.remote(), Some(&RemoteError::new("quota", "over quota")));
+
+        // Exposed on request: the text is the io::Error's.
+        server.router().expose_internal_errors(true);
+        let err = client
+            .request::<String, _>(&json!({"op": "job", "args": 7}))
+            .await
+            .unwrap_err();
+        let r = err.remote().expect("a remote error");
+        assert_eq!(r.code, "internal");
+        assert_ne!(r.message, "internal error", "{r:?}");
+        client.close().await;
+        server.shutdown(std::time::Instant::now()).await;
+    });
+}
