@@ -1023,6 +1023,12 @@ const OVERFLOWING: [Duration; 3] = [
 
 #[test]
 fn f11_request_timeout_that_overflows_means_no_deadline() {
+    let _ = f11_requests();
+}
+
+/// Requests whose timeouts overflow: no deadline, answered or ended with
+/// the connection. Returns the outcome text.
+fn f11_requests() -> String {
     let mut p = deaf_server();
     p.server.reading = true;
     let now = p.now;
@@ -1055,6 +1061,12 @@ fn f11_request_timeout_that_overflows_means_no_deadline() {
         ]
     );
     assert_eq!(p.now - now, secs(5));
+    format!(
+        "as request timeouts: no deadline; {} after 3 h, {} at the {} s close deadline",
+        got[0],
+        got[1..3].join(", "),
+        (p.now - now).as_secs()
+    )
 }
 
 #[test]
@@ -1139,7 +1151,8 @@ fn f11_config_durations_that_overflow_mean_no_deadline() {
     record(
         "F11",
         format!(
-            "Duration::MAX, u64::MAX s and i64::MAX s as request, handshake, keepalive and close timeouts and as a Pair advance: no panic, no deadline ({}); a close_by deadline still ends a drain that had none",
+            "Duration::MAX, u64::MAX s, i64::MAX s never panic; {}; as handshake, keepalive, request and close timeouts of both sides and a Pair advance: no deadline at all, {}; a close_by deadline still ends a drain that had none",
+            f11_requests(),
             observed[0]
         ),
     );
