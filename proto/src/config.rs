@@ -155,12 +155,18 @@ impl fmt::Display for SignAlg {
 }
 
 /// Keepalive settings. Each side pings on its own schedule.
+///
+/// As with every duration in [`Config`], one too large to add to the
+/// current `Instant` (such as `Duration::MAX`) means "never": no ping, or
+/// no pong deadline.
 #[derive(Clone)]
 pub struct Keepalive {
     /// Time between pings (counted from the previous pong or from
     /// authentication). Default [`DEFAULT_KEEPALIVE_INTERVAL`].
     pub interval: Duration,
-    /// Time to wait for the pong. Default [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    /// Time to wait for the pong, counted from when the ping is sent (a
+    /// ping sent late, after a suspend, gets the whole timeout). Default
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`].
     pub timeout: Duration,
     /// A JSON object sent with every keepalive ping (zetta-rpc's
     /// `pingDataObject`), as compact JSON text. `None` sends a bare ping.
@@ -188,6 +194,11 @@ impl fmt::Debug for Keepalive {
 }
 
 /// Configuration shared by many connections (wrap it in an `Arc`).
+///
+/// A duration too large to add to the current `Instant` (such as
+/// `Duration::MAX`) means no deadline, never a panic: no handshake
+/// deadline, requests that wait for their answer or the connection's end,
+/// a graceful close that drains until nothing is in flight.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The pre-shared secret.

@@ -82,6 +82,8 @@ enum Timer {
     Close,
 }
 
+/// The fixed timers in the order they fire when their deadlines are equal
+/// (after request deadlines, which go first on a tie).
 const TIMERS: [Timer; 4] = [
     Timer::Handshake,
     Timer::KeepaliveSend,
@@ -89,7 +91,15 @@ const TIMERS: [Timer; 4] = [
     Timer::Close,
 ];
 
-/// The fixed timer table; the next deadline is the minimum.
+/// The instant `d` after `now`, or `None` (no deadline) when that cannot
+/// be represented, as with `Duration::MAX`: no duration a caller or a
+/// [`Config`] gives makes the time arithmetic overflow.
+fn deadline_after(now: Instant, d: Duration) -> Option<Instant> {
+    now.checked_add(d)
+}
+
+/// The fixed timer table (`None`: not armed, or no deadline); the next
+/// deadline is the minimum.
 #[derive(Debug, Default, Clone, Copy)]
 struct Timers {
     handshake: Option<Instant>,
@@ -108,6 +118,15 @@ impl Timers {
         }
     }
 
+    fn get(&self, t: Timer) -> Option<Instant> {
+        match t {
+            Timer::Handshake => self.handshake,
+            Timer::KeepaliveSend => self.keepalive_send,
+            Timer::KeepaliveDeadline => self.keepalive_deadline,
+            Timer::Close => self.close,
+        }
+    }
+
     fn next(&self) -> Option<Instant> {
         [
             self.handshake,
@@ -118,6 +137,21 @@ impl Timers {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The earliest timer due at `now` and its deadline; on a tie the
+    /// first in [`TIMERS`] order.
+    fn next_due(&self, now: Instant) -> Option<(Instant, Timer)> {
+        let mut due: Option<(Instant, Timer)> = None;
+        for t in TIMERS {
+            if let Some(at) = self.get(t)
+                && at <= now
+                && due.is_none_or(|(first, _)| at < first)
+            {
+                due = Some((at, t));
+            }
+        }
+        due
     }
 }
 
@@ -203,10 +237,12 @@ pub struct Connection {
     peer_max_frame: usize,
     peer: Option<Identity>,
     next_request: u64,
-    /// Our requests awaiting an answer. Keyed by ids we issue ourselves
-    /// (sequential), so a fast unkeyed hash is safe here; `incoming`, keyed
-    /// by the peer's ids, keeps std's DoS-resistant SipHash.
-    pending: FxHashMap<u64, Instant>,
+    /// Our requests awaiting an answer, with their deadlines (`None`: no
+    /// deadline; such a request is not in `deadlines`). Keyed by ids we
+    /// issue ourselves (sequential), so a fast unkeyed hash is safe here;
+    /// `incoming`, keyed by the peer's ids, keeps std's DoS-resistant
+    /// SipHash.
+    pending: FxHashMap<u64, Option<Instant>>,
     deadlines: Deadlines,
     incoming: HashSet<u64>,
     timers: Timers,
@@ -266,7 +302,10 @@ impl Connection {
             stats: Stats::default(),
             config,
         };
-        conn.set_timer(Timer::Handshake, Some(now + conn.config.handshake_timeout));
+        conn.set_timer(
+            Timer::Handshake,
+            deadline_after(now, conn.config.handshake_timeout),
+        );
         if !rng_ok {
             // Without OS randomness there are no fresh nonces: refuse to run
             // rather than risk replayable proofs.
@@ -395,28 +434,44 @@ impl Connection {
         }
     }
 
-    /// Fires due timers. Spurious calls are no-ops.
+    /// Fires everything due at `now`: the handshake, keepalive and close
+    /// timers and request deadlines. Spurious calls are no-ops.
+    ///
+    /// However late the call (a suspended machine, a stalled event loop),
+    /// everything due fires exactly once and in deadline order, as it
+    /// would have on time: a request whose deadline came before the
+    /// keepalive deadline fails with [`RequestError::Timeout`], and only
+    /// those due after whatever ended the connection fail with its error.
+    /// On equal deadlines requests go first (by id), then the handshake,
+    /// keepalive send, keepalive deadline and close timers. A deadline a
+    /// late timer arms counts from `now`, not from when the timer was due:
+    /// a late keepalive ping gets its whole pong timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for t in TIMERS {
-            if self.is_closed() {
-                return;
-            }
-            let slot = self.timers.slot(t);
-            if slot.is_some_and(|d| d <= now) {
-                *slot = None;
-                self.on_timer(now, t);
+        // Each round takes one due timer or request off its table. Only the
+        // keepalive send arms another timer (the pong deadline, which ends
+        // the connection), so this ends.
+        while !self.is_closed() {
+            let timer = self.timers.next_due(now);
+            let request = self.deadlines.first_expired(now, &self.pending);
+            match (timer, request) {
+                (Some((at, t)), _) if request.is_none_or(|r| at < r) => {
+                    *self.timers.slot(t) = None;
+                    self.on_timer(now, t);
+                }
+                (_, Some(_)) => {
+                    let Some(id) = self.deadlines.pop_expired(now, &self.pending) else {
+                        break;
+                    };
+                    self.pending.remove(&id);
+                    self.events.push_back(Event::RequestFailed {
+                        id: RequestId(id),
+                        error: RequestError::Timeout,
+                    });
+                    self.check_drained();
+                }
+                _ => break,
             }
         }
-        while !self.is_closed()
-            && let Some(id) = self.deadlines.pop_expired(now, &self.pending)
-        {
-            self.pending.remove(&id);
-            self.events.push_back(Event::RequestFailed {
-                id: RequestId(id),
-                error: RequestError::Timeout,
-            });
-        }
-        self.check_drained();
     }
 
     // ---------------------------------------------------------------- (C)
@@ -433,15 +488,17 @@ impl Connection {
 
     /// Sends a request; its outcome arrives as exactly one
     /// [`Event::Response`] or [`Event::RequestFailed`]. `timeout` defaults
-    /// to [`Config::request_timeout`].
+    /// to [`Config::request_timeout`]. A timeout too large to add to `now`
+    /// (such as `Duration::MAX`) means no deadline: the request waits for
+    /// its answer or fails when the connection ends.
     pub fn request(
         &mut self,
         now: Instant,
         body: &RawValue,
         timeout: Option<Duration>,
     ) -> Result<RequestId, SendError> {
-        let deadline = now + timeout.unwrap_or(self.config.request_timeout);
-        self.request_until(body, deadline)
+        let timeout = timeout.unwrap_or(self.config.request_timeout);
+        self.request_at(body, deadline_after(now, timeout))
     }
 
     /// [`request`](Self::request) with its deadline given as an instant:
@@ -454,6 +511,14 @@ impl Connection {
         &mut self,
         body: &RawValue,
         deadline: Instant,
+    ) -> Result<RequestId, SendError> {
+        self.request_at(body, Some(deadline))
+    }
+
+    fn request_at(
+        &mut self,
+        body: &RawValue,
+        deadline: Option<Instant>,
     ) -> Result<RequestId, SendError> {
         self.check_can_send()?;
         if self.pending.len() >= self.config.max_requests_in_flight {
@@ -471,7 +536,9 @@ impl Connection {
         })?;
         self.next_request += 1;
         self.pending.insert(id, deadline);
-        self.deadlines.insert(deadline, id);
+        if let Some(deadline) = deadline {
+            self.deadlines.insert(deadline, id);
+        }
         Ok(RequestId(id))
     }
 
@@ -517,17 +584,26 @@ impl Connection {
     /// Closes gracefully: sends a close frame, refuses new commands, lets
     /// requests in flight (both ways) finish for up to
     /// [`Config::close_timeout`], then ends with
-    /// [`CloseReason::Local`]. Before authentication it ends at once.
+    /// [`CloseReason::Local`]. Before authentication it ends at once. A
+    /// close timeout too large to add to `now` means no drain deadline: the
+    /// connection ends once nothing is in flight (or at a later
+    /// [`close_by`](Self::close_by) deadline).
     pub fn close(&mut self, now: Instant, reason: &str) {
-        let deadline = now + self.config.close_timeout;
-        self.close_by(now, reason, deadline);
+        let deadline = deadline_after(now, self.config.close_timeout);
+        self.close_at(reason, deadline);
     }
 
     /// Like [`close`](Self::close) with an explicit drain deadline
     /// (for a server-wide shutdown deadline). Requests still open at the
-    /// deadline fail with [`RequestError::ClosedLocally`].
+    /// deadline fail with [`RequestError::ClosedLocally`]. While already
+    /// closing, it can only bring the drain deadline forward.
     pub fn close_by(&mut self, now: Instant, reason: &str, deadline: Instant) {
         let _ = now;
+        self.close_at(reason, Some(deadline));
+    }
+
+    /// [`close_by`](Self::close_by) with `None` for no drain deadline.
+    fn close_at(&mut self, reason: &str, deadline: Option<Instant>) {
         let local = CloseReason::Local {
             reason: wire::clip(reason, MAX_REASON_LEN),
         };
@@ -536,15 +612,18 @@ impl Connection {
             State::Closing { .. } => {
                 // Already draining (perhaps the peer closed): tighten the
                 // deadline, keep the first reason.
-                let d = self.timers.close.map_or(deadline, |d| d.min(deadline));
-                self.set_timer(Timer::Close, Some(d));
+                let d = match (self.timers.close, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                self.set_timer(Timer::Close, d);
             }
             State::Established => {
                 self.queue_close(CloseCode::Normal, reason, None);
                 self.state = State::Closing { reason: local };
                 self.set_timer(Timer::KeepaliveSend, None);
                 self.set_timer(Timer::KeepaliveDeadline, None);
-                self.set_timer(Timer::Close, Some(deadline));
+                self.set_timer(Timer::Close, deadline);
                 self.check_drained();
             }
             _ => {
@@ -588,12 +667,14 @@ impl Connection {
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout)
-    /// must be called, if any.
+    /// must be called, if any (`None`: nothing is timed, e.g. every
+    /// duration configured as `Duration::MAX`).
     ///
     /// It is never later than needed, but may be earlier: the deadline of a
     /// request answered out of order can stand until it passes. Calling
     /// `handle_timeout` then does nothing but clear it, as with any early
-    /// call.
+    /// call. Calling it later than this instant loses nothing: what is due
+    /// then fires in deadline order (see `handle_timeout`).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_closed() {
             return None;
@@ -624,7 +705,8 @@ impl Connection {
                     let config = self.config.clone();
                     let data = config.keepalive.as_ref().and_then(|k| k.data.as_deref());
                     let _ = self.queue_frame(|o| encode_ping(o, data));
-                    self.set_timer(Timer::KeepaliveDeadline, Some(now + timeout));
+                    // From now, when the ping goes out, however late.
+                    self.set_timer(Timer::KeepaliveDeadline, deadline_after(now, timeout));
                 }
             }
             Timer::KeepaliveDeadline => {
@@ -899,7 +981,7 @@ impl Connection {
                 self.state = State::Closing { reason: remote };
                 self.set_timer(Timer::KeepaliveSend, None);
                 self.set_timer(Timer::KeepaliveDeadline, None);
-                self.set_timer(Timer::Close, Some(now + self.config.close_timeout));
+                self.set_timer(Timer::Close, deadline_after(now, self.config.close_timeout));
                 self.check_drained();
             }
             State::Closing { .. } if code == CloseCode::Normal => {}
@@ -1006,8 +1088,8 @@ impl Connection {
             "pong" => {
                 self.set_timer(Timer::KeepaliveDeadline, None);
                 if let (State::Established, Some(ka)) = (&self.state, &self.config.keepalive) {
-                    let at = now + ka.interval;
-                    self.set_timer(Timer::KeepaliveSend, Some(at));
+                    let at = deadline_after(now, ka.interval);
+                    self.set_timer(Timer::KeepaliveSend, at);
                 }
                 self.events.push_back(Event::Pong);
             }
@@ -1190,8 +1272,8 @@ impl Connection {
             peer_max_frame: self.peer_max_frame,
         }));
         if let Some(ka) = &self.config.keepalive {
-            let at = now + ka.interval;
-            self.set_timer(Timer::KeepaliveSend, Some(at));
+            let at = deadline_after(now, ka.interval);
+            self.set_timer(Timer::KeepaliveSend, at);
         }
     }
 }
@@ -1477,22 +1559,31 @@ impl<T: Ord + Copy> Deadlines<T> {
         self.front().map(|((d, _), _)| d)
     }
 
-    /// Forgets `(deadline, id)`, just removed from `pending`. With answers
-    /// in deadline order it is the front, dropped at once with no lookup;
-    /// otherwise it stays until [`settle`](Self::settle) or a compaction
-    /// drops it.
-    fn remove(&mut self, deadline: T, id: u64, pending: &FxHashMap<u64, T>) {
-        let entry = (deadline, id);
-        if self.queue.front() == Some(&entry) {
-            self.queue.pop_front();
-        } else if self.heap.peek() == Some(&Reverse(entry)) {
-            self.heap.pop();
+    /// Forgets `(deadline, id)`, just removed from `pending` (a request
+    /// with no deadline was never here). With answers in deadline order it
+    /// is the front, dropped at once with no lookup; otherwise it stays
+    /// until [`settle`](Self::settle) or a compaction drops it.
+    fn remove(&mut self, deadline: Option<T>, id: u64, pending: &FxHashMap<u64, Option<T>>) {
+        if let Some(deadline) = deadline {
+            let entry = (deadline, id);
+            if self.queue.front() == Some(&entry) {
+                self.queue.pop_front();
+            } else if self.heap.peek() == Some(&Reverse(entry)) {
+                self.heap.pop();
+            }
         }
         self.compact(pending);
     }
 
+    /// The deadline of the earliest live request if it is `now` or before
+    /// (the one [`pop_expired`](Self::pop_expired) would take).
+    fn first_expired(&mut self, now: T, pending: &FxHashMap<u64, Option<T>>) -> Option<T> {
+        self.settle(pending);
+        self.first().filter(|d| *d <= now)
+    }
+
     /// Takes the earliest request whose deadline is `now` or before.
-    fn pop_expired(&mut self, now: T, pending: &FxHashMap<u64, T>) -> Option<u64> {
+    fn pop_expired(&mut self, now: T, pending: &FxHashMap<u64, Option<T>>) -> Option<u64> {
         self.settle(pending);
         match self.front() {
             Some(((d, id), in_queue)) if d <= now => {
@@ -1508,7 +1599,7 @@ impl<T: Ord + Copy> Deadlines<T> {
     }
 
     /// Drops dead entries from both fronts, so the earliest entry is live.
-    fn settle(&mut self, pending: &FxHashMap<u64, T>) {
+    fn settle(&mut self, pending: &FxHashMap<u64, Option<T>>) {
         while self.queue.front().is_some_and(|e| !is_live(e, pending)) {
             self.queue.pop_front();
         }
@@ -1524,7 +1615,7 @@ impl<T: Ord + Copy> Deadlines<T> {
     /// Drops every dead entry once they outnumber the live ones, which
     /// bounds the entries held to about twice the requests in flight at an
     /// amortized cost of one lookup per removal.
-    fn compact(&mut self, pending: &FxHashMap<u64, T>) {
+    fn compact(&mut self, pending: &FxHashMap<u64, Option<T>>) {
         if self.len() > 2 * pending.len() + 32 {
             self.queue.retain(|e| is_live(e, pending));
             self.heap.retain(|Reverse(e)| is_live(e, pending));
@@ -1544,8 +1635,10 @@ impl<T: Ord + Copy> Deadlines<T> {
 
 /// Whether a deadline entry still belongs to a pending request (an answered
 /// or expired one is gone from `pending`; an id is never reused).
-fn is_live<T: PartialEq>((deadline, id): &(T, u64), pending: &FxHashMap<u64, T>) -> bool {
-    pending.get(id) == Some(deadline)
+fn is_live<T: PartialEq>((deadline, id): &(T, u64), pending: &FxHashMap<u64, Option<T>>) -> bool {
+    pending
+        .get(id)
+        .is_some_and(|d| d.as_ref() == Some(deadline))
 }
 
 #[cfg(test)]
@@ -1556,27 +1649,33 @@ mod deadline_tests {
     /// A model of the pending table and its deadlines as an ordered set.
     #[derive(Default)]
     struct Model {
-        pending: FxHashMap<u64, u64>,
+        pending: FxHashMap<u64, Option<u64>>,
         d: Deadlines<u64>,
         set: BTreeSet<(u64, u64)>,
     }
 
     impl Model {
         fn insert(&mut self, at: u64, id: u64) {
-            self.pending.insert(id, at);
+            self.pending.insert(id, Some(at));
             self.d.insert(at, id);
             self.set.insert((at, id));
+        }
+        /// A request with no deadline: in `pending` only.
+        fn insert_untimed(&mut self, id: u64) {
+            self.pending.insert(id, None);
         }
         fn answer(&mut self, id: u64) {
             if let Some(at) = self.pending.remove(&id) {
                 self.d.remove(at, id, &self.pending);
-                self.set.remove(&(at, id));
+                if let Some(at) = at {
+                    self.set.remove(&(at, id));
+                }
             }
         }
         fn expire(&mut self, now: u64) -> Vec<u64> {
             let mut out = Vec::new();
             while let Some(id) = self.d.pop_expired(now, &self.pending) {
-                if let Some(at) = self.pending.remove(&id) {
+                if let Some(Some(at)) = self.pending.remove(&id) {
                     self.set.remove(&(at, id));
                 }
                 out.push(id);
@@ -1659,6 +1758,11 @@ mod deadline_tests {
             let mut now = t0;
             for (op, pick, secs) in ops {
                 match op {
+                    // Now and then a request with no deadline.
+                    0 if secs == 39 => {
+                        m.insert_untimed(next);
+                        next += 1;
+                    }
                     0 => {
                         m.insert(now + secs, next);
                         next += 1;
