@@ -207,16 +207,10 @@ pub struct Extensions(u32);
 impl Extensions {
     /// No extension.
     pub const NONE: Self = Self(0);
-    /// Every extension this implementation knows (the default offer).
-    pub const ALL: Self = {
-        let mut bits = 0;
-        let mut i = 0;
-        while i < Extension::ALL.len() {
-            bits |= 1 << (Extension::ALL[i] as u32);
-            i += 1;
-        }
-        Self(bits)
-    };
+    /// Every extension this implementation knows (the default offer). The
+    /// variants of [`Extension`] are numbered from 0 in the order of
+    /// [`Extension::ALL`], one bit each.
+    pub const ALL: Self = Self((1 << Extension::ALL.len()) - 1);
 
     /// Whether `e` is in the set.
     pub fn contains(self, e: Extension) -> bool {

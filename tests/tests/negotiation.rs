@@ -123,7 +123,7 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
                 .client(server.local_addr())
                 .max_frame(LIMIT)
                 .request_timeout(REQUEST_TIMEOUT)
-                .proto_config(|c| c.extensions = ext)
+                .extensions(ext)
                 .reconnect(Reconnect::Never)
                 .connect()
                 .await
