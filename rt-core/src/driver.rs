@@ -1086,12 +1086,13 @@ fn fail_command(cmd: Command) {
 }
 
 /// The one warning for an answer too large for the peer, which was
-/// replaced by an error answer.
+/// replaced by an error answer. The op is the peer's text: clipped, and
+/// logged escaped.
 fn warn_too_large(id: PeerRequestId, op: Option<&str>, size: usize, limit: usize) {
     let op: String = op.unwrap_or("").chars().take(64).collect();
     tracing::warn!(
         id = %id,
-        op = %op,
+        op = ?op,
         size,
         limit,
         "answer too large for the requester's max_frame: answered with an error instead"

@@ -199,7 +199,7 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
         for op in ["r9.echo", "r9.inline", "r9.typed"] {
             let mine: Vec<&String> = lines
                 .iter()
-                .filter(|l| l.contains(&format!("op={op} ")))
+                .filter(|l| l.contains(&format!("op={op:?} ")))
                 .collect();
             let n = if op == "r9.typed" { 2 } else { 4 };
             assert_eq!(mine.len(), n, "{op}: {lines:#?}");
