@@ -154,6 +154,114 @@ impl fmt::Display for SignAlg {
     }
 }
 
+/// A protocol extension (PROTOCOL.md §5.1): wire behaviour beyond version 1
+/// that a side uses only when both sides agreed to it in the handshake.
+/// The client offers the extensions of its [`Config::extensions`] in
+/// `hello`; the server accepts those it also has in its own and names them
+/// in `challenge`. A peer that did not accept one (or a version 1 peer,
+/// which ignores the offer) never sees its frames or codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Extension {
+    /// An answer too large for the requester's `max_frame` is replaced by
+    /// an error answer with the code `response_too_large` (and its sizes as
+    /// `data`); without it the code is `internal`. Name
+    /// `"response_too_large"`.
+    ResponseTooLarge,
+}
+
+impl Extension {
+    /// Every extension this implementation knows, in wire order.
+    pub const ALL: [Self; 1] = [Self::ResponseTooLarge];
+
+    /// The extension's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResponseTooLarge => "response_too_large",
+        }
+    }
+
+    /// The extension with this wire name, if known.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl fmt::Display for Extension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Extension`]s: what a side offers or accepts
+/// ([`Config::extensions`]), and what a connection agreed on
+/// ([`Connection::extensions`](crate::Connection::extensions),
+/// [`Authenticated::extensions`](crate::Authenticated::extensions)).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Extensions(u32);
+
+impl Extensions {
+    /// No extension.
+    pub const NONE: Self = Self(0);
+    /// Every extension this implementation knows (the default offer). The
+    /// variants of [`Extension`] are numbered from 0 in the order of
+    /// [`Extension::ALL`], one bit each.
+    pub const ALL: Self = Self((1 << Extension::ALL.len()) - 1);
+
+    /// Whether `e` is in the set.
+    pub fn contains(self, e: Extension) -> bool {
+        self.0 & e.bit() != 0
+    }
+
+    /// The set with `e` added.
+    #[must_use]
+    pub fn with(self, e: Extension) -> Self {
+        Self(self.0 | e.bit())
+    }
+
+    /// The set without `e`.
+    #[must_use]
+    pub fn without(self, e: Extension) -> Self {
+        Self(self.0 & !e.bit())
+    }
+
+    /// The extensions in both sets.
+    #[must_use]
+    pub fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The extensions in the set, in wire order.
+    pub fn iter(self) -> impl Iterator<Item = Extension> {
+        Extension::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
+    }
+}
+
+impl FromIterator<Extension> for Extensions {
+    fn from_iter<I: IntoIterator<Item = Extension>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::NONE, Self::with)
+    }
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(Extension::as_str))
+            .finish()
+    }
+}
+
 /// Keepalive settings. Each side pings on its own schedule.
 ///
 /// As with every duration in [`Config`], one too large to add to the
@@ -243,11 +351,19 @@ pub struct Config {
     /// offers them all; a server picks the first of its list that the
     /// client offered. Default [`SignAlg::ALL`] (AES-256-GMAC, then
     /// HMAC-SHA256). When signing is negotiated on and the two lists have
-    /// nothing in common, the handshake fails with `negotiation_failed`.
+    /// nothing in common, the handshake fails with `negotiation_failed`; a
+    /// server also fails a client whose offer (signing not `Off`) names no
+    /// algorithm it knows, so a client with an empty list must set signing
+    /// to `Off` (PROTOCOL.md §9.2).
     pub sign_algs: Vec<SignAlg>,
     /// Second-layer encryption (AES-256-CBC + HMAC) policy. Default
     /// [`Policy::Optional`].
     pub encryption: Policy,
+    /// Protocol extensions (PROTOCOL.md §5.1): a client offers these in its
+    /// `hello`; a server accepts the ones the client offered that are also
+    /// here. Default [`Extensions::ALL`]; [`Extensions::NONE`] makes a side
+    /// behave exactly as a version 1 peer without extensions.
+    pub extensions: Extensions,
     /// Seed for the nonce/IV generator. `None` (the default) seeds from the
     /// OS; set it only in tests.
     pub rng_seed: Option<[u8; 32]>,
@@ -271,6 +387,7 @@ impl Config {
             signing: Policy::Optional,
             sign_algs: SignAlg::ALL.to_vec(),
             encryption: Policy::Optional,
+            extensions: Extensions::ALL,
             rng_seed: None,
         }
     }
@@ -296,5 +413,25 @@ mod tests {
                 assert_eq!(r, want, "{a:?} {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn extension_sets() {
+        let e = Extension::ResponseTooLarge;
+        assert_eq!(Extension::parse("response_too_large"), Some(e));
+        assert_eq!(Extension::parse("relay"), None);
+        assert!(Extensions::ALL.contains(e) && !Extensions::NONE.contains(e));
+        assert_eq!(Extensions::NONE.with(e), Extensions::ALL);
+        assert_eq!(Extensions::ALL.without(e), Extensions::NONE);
+        assert_eq!(
+            Extensions::ALL.intersection(Extensions::NONE),
+            Extensions::NONE
+        );
+        assert_eq!(Extensions::ALL.iter().collect::<Vec<_>>(), Extension::ALL);
+        assert_eq!([e].into_iter().collect::<Extensions>(), Extensions::ALL);
+        assert_eq!(
+            format!("{:?}", Extensions::ALL),
+            r#"{"response_too_large"}"#
+        );
     }
 }

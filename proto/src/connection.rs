@@ -10,7 +10,7 @@ use rand_core::{Rng as _, SeedableRng as _};
 use rustc_hash::FxHashMap;
 use serde_json::value::RawValue;
 
-use crate::config::{Config, Identity, MAX_IDENTITY_LEN, Policy, SignAlg};
+use crate::config::{Config, Extension, Extensions, Identity, MAX_IDENTITY_LEN, Policy, SignAlg};
 use crate::crypto::{self, FrameMac, IV_LEN, NONCE_LEN, Sealer, SessionKeys, TAG_LEN};
 use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
 use crate::event::{Authenticated, Event, Payload, PeerRequestId, RequestId};
@@ -19,8 +19,11 @@ use crate::wire::{self, Envelope, Key};
 
 /// Protocol versions this implementation speaks.
 pub const SUPPORTED_VERSIONS: &[u64] = &[1];
-/// Most signing algorithms a `hello` may offer.
+/// Most signing (or sealing) algorithms a `hello` may offer.
 pub const MAX_SIGN_ALGS: usize = 16;
+/// Most entries of an `ext` list in `hello` or `challenge` (names this
+/// implementation does not know count too).
+pub const MAX_EXTENSIONS: usize = 32;
 /// Sealing algorithm name on the wire.
 pub const SEAL_ALG: &str = "aes-256-cbc-hmac-sha256";
 /// Smallest `max_frame` a peer may announce.
@@ -72,6 +75,10 @@ pub struct Stats {
     pub dropped_responses: u64,
     /// Peer requests answered automatically with `busy` or `shutting_down`.
     pub rejected_requests: u64,
+    /// Answers too large for the peer's `max_frame`, replaced by an error
+    /// answer (`response_too_large` or `internal`, see
+    /// [`SendError::ResponseTooLarge`]).
+    pub responses_too_large: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +199,8 @@ struct Handshake {
     /// The signing algorithm; `Some` exactly when signing is on.
     sign_alg: Option<SignAlg>,
     encryption: bool,
+    /// The extensions agreed on (client: those the server accepted).
+    extensions: Extensions,
     peer: Identity,
 }
 
@@ -236,6 +245,8 @@ pub struct Connection {
     recv_seq: u64,
     peer_max_frame: usize,
     peer: Option<Identity>,
+    /// The extensions in force (empty until authenticated).
+    extensions: Extensions,
     next_request: u64,
     /// Our requests awaiting an answer, with their deadlines (`None`: no
     /// deadline; such a request is not in `deadlines`). Keyed by ids we
@@ -292,6 +303,7 @@ impl Connection {
             recv_seq: 0,
             peer_max_frame: MIN_PEER_MAX_FRAME as usize,
             peer: None,
+            extensions: Extensions::NONE,
             next_request: 1,
             pending: FxHashMap::default(),
             deadlines: Deadlines::default(),
@@ -390,6 +402,14 @@ impl Connection {
     /// The largest frame the peer accepts (after authentication).
     pub fn peer_max_frame(&self) -> usize {
         self.peer_max_frame
+    }
+
+    /// The protocol extensions both sides agreed on in the handshake
+    /// (PROTOCOL.md §5.1); empty before authentication, and with a peer that
+    /// accepted none (or a version 1 peer, which ignores the offer). Ask
+    /// for one with [`Extensions::contains`].
+    pub fn extensions(&self) -> Extensions {
+        self.extensions
     }
 
     // ---------------------------------------------------------------- (B)
@@ -544,29 +564,47 @@ impl Connection {
 
     /// Answers a peer's request with a value or an error. Allowed while
     /// closing, so in-flight requests can finish.
+    ///
+    /// An answer whose frame would exceed the peer's `max_frame` is not
+    /// sent: the request is answered with an error in its place
+    /// (PROTOCOL.md §14.2: `response_too_large` where that extension is
+    /// on, else `internal`), its slot is freed, it is counted in
+    /// [`Stats::responses_too_large`], and this returns
+    /// [`SendError::ResponseTooLarge`]. The other errors leave the request
+    /// answerable.
     pub fn respond(
         &mut self,
         id: PeerRequestId,
         result: Result<&RawValue, &RemoteError>,
     ) -> Result<(), SendError> {
-        if self.is_closed() {
-            return Err(SendError::Closed);
+        self.take_incoming(id)?;
+        match self.queue_frame(|o| encode_response(o, id.0, result)) {
+            Ok(()) => {}
+            Err(SendError::FrameTooLarge { size, limit }) => {
+                self.queue_too_large(id.0, size, limit);
+                self.check_drained();
+                return Err(SendError::ResponseTooLarge { size, limit });
+            }
+            Err(e) => {
+                self.incoming.insert(id.0);
+                return Err(e);
+            }
         }
-        // Taken out first (one lookup on the usual path) and put back if
-        // the answer cannot be queued now.
-        if !self.incoming.remove(&id.0) {
-            return Err(SendError::UnknownRequest(id.0));
-        }
-        let queued = if self.out.len() >= self.config.max_outbound {
-            self.notify_unblocked = true;
-            Err(SendError::Blocked)
-        } else {
-            self.queue_frame(|o| encode_response(o, id.0, result))
-        };
-        if queued.is_err() {
-            self.incoming.insert(id.0);
-            return queued;
-        }
+        self.check_drained();
+        Ok(())
+    }
+
+    /// Answers a peer's request in place of an answer of `size` encoded
+    /// bytes that the caller found too large for the peer, without handing
+    /// the answer over: the same error answer, freed slot and count as
+    /// [`respond`](Self::respond) gives such an answer. For a layer above
+    /// that checks answers itself before passing them on (with
+    /// [`Authenticated::response_frame_bound`]), so that its caller learns
+    /// the outcome at once. `Ok` once the error answer is queued; the
+    /// errors are those of `respond` and leave the request answerable.
+    pub fn respond_too_large(&mut self, id: PeerRequestId, size: usize) -> Result<(), SendError> {
+        self.take_incoming(id)?;
+        self.queue_too_large(id.0, size, self.peer_max_frame);
         self.check_drained();
         Ok(())
     }
@@ -724,6 +762,45 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Takes a peer request out of the incoming table to answer it (one
+    /// lookup on the usual path), unless the connection cannot queue the
+    /// answer now; put it back if the answer is not queued after all.
+    fn take_incoming(&mut self, id: PeerRequestId) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if !self.incoming.remove(&id.0) {
+            return Err(SendError::UnknownRequest(id.0));
+        }
+        if self.out.len() >= self.config.max_outbound {
+            self.incoming.insert(id.0);
+            self.notify_unblocked = true;
+            return Err(SendError::Blocked);
+        }
+        Ok(())
+    }
+
+    /// Queues the error answer that replaces an answer of `size` bytes over
+    /// the peer's `limit` (PROTOCOL.md §14.2), and counts it. The error
+    /// frame is a few hundred bytes at most (sealed included), so it fits
+    /// any peer's `max_frame` (at least 1024).
+    fn queue_too_large(&mut self, id: u64, size: usize, limit: usize) {
+        self.stats.responses_too_large += 1;
+        let message = format!(
+            "the answer ({size} bytes) is larger than the requester's max_frame ({limit} bytes)"
+        );
+        let err = if self.extensions.contains(Extension::ResponseTooLarge) {
+            RemoteError {
+                code: RemoteError::RESPONSE_TOO_LARGE.to_owned(),
+                message,
+                data: Some(format!(r#"{{"size":{size},"max_frame":{limit}}}"#)),
+            }
+        } else {
+            RemoteError::new(RemoteError::INTERNAL, message)
+        };
+        let _ = self.queue_frame(|o| encode_response(o, id, Err(&err)));
     }
 
     fn check_can_send(&mut self) -> Result<(), SendError> {
@@ -885,7 +962,9 @@ impl Connection {
         line.extend_from_slice(c.encryption.as_str().as_bytes());
         line.extend_from_slice(b"\",\"seal_alg\":\"");
         line.extend_from_slice(SEAL_ALG.as_bytes());
-        line.extend_from_slice(b"\"}");
+        line.push(b'"');
+        push_extensions(&mut line, c.extensions);
+        line.push(b'}');
         self.out.extend_from_slice(&line);
         self.out.push(b'\n');
         self.stats.frames_out += 1;
@@ -895,6 +974,7 @@ impl Connection {
             version: 0,
             sign_alg: None,
             encryption: false,
+            extensions: Extensions::NONE,
             peer: Identity::default(),
         }));
     }
@@ -1105,6 +1185,12 @@ impl Connection {
 
     fn on_hello(&mut self, env: &Envelope<'_>, line: &[u8]) -> Result<(), ProtocolError> {
         let theirs = env.u64_list(Key::Versions)?;
+        if theirs.is_empty() {
+            return Err(ProtocolError::InvalidField {
+                field: "versions",
+                detail: "names no version",
+            });
+        }
         let Some(&version) = SUPPORTED_VERSIONS.iter().rev().find(|v| theirs.contains(v)) else {
             return Err(ProtocolError::VersionMismatch {
                 ours: SUPPORTED_VERSIONS.to_vec(),
@@ -1117,6 +1203,7 @@ impl Connection {
         let sign_alg = negotiate_signing(env, self.config.signing, &self.config.sign_algs)?;
         let signing = sign_alg.is_some();
         let encryption = negotiate_sealing(env, self.config.encryption)?;
+        let extensions = accept_extensions(env, self.config.extensions)?;
         let _ = client_nonce;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
@@ -1143,6 +1230,7 @@ impl Connection {
         }
         ch.extend_from_slice(b",\"seal\":");
         ch.extend_from_slice(if encryption { b"true" } else { b"false" });
+        push_extensions(&mut ch, extensions);
         ch.push(b'}');
         let transcript = crypto::transcript_hash(line, &ch, &self.params.channel_binding);
         self.out.extend_from_slice(&ch);
@@ -1155,6 +1243,7 @@ impl Connection {
             version,
             sign_alg,
             encryption,
+            extensions,
             peer,
         }));
         self.state = State::AwaitAuth;
@@ -1188,6 +1277,7 @@ impl Connection {
         } else {
             None
         };
+        let extensions = accepted_extensions(env, self.config.extensions)?;
         let Some(hs) = self.hs.as_mut() else {
             return Err(ProtocolError::UnexpectedFrame {
                 frame: "challenge".into(),
@@ -1198,6 +1288,7 @@ impl Connection {
         hs.version = version;
         hs.sign_alg = sign_alg;
         hs.encryption = encryption;
+        hs.extensions = extensions;
         hs.peer = peer;
         hs.hello = Vec::new();
         let proof = crypto::client_proof(&self.config.secret, &hs.transcript);
@@ -1262,6 +1353,7 @@ impl Connection {
         self.set_timer(Timer::Handshake, None);
         self.state = State::Established;
         self.peer = Some(hs.peer.clone());
+        self.extensions = hs.extensions;
         self.events.push_back(Event::Authenticated(Authenticated {
             peer: hs.peer,
             connection_id: self.params.connection_id,
@@ -1270,6 +1362,7 @@ impl Connection {
             sign_alg: if hs.encryption { None } else { hs.sign_alg },
             encryption: hs.encryption,
             peer_max_frame: self.peer_max_frame,
+            extensions: hs.extensions,
         }));
         if let Some(ka) = &self.config.keepalive {
             let at = deadline_after(now, ka.interval);
@@ -1306,7 +1399,7 @@ fn parse_remote_error(raw: &RawValue) -> Result<RemoteError, ProtocolError> {
     })
 }
 
-fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) {
+pub(crate) fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) {
     o.extend_from_slice(b"{\"t\":\"res\",\"id\":");
     crypto::push_u64(o, id);
     match result {
@@ -1458,13 +1551,20 @@ fn push_sign_algs(out: &mut Vec<u8>, algs: &[SignAlg]) {
 }
 
 /// Server side: the sealing decision from the client's `seal` policy and
-/// `seal_alg` (one algorithm is defined).
+/// `seal_alg` offer (a name or a list of names, as for signing; one
+/// algorithm is defined, and an offer that does not name it fails, as an
+/// unknown signing offer does).
 fn negotiate_sealing(env: &Envelope<'_>, ours: Policy) -> Result<bool, ProtocolError> {
     let theirs = Policy::parse(&env.str(Key::Seal)?).ok_or(ProtocolError::InvalidField {
         field: "seal",
         detail: "expected off, optional, preferred or required",
     })?;
-    if theirs != Policy::Off && env.str(Key::SealAlg)? != SEAL_ALG {
+    if theirs != Policy::Off
+        && !env
+            .str_or_list(Key::SealAlg, MAX_SIGN_ALGS)?
+            .iter()
+            .any(|n| n == SEAL_ALG)
+    {
         return Err(ProtocolError::NegotiationFailed {
             detail: "unknown encryption algorithm",
         });
@@ -1472,6 +1572,56 @@ fn negotiate_sealing(env: &Envelope<'_>, ours: Policy) -> Result<bool, ProtocolE
     Policy::negotiate(ours, theirs).map_err(|_| ProtocolError::NegotiationFailed {
         detail: "one side requires encryption, the other refuses it",
     })
+}
+
+/// Writes `,"ext":[…]` for a non-empty set (nothing for an empty one, so a
+/// side without extensions writes exactly what a version 1 peer writes).
+fn push_extensions(out: &mut Vec<u8>, ext: Extensions) {
+    if ext.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b",\"ext\":[");
+    for (i, e) in ext.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        wire::push_str(out, e.as_str());
+    }
+    out.push(b']');
+}
+
+/// Server side: the extensions to accept, those the client's `ext` offer
+/// names that we know and allow (unknown names are skipped; no `ext` is no
+/// offer).
+fn accept_extensions(env: &Envelope<'_>, ours: Extensions) -> Result<Extensions, ProtocolError> {
+    let names = env.opt_str_list(Key::Ext, MAX_EXTENSIONS)?;
+    let offered: Extensions = names
+        .iter()
+        .flatten()
+        .filter_map(|n| Extension::parse(n))
+        .collect();
+    Ok(offered.intersection(ours))
+}
+
+/// Client side: the extensions the server's `ext` accepted, each of which
+/// must be one we offered (no `ext`: none accepted, as from a version 1
+/// server).
+fn accepted_extensions(
+    env: &Envelope<'_>,
+    offered: Extensions,
+) -> Result<Extensions, ProtocolError> {
+    let mut accepted = Extensions::NONE;
+    for name in env.opt_str_list(Key::Ext, MAX_EXTENSIONS)?.iter().flatten() {
+        match Extension::parse(name) {
+            Some(e) if offered.contains(e) => accepted = accepted.with(e),
+            _ => {
+                return Err(ProtocolError::NegotiationFailed {
+                    detail: "the peer accepted an extension we did not offer",
+                });
+            }
+        }
+    }
+    Ok(accepted)
 }
 
 /// Client side: the server's decision must respect our policy.

@@ -113,7 +113,9 @@ impl ProtocolError {
 }
 
 /// The caller asked for something the connection cannot do now. Never fatal:
-/// the connection is unchanged and nothing was written.
+/// the connection is unchanged and nothing was written, except after
+/// [`ResponseTooLarge`](Self::ResponseTooLarge), which reports an answer
+/// the connection replaced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -137,6 +139,20 @@ pub enum SendError {
     #[error("frame of {size} bytes exceeds the peer's {limit}-byte limit")]
     FrameTooLarge {
         /// Size of the encoded frame in bytes.
+        size: usize,
+        /// The peer's limit.
+        limit: usize,
+    },
+    /// [`respond`](crate::Connection::respond)'s answer would exceed the
+    /// peer's maximum frame size. The request **has been answered** in its
+    /// place, with an error answer (code [`RemoteError::RESPONSE_TOO_LARGE`]
+    /// where the extension is on, else [`RemoteError::INTERNAL`]), its
+    /// incoming-request slot is free, and
+    /// [`Stats::responses_too_large`](crate::Stats::responses_too_large)
+    /// counted it; the id is no longer answerable.
+    #[error("answer of {size} bytes exceeds the peer's {limit}-byte limit; answered with an error")]
+    ResponseTooLarge {
+        /// Size of the encoded answer frame in bytes.
         size: usize,
         /// The peer's limit.
         limit: usize,
@@ -209,6 +225,10 @@ impl RemoteError {
     pub const CONFLICT: &'static str = "conflict";
     /// The service cannot serve the request now; it may be retried later.
     pub const UNAVAILABLE: &'static str = "unavailable";
+    /// The answer was larger than the requester's `max_frame` (only sent
+    /// when the `response_too_large` extension is on, PROTOCOL.md §14.2;
+    /// otherwise such an answer is replaced by [`INTERNAL`](Self::INTERNAL)).
+    pub const RESPONSE_TOO_LARGE: &'static str = "response_too_large";
 
     /// Builds an error with a code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {

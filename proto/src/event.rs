@@ -198,29 +198,67 @@ pub struct Authenticated {
     pub encryption: bool,
     /// The largest frame the peer accepts (its announced `max_frame`).
     pub peer_max_frame: usize,
+    /// The protocol extensions both sides agreed on (PROTOCOL.md §5.1).
+    pub extensions: crate::Extensions,
 }
 
 impl Authenticated {
     /// An upper bound on the encoded size of a message frame (the line,
     /// without `\n`) carrying a `body_len`-byte body on this link; exact
-    /// to within 20 bytes (the sequence number's digits), 40 with
-    /// AES-256-GMAC signing (its tag is shorter). A body whose
+    /// to within 20 bytes (the sequence number's digits). A body whose
     /// bound exceeds [`peer_max_frame`](Self::peer_max_frame) would be
     /// refused with `FrameTooLarge`.
     pub fn message_frame_bound(&self, body_len: usize) -> usize {
         // {"t":"msg","d": + body + }
-        let inner = body_len.saturating_add(16);
+        self.wrapped_bound(body_len.saturating_add(16))
+    }
+
+    /// An upper bound on the encoded size of the `res` frame answering the
+    /// peer's request `id` with `result` on this link, as tight as
+    /// [`message_frame_bound`](Self::message_frame_bound) (exact without
+    /// signing or sealing). An answer whose bound does not exceed
+    /// [`peer_max_frame`](Self::peer_max_frame) is never refused for its
+    /// size; one whose bound does can be answered with
+    /// [`Connection::respond_too_large`](crate::Connection::respond_too_large)
+    /// without handing it over.
+    pub fn response_frame_bound(
+        &self,
+        id: PeerRequestId,
+        result: Result<&RawValue, &crate::RemoteError>,
+    ) -> usize {
+        let inner = match result {
+            // {"t":"res","id": + ID + ,"d": + body + }
+            Ok(body) => body.get().len().saturating_add(22 + digits(id.0)),
+            // Escaping makes the error's length depend on its text: encode it.
+            Err(e) => {
+                let mut o = Vec::new();
+                crate::connection::encode_response(&mut o, id.0, Err(e));
+                o.len()
+            }
+        };
+        self.wrapped_bound(inner)
+    }
+
+    /// An upper bound on the line carrying an `inner`-byte frame, wrapped
+    /// as negotiated (a sequence number of up to 20 digits).
+    fn wrapped_bound(&self, inner: usize) -> usize {
         if self.encryption {
             // {"q":N,"iv":"<24>","s":"<44>","c":"<b64(ct)>"}
-            let ct = (inner / 16 + 1) * 16;
-            96 + 20 + ct.div_ceil(3) * 4
+            let ct = (inner / 16).saturating_add(1).saturating_mul(16);
+            ct.div_ceil(3).saturating_mul(4).saturating_add(96 + 20)
         } else if self.signing {
-            // {"q":N,"s":"<44>","f": + inner + }
-            inner + 62 + 20
+            // {"q":N,"s":"<44>","f": + inner + } (a GMAC tag is 20 shorter)
+            let tag = self.sign_alg.map_or(44, |a| a.tag_len().div_ceil(3) * 4);
+            inner.saturating_add(18 + tag + 20)
         } else {
             inner
         }
     }
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 /// An event for the connection's owner, from

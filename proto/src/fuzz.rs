@@ -536,6 +536,8 @@ enum Sent {
 enum Answer {
     Value(String),
     Error(RemoteError),
+    /// Too large for the peer: replaced by the connection's own error answer.
+    TooLarge,
 }
 
 /// What the fuzz driver knows about one side of the pair.
@@ -658,6 +660,11 @@ fn on_event(me: &mut Book, peer: &mut Book, clean: bool, ev: Event) {
                         let want_data = want.data.as_deref().filter(|d| *d != "null");
                         assert_eq!(got.data.as_deref(), want_data, "{name}: data of {id}");
                     }
+                    Some(Answer::TooLarge) => assert!(
+                        got.code == RemoteError::RESPONSE_TOO_LARGE
+                            || got.code == RemoteError::INTERNAL,
+                        "{name}: request {id} failed with {got:?}, answered too large"
+                    ),
                     Some(Answer::Value(v)) => {
                         panic!(
                             "{name}: request {id} failed with {got:?}, but the peer answered {v}"
@@ -750,7 +757,10 @@ fn after_command<T>(
     r: &Result<T, SendError>,
     book: &mut Book,
 ) {
-    if let Err(e) = r {
+    // A too-large answer is replaced, not refused: the state changed.
+    if let Err(e) = r
+        && !matches!(e, SendError::ResponseTooLarge { .. })
+    {
         assert_eq!(
             snapshot(c),
             before,
@@ -868,6 +878,7 @@ pub fn session(base: Instant, data: &[u8]) {
                         c.respond(PeerRequestId(id), Ok(&v))
                     }
                     Answer::Error(e) => c.respond(PeerRequestId(id), Err(e)),
+                    Answer::TooLarge => unreachable!("only recorded, never chosen"),
                 };
                 after_command(who, c, before, &r, book);
                 match r {
@@ -879,6 +890,13 @@ pub fn session(base: Instant, data: &[u8]) {
                     Err(SendError::UnknownRequest(x)) => {
                         assert_eq!(x, id);
                         assert!(!known, "{who:?}: open request {id} unknown");
+                    }
+                    Err(SendError::ResponseTooLarge { size, limit }) => {
+                        // Answered all the same, with the connection's error.
+                        assert!(known, "{who:?}: answered {id}, which was not open");
+                        assert!(size > limit, "{who:?}: {size} bytes within {limit}");
+                        book.open.retain(|&x| x != id);
+                        book.answered.insert(id, Answer::TooLarge);
                     }
                     Err(_) => {}
                 }

@@ -65,8 +65,8 @@ pub mod testing;
 pub use binding::{EXPORTER_LABEL, EXPORTER_LEN};
 pub use config::*;
 pub use connection::{
-    Connection, ConnectionParams, MAX_REASON_LEN, MAX_SIGN_ALGS, MIN_PEER_MAX_FRAME, SEAL_ALG,
-    SUPPORTED_VERSIONS, Side, Stats,
+    Connection, ConnectionParams, MAX_EXTENSIONS, MAX_REASON_LEN, MAX_SIGN_ALGS,
+    MIN_PEER_MAX_FRAME, SEAL_ALG, SUPPORTED_VERSIONS, Side, Stats,
 };
 pub use error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
 pub use event::{Authenticated, Event, Op, Payload, PeerRequestId, RequestId};

@@ -33,9 +33,10 @@ pub(crate) enum Key {
     SignAlg,
     SealAlg,
     Proof,
+    Ext,
 }
 
-const KEYS: [(&str, Key); 18] = [
+const KEYS: [(&str, Key); 19] = [
     ("t", Key::T),
     ("d", Key::D),
     ("id", Key::Id),
@@ -54,6 +55,7 @@ const KEYS: [(&str, Key); 18] = [
     ("sign_alg", Key::SignAlg),
     ("seal_alg", Key::SealAlg),
     ("proof", Key::Proof),
+    ("ext", Key::Ext),
 ];
 
 impl Key {
@@ -251,6 +253,30 @@ impl<'a> Envelope<'a> {
             });
         }
         Ok(list)
+    }
+
+    /// An optional field that is a list of at most `max` strings (absent:
+    /// `None`).
+    pub(crate) fn opt_str_list(
+        &self,
+        k: Key,
+        max: usize,
+    ) -> Result<Option<Vec<String>>, ProtocolError> {
+        let Some(r) = self.raw(k) else {
+            return Ok(None);
+        };
+        let list: Vec<String> =
+            serde_json::from_str(r.get()).map_err(|_| ProtocolError::InvalidField {
+                field: k.name(),
+                detail: "expected a list of strings",
+            })?;
+        if list.len() > max {
+            return Err(ProtocolError::InvalidField {
+                field: k.name(),
+                detail: "too many entries",
+            });
+        }
+        Ok(Some(list))
     }
 
     /// A required non-negative integer that fits in 64 bits.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
 use jsonlink_proto::{
-    CloseCode, CloseReason, Config, Connection, ConnectionParams, Event, Policy, ProtocolError,
-    RequestError, SendError, Side,
+    CloseCode, CloseReason, Config, Connection, ConnectionParams, Event, Extension, Extensions,
+    Policy, ProtocolError, RemoteError, RequestError, SendError, Side,
 };
 
 fn closed_with(p: &jsonlink_proto::testing::Peer) -> CloseReason {
@@ -528,6 +528,282 @@ fn h7_tampered_offer_breaks_the_handshake_mac() {
     );
 }
 
+/// A pair whose client (max_frame 1024) and server offer or accept these
+/// extensions, recorded and connected.
+fn ext_pair(client: Extensions, server: Extensions) -> Pair {
+    let mut c = client_config(8);
+    c.max_frame = 1024;
+    c.extensions = client;
+    let mut s = server_config(8);
+    s.extensions = server;
+    let mut p = Pair::new(Instant::now(), c, s, vec![3; 32], vec![3; 32]);
+    p.record();
+    p
+}
+
+/// Both sides' handshake outcome as (client, server) extension sets.
+fn agreed(p: &Pair) -> (Extensions, Extensions) {
+    let ext = |peer: &jsonlink_proto::testing::Peer| match peer.events.first() {
+        Some(Event::Authenticated(a)) => {
+            assert_eq!(
+                a.extensions,
+                peer.conn.extensions(),
+                "event and getter agree"
+            );
+            a.extensions
+        }
+        other => panic!("not authenticated: {other:?}"),
+    };
+    (ext(&p.client), ext(&p.server))
+}
+
+/// The error the client gets for a request the server answers with 2 KiB
+/// (over the client's 1024-byte max_frame), at once (no time passes).
+fn too_large_answer(p: &mut Pair) -> RemoteError {
+    let now = p.now;
+    let id = p
+        .client
+        .conn
+        .request(now, &raw(r#"{"op":"echo"}"#), None)
+        .unwrap();
+    p.drive();
+    let (rid, _, _) = requests(&p.server).last().cloned().unwrap();
+    let big = raw(&format!("\"{}\"", "y".repeat(2048)));
+    let r = p.server.conn.respond(rid, Ok(&big));
+    assert!(
+        matches!(r, Err(SendError::ResponseTooLarge { limit: 1024, .. })),
+        "{r:?}"
+    );
+    p.drive();
+    match resolutions(&p.client).last() {
+        Some((i, Err(RequestError::Remote(e)))) if *i == id => e.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn log_text(p: &jsonlink_proto::testing::Peer) -> String {
+    String::from_utf8(p.log.clone().unwrap()).unwrap()
+}
+
+#[test]
+fn h8_an_accepted_extension_is_used_and_a_declined_one_never_shows() {
+    let rtl = Extension::ResponseTooLarge;
+    let mut outcome = Vec::new();
+    // Offered and accepted.
+    let mut p = ext_pair(Extensions::ALL, Extensions::ALL);
+    p.drive();
+    assert_eq!(agreed(&p), (Extensions::ALL, Extensions::ALL));
+    let hello = log_text(&p.client);
+    let challenge = log_text(&p.server);
+    assert!(
+        hello.contains(r#","ext":["response_too_large"]}"#),
+        "{hello}"
+    );
+    assert!(
+        challenge.contains(r#","ext":["response_too_large"]}"#),
+        "{challenge}"
+    );
+    let e = too_large_answer(&mut p);
+    assert_eq!(e.code, RemoteError::RESPONSE_TOO_LARGE);
+    assert_eq!(e.data.as_deref(), Some(r#"{"size":2073,"max_frame":1024}"#));
+    outcome.push(format!(
+        "accepted: both sides {:?}, a too-large answer is {}",
+        Extensions::ALL,
+        e.code
+    ));
+
+    // Offered, not accepted (the server allows none), and offered to a
+    // version 1 server, which ignores `ext`: the same challenge, without
+    // `ext`, and only version 1 codes on the wire.
+    let mut p = ext_pair(Extensions::ALL, Extensions::NONE);
+    p.drive();
+    assert_eq!(agreed(&p), (Extensions::NONE, Extensions::NONE));
+    assert!(!p.client.conn.extensions().contains(rtl));
+    let challenge = log_text(&p.server);
+    assert!(!challenge.contains("ext"), "{challenge}");
+    let e = too_large_answer(&mut p);
+    assert_eq!(e.code, RemoteError::INTERNAL);
+    assert_eq!(e.data, None);
+    assert!(
+        e.message.contains("2073 bytes") && e.message.contains("1024 bytes"),
+        "{e:?}"
+    );
+    let server_wire = log_text(&p.server);
+    assert!(!server_wire.contains("response_too_large"), "{server_wire}");
+    outcome.push(format!(
+        "not accepted / v1 server: challenge without ext, both sides {:?}, a too-large answer is {}",
+        Extensions::NONE,
+        e.code
+    ));
+
+    // A version 1 client (no offer: its hello has no `ext`).
+    let mut p = ext_pair(Extensions::NONE, Extensions::ALL);
+    p.drive();
+    assert_eq!(agreed(&p), (Extensions::NONE, Extensions::NONE));
+    assert!(!log_text(&p.client).contains("ext"));
+    assert!(!log_text(&p.server).contains("ext"));
+    let e = too_large_answer(&mut p);
+    assert_eq!(e.code, RemoteError::INTERNAL);
+    outcome.push(format!("v1 client: no offer, no ext, {}", e.code));
+
+    // Unknown names in an offer are skipped.
+    let mut p = ext_pair(Extensions::ALL, Extensions::ALL);
+    let mut hello = Vec::new();
+    p.client.conn.poll_transmit(&mut hello);
+    let hello = String::from_utf8(hello).unwrap().replace(
+        r#"["response_too_large"]"#,
+        r#"["relay","response_too_large","x"]"#,
+    );
+    p.inject(Who::Server, hello.as_bytes());
+    let mut ch = Vec::new();
+    p.server.conn.poll_transmit(&mut ch);
+    let ch = String::from_utf8(ch).unwrap();
+    assert!(ch.contains(r#","ext":["response_too_large"]}"#), "{ch}");
+    assert!(p.server.closed().is_none());
+    record("H8", outcome.join("; ") + "; " + &h8_tampering());
+}
+
+/// Tampering with the offer or the answer to it: the transcripts differ,
+/// so the handshake fails on the proof. Returns the outcome text.
+fn h8_tampering() -> String {
+    let strip = r#","ext":["response_too_large"]"#;
+    let cases: [(&str, Extensions, Who, &str, &str); 3] = [
+        (
+            "offer stripped from hello",
+            Extensions::ALL,
+            Who::Client,
+            strip,
+            "",
+        ),
+        (
+            "answer stripped from challenge",
+            Extensions::ALL,
+            Who::Server,
+            strip,
+            "",
+        ),
+        (
+            "answer added to challenge",
+            Extensions::NONE,
+            Who::Server,
+            r#","seal":false}"#,
+            r#","seal":false,"ext":["response_too_large"]}"#,
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (case, server, who, from, to) in cases {
+        let mut p = ext_pair(Extensions::ALL, server);
+        let (from, to) = (from.to_owned(), to.to_owned());
+        p.tamper(who, move |b| {
+            let s = String::from_utf8(b.clone()).unwrap();
+            *b = s.replacen(&from, &to, 1).into_bytes();
+        });
+        p.drive();
+        for peer in [&p.client, &p.server] {
+            assert!(
+                !peer
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::Authenticated(_))),
+                "{case}: {:?}",
+                peer.events
+            );
+        }
+        // The server rejects the client's proof (its transcript differs).
+        assert_eq!(
+            p.server.closed(),
+            Some(&CloseReason::Protocol(ProtocolError::AuthFailed)),
+            "{case}"
+        );
+        assert_eq!(
+            p.client.closed().map(CloseReason::code),
+            Some(CloseCode::AuthFailed),
+            "{case}"
+        );
+        seen.push(case);
+    }
+    format!("tampered ({}): AuthFailed", seen.join(", "))
+}
+
+#[test]
+fn h8_malformed_ext_lists_are_refused() {
+    // In a hello: not a list, a non-string entry, too many entries.
+    let many = format!("[{}]", vec![r#""x""#; 33].join(","));
+    for (ext, detail) in [
+        (r#""response_too_large""#, "expected a list of strings"),
+        ("[1]", "expected a list of strings"),
+        ("null", "expected a list of strings"),
+        (many.as_str(), "too many entries"),
+    ] {
+        let mut p = ext_pair(Extensions::ALL, Extensions::ALL);
+        let mut hello = Vec::new();
+        p.client.conn.poll_transmit(&mut hello);
+        let h = String::from_utf8(hello)
+            .unwrap()
+            .replace(r#"["response_too_large"]"#, ext);
+        p.inject(Who::Server, h.as_bytes());
+        assert_eq!(
+            p.server.closed(),
+            Some(&CloseReason::Protocol(ProtocolError::InvalidField {
+                field: "ext",
+                detail
+            })),
+            "{ext}"
+        );
+    }
+    // A duplicated `ext` member is a duplicated known member.
+    let mut p = ext_pair(Extensions::ALL, Extensions::ALL);
+    p.tamper(Who::Client, |b| {
+        let s = String::from_utf8(b.clone()).unwrap();
+        *b = s
+            .replacen(
+                r#""ext":["response_too_large"]"#,
+                r#""ext":["response_too_large"],"ext":[]"#,
+                1,
+            )
+            .into_bytes();
+    });
+    p.drive();
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Protocol(ProtocolError::DuplicateField {
+            field: "ext"
+        }))
+    );
+    // A challenge accepting what the client did not offer, or a name it does
+    // not know: the client refuses before sending its proof.
+    for (client, ext) in [
+        (Extensions::NONE, r#"["response_too_large"]"#),
+        (Extensions::ALL, r#"["relay"]"#),
+    ] {
+        let mut p = ext_pair(client, Extensions::ALL);
+        let ext = ext.to_owned();
+        p.tamper(Who::Server, move |b| {
+            let s = String::from_utf8(b.clone()).unwrap();
+            *b = s
+                .replacen(r#","ext":["response_too_large"]"#, "", 1)
+                .replacen(
+                    r#","seal":false}"#,
+                    &format!(r#","seal":false,"ext":{ext}}}"#),
+                    1,
+                )
+                .into_bytes();
+        });
+        p.drive();
+        assert!(
+            matches!(
+                p.client.closed(),
+                Some(CloseReason::Protocol(
+                    ProtocolError::NegotiationFailed { .. }
+                ))
+            ),
+            "{:?}",
+            p.client.events
+        );
+        assert!(!log_text(&p.client).contains(r#""t":"auth""#));
+    }
+}
+
 // ----------------------------------------------------- signing and sealing
 
 #[test]
@@ -812,6 +1088,161 @@ fn r2_unknown_and_duplicate_responses_are_dropped_and_counted() {
             p.client.conn.stats().dropped_responses
         ),
     );
+}
+
+/// R9, core side: an answer over the requester's max_frame, in every
+/// protected mode and with or without the extension. The outcome is
+/// recorded by the adapter-level case (tests/tests/negotiation.rs), which
+/// covers this path end to end.
+#[test]
+fn r9_an_answer_over_the_requesters_max_frame_is_replaced_at_once_and_frees_its_slot() {
+    for (sign, seal) in [(false, false), (true, false), (false, true)] {
+        for ext in [Extensions::ALL, Extensions::NONE] {
+            let case = format!("sign {sign} seal {seal} ext {ext:?}");
+            let mut c = client_config(9);
+            let mut s = server_config(9);
+            c.max_frame = 1024;
+            s.extensions = ext;
+            s.max_incoming_requests = 2;
+            for (cfg, on) in [(&mut c, true), (&mut s, true)] {
+                if sign && on {
+                    cfg.signing = Policy::Required;
+                }
+                if seal && on {
+                    cfg.encryption = Policy::Required;
+                }
+            }
+            let mut p = Pair::new(Instant::now(), c, s, vec![4; 32], vec![4; 32]);
+            p.connect();
+            let now = p.now;
+            // More too-large answers than the server has incoming slots: each
+            // frees its slot, so none is answered `busy`.
+            for n in 0..3 {
+                let id = p
+                    .client
+                    .conn
+                    .request(now, &raw(r#"{"op":"echo"}"#), None)
+                    .unwrap();
+                p.drive();
+                let (rid, _, _) = requests(&p.server).last().cloned().unwrap();
+                let big = raw(&format!("\"{}\"", "y".repeat(2048)));
+                let before = p.server.conn.outbound_len();
+                let r = p.server.conn.respond(rid, Ok(&big));
+                let Err(SendError::ResponseTooLarge { size, limit }) = r else {
+                    panic!("{case}: {r:?}")
+                };
+                assert!(size > 2048 && limit == 1024, "{case}: {size} {limit}");
+                // Only the small error answer was queued.
+                assert!(p.server.conn.outbound_len() - before < 600, "{case}");
+                assert_eq!(p.server.conn.incoming_in_flight(), 0, "{case}");
+                assert_eq!(p.server.conn.stats().responses_too_large, n + 1, "{case}");
+                assert_eq!(
+                    p.server.conn.respond(rid, Ok(&raw("1"))),
+                    Err(SendError::UnknownRequest(rid.0)),
+                    "{case}: answered once"
+                );
+                p.drive(); // no time passes: the requester knows at once
+                let want = if ext.is_empty() {
+                    RemoteError::INTERNAL
+                } else {
+                    RemoteError::RESPONSE_TOO_LARGE
+                };
+                match resolutions(&p.client).last() {
+                    Some((i, Err(RequestError::Remote(e)))) if *i == id => {
+                        assert_eq!(e.code, want, "{case}")
+                    }
+                    other => panic!("{case}: {other:?}"),
+                }
+            }
+            // An error answer too large is replaced the same way.
+            let id = p.client.conn.request(now, &raw("1"), None).unwrap();
+            p.drive();
+            let (rid, _, _) = requests(&p.server).last().cloned().unwrap();
+            let huge = RemoteError::new("app", "e".repeat(2000));
+            assert!(matches!(
+                p.server.conn.respond(rid, Err(&huge)),
+                Err(SendError::ResponseTooLarge { .. })
+            ));
+            // The caller-side check: respond_too_large answers without the body.
+            let id2 = p.client.conn.request(now, &raw("2"), None).unwrap();
+            p.drive();
+            let (rid2, _, _) = requests(&p.server).last().cloned().unwrap();
+            p.server.conn.respond_too_large(rid2, 5000).unwrap();
+            assert_eq!(p.server.conn.stats().responses_too_large, 5, "{case}");
+            p.drive();
+            let r = resolutions(&p.client);
+            assert!(r.iter().any(|(i, e)| *i == id && e.is_err()), "{case}");
+            assert!(
+                r.iter().any(|(i, e)| *i == id2
+                    && matches!(e, Err(RequestError::Remote(x)) if x.message.contains("5000 bytes"))),
+                "{case}: {r:?}"
+            );
+            // The link stays up and the slots are all free.
+            let ok = p.client.conn.request(now, &raw("3"), None).unwrap();
+            p.drive();
+            let (rid, _, _) = requests(&p.server).last().cloned().unwrap();
+            p.server.conn.respond(rid, Ok(&raw("3"))).unwrap();
+            p.drive();
+            assert!(
+                resolutions(&p.client)
+                    .iter()
+                    .any(|(i, e)| *i == ok && e.is_ok()),
+                "{case}"
+            );
+            assert!(
+                p.client.closed().is_none() && p.server.closed().is_none(),
+                "{case}"
+            );
+            assert_eq!(p.client.conn.stats().rejected_requests, 0);
+            assert_eq!(p.server.conn.stats().rejected_requests, 0, "{case}: busy");
+        }
+    }
+}
+
+/// The bound a layer above checks answers against
+/// (`Authenticated::response_frame_bound`) is an upper bound on the
+/// answer's frame, within 20 bytes, and exact without protection; so an
+/// answer it passes is never refused.
+#[test]
+fn r9_response_frame_bound_is_an_upper_bound_on_the_answer() {
+    for (sign, seal) in [(false, false), (true, false), (false, true)] {
+        let mut c = client_config(5);
+        let mut s = server_config(5);
+        if sign {
+            (c.signing, s.signing) = (Policy::Required, Policy::Required);
+        }
+        if seal {
+            (c.encryption, s.encryption) = (Policy::Required, Policy::Required);
+        }
+        let mut p = Pair::new(Instant::now(), c, s, vec![9; 32], vec![9; 32]);
+        p.drive();
+        let Some(Event::Authenticated(auth)) = p.server.events.first().cloned() else {
+            panic!("{:?}", p.server.events)
+        };
+        let now = p.now;
+        for len in [0usize, 1, 15, 16, 17, 100, 1000] {
+            let body = raw(&format!("\"{}\"", "b".repeat(len)));
+            let err = RemoteError::new("c\"q", "m\n".repeat(len));
+            for result in [Ok(&*body), Err(&err)] {
+                p.client.conn.request(now, &raw("1"), None).unwrap();
+                p.drive();
+                let (rid, _, _) = requests(&p.server).last().cloned().unwrap();
+                let bound = auth.response_frame_bound(rid, result);
+                p.server.conn.respond(rid, result).unwrap();
+                let mut w = Vec::new();
+                p.server.conn.poll_transmit(&mut w);
+                let size = w.len() - 1;
+                let case = format!("sign {sign} seal {seal} len {len} ok {}", result.is_ok());
+                assert!(size <= bound, "{case}: {size} > {bound}");
+                assert!(bound - size <= 20, "{case}: {size} vs {bound}");
+                if !sign && !seal {
+                    assert_eq!(size, bound, "{case}");
+                }
+                p.inject(Who::Client, &w);
+            }
+        }
+        assert!(p.client.closed().is_none());
+    }
 }
 
 // ---------------------------------------------------------- keepalive, time

@@ -431,21 +431,28 @@ fn peer_over_incoming_limit_gets_busy_answers() {
 }
 
 #[test]
-fn an_answer_that_cannot_be_sent_leaves_the_request_answerable() {
-    let mut c = client_config(1);
-    c.max_frame = 2048;
-    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+fn an_answer_refused_for_backpressure_leaves_the_request_answerable() {
+    let mut s = server_config(1);
+    s.max_outbound = 2048;
+    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
     p.connect();
     let now = p.now;
     let id = p.client.conn.request(now, &raw("1"), None).unwrap();
     p.drive();
     let (rid, _, _) = requests(&p.server)[0].clone();
-    let big = raw(&format!("\"{}\"", "y".repeat(4000)));
-    assert!(matches!(
-        p.server.conn.respond(rid, Ok(&big)),
-        Err(SendError::FrameTooLarge { limit: 2048, .. })
-    ));
+    // Fill the server's outbound buffer past its bound.
+    let body = raw(&format!("\"{}\"", "x".repeat(3000)));
+    p.server.conn.send(&body).unwrap();
+    assert_eq!(
+        p.server.conn.respond(rid, Ok(&raw("3"))),
+        Err(SendError::Blocked)
+    );
+    assert_eq!(
+        p.server.conn.respond_too_large(rid, 9999),
+        Err(SendError::Blocked)
+    );
     assert_eq!(p.server.conn.incoming_in_flight(), 1);
+    p.drive();
     p.server.conn.respond(rid, Ok(&raw("3"))).unwrap();
     assert_eq!(
         p.server.conn.respond(rid, Ok(&raw("3"))),
@@ -454,6 +461,227 @@ fn an_answer_that_cannot_be_sent_leaves_the_request_answerable() {
     p.drive();
     assert_eq!(resolutions(&p.client).len(), 1);
     assert_eq!(resolutions(&p.client)[0].0, id);
+    assert_eq!(p.server.conn.stats().responses_too_large, 0);
+}
+
+/// The client's hello, edited, fed to a fresh server; the server's
+/// outcome (`None`: it answered with a challenge).
+fn server_on_edited_hello(
+    client: jsonlink_proto::Config,
+    server: jsonlink_proto::Config,
+    edit: impl Fn(String) -> String,
+) -> (Option<CloseReason>, String) {
+    let mut p = Pair::new(Instant::now(), client, server, vec![], vec![]);
+    let mut hello = Vec::new();
+    p.client.conn.poll_transmit(&mut hello);
+    let h = edit(String::from_utf8(hello).unwrap());
+    p.inject(Who::Server, h.as_bytes());
+    let mut out = Vec::new();
+    p.server.conn.poll_transmit(&mut out);
+    (p.server.closed().cloned(), String::from_utf8(out).unwrap())
+}
+
+/// PROTOCOL.md §6.1, §7, §9.2: `versions: []` is malformed; a `sign_alg`
+/// or `seal_alg` offer (policy not `off`) naming no algorithm the server
+/// knows fails negotiation whatever the decision would be, `optional`
+/// included, and an empty list names none; `seal_alg` may be a string or a
+/// list, like `sign_alg`; with the policy `off` the algorithm is ignored.
+#[test]
+fn hello_field_rules() {
+    let (r, _) = server_on_edited_hello(client_config(2), server_config(2), |h| {
+        h.replace(r#""versions":[1]"#, r#""versions":[]"#)
+    });
+    assert_eq!(
+        r,
+        Some(CloseReason::Protocol(ProtocolError::InvalidField {
+            field: "versions",
+            detail: "names no version"
+        }))
+    );
+    let gmac_hmac = r#"["aes-256-gmac","hmac-sha256"]"#;
+    let seal = r#""seal_alg":"aes-256-cbc-hmac-sha256""#;
+    let code = |r: Option<CloseReason>| r.map(|r| r.code());
+    // (client signing, client sealing, edit, expected close code)
+    let cases: Vec<(Policy, Policy, String, String, Option<CloseCode>)> = vec![
+        // Signing offers.
+        (
+            Policy::Optional,
+            Policy::Off,
+            gmac_hmac.into(),
+            "[]".into(),
+            Some(CloseCode::NegotiationFailed),
+        ),
+        (
+            Policy::Optional,
+            Policy::Off,
+            gmac_hmac.into(),
+            r#"["rot13"]"#.into(),
+            Some(CloseCode::NegotiationFailed),
+        ),
+        (
+            Policy::Optional,
+            Policy::Off,
+            gmac_hmac.into(),
+            r#""rot13""#.into(),
+            Some(CloseCode::NegotiationFailed),
+        ),
+        (
+            Policy::Optional,
+            Policy::Off,
+            gmac_hmac.into(),
+            r#"["rot13","hmac-sha256"]"#.into(),
+            None,
+        ),
+        (
+            Policy::Off,
+            Policy::Off,
+            gmac_hmac.into(),
+            r#"["rot13"]"#.into(),
+            None,
+        ),
+        (Policy::Off, Policy::Off, gmac_hmac.into(), "7".into(), None),
+        // Sealing offers: a string or a list.
+        (
+            Policy::Off,
+            Policy::Preferred,
+            seal.into(),
+            r#""seal_alg":["x","aes-256-cbc-hmac-sha256"]"#.into(),
+            None,
+        ),
+        (
+            Policy::Off,
+            Policy::Optional,
+            seal.into(),
+            r#""seal_alg":["aes-256-cbc-hmac-sha256"]"#.into(),
+            None,
+        ),
+        (
+            Policy::Off,
+            Policy::Optional,
+            seal.into(),
+            r#""seal_alg":["x"]"#.into(),
+            Some(CloseCode::NegotiationFailed),
+        ),
+        (
+            Policy::Off,
+            Policy::Optional,
+            seal.into(),
+            r#""seal_alg":[]"#.into(),
+            Some(CloseCode::NegotiationFailed),
+        ),
+        (
+            Policy::Off,
+            Policy::Optional,
+            seal.into(),
+            r#""seal_alg":"x""#.into(),
+            Some(CloseCode::NegotiationFailed),
+        ),
+        (
+            Policy::Off,
+            Policy::Optional,
+            seal.into(),
+            r#""seal_alg":7"#.into(),
+            Some(CloseCode::InvalidFrame),
+        ),
+        (
+            Policy::Off,
+            Policy::Optional,
+            seal.into(),
+            r#""seal_alg":[7]"#.into(),
+            Some(CloseCode::InvalidFrame),
+        ),
+        (
+            Policy::Off,
+            Policy::Off,
+            seal.into(),
+            r#""seal_alg":7"#.into(),
+            None,
+        ),
+    ];
+    for (sign, sealing, from, to, want) in cases {
+        let mut c = client_config(2);
+        c.signing = sign;
+        c.encryption = sealing;
+        let (r, challenge) =
+            server_on_edited_hello(c, server_config(2), |h| h.replacen(&from, &to, 1));
+        assert_eq!(code(r.clone()), want, "{sign:?}/{sealing:?} {to}: {r:?}");
+        if want.is_none() {
+            assert!(
+                challenge.contains(r#""t":"challenge""#),
+                "{to}: {challenge}"
+            );
+        }
+        if to.contains(r#"["x","aes"#) {
+            assert!(challenge.contains(r#""seal":true"#), "{challenge}");
+        }
+    }
+}
+
+/// PROTOCOL.md §6.2: `sign_alg` is sent exactly when `sign` is true; a
+/// receiver ignores it when `sign` is false (§5: unused members are not
+/// checked), and checks it as usual when sealing is on too, although
+/// sealed frames do not use it.
+#[test]
+fn challenge_sign_alg_rules() {
+    use jsonlink_proto::crypto;
+    // A challenge with `sign` false and a meaningless `sign_alg`: the client
+    // takes it, and authenticates against a server proof over that line.
+    let mut p = Pair::seeded(Instant::now(), 4);
+    p.record();
+    p.step(); // hello delivered, challenge in flight
+    let mut ch = std::mem::take(&mut p.server.in_flight);
+    p.server.conn.poll_transmit(&mut ch);
+    let ch = String::from_utf8(ch).unwrap();
+    let ch = ch.lines().next().unwrap().replacen(
+        r#""sign":false,"#,
+        r#""sign":false,"sign_alg":"rot13","#,
+        1,
+    );
+    p.inject(Who::Client, format!("{ch}\n").as_bytes());
+    assert!(p.client.closed().is_none(), "{:?}", p.client.events);
+    let hello = p.client.log.as_ref().unwrap();
+    let hello = hello.split(|b| *b == b'\n').next().unwrap().to_vec();
+    let secret = Secret::from_bytes(jsonlink_proto::testing::TEST_SECRET.to_vec()).unwrap();
+    let th = crypto::transcript_hash(&hello, ch.as_bytes(), &[]);
+    use base64::Engine as _;
+    let proof =
+        base64::engine::general_purpose::STANDARD.encode(crypto::server_proof(&secret, &th));
+    p.client.conn.poll_transmit(&mut Vec::new()); // its auth
+    p.inject(
+        Who::Client,
+        format!(r#"{{"t":"ok","proof":"{proof}"}}"#).as_bytes(),
+    );
+    p.inject(Who::Client, b"\n");
+    match p.client.events.first() {
+        Some(Event::Authenticated(a)) => assert!(!a.signing && a.sign_alg.is_none()),
+        other => panic!("{other:?}"),
+    }
+
+    // With sealing on, `sign_alg` is checked all the same.
+    let mut c = client_config(4);
+    c.signing = Policy::Required;
+    c.encryption = Policy::Required;
+    c.sign_algs = vec![jsonlink_proto::SignAlg::Aes256Gmac];
+    let mut p = Pair::new(Instant::now(), c, server_config(4), vec![], vec![]);
+    p.tamper(Who::Server, |b| {
+        let s = String::from_utf8(b.clone()).unwrap();
+        assert!(
+            s.contains(r#""sign":true,"sign_alg":"aes-256-gmac","seal":true"#),
+            "{s}"
+        );
+        *b = s.replacen("aes-256-gmac", "hmac-sha256", 1).into_bytes();
+    });
+    p.drive();
+    assert!(
+        matches!(
+            p.client.closed(),
+            Some(CloseReason::Protocol(
+                ProtocolError::NegotiationFailed { .. }
+            ))
+        ),
+        "{:?}",
+        p.client.events
+    );
 }
 
 #[test]

@@ -14,8 +14,8 @@ use std::time::Instant;
 use jsonlink_proto::crypto::{self, SessionKeys};
 use jsonlink_proto::testing::{Pair, Who};
 use jsonlink_proto::{
-    CloseCode, Config, Event, Identity, PeerRequestId, Policy, ProtocolError, RemoteError,
-    RequestError, RequestId, Secret, SignAlg,
+    CloseCode, CloseReason, Config, Event, Extensions, Identity, PeerRequestId, Policy,
+    ProtocolError, RemoteError, RequestError, RequestId, Secret, SendError, SignAlg,
 };
 use serde_json::value::RawValue;
 
@@ -59,23 +59,86 @@ const SESSION_CLIENT_SEED: &str =
     "0101010101010101010101010101010101010101010101010101010101010101";
 const SESSION_SERVER_SEED: &str =
     "0202020202020202020202020202020202020202020202020202020202020202";
-const SESSION_HELLO: &str = r#"{"t":"hello","versions":[1],"nonce":"Aj83IDokdsQlZqYcxVw8qHXbtMxBwN63ifjnv4gYNjg=","node":"node-c1","designation":"vector-client","max_frame":8388608,"sign":"required","sign_alg":["aes-256-gmac","hmac-sha256"],"seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256"}"#;
-const SESSION_CHALLENGE: &str = r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"node-s1","designation":"vector-server","conn":7,"max_frame":8388608,"sign":true,"sign_alg":"aes-256-gmac","seal":false}"#;
-const SESSION_AUTH: &str = r#"{"t":"auth","proof":"NFs9QS9EF519dIVI0ls/alSgg/+mIG21wAlXjeMVvAU="}"#;
-const SESSION_OK: &str = r#"{"t":"ok","proof":"d33+fhJ6KixlG5N7obuaLZ9PKnAPBSpoU2SRVP4RBpM="}"#;
+const SESSION_HELLO: &str = r#"{"t":"hello","versions":[1],"nonce":"Aj83IDokdsQlZqYcxVw8qHXbtMxBwN63ifjnv4gYNjg=","node":"node-c1","designation":"vector-client","max_frame":8388608,"sign":"required","sign_alg":["aes-256-gmac","hmac-sha256"],"seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256","ext":["response_too_large"]}"#;
+const SESSION_CHALLENGE: &str = r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"node-s1","designation":"vector-server","conn":7,"max_frame":8388608,"sign":true,"sign_alg":"aes-256-gmac","seal":false,"ext":["response_too_large"]}"#;
+const SESSION_AUTH: &str = r#"{"t":"auth","proof":"iWO39ASqgcfDkeVQAxfsgm1CaRPFkpGYF1dznUdct9I="}"#;
+const SESSION_OK: &str = r#"{"t":"ok","proof":"v9w9FgzMFrjJDd91B+9GOkRLkmSZF+WD9FGkQBE2vVE="}"#;
 const SESSION_TRANSCRIPT_HASH: &str =
-    "b1ad3e48c45364223e7811ac9aac4ae192cc45984ec724dafdab2bdf9f6b839f";
+    r#"d557ece716a0f32bb6dcffc8ece9a1c90bd0dc4eee39dcf6a5d20389115ed0a8"#;
 /// Everything the client wrote after `auth`, in order (c2s sequence 0, 1, …).
 const SESSION_C2S: [&str; 4] = [
-    r#"{"q":0,"s":"IMV36iVpv6NrT0SrHjDSvQ==","f":{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}}"#,
-    r#"{"q":1,"s":"0eM9Qf53wdYdZVFDS/oiFA==","f":{"t":"msg","d":{"op":"log","text":"hi"}}}"#,
-    r#"{"q":2,"s":"3Vw5P4PMcbOpiwiMbXi34w==","f":{"t":"ping"}}"#,
-    r#"{"q":3,"s":"8vT11HKhvd86bZ90758ltA==","f":{"t":"close","code":"normal","reason":"bye"}}"#,
+    r#"{"q":0,"s":"vAblNL4dtRJpcCH7IKiVhw==","f":{"t":"req","id":1,"d":{"op":"add","a":2,"b":3}}}"#,
+    r#"{"q":1,"s":"Ji1E0AolWftRHif7wr/OXg==","f":{"t":"msg","d":{"op":"log","text":"hi"}}}"#,
+    r#"{"q":2,"s":"V5sYCjVWjdYhSipDiR9ouw==","f":{"t":"ping"}}"#,
+    r#"{"q":3,"s":"1CfNGWv/nOsV5PDJGAcBNw==","f":{"t":"close","code":"normal","reason":"bye"}}"#,
 ];
 /// Everything the server wrote after `ok`, in order (s2c sequence 0, 1, …).
 const SESSION_S2C: [&str; 2] = [
-    r#"{"q":0,"s":"FdRi1DTNmwP5pZY2KEVkNA==","f":{"t":"res","id":1,"d":5}}"#,
-    r#"{"q":1,"s":"S3+Q3CHrOkX0M35tiR6ZKg==","f":{"t":"pong"}}"#,
+    r#"{"q":0,"s":"CpT667IhGnJ5N9G4sElUnw==","f":{"t":"res","id":1,"d":5}}"#,
+    r#"{"q":1,"s":"NV48HYOX71Y3lj3a+V/KXQ==","f":{"t":"pong"}}"#,
+];
+
+// ------------------------------------------- extensions (§17.7)
+
+/// One extension session's lines, by the suffix of their vector names.
+type ExtSession = [(&'static str, &'static str); 7];
+
+/// `response_too_large` offered by the client and accepted by the server.
+const EXT_ACCEPTED: ExtSession = [
+    (
+        "hello",
+        r#"{"t":"hello","versions":[1],"nonce":"Aj83IDokdsQlZqYcxVw8qHXbtMxBwN63ifjnv4gYNjg=","node":"node-c1","designation":"vector-client","max_frame":1024,"sign":"optional","sign_alg":["aes-256-gmac","hmac-sha256"],"seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256","ext":["response_too_large"]}"#,
+    ),
+    (
+        "challenge",
+        r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"node-s1","designation":"vector-server","conn":7,"max_frame":8388608,"sign":false,"seal":false,"ext":["response_too_large"]}"#,
+    ),
+    (
+        "transcript_hash",
+        r#"d467d4b076539947b163ea38dbdee279aa15e10facaf7f3cfcfd851482744f84"#,
+    ),
+    (
+        "auth",
+        r#"{"t":"auth","proof":"4+Tn3QNhVz3ZK3wkcmyN5Xgkg16/0nG3rrcxPAzZd4s="}"#,
+    ),
+    (
+        "ok",
+        r#"{"t":"ok","proof":"R0KsiniDK0+k4yQvWPhSHQdtmep7VW2z6tu9Zdoi8Vo="}"#,
+    ),
+    ("req", r#"{"t":"req","id":1,"d":{"op":"echo","n":2000}}"#),
+    (
+        "res",
+        r#"{"t":"res","id":1,"err":{"code":"response_too_large","message":"the answer (2023 bytes) is larger than the requester's max_frame (1024 bytes)","data":{"size":2023,"max_frame":1024}}}"#,
+    ),
+];
+/// The same offer to a server that accepts no extension: the challenge a
+/// version 1 server sends too.
+const EXT_DECLINED: ExtSession = [
+    (
+        "hello",
+        r#"{"t":"hello","versions":[1],"nonce":"Aj83IDokdsQlZqYcxVw8qHXbtMxBwN63ifjnv4gYNjg=","node":"node-c1","designation":"vector-client","max_frame":1024,"sign":"optional","sign_alg":["aes-256-gmac","hmac-sha256"],"seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256","ext":["response_too_large"]}"#,
+    ),
+    (
+        "challenge",
+        r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"node-s1","designation":"vector-server","conn":7,"max_frame":8388608,"sign":false,"seal":false}"#,
+    ),
+    (
+        "transcript_hash",
+        r#"34a61434b53afe3809796fc1910b0e773f6181c9d975ab45d3814e2e729013f1"#,
+    ),
+    (
+        "auth",
+        r#"{"t":"auth","proof":"hHclJHQpWYD7E5WMuz3p1G4bRfJD+oUa7gNhc8qVcxM="}"#,
+    ),
+    (
+        "ok",
+        r#"{"t":"ok","proof":"Pj2PNaRxcxT+JvPfYel2tJGN/RsZunz6RQ7kC5zENF8="}"#,
+    ),
+    ("req", r#"{"t":"req","id":1,"d":{"op":"echo","n":2000}}"#),
+    (
+        "res",
+        r#"{"t":"res","id":1,"err":{"code":"internal","message":"the answer (2023 bytes) is larger than the requester's max_frame (1024 bytes)"}}"#,
+    ),
 ];
 
 /// Every vector by the name it has in PROTOCOL.md.
@@ -118,6 +181,14 @@ fn vectors() -> Vec<(String, &'static str)> {
     }
     for (i, l) in SESSION_S2C.iter().enumerate() {
         v.push((format!("session.s2c.{i}"), l));
+    }
+    for (case, lines) in [
+        ("ext_accepted", &EXT_ACCEPTED),
+        ("ext_declined", &EXT_DECLINED),
+    ] {
+        for (k, l) in lines {
+            v.push((format!("{case}.{k}"), l));
+        }
     }
     v
 }
@@ -167,6 +238,15 @@ fn raw(s: &str) -> Box<RawValue> {
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Prints a generated vector as PROTOCOL.md writes it, when
+/// `JSONLINK_PRINT_VECTORS` is set (to regenerate the document after a
+/// deliberate change: run the test with `--nocapture`).
+fn show(name: &str, value: &str) {
+    if std::env::var_os("JSONLINK_PRINT_VECTORS").is_some() {
+        eprintln!("{name} = {value}");
+    }
 }
 
 /// Splits a peer's recorded output into lines (each must end in `\n`).
@@ -358,6 +438,24 @@ fn full_signed_session() {
 
     let c = lines(p.client.log.as_deref().unwrap());
     let s = lines(p.server.log.as_deref().unwrap());
+    for (name, l) in ["session.hello", "session.auth"].iter().zip(&c) {
+        show(name, l);
+    }
+    for (name, l) in ["session.challenge", "session.ok"].iter().zip(&s) {
+        show(name, l);
+    }
+    for (i, l) in c.iter().skip(2).enumerate() {
+        show(&format!("session.c2s.{i}"), l);
+    }
+    for (i, l) in s.iter().skip(2).enumerate() {
+        show(&format!("session.s2c.{i}"), l);
+    }
+    if let (Some(h), Some(ch)) = (c.first(), s.first()) {
+        show(
+            "session.transcript_hash",
+            &hex::encode(crypto::transcript_hash(h.as_bytes(), ch.as_bytes(), &cb)),
+        );
+    }
     let mut want_c = vec![SESSION_HELLO, SESSION_AUTH];
     want_c.extend(SESSION_C2S);
     let mut want_s = vec![SESSION_CHALLENGE, SESSION_OK];
@@ -555,5 +653,183 @@ fn wire_examples_in_the_document_are_real_output() {
         Some(CloseCode::Unauthenticated)
     );
 
+    // A client that rejects `ok` (altered in transit) while signing is on:
+    // its plain close reaches a server that already reads wrapped frames,
+    // and the server's wrapped `integrity` close reaches a client that has
+    // ended (and does not read it).
+    let mut client = vector_config(
+        Identity::new("node-c1", "vector-client"),
+        SESSION_CLIENT_SEED,
+    );
+    client.signing = Policy::Required;
+    let server = vector_config(
+        Identity::new("node-s1", "vector-server"),
+        SESSION_SERVER_SEED,
+    );
+    let mut p = Pair::new(Instant::now(), client, server, Vec::new(), Vec::new());
+    p.record();
+    p.tamper(Who::Server, |b| {
+        let s = String::from_utf8(b.clone()).unwrap();
+        if let Some(at) = s.find(r#"{"t":"ok","proof":""#) {
+            let from = at + r#"{"t":"ok","proof":""#.len();
+            *b = format!("{}{}=\"}}\n{}", &s[..from], "A".repeat(43), &s[from + 46..]).into_bytes();
+        }
+    });
+    p.drive();
+    assert_eq!(
+        p.client.closed(),
+        Some(&CloseReason::Protocol(ProtocolError::AuthFailed))
+    );
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Protocol(ProtocolError::Integrity))
+    );
+    assert!(matches!(p.client.events.as_slice(), [Event::Closed(_)]));
+    let client = take_log(&mut p, Who::Client);
+    let server = take_log(&mut p, Who::Server);
+    assert_eq!(
+        (client.len(), server.len()),
+        (3, 3),
+        "{client:?} {server:?}"
+    );
+    assert!(client[2].starts_with(r#"{"t":"close","code":"auth_failed""#));
+    assert!(
+        server[2].starts_with(r#"{"q":0,"s":""#) && server[2].contains(r#""code":"integrity""#)
+    );
+    all.extend(client);
+    all.extend(server);
+    all.push(format!(r#"{{"t":"ok","proof":"{}="}}"#, "A".repeat(43)));
+
+    for l in &all {
+        show("example", l);
+    }
     assert_documented(&all);
+
+    // §6.11 quotes the session and the vector it names.
+    let wrapped = section("### 6.11 ");
+    assert!(wrapped.contains("session.c2s.0") && wrapped.contains("sealed.line"));
+    for line in [SESSION_C2S[0], SEALED_LINE] {
+        assert!(
+            wrapped.lines().any(|l| l == line),
+            "§6.11 does not show {line}"
+        );
+    }
+}
+
+/// The text of the PROTOCOL.md section whose heading starts with `heading`,
+/// up to the next heading.
+fn section(heading: &str) -> &'static str {
+    let start = DOC.find(&format!("\n{heading}")).expect("section") + 1;
+    let rest = &DOC[start..];
+    let end = rest[1..].find("\n#").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+/// The extension sessions of §17.7: the client (max_frame 1024) offers
+/// `response_too_large`; the server accepts it (`accept`) or accepts
+/// nothing, as a version 1 server; its answer of 2000 bytes is too large
+/// and replaced by the error answer the agreement calls for.
+fn ext_session(accept: bool) -> Vec<(&'static str, String)> {
+    let now = Instant::now();
+    let cb = hex::decode(CHANNEL_BINDING).unwrap();
+    let mut client = vector_config(
+        Identity::new("node-c1", "vector-client"),
+        SESSION_CLIENT_SEED,
+    );
+    client.max_frame = 1024;
+    let mut server = vector_config(
+        Identity::new("node-s1", "vector-server"),
+        SESSION_SERVER_SEED,
+    );
+    if !accept {
+        server.extensions = Extensions::NONE;
+    }
+    let mut p = Pair::new(now, client, server, cb.clone(), cb.clone());
+    p.record();
+    p.connect();
+    let ext = if accept {
+        Extensions::ALL
+    } else {
+        Extensions::NONE
+    };
+    assert_eq!(p.client.conn.extensions(), ext);
+    assert_eq!(p.server.conn.extensions(), ext);
+    let id = p
+        .client
+        .conn
+        .request(now, &raw(r#"{"op":"echo","n":2000}"#), None)
+        .unwrap();
+    p.drive();
+    let answer = raw(&format!("\"{}\"", "x".repeat(1998)));
+    assert_eq!(
+        p.server.conn.respond(PeerRequestId(id.0), Ok(&answer)),
+        Err(SendError::ResponseTooLarge {
+            size: 2023,
+            limit: 1024
+        })
+    );
+    p.drive();
+    let want = if accept {
+        RemoteError::RESPONSE_TOO_LARGE
+    } else {
+        RemoteError::INTERNAL
+    };
+    assert!(matches!(
+        p.client.events.as_slice(),
+        [Event::RequestFailed { id: i, error: RequestError::Remote(e) }] if *i == id && e.code == want
+    ));
+    let c = lines(p.client.log.as_deref().unwrap());
+    let s = lines(p.server.log.as_deref().unwrap());
+    let [hello, auth, req] = <[String; 3]>::try_from(c).unwrap();
+    let [challenge, ok, res] = <[String; 3]>::try_from(s).unwrap();
+    let th = crypto::transcript_hash(hello.as_bytes(), challenge.as_bytes(), &cb);
+    vec![
+        ("hello", hello),
+        ("challenge", challenge),
+        ("transcript_hash", hex::encode(th)),
+        ("auth", auth),
+        ("ok", ok),
+        ("req", req),
+        ("res", res),
+    ]
+}
+
+#[test]
+fn extension_sessions() {
+    for (accept, want) in [(true, &EXT_ACCEPTED), (false, &EXT_DECLINED)] {
+        let got = ext_session(accept);
+        let case = if accept {
+            "ext_accepted"
+        } else {
+            "ext_declined"
+        };
+        for (k, g) in &got {
+            show(&format!("{case}.{k}"), g);
+        }
+        for ((k, g), (wk, w)) in got.iter().zip(want.iter()) {
+            assert_eq!((k, g.as_str()), (wk, *w), "{case}.{k}");
+        }
+        // The proofs are the documented formulas over the lines shown.
+        let v: BTreeMap<_, _> = want.iter().copied().collect();
+        let th = hex32(v["transcript_hash"]);
+        assert_eq!(
+            v["auth"],
+            format!(
+                r#"{{"t":"auth","proof":"{}"}}"#,
+                b64(&crypto::client_proof(&secret(), &th))
+            )
+        );
+        assert_eq!(
+            v["ok"],
+            format!(
+                r#"{{"t":"ok","proof":"{}"}}"#,
+                b64(&crypto::server_proof(&secret(), &th))
+            )
+        );
+        // Without the extension the requester never sees its code.
+        assert_eq!(v["res"].contains("response_too_large"), accept, "{case}");
+        assert_eq!(v["challenge"].contains(r#""ext""#), accept, "{case}");
+    }
+    // Both hellos are the same offer.
+    assert_eq!(EXT_ACCEPTED[0], EXT_DECLINED[0]);
 }

@@ -291,6 +291,23 @@ def main():
             i += 1
         assert i > 0, d
 
+    # The extension sessions: proofs over the lines shown, an acceptance the
+    # client offered, and the answer's code as the agreement calls for.
+    for case, accepted in (("ext_accepted", True), ("ext_declined", False)):
+        h, c = v[f"{case}.hello"].encode(), v[f"{case}.challenge"].encode()
+        th = transcript_hash(h, c, cb)
+        check(f"{case}.transcript_hash", th.hex())
+        check(f"{case}.auth", '{"t":"auth","proof":"%s"}' % b64(proof(secret, b"jsonlink/1 client proof", th)))
+        check(f"{case}.ok", '{"t":"ok","proof":"%s"}' % b64(proof(secret, b"jsonlink/1 server proof", th)))
+        offered = json.loads(h).get("ext", [])
+        taken = json.loads(c).get("ext", [])
+        assert set(taken) <= set(offered), (taken, offered)
+        assert ("response_too_large" in taken) == accepted, taken
+        res = json.loads(v[f"{case}.res"])
+        code = res["err"]["code"]
+        assert code == ("response_too_large" if accepted else "internal"), code
+        assert ("data" in res["err"]) == accepted, res
+
     print(f"all {checks} checks passed")
 
 

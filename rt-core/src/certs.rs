@@ -10,6 +10,13 @@
 //! Every configuration uses rustls' `ring` provider given explicitly through
 //! `builder_with_provider` (see [`crypto_provider`]), never the process-level
 //! default provider, so nothing panics for want of one and no aws-lc is built.
+//!
+//! Every configuration a [`Server`](crate::Server) or [`Client`](crate::Client)
+//! uses requires the extended master secret (RFC 7627) when TLS 1.2 is
+//! negotiated (rustls' `require_ems`): the channel binding is only unique to
+//! one TLS session with TLS 1.3 or with it (PROTOCOL.md §3). The builders
+//! here set it, and the server and client set it on any configuration they
+//! are given.
 
 use std::fmt;
 use std::io;
@@ -81,6 +88,28 @@ pub enum CertError {
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
+/// `config` with `require_ems` set (a copy only if it was not): a TLS 1.2
+/// peer without the extended master secret is refused.
+pub(crate) fn require_ems_server(config: Arc<ServerConfig>) -> Arc<ServerConfig> {
+    if config.require_ems {
+        return config;
+    }
+    let mut c = (*config).clone();
+    c.require_ems = true;
+    Arc::new(c)
+}
+
+/// `config` with `require_ems` set (a copy only if it was not): a TLS 1.2
+/// server without the extended master secret is refused.
+pub(crate) fn require_ems_client(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    if config.require_ems {
+        return config;
+    }
+    let mut c = (*config).clone();
+    c.require_ems = true;
+    Arc::new(c)
+}
+
 /// The crypto provider every configuration here uses: rustls' `ring` default
 /// provider.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -93,10 +122,12 @@ pub fn server_config(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, CertError> {
-    Ok(ServerConfig::builder_with_provider(crypto_provider())
+    let mut c = ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(cert_chain, key)?)
+        .with_single_cert(cert_chain, key)?;
+    c.require_ems = true;
+    Ok(c)
 }
 
 /// Builds a server configuration presenting `cert_chain` and `key` that
@@ -111,19 +142,23 @@ pub fn server_config_with_client_auth(
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
             .build()?;
-    Ok(ServerConfig::builder_with_provider(provider)
+    let mut c = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(cert_chain, key)?)
+        .with_single_cert(cert_chain, key)?;
+    c.require_ems = true;
+    Ok(c)
 }
 
 /// Builds a client configuration trusting `roots`, presenting no client
 /// certificate.
 pub fn client_config(roots: RootCertStore) -> Result<ClientConfig, CertError> {
-    Ok(ClientConfig::builder_with_provider(crypto_provider())
+    let mut c = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_no_client_auth();
+    c.require_ems = true;
+    Ok(c)
 }
 
 /// Builds a client configuration trusting `roots` and presenting
@@ -134,10 +169,12 @@ pub fn client_config_with_client_cert(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ClientConfig, CertError> {
-    Ok(ClientConfig::builder_with_provider(crypto_provider())
+    let mut c = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_client_auth_cert(cert_chain, key)?)
+        .with_client_auth_cert(cert_chain, key)?;
+    c.require_ems = true;
+    Ok(c)
 }
 
 /// A root store holding `certs`. Fails with [`CertError::Tls`] if one of

@@ -76,7 +76,7 @@ impl ClientBuilder {
         Self {
             rt,
             addr,
-            tls: tls.into(),
+            tls: crate::certs::require_ems_client(tls.into()),
             server_name,
             config: jsonlink_proto::Config::new(secret, identity),
             options: LinkOptions::default(),

@@ -247,6 +247,14 @@ macro_rules! proto_setters {
             self
         }
 
+        /// Protocol extensions offered (client) or accepted (server), see
+        /// [`jsonlink_proto::Config::extensions`]. Default: all of them
+        /// ([`jsonlink_proto::Extensions::ALL`]).
+        pub fn extensions(mut self, extensions: jsonlink_proto::Extensions) -> Self {
+            self.config.extensions = extensions;
+            self
+        }
+
         /// Edits the whole protocol configuration.
         pub fn proto_config(mut self, f: impl FnOnce(&mut jsonlink_proto::Config)) -> Self {
             f(&mut self.config);

@@ -73,6 +73,25 @@ impl Request {
 pub(crate) struct Answer {
     pub(crate) id: PeerRequestId,
     pub(crate) result: Result<Box<RawValue>, RemoteError>,
+    /// The request's op, for the log.
+    pub(crate) op: Option<Op>,
+    /// Set (to the answer's size bound) when the answer is too large for
+    /// the peer: `result` is then not sent, the core answers with its own
+    /// error ([`Connection::respond_too_large`](jsonlink_proto::Connection::respond_too_large)).
+    pub(crate) too_large: Option<usize>,
+}
+
+/// The size bound of `result` as the answer to `id` on `link` and the
+/// peer's limit, when the bound exceeds the limit (the core would refuse
+/// the answer: PROTOCOL.md §14.2).
+pub(crate) fn too_large(
+    link: &Link,
+    id: PeerRequestId,
+    result: &Result<Box<RawValue>, RemoteError>,
+) -> Option<(usize, usize)> {
+    let auth = link.auth()?;
+    let size = auth.response_frame_bound(id, result.as_ref().map(|b| &**b));
+    (size > auth.peer_max_frame).then_some((size, auth.peer_max_frame))
 }
 
 /// Answers one peer request, exactly once. Dropping it unanswered answers
@@ -81,9 +100,17 @@ pub(crate) struct Answer {
 ///
 /// Answering never waits: the link's answer queue has room for every
 /// request the core lets be in flight.
+///
+/// An answer too large for the requester's `max_frame` is refused at once
+/// with [`Error::ResponseTooLarge`] (checked against the peer's announced
+/// limit, as [`Link::send`] checks messages); the requester then gets an
+/// error answer at once instead (`response_too_large` where it accepted
+/// that extension, else `internal`), and the link logs a warning.
 pub struct Responder {
     id: PeerRequestId,
     tx: Option<Arc<Queue<Answer>>>,
+    link: Link,
+    op: Option<Op>,
 }
 
 impl fmt::Debug for Responder {
@@ -93,8 +120,18 @@ impl fmt::Debug for Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(id: PeerRequestId, tx: Arc<Queue<Answer>>) -> Self {
-        Self { id, tx: Some(tx) }
+    pub(crate) fn new(
+        id: PeerRequestId,
+        tx: Arc<Queue<Answer>>,
+        link: Link,
+        op: Option<Op>,
+    ) -> Self {
+        Self {
+            id,
+            tx: Some(tx),
+            link,
+            op,
+        }
     }
 
     /// The peer's request id.
@@ -104,7 +141,8 @@ impl Responder {
 
     /// Answers with a value. If it does not serialize, the peer gets an
     /// [`internal`](RemoteError::INTERNAL) error and this returns
-    /// [`Error::Encode`].
+    /// [`Error::Encode`]; if it is too large for the peer, see
+    /// [`Error::ResponseTooLarge`].
     pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
         match serde_json::value::to_raw_value(value) {
             Ok(raw) => self.answer(Ok(raw)),
@@ -129,14 +167,21 @@ impl Responder {
         let Some(tx) = self.tx.take() else {
             return Err(Error::Closed);
         };
+        let over = too_large(&self.link, self.id, &result);
         tx.try_push(
             Answer {
                 id: self.id,
                 result,
+                op: self.op.take(),
+                too_large: over.map(|(size, _)| size),
             },
             0,
         )
-        .map_err(|_| Error::Closed)
+        .map_err(|_| Error::Closed)?;
+        match over {
+            Some((size, limit)) => Err(Error::ResponseTooLarge { size, limit }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -149,6 +194,8 @@ impl Drop for Responder {
                     RemoteError::HANDLER_DROPPED,
                     "the handler dropped the request without answering",
                 )),
+                op: self.op.take(),
+                too_large: None,
             };
             let _ = tx.try_push(answer, 0);
         }

@@ -41,7 +41,7 @@ use futures_channel::oneshot;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::Stream;
 use jsonlink_proto::{
-    CloseReason, Connection, Payload, PeerRequestId, RemoteError, RequestId, SendError,
+    CloseReason, Connection, Op, Payload, PeerRequestId, RemoteError, RequestId, SendError,
 };
 use rustc_hash::FxHashMap;
 use tracing::Instrument as _;
@@ -329,13 +329,24 @@ impl Driver {
         let mut took = false;
         loop {
             while let Some((a, w)) = self.answer_batch.pop_front() {
-                let result = a.result.as_ref().map(|b| &**b);
-                match self.conn.respond(a.id, result) {
+                let r = match a.too_large {
+                    Some(size) => self.conn.respond_too_large(a.id, size),
+                    None => self.conn.respond(a.id, a.result.as_ref().map(|b| &**b)),
+                };
+                match r {
                     Err(SendError::Blocked) => {
                         self.answer_batch.push_front((a, w));
                         return progress;
                     }
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if let Some(size) = a.too_large {
+                            let limit = self.conn.peer_max_frame();
+                            warn_too_large(a.id, a.op.as_deref(), size, limit);
+                        }
+                    }
+                    Err(SendError::ResponseTooLarge { size, limit }) => {
+                        warn_too_large(a.id, a.op.as_deref(), size, limit);
+                    }
                     Err(e) => tracing::debug!(id = %a.id, error = %e, "answer not sent"),
                 }
                 progress = true;
@@ -682,7 +693,7 @@ impl Driver {
                     .and_then(|op| self.ctx.router.request_handler(op));
                 let handler = match handler {
                     Some(RequestRoute::Inline(f)) => {
-                        self.answer_inline(id, &*f, body);
+                        self.answer_inline(id, op, &*f, body);
                         return;
                     }
                     Some(RequestRoute::Task(f)) => Some(f),
@@ -695,9 +706,14 @@ impl Driver {
                     && (op.is_none() || self.ctx.options.unhandled_ops_to_events);
                 let req = Request {
                     link: self.link.clone(),
+                    responder: Responder::new(
+                        id,
+                        self.answers.clone(),
+                        self.link.clone(),
+                        op.clone(),
+                    ),
                     op,
                     body,
-                    responder: Responder::new(id, self.answers.clone()),
                 };
                 match handler {
                     Some(h) => {
@@ -744,8 +760,9 @@ impl Driver {
     /// Serves a request with an inline handler: called here, in the
     /// link's task, and answered at once (or after the answers already
     /// waiting, if the core is pushing back). A panicking handler is
-    /// answered `internal`.
-    fn answer_inline(&mut self, id: PeerRequestId, f: &InlineFn, body: Payload) {
+    /// answered `internal`; an answer too large for the peer is replaced
+    /// as a [`Responder`]'s is.
+    fn answer_inline(&mut self, id: PeerRequestId, op: Option<Op>, f: &InlineFn, body: Payload) {
         let link = &self.link;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(link, body)))
             .unwrap_or_else(|_| {
@@ -756,17 +773,40 @@ impl Driver {
                 ))
             })
             .map(Payload::into_raw);
+        let over = crate::dispatch::too_large(&self.link, id, &result);
         if self.answer_batch.is_empty() {
-            match self.conn.respond(id, result.as_ref().map(|b| &**b)) {
+            let r = match over {
+                Some((size, _)) => self.conn.respond_too_large(id, size),
+                None => self.conn.respond(id, result.as_ref().map(|b| &**b)),
+            };
+            match r {
                 Err(SendError::Blocked) => {}
-                Ok(()) => return,
+                Ok(()) => {
+                    if let Some((size, limit)) = over {
+                        warn_too_large(id, op.as_deref(), size, limit);
+                    }
+                    return;
+                }
+                Err(SendError::ResponseTooLarge { size, limit }) => {
+                    warn_too_large(id, op.as_deref(), size, limit);
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(id = %id, error = %e, "answer not sent");
                     return;
                 }
             }
         }
-        self.answer_batch.push_back((Answer { id, result }, 0));
+        let too_large = over.map(|(size, _)| size);
+        self.answer_batch.push_back((
+            Answer {
+                id,
+                result,
+                op,
+                too_large,
+            },
+            0,
+        ));
     }
 
     /// Delivers to the event stream: data only to a declared consumer, and
@@ -990,6 +1030,11 @@ impl Driver {
             s.dropped_responses
                 .saturating_sub(self.last_stats.dropped_responses),
         );
+        bump(
+            &c.responses_too_large,
+            s.responses_too_large
+                .saturating_sub(self.last_stats.responses_too_large),
+        );
         self.last_stats = s;
     }
 
@@ -1088,6 +1133,20 @@ fn fail_command(cmd: Command) {
             let _ = ack.send(Err(Error::NotConnected));
         }
     }
+}
+
+/// The one warning for an answer too large for the peer, which was
+/// replaced by an error answer. The op is the peer's text: clipped, and
+/// logged escaped.
+fn warn_too_large(id: PeerRequestId, op: Option<&str>, size: usize, limit: usize) {
+    let op: String = op.unwrap_or("").chars().take(64).collect();
+    tracing::warn!(
+        id = %id,
+        op = ?op,
+        size,
+        limit,
+        "answer too large for the requester's max_frame: answered with an error instead"
+    );
 }
 
 fn no_handler(req: Request) {

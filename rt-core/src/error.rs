@@ -69,6 +69,24 @@ pub enum Error {
         /// The peer's limit.
         limit: usize,
     },
+    /// The answer given to a [`Responder`](crate::Responder) would exceed
+    /// the requester's maximum frame size (its bound,
+    /// [`Authenticated::response_frame_bound`](jsonlink_proto::Authenticated::response_frame_bound),
+    /// did). It was not sent: the request has been answered with an error
+    /// in its place (`response_too_large` where the peer accepted that
+    /// extension, else `internal`), counted in
+    /// [`Stats::responses_too_large`](crate::Stats::responses_too_large)
+    /// and logged.
+    #[error(
+        "answer of {size} bytes exceeds the requester's {limit}-byte limit; answered with an error"
+    )]
+    ResponseTooLarge {
+        /// The answer's encoded size in bytes (an upper bound, exact
+        /// without signing or sealing).
+        size: usize,
+        /// The requester's limit.
+        limit: usize,
+    },
     /// The client or server was closed by its owner, or the link is closing
     /// and takes no new commands.
     #[error("closed")]
@@ -134,6 +152,7 @@ impl Error {
             SendError::Closed => Self::Closed,
             SendError::Busy { limit } => Self::Busy { limit },
             SendError::FrameTooLarge { size, limit } => Self::FrameTooLarge { size, limit },
+            SendError::ResponseTooLarge { size, limit } => Self::ResponseTooLarge { size, limit },
             other => Self::Send(other),
         }
     }

@@ -174,6 +174,9 @@ pub struct Stats {
     pub dropped_messages: u64,
     /// Broadcast copies skipped because a link's command queue was full.
     pub broadcast_skipped: u64,
+    /// Answers too large for the requester's `max_frame`, replaced by an
+    /// error answer (see [`Error::ResponseTooLarge`]).
+    pub responses_too_large: u64,
 }
 
 /// The live counters behind [`Stats`].
@@ -194,6 +197,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_events: AtomicU64,
     pub(crate) dropped_messages: AtomicU64,
     pub(crate) broadcast_skipped: AtomicU64,
+    pub(crate) responses_too_large: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64, n: u64) {
@@ -225,6 +229,7 @@ impl Counters {
             dropped_events: g(&self.dropped_events),
             dropped_messages: g(&self.dropped_messages),
             broadcast_skipped: g(&self.broadcast_skipped),
+            responses_too_large: g(&self.responses_too_large),
         }
     }
 }

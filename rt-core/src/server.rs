@@ -72,7 +72,7 @@ impl ServerBuilder {
     ) -> Self {
         Self {
             rt,
-            tls: tls.into(),
+            tls: crate::certs::require_ems_server(tls.into()),
             config: jsonlink_proto::Config::new(secret, identity),
             options: LinkOptions::default(),
             router: Router::new(),
@@ -492,7 +492,7 @@ impl Server {
             .shared
             .tls
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = tls.into();
+            .unwrap_or_else(|e| e.into_inner()) = crate::certs::require_ems_server(tls.into());
         tracing::info!("TLS configuration replaced");
     }
 
