@@ -15,12 +15,12 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tracing::Instrument as _;
 
-use crate::config::{LinkOptions, proto_setters};
+use crate::config::{LinkOptions, proto_setters, saturate_durations};
 use crate::dispatch::Router;
 use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, Outcome, new_link};
 use crate::error::Error;
 use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
-use crate::link::{Ctl, Link, with_deadline};
+use crate::link::{Ctl, Link, clamp_deadline, deadline_after, with_deadline};
 use crate::reconnect::Reconnect;
 use crate::runtime::{Runtime, TlsStream};
 
@@ -105,13 +105,27 @@ impl ClientBuilder {
 
     /// Starts the client: connecting (and reconnecting per the policy)
     /// happens in the background; see [`Client::wait_connected`].
+    ///
+    /// Failures that may pass (connection refused, a timeout, a dropped
+    /// link) are retried per the policy and reported as
+    /// [`Event::Error`] once per outage. Failures that retrying cannot fix
+    /// end the client instead: the server rejecting our credentials
+    /// ([`Error::Auth`]), and, until the client has authenticated once, a
+    /// TLS configuration error ([`Error::TlsConfig`]: the server's
+    /// certificate is from a CA the client does not trust, not valid for
+    /// the server name, expired, …; its text says what to fix). After a
+    /// first authentication a TLS configuration error is reported once per
+    /// outage and retried, so a fleet of clients rides out a server whose
+    /// certificate is being replaced.
     pub fn start(self) -> Client {
         self.spawn(None)
     }
 
     /// Starts the client and waits for the first link: the first attempt
-    /// must succeed (its error is returned and the client is closed);
-    /// later drops reconnect per the policy.
+    /// must succeed (its error is returned — a TLS configuration problem as
+    /// [`Error::TlsConfig`], saying what to fix — and the client is
+    /// closed); later drops reconnect per the policy, as for
+    /// [`start`](Self::start).
     pub async fn connect(self) -> Result<Client, Error> {
         let (tx, rx) = oneshot::channel();
         let client = self.spawn(Some(tx));
@@ -122,7 +136,8 @@ impl ClientBuilder {
         }
     }
 
-    fn spawn(self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
+    fn spawn(mut self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
+        saturate_durations(&mut self.config);
         let (events_tx, events_rx) = if self.options.events {
             let (tx, rx) = crate::stream::channel(self.options.event_capacity);
             (Some(tx), Some(rx))
@@ -171,8 +186,46 @@ enum State {
     Connecting,
     Connected(Link),
     Disconnected,
-    /// Ended; `Some` when the server rejected our credentials.
-    Closed(Option<CloseReason>),
+    /// Ended; `Some` when it ended on an error that retrying cannot fix.
+    Closed(Option<Fatal>),
+}
+
+/// Why a client stopped by itself, for good: what `wait_connected` and
+/// the commands then return.
+#[derive(Debug, Clone)]
+enum Fatal {
+    /// The server rejected our credentials ([`Error::Auth`]).
+    Auth(CloseReason),
+    /// A TLS configuration error before the first authentication
+    /// ([`Error::TlsConfig`]).
+    Tls {
+        error: rustls::Error,
+        fix: &'static str,
+    },
+}
+
+impl Fatal {
+    /// `e`, if the client stops on it.
+    fn of(e: &Error) -> Option<Self> {
+        match e {
+            Error::Auth(r) => Some(Self::Auth(r.clone())),
+            Error::TlsConfig { error, fix } => Some(Self::Tls {
+                error: error.clone(),
+                fix,
+            }),
+            _ => None,
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Self::Auth(r) => Error::Auth(r.clone()),
+            Self::Tls { error, fix } => Error::TlsConfig {
+                error: error.clone(),
+                fix,
+            },
+        }
+    }
 }
 
 type FirstSlot = Mutex<Option<oneshot::Sender<Result<(), Error>>>>;
@@ -218,11 +271,8 @@ impl ClientShared {
     }
 }
 
-fn closed_error(reason: &Option<CloseReason>) -> Error {
-    match reason {
-        Some(r) => Error::Auth(r.clone()),
-        None => Error::Closed,
-    }
+fn closed_error(fatal: &Option<Fatal>) -> Error {
+    fatal.as_ref().map_or(Error::Closed, Fatal::error)
 }
 
 /// Connects, runs the link, and reconnects per the policy, until the
@@ -234,12 +284,17 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
     // reports "connection refused" once, not once per attempt.
     let mut reported: Option<String> = None;
     let mut stopped = false;
-    let mut auth_failure = None;
+    let mut fatal = None;
+    // Until then, a TLS configuration error ends the client: nothing
+    // suggests it will go away. After it, it may be a server rotating its
+    // certificate: reported once per outage, retried.
+    let mut authenticated_once = false;
     loop {
         shared.set_state(State::Connecting);
         let result = run_attempt(&shared, &ctl_rx, &mut stopped).await;
         let error = match result {
             Ok(o) if o.authenticated => {
+                authenticated_once = true;
                 attempt = 0;
                 reported = None;
                 tracing::info!(reason = %o.reason, "disconnected");
@@ -254,16 +309,15 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
         if let Some(e) = error {
             if let Some(first) = shared.take_first() {
                 tracing::warn!(error = %e, "connect failed");
-                if let Error::Auth(r) = &e {
-                    auth_failure = Some(r.clone());
-                }
+                fatal = Fatal::of(&e);
                 let _ = first.send(Err(e));
                 break;
             }
-            if let Error::Auth(r) = &e {
-                // Retrying with the same secret cannot succeed.
-                tracing::warn!(error = %e, "authentication failed; not reconnecting");
-                auth_failure = Some(r.clone());
+            if e.is_auth() || (e.is_tls_config() && !authenticated_once) {
+                // Retrying with the same secret, or the same TLS
+                // configuration before it ever worked, cannot succeed.
+                tracing::warn!(error = %e, "connect failed; not reconnecting");
+                fatal = Fatal::of(&e);
                 shared.ctx.emit_lossy(Event::Error {
                     peer_addr: Some(shared.addr),
                     error: e,
@@ -291,7 +345,7 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
         shared
             .ctx
             .emit_lossy(Event::ReconnectAttempt { attempt, delay });
-        let until = rt.now() + delay;
+        let until = deadline_after(rt.now(), delay);
         if with_deadline(&*rt, until, ctl_rx.recv()).await.is_some() {
             // Closed (or dropped) during backoff: stop at once.
             break;
@@ -299,7 +353,7 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
     }
     {
         let mut s = shared.state();
-        *s = State::Closed(auth_failure);
+        *s = State::Closed(fatal);
     }
     shared.changed.notify(usize::MAX);
     if let Some(first) = shared.take_first() {
@@ -313,6 +367,7 @@ fn error_key(e: &Error) -> String {
     match e {
         Error::Io(io) => format!("io:{:?}", io.kind()),
         Error::Handshake(r) => format!("handshake:{}", r.code()),
+        Error::TlsConfig { error, .. } => format!("tls:{error:?}"),
         other => format!("{:?}", std::mem::discriminant(other)),
     }
 }
@@ -327,7 +382,7 @@ async fn run_attempt(
 ) -> Result<Outcome, Error> {
     let rt = shared.rt.clone();
     let start = rt.now();
-    let deadline = start + shared.config.handshake_timeout;
+    let deadline = deadline_after(start, shared.config.handshake_timeout);
     bump(&shared.ctx.counters.connections_total, 1);
     let connect = rt.connect_tls(shared.addr, shared.tls.clone(), shared.server_name.clone());
     let step: Option<Option<std::io::Result<TlsStream>>> = futures_lite::future::or(
@@ -344,7 +399,7 @@ async fn run_attempt(
             return Err(Error::Closed);
         }
         Some(None) => return Err(Error::HandshakeTimeout),
-        Some(Some(Err(e))) => return Err(Error::Io(e)),
+        Some(Some(Err(e))) => return Err(Error::from_connect(e)),
         Some(Some(Ok(tls))) => tls,
     };
     let params = ConnectionParams {
@@ -393,7 +448,7 @@ async fn run_attempt(
                 *stopped = true;
                 let order = order.unwrap_or(Ctl {
                     reason: "client dropped",
-                    deadline: rt.now() + shared.config.close_timeout,
+                    deadline: deadline_after(rt.now(), shared.config.close_timeout),
                 });
                 let _ = link_ctl_tx.try_send(order);
             }
@@ -529,8 +584,14 @@ impl Client {
     }
 
     /// Waits until a link is authenticated. Fails with [`Error::Closed`]
-    /// if the client stops first, or [`Error::Auth`] if the server
-    /// rejected our credentials.
+    /// if the client is closed first, with [`Error::Auth`] if the server
+    /// rejected our credentials, and with [`Error::TlsConfig`] (at once,
+    /// on the first attempt) if the TLS handshake fails on a configuration
+    /// error before the client has ever authenticated: an unknown CA, a
+    /// certificate not valid for the server name, … (its text says what
+    /// to fix); the client has then stopped. After a first authentication
+    /// the same error is only reported ([`Event::Error`], once per outage)
+    /// and retried, and this waits on.
     pub async fn wait_connected(&self) -> Result<Link, Error> {
         self.current_link(&mut Wait::Forever, true, None).await
     }
@@ -577,7 +638,7 @@ impl Client {
                 // Read the clock only when about to wait: the fast path
                 // (a connected client) needs no deadline.
                 Wait::For(t) => {
-                    let d = shared.rt.now() + t;
+                    let d = deadline_after(shared.rt.now(), t);
                     *deadline = Wait::Until(d);
                     Some(d)
                 }
@@ -671,7 +732,8 @@ impl Client {
     }
 
     /// [`request`](Self::request) with its own timeout (which also bounds
-    /// the wait for a link in wait-for-reconnect mode).
+    /// the wait for a link in wait-for-reconnect mode); one of about 30
+    /// years or more (`Duration::MAX`) means none.
     pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
     where
         R: DeserializeOwned,
@@ -689,7 +751,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Payload, Error> {
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
-        let deadline = self.inner.shared.rt.now() + timeout;
+        let deadline = deadline_after(self.inner.shared.rt.now(), timeout);
         let mut closing = None;
         let mut body = Some(body);
         loop {
@@ -737,7 +799,8 @@ impl Client {
     /// Closes gracefully with the configured close timeout; see
     /// [`close_by`](Self::close_by).
     pub async fn close(&self) {
-        let deadline = self.inner.shared.rt.now() + self.inner.shared.config.close_timeout;
+        let shared = &self.inner.shared;
+        let deadline = deadline_after(shared.rt.now(), shared.config.close_timeout);
         self.close_by(deadline).await;
     }
 
@@ -749,6 +812,7 @@ impl Client {
     /// after `deadline` (the link's linger time at most).
     pub async fn close_by(&self, deadline: Instant) {
         let shared = &self.inner.shared;
+        let deadline = clamp_deadline(shared.rt.now(), deadline);
         shared.closing.store(true, Ordering::Release);
         let _ = self.inner.ctl_tx.try_send(Ctl {
             reason: "client closed",
@@ -763,7 +827,7 @@ impl Client {
                 listener.await;
             }
         };
-        let until = deadline + shared.ctx.options.linger;
+        let until = deadline_after(deadline, shared.ctx.options.linger);
         let _ = with_deadline(&*shared.rt, until, stopped).await;
     }
 }

@@ -51,7 +51,7 @@ use crate::dispatch::{
 };
 use crate::error::Error;
 use crate::event::{Counters, Event, bump, drop_one};
-use crate::link::{Command, Ctl, Link, LinkInner};
+use crate::link::{Command, Ctl, Link, LinkInner, NO_DEADLINE, deadline_after};
 use crate::queue::{Queue, Take};
 use crate::runtime::{BoxFuture, BoxStream, Runtime};
 use crate::stream::{EventSender, Pushed};
@@ -291,7 +291,7 @@ impl Driver {
         if self.phase == Phase::Finished {
             return Some(true);
         }
-        progress |= self.poll_timer(cx);
+        progress |= self.poll_timer(cx, now);
         Some(progress)
     }
 
@@ -875,7 +875,7 @@ impl Driver {
         }
         let linger_until = *self
             .linger_until
-            .get_or_insert(now + self.ctx.options.linger);
+            .get_or_insert_with(|| deadline_after(now, self.ctx.options.linger));
         let over = now >= linger_until;
         if let Some(stream) = self.stream.as_mut() {
             let flushed = self.write_dead
@@ -932,7 +932,7 @@ impl Driver {
         self.phase = Phase::Finished;
     }
 
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         // A request held back by backpressure fails at its own deadline.
         let held = self
             .cmd_batch
@@ -951,7 +951,11 @@ impl Driver {
             return false;
         };
         if self.sleep.as_ref().is_none_or(|(d, _)| *d != at) {
-            self.sleep = Some((at, self.rt.sleep_until(at)));
+            // A deadline that far ahead is none (a timeout of
+            // `Duration::MAX`): a timer at the horizon, which no runtime's
+            // arithmetic overflows, and it is re-armed when it fires.
+            let until = at.min(deadline_after(now, NO_DEADLINE));
+            self.sleep = Some((at, self.rt.sleep_until(until)));
         }
         if let Some((_, s)) = self.sleep.as_mut()
             && s.as_mut().poll(cx).is_ready()

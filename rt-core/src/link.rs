@@ -207,7 +207,9 @@ impl Link {
         self.request_inner(value, None).await
     }
 
-    /// [`request`](Self::request) with its own timeout.
+    /// [`request`](Self::request) with its own timeout; one of about 30
+    /// years or more (`Duration::MAX`) means none: the request waits for
+    /// its answer or the end of the link.
     pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
     where
         R: DeserializeOwned,
@@ -234,7 +236,7 @@ impl Link {
         timeout: Option<Duration>,
     ) -> Result<Payload, Error> {
         let timeout = timeout.unwrap_or(self.inner.request_timeout);
-        let deadline = self.inner.rt.now() + timeout;
+        let deadline = deadline_after(self.inner.rt.now(), timeout);
         self.request_by(body, deadline).await
     }
 
@@ -288,13 +290,38 @@ impl Link {
     }
 }
 
+/// How far ahead a deadline may lie: about 30 years. A timeout or delay
+/// longer than this (`Duration::MAX`, say) means "no deadline": the
+/// deadline is saturated here, so no clock arithmetic (ours, the core's or
+/// a runtime's timer) can overflow, and [`with_deadline`] arms no timer
+/// for it.
+pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `now + d`, saturated at [`NO_DEADLINE`] ahead; never panics.
+pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
+    // Only a clock reading within 30 years of the end of `Instant`'s range
+    // could overflow here; none does. Then: at once rather than a panic.
+    now.checked_add(d.min(NO_DEADLINE)).unwrap_or(now)
+}
+
+/// A caller's deadline, clamped to at most [`NO_DEADLINE`] ahead of `now`
+/// (so that adding a linger time, or a runtime's rounding, cannot
+/// overflow).
+pub(crate) fn clamp_deadline(now: Instant, deadline: Instant) -> Instant {
+    deadline.min(deadline_after(now, NO_DEADLINE))
+}
+
 /// Runs `fut` until `deadline` on `rt`'s clock; `None` if the deadline came
-/// first.
+/// first. A deadline half of [`NO_DEADLINE`] ahead or more is none: no
+/// timer is armed.
 pub(crate) async fn with_deadline<F: Future>(
     rt: &dyn Runtime,
     deadline: Instant,
     fut: F,
 ) -> Option<F::Output> {
+    if deadline.saturating_duration_since(rt.now()) >= NO_DEADLINE / 2 {
+        return Some(fut.await);
+    }
     let sleep = rt.sleep_until(deadline);
     futures_lite::future::or(async { Some(fut.await) }, async {
         sleep.await;

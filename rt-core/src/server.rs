@@ -13,12 +13,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
-use crate::config::{DEFAULT_MAX_CONNECTIONS, LinkOptions, proto_setters};
+use crate::config::{DEFAULT_MAX_CONNECTIONS, LinkOptions, proto_setters, saturate_durations};
 use crate::dispatch::Router;
 use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, new_link};
 use crate::error::Error;
 use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
-use crate::link::{Ctl, Link, with_deadline};
+use crate::link::{Ctl, Link, clamp_deadline, deadline_after, with_deadline};
 use crate::runtime::{Accepted, Listener, Runtime};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before
@@ -98,7 +98,8 @@ impl ServerBuilder {
     }
 
     /// Binds the listener and starts accepting.
-    pub async fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
+    pub async fn bind(mut self, addr: SocketAddr) -> Result<Server, Error> {
+        saturate_durations(&mut self.config);
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (events_tx, events_rx) = if self.options.events {
@@ -298,7 +299,7 @@ async fn serve(
 ) {
     let rt = shared.rt.clone();
     let peer_addr = accepted.peer_addr();
-    let deadline = start + shared.config.handshake_timeout;
+    let deadline = deadline_after(start, shared.config.handshake_timeout);
     let tls_config = shared.tls.read().unwrap_or_else(|e| e.into_inner()).clone();
     let tls = futures_lite::future::or(
         async {
@@ -588,6 +589,7 @@ impl Server {
     /// after it returns are refused.
     pub async fn shutdown(&self, deadline: Instant) {
         let shared = &self.inner.shared;
+        let deadline = clamp_deadline(shared.rt.now(), deadline);
         shared.shutting_down.store(true, Ordering::Release);
         self.inner.stop_tx.close();
         // The accept task closes the socket on its next turn (not bounded
