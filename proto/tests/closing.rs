@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
 //! Graceful close (PROTOCOL.md §13.3) in the in-memory pair: what each side
 //! may still send while it drains, and what happens to a request that
 //! crossed a `close(normal)` in flight.

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -285,13 +284,14 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
     let mut reported: Option<String> = None;
     let mut stopped = false;
     let mut fatal = None;
+    let mut draining = Draining::default();
     // Until then, a TLS configuration error ends the client: nothing
     // suggests it will go away. After it, it may be a server rotating its
     // certificate: reported once per outage, retried.
     let mut authenticated_once = false;
     loop {
         shared.set_state(State::Connecting);
-        let result = run_attempt(&shared, &ctl_rx, &mut stopped).await;
+        let result = run_attempt(&shared, &ctl_rx, &mut stopped, &mut draining).await;
         let error = match result {
             Ok(o) if o.authenticated => {
                 authenticated_once = true;
@@ -346,10 +346,22 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
             .ctx
             .emit_lossy(Event::ReconnectAttempt { attempt, delay });
         let until = deadline_after(rt.now(), delay);
-        if with_deadline(&*rt, until, ctl_rx.recv()).await.is_some() {
-            // Closed (or dropped) during backoff: stop at once.
+        if let Some(order) = with_deadline(&*rt, until, ctl_rx.recv()).await {
+            // Closed (or dropped) during backoff: stop at once (links still
+            // draining get the order too).
+            draining.forward(&owner_order(&shared, order.ok()));
             break;
         }
+    }
+    // Links still draining after a going-away notice end by their own
+    // deadline (or the owner's, forwarded to them); the client has stopped
+    // once they have.
+    loop {
+        let listener = shared.changed.listen();
+        if draining.prune() == 0 {
+            break;
+        }
+        listener.await;
     }
     {
         let mut s = shared.state();
@@ -372,35 +384,85 @@ fn error_key(e: &Error) -> String {
     }
 }
 
+/// Links of a client still draining after the server's going-away notice,
+/// each driven by a task of its own while the client reconnects.
+#[derive(Default)]
+struct Draining {
+    /// Their order channels (closed once a link's driver has ended).
+    links: Vec<async_channel::Sender<Ctl>>,
+}
+
+impl Draining {
+    /// Forgets the links that have ended; how many drain still.
+    fn prune(&mut self) -> usize {
+        self.links.retain(|tx| !tx.is_closed());
+        self.links.len()
+    }
+
+    /// Passes the owner's order (close, or the client dropped) on.
+    fn forward(&mut self, order: &Ctl) {
+        self.prune();
+        for tx in &self.links {
+            let _ = tx.try_send(order.clone());
+        }
+    }
+}
+
+/// The owner's order, or the one for a client whose every handle is gone
+/// (`None`).
+fn owner_order(shared: &ClientShared, order: Option<Ctl>) -> Ctl {
+    order.unwrap_or_else(|| Ctl {
+        reason: "client dropped",
+        deadline: deadline_after(shared.rt.now(), shared.config.close_timeout),
+    })
+}
+
+/// Wakes the supervisor when a draining link's task ends (or is dropped).
+struct DrainEnded(Arc<ClientShared>);
+
+impl Drop for DrainEnded {
+    fn drop(&mut self) {
+        self.0.changed.notify(usize::MAX);
+    }
+}
+
 /// One attempt: TCP + TLS (bounded by the handshake deadline), then the
-/// driver until the link ends. An order on `ctl_rx` (or its closing)
-/// during the attempt sets `stopped` and is forwarded to the link.
+/// driver until the link ends, or until the server's going-away notice
+/// (a `close` with code `normal`) when the policy reconnects: then the
+/// link goes on draining in a task of its own (its in-flight requests,
+/// what the server's handlers still send) and the attempt returns, so the
+/// client reconnects at once. An order on `ctl_rx` (or its closing)
+/// during the attempt sets `stopped` and is forwarded to the link and to
+/// those still draining.
 async fn run_attempt(
     shared: &Arc<ClientShared>,
     ctl_rx: &async_channel::Receiver<Ctl>,
     stopped: &mut bool,
+    draining: &mut Draining,
 ) -> Result<Outcome, Error> {
     let rt = shared.rt.clone();
     let start = rt.now();
     let deadline = deadline_after(start, shared.config.handshake_timeout);
     bump(&shared.ctx.counters.connections_total, 1);
     let connect = rt.connect_tls(shared.addr, shared.tls.clone(), shared.server_name.clone());
-    let step: Option<Option<std::io::Result<TlsStream>>> = futures_lite::future::or(
-        async {
-            let _ = ctl_rx.recv().await;
-            None
-        },
-        async { Some(with_deadline(&*rt, deadline, connect).await) },
-    )
-    .await;
+    enum Connect {
+        Order(Option<Ctl>),
+        Done(Option<std::io::Result<TlsStream>>),
+    }
+    let step =
+        futures_lite::future::or(async { Connect::Order(ctl_rx.recv().await.ok()) }, async {
+            Connect::Done(with_deadline(&*rt, deadline, connect).await)
+        })
+        .await;
     let tls = match step {
-        None => {
+        Connect::Order(order) => {
             *stopped = true;
+            draining.forward(&owner_order(shared, order));
             return Err(Error::Closed);
         }
-        Some(None) => return Err(Error::HandshakeTimeout),
-        Some(Some(Err(e))) => return Err(Error::from_connect(e)),
-        Some(Some(Ok(tls))) => tls,
+        Connect::Done(None) => return Err(Error::HandshakeTimeout),
+        Connect::Done(Some(Err(e))) => return Err(Error::from_connect(e)),
+        Connect::Done(Some(Ok(tls))) => tls,
     };
     let params = ConnectionParams {
         channel_binding: tls.channel_binding,
@@ -415,6 +477,10 @@ async fn run_attempt(
         &shared.ctx.options,
     );
     let (link_ctl_tx, link_ctl_rx) = async_channel::bounded(1);
+    // Without reconnecting there is nothing to do meanwhile: the link
+    // drains here, and the client ends with it.
+    let reconnects = shared.reconnect.ceiling(0).is_some();
+    let (notice_tx, notice_rx) = oneshot::channel();
     bump(&shared.ctx.counters.connections, 1);
     let driver = Driver::new(DriverSetup {
         conn,
@@ -424,33 +490,69 @@ async fn run_attempt(
         ctx: shared.ctx.clone(),
         hooks: Box::new(ClientHooks {
             shared: shared.clone(),
+            link: None,
+            notice: reconnects.then_some(notice_tx),
             released: false,
         }),
     });
-    let mut driver = pin!(driver.run());
+    let mut driver = Box::pin(driver.run());
+    let mut notice = Some(notice_rx);
     enum Step {
         Ended(Outcome),
         Order(Option<Ctl>),
+        Notice(Option<CloseReason>),
     }
     loop {
         let listen = !*stopped;
-        let step = futures_lite::future::or(async { Step::Ended(driver.as_mut().await) }, async {
-            if listen {
-                Step::Order(ctl_rx.recv().await.ok())
-            } else {
-                std::future::pending().await
-            }
-        })
+        let step = futures_lite::future::or(
+            async { Step::Ended(driver.as_mut().await) },
+            futures_lite::future::or(
+                async {
+                    if listen {
+                        Step::Order(ctl_rx.recv().await.ok())
+                    } else {
+                        std::future::pending().await
+                    }
+                },
+                async {
+                    match notice.as_mut() {
+                        Some(rx) => Step::Notice(rx.await.ok()),
+                        None => std::future::pending().await,
+                    }
+                },
+            ),
+        )
         .await;
         match step {
             Step::Ended(outcome) => return Ok(outcome),
             Step::Order(order) => {
                 *stopped = true;
-                let order = order.unwrap_or(Ctl {
-                    reason: "client dropped",
-                    deadline: deadline_after(rt.now(), shared.config.close_timeout),
-                });
+                let order = owner_order(shared, order);
+                draining.forward(&order);
                 let _ = link_ctl_tx.try_send(order);
+            }
+            // The link ended without one, or the owner is closing the
+            // client anyway: it drains here.
+            Step::Notice(None) => notice = None,
+            Step::Notice(Some(_)) if *stopped => notice = None,
+            Step::Notice(Some(reason)) => {
+                tracing::info!(
+                    reason = %reason,
+                    "going-away notice: reconnecting while the link drains"
+                );
+                let ended = DrainEnded(shared.clone());
+                rt.spawn(Box::pin(
+                    async move {
+                        let _ended = ended;
+                        let _ = driver.await;
+                    }
+                    .instrument(tracing::Span::current()),
+                ));
+                draining.links.push(link_ctl_tx);
+                return Ok(Outcome {
+                    authenticated: true,
+                    reason,
+                });
             }
         }
     }
@@ -458,17 +560,28 @@ async fn run_attempt(
 
 struct ClientHooks {
     shared: Arc<ClientShared>,
+    /// The link, once authenticated.
+    link: Option<Link>,
+    /// Tells the attempt of the server's going-away notice (when the
+    /// client reconnects).
+    notice: Option<oneshot::Sender<CloseReason>>,
     released: bool,
 }
 
 impl ClientHooks {
+    /// Whether `link` is the client's current link.
+    fn is_current(&self, link: &Link) -> bool {
+        matches!(&*self.shared.state(), State::Connected(l) if Arc::ptr_eq(&l.inner, &link.inner))
+    }
+
     fn release(&mut self) {
         if std::mem::replace(&mut self.released, true) {
             return;
         }
         drop_one(&self.shared.ctx.counters.connections);
-        let connected = matches!(*self.shared.state(), State::Connected(_));
-        if connected {
+        // Only this link: after a going-away notice the next one may be
+        // current already.
+        if self.link.as_ref().is_some_and(|l| self.is_current(l)) {
             self.shared.set_state(State::Disconnected);
         }
     }
@@ -476,18 +589,26 @@ impl ClientHooks {
 
 impl LinkHooks for ClientHooks {
     fn authenticated(&mut self, link: &Link) {
+        self.link = Some(link.clone());
         self.shared.set_state(State::Connected(link.clone()));
         if let Some(first) = self.shared.take_first() {
             let _ = first.send(Ok(()));
         }
     }
 
-    fn closing(&mut self, link: &Link) {
+    fn closing(&mut self, link: &Link, draining: Option<&CloseReason>) {
         // A closing link takes no more commands: no longer the client's
         // link (commands fail NotConnected or wait for the next one).
-        let current = matches!(&*self.shared.state(), State::Connected(l) if Arc::ptr_eq(&l.inner, &link.inner));
-        if current {
+        if self.is_current(link) {
             self.shared.set_state(State::Disconnected);
+        }
+        // The server's going-away notice, with work still in flight.
+        if let Some(reason) = draining
+            && matches!(reason, CloseReason::Remote { .. })
+            && reason.is_graceful()
+            && let Some(notice) = self.notice.take()
+        {
+            let _ = notice.send(reason.clone());
         }
     }
 

@@ -9,7 +9,9 @@
 //!    the core in order (a command the core refuses with `Blocked` is kept
 //!    and retried with those behind it; they still count against the
 //!    queue's bounds, so the queue pushes back on `send().await`, and a
-//!    request among them fails at its deadline);
+//!    request among them fails at its deadline); then the answers taken in
+//!    step 2 (taken before the commands, applied after them: what a handler
+//!    sent before it answered goes out before its answer);
 //! 4. read into a reused buffer → `handle_input`/`handle_eof`, only while
 //!    `conn.wants_input()` and no delivery is waiting;
 //! 5. fire the core's timer when `runtime.now() >= poll_timeout()`;
@@ -51,7 +53,10 @@ use crate::dispatch::{
 };
 use crate::error::Error;
 use crate::event::{Counters, Event, bump, drop_one};
-use crate::link::{Command, Ctl, Link, LinkInner, NO_DEADLINE, deadline_after};
+use crate::link::{
+    Command, Ctl, Link, LinkInner, NO_DEADLINE, TAKES_ALL, TAKES_MESSAGES, TAKES_NOTHING,
+    deadline_after,
+};
 use crate::queue::{Queue, Take};
 use crate::runtime::{BoxFuture, BoxStream, Runtime};
 use crate::stream::{EventSender, Pushed};
@@ -107,9 +112,11 @@ impl LinkCtx {
 /// dropped by a runtime shutting down).
 pub(crate) trait LinkHooks: Send {
     fn authenticated(&mut self, link: &Link);
-    /// The authenticated link stopped taking commands (a close from either
-    /// side began; it may still drain requests in flight).
-    fn closing(&mut self, _link: &Link) {}
+    /// The authenticated link stopped taking commands: a close from either
+    /// side began (`draining` says why while it drains requests in flight:
+    /// [`CloseReason::Remote`] with code `normal` is the peer's going-away
+    /// notice), or it ended at once (`None`).
+    fn closing(&mut self, _link: &Link, _draining: Option<&CloseReason>) {}
     fn closed(&mut self, link: &Link, reason: &CloseReason);
 }
 
@@ -137,7 +144,7 @@ pub(crate) fn new_link(
             cmd: Queue::new(options.command_capacity, options.command_bytes),
             rt,
             request_timeout,
-            accepting: std::sync::atomic::AtomicBool::new(false),
+            accepting: std::sync::atomic::AtomicU8::new(TAKES_NOTHING),
         }),
     }
 }
@@ -273,8 +280,13 @@ impl Driver {
             };
         }
         progress |= self.poll_ctl(cx, now);
-        progress |= self.poll_answers(cx);
+        // Answers are taken before commands and applied after them: what
+        // a handler sent before answering (queued before its answer) goes
+        // out before the answer, which may be the last thing a draining
+        // link waits for.
+        progress |= self.take_answers(cx);
         progress |= self.poll_commands(cx, now);
+        progress |= self.apply_answers();
         if !self.cmd_batch.is_empty() {
             progress |= self.expire_held(now);
         }
@@ -317,35 +329,37 @@ impl Driver {
         }
     }
 
-    fn poll_answers(&mut self, cx: &Context<'_>) -> bool {
-        let mut progress = false;
-        // One take per round: a batch is everything answered by then.
-        let mut took = false;
-        loop {
-            while let Some((a, w)) = self.answer_batch.pop_front() {
-                let result = a.result.as_ref().map(|b| &**b);
-                match self.conn.respond(a.id, result) {
-                    Err(SendError::Blocked) => {
-                        self.answer_batch.push_front((a, w));
-                        return progress;
-                    }
-                    Ok(()) => {}
-                    Err(e) => tracing::debug!(id = %a.id, error = %e, "answer not sent"),
-                }
-                progress = true;
+    /// Takes the answers queued by now (one take per round), behind any
+    /// the core pushed back.
+    fn take_answers(&mut self, cx: &Context<'_>) -> bool {
+        let before = self.answer_batch.len();
+        match self.answers.poll_take(cx, &mut self.answer_batch) {
+            Poll::Ready(Take::Taken) => {
+                // Unbounded: the room is given back at once.
+                self.answers
+                    .release(self.answer_batch.len().saturating_sub(before), 0);
+                true
             }
-            if took {
-                return progress;
-            }
-            match self.answers.poll_take(cx, &mut self.answer_batch) {
-                Poll::Ready(Take::Taken) => {
-                    // Unbounded: the room is given back at once.
-                    self.answers.release(self.answer_batch.len(), 0);
-                    took = true;
-                }
-                _ => return progress,
-            }
+            _ => false,
         }
+    }
+
+    /// Gives the answers taken to the core, in order, until it pushes back.
+    fn apply_answers(&mut self) -> bool {
+        let mut progress = false;
+        while let Some((a, w)) = self.answer_batch.pop_front() {
+            let result = a.result.as_ref().map(|b| &**b);
+            match self.conn.respond(a.id, result) {
+                Err(SendError::Blocked) => {
+                    self.answer_batch.push_front((a, w));
+                    return progress;
+                }
+                Ok(()) => {}
+                Err(e) => tracing::debug!(id = %a.id, error = %e, "answer not sent"),
+            }
+            progress = true;
+        }
+        progress
     }
 
     fn poll_commands(&mut self, cx: &Context<'_>, now: Instant) -> bool {
@@ -427,23 +441,34 @@ impl Driver {
         true
     }
 
-    /// Publishes whether the core takes commands. Runs before every
-    /// command (so a command refused because an earlier one closed the link
-    /// is answered only after handles see the link as closing: a caller
-    /// told `NotConnected` never finds the closing link still current) and
-    /// at the end of each round.
+    /// What the core takes now, for handles.
+    fn takes(&self) -> u8 {
+        if self.conn.is_established() {
+            TAKES_ALL
+        } else if self.conn.closing_reason().is_some() {
+            TAKES_MESSAGES
+        } else {
+            TAKES_NOTHING
+        }
+    }
+
+    /// Publishes what the core takes. Runs before every command (so a
+    /// command refused because an earlier one closed the link is answered
+    /// only after handles see the link as closing: a caller told
+    /// `NotConnected` never finds the closing link still current) and at
+    /// the end of each round.
     fn sync_accepting(&mut self) {
-        let accepting = self.conn.is_established();
+        let takes = self.takes();
         let was = self
             .link
             .inner
             .accepting
-            .swap(accepting, std::sync::atomic::Ordering::AcqRel);
-        if was
-            && !accepting
+            .swap(takes, std::sync::atomic::Ordering::AcqRel);
+        if was == TAKES_ALL
+            && takes != TAKES_ALL
             && let Some(h) = self.hooks.as_mut()
         {
-            h.closing(&self.link);
+            h.closing(&self.link, self.conn.closing_reason());
         }
     }
 
@@ -627,10 +652,10 @@ impl Driver {
             E::Authenticated(info) => {
                 let _ = self.link.inner.auth.set(info.clone());
                 // Before anyone can see the link as connected.
-                self.link.inner.accepting.store(
-                    self.conn.is_established(),
-                    std::sync::atomic::Ordering::Release,
-                );
+                self.link
+                    .inner
+                    .accepting
+                    .store(self.takes(), std::sync::atomic::Ordering::Release);
                 bump(&self.ctx.counters.authenticated, 1);
                 tracing::info!(
                     conn = info.connection_id,

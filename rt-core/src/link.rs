@@ -55,10 +55,19 @@ pub(crate) struct LinkInner {
     pub(crate) cmd: Queue<Command>,
     pub(crate) rt: Arc<dyn Runtime>,
     pub(crate) request_timeout: Duration,
-    /// Whether the core takes new commands (authenticated, not closing);
-    /// kept by the driver so handles can refuse early.
-    pub(crate) accepting: std::sync::atomic::AtomicBool,
+    /// What the core takes now ([`TAKES_ALL`], [`TAKES_MESSAGES`] or
+    /// [`TAKES_NOTHING`]); kept by the driver so handles can refuse early.
+    pub(crate) accepting: std::sync::atomic::AtomicU8,
 }
+
+/// Not authenticated yet, or ended: the core takes no command.
+pub(crate) const TAKES_NOTHING: u8 = 0;
+/// Draining after a graceful close (either side's): messages only, so
+/// that handlers still running get what they send through (PROTOCOL.md
+/// §13.3); no new requests or pings.
+pub(crate) const TAKES_MESSAGES: u8 = 1;
+/// Authenticated and not closing.
+pub(crate) const TAKES_ALL: u8 = 2;
 
 /// A handle to one connection (on a server: one client; on a client: the
 /// current connection to the server). Cheap to clone; commands go to the
@@ -118,9 +127,18 @@ impl Link {
     /// on the link; waits while the link's command queue is full (the
     /// outbound buffer is at its bound: backpressure). Fails at once with
     /// [`Error::FrameTooLarge`] if the frame could exceed the peer's limit,
-    /// with [`Error::Closed`] if the link is closing, and with
-    /// [`Error::NotConnected`] if it has ended. As with any fire-and-forget
+    /// and with [`Error::NotConnected`] if the link has ended (or
+    /// [`Error::Closed`] while it is ending). As with any fire-and-forget
     /// message, one queued just before the link drops is lost.
+    ///
+    /// While the link drains after a graceful close — ours
+    /// ([`Server::shutdown`](crate::Server::shutdown),
+    /// [`Client::close`](crate::Client::close), [`close`](Self::close)) or
+    /// the peer's — messages are still sent, so a handler still running
+    /// (a job's last `progress`, its `done`) reaches the peer, which keeps
+    /// reading until it ends. The link drains while requests are in flight
+    /// either way (a request's handler sending before it answers is
+    /// covered), until the close deadline at most.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
         self.send_raw(Arc::from(body)).await
@@ -140,6 +158,10 @@ impl Link {
     /// Whether the link takes commands: authenticated and not closing (kept
     /// by its driver).
     pub(crate) fn takes_commands(&self) -> bool {
+        self.takes() == TAKES_ALL
+    }
+
+    fn takes(&self) -> u8 {
         self.inner
             .accepting
             .load(std::sync::atomic::Ordering::Acquire)
@@ -147,7 +169,7 @@ impl Link {
 
     /// Refuses a message the link cannot take, before queueing it.
     fn check_send(&self, body: &RawValue) -> Result<(), Error> {
-        if !self.takes_commands() {
+        if self.takes() < TAKES_MESSAGES {
             return Err(if self.inner.cmd.is_closed() {
                 Error::NotConnected
             } else {

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonlink_rt::{
-    Client, DevPki, Error, Event, EventKind, Identity, Keepalive, LinkOptions, Reconnect, Runtime,
-    ServerName,
+    Client, DevPki, Error, Event, EventKind, Identity, Keepalive, Link, LinkOptions, Message,
+    Reconnect, RemoteError, Request, Runtime, ServerName,
 };
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixture::{
-    self, Add, Fixture, Gauges, LIMIT, add_handler, closed_port, localhost, ms,
+    self, Add, Fixture, Gauges, LIMIT, add_handler, closed_port, is_graceful_shutdown, localhost,
+    ms,
 };
 use serde_json::{Value, json};
 
@@ -252,6 +253,248 @@ fn c5_after_a_first_authentication_a_certificate_error_is_reported_once_per_outa
 #[test]
 fn c5_after_a_first_authentication_a_certificate_error_is_reported_once_per_outage_smol() {
     on_smol(c5_after_a_first_authentication);
+}
+
+// ------------------------------------------------------------------- D3
+
+/// The server's drain deadline and both sides' close timeouts.
+const DRAIN: Duration = Duration::from_secs(15);
+
+async fn d3_body(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt.clone());
+    let server = fx
+        .server()
+        .close_timeout(DRAIN)
+        .bind(localhost())
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    // A job: started, then held by the test until it lets it finish; it
+    // reports its last progress and `done`, then answers.
+    let (started_tx, started_rx) = async_channel::bounded::<()>(1);
+    let (gate_tx, gate_rx) = async_channel::bounded::<()>(1);
+    let (sent_tx, sent_rx) = async_channel::unbounded::<String>();
+    server
+        .router()
+        .handle("job", move |link: Link, _args: Value| {
+            let (started, gate, sent) = (started_tx.clone(), gate_rx.clone(), sent_tx.clone());
+            async move {
+                let _ = started.send(()).await;
+                let _ = gate.recv().await;
+                for step in [json!({"op": "progress", "pct": 100}), json!({"op": "done"})] {
+                    let r = link.send(&step).await;
+                    let _ = sent.send(format!("{r:?}")).await;
+                    r.map_err(|e| RemoteError::new(RemoteError::INTERNAL, format!("lost: {e}")))?;
+                }
+                Ok::<_, RemoteError>(json!("finished"))
+            }
+        });
+    let client = fx
+        .client(addr)
+        .close_timeout(DRAIN)
+        .reconnect(Reconnect::Fixed(ms(20)))
+        .connect()
+        .await
+        .expect("connect");
+    let (got_tx, got_rx) = async_channel::unbounded::<String>();
+    for op in ["progress", "done"] {
+        let got = got_tx.clone();
+        client.router().on_message(op, move |m: Message| {
+            let got = got.clone();
+            async move {
+                let _ = got.send(m.body.get().to_owned()).await;
+            }
+        });
+    }
+    assert!(matches!(
+        client.next_event().await,
+        Some(Event::Authenticated { .. })
+    ));
+    let old = client.link().expect("link");
+
+    // The job is in flight when the server shuts down.
+    let (job_tx, job_rx) = async_channel::bounded(1);
+    {
+        let client = client.clone();
+        rt.spawn(Box::pin(async move {
+            let r = client
+                .request_with_timeout::<Value, _>(&json!({"op": "job"}), DRAIN)
+                .await;
+            let _ = job_tx.send(r).await;
+        }));
+    }
+    started_rx.recv().await.expect("the job started");
+    let (down_tx, down_rx) = async_channel::bounded::<()>(1);
+    let began = Instant::now();
+    {
+        let server = server.clone();
+        let deadline = rt.now() + DRAIN;
+        rt.spawn(Box::pin(async move {
+            server.shutdown(deadline).await;
+            let _ = down_tx.send(()).await;
+        }));
+    }
+
+    // On the notice the client starts reconnecting at once: to the
+    // restarted server (the old listener is closed before any notice is
+    // sent), while the old link still drains the job.
+    let mut restarted = None;
+    let mut first_attempt = None;
+    loop {
+        match next_event(&*rt, &client, "a reconnect while the old link drains").await {
+            Event::ReconnectAttempt { attempt, .. } => {
+                first_attempt.get_or_insert((attempt, began.elapsed()));
+                if restarted.is_none() {
+                    let s = fx
+                        .server()
+                        .bind(addr)
+                        .await
+                        .expect("bind the restarted server");
+                    restarted = Some(s);
+                }
+            }
+            // Refused while the restarted server was not yet listening.
+            Event::Error { .. } => {}
+            Event::Authenticated { .. } => break,
+            other => panic!("unexpected {other:?} before the reconnect"),
+        }
+    }
+    let reconnected = began.elapsed();
+    let (attempt, attempt_after) = first_attempt.expect("a reconnect attempt");
+    assert_eq!(attempt, 1);
+    assert!(!old.is_closed(), "the old link still drains");
+    assert!(job_rx.try_recv().is_err(), "the job is still running");
+    assert!(
+        down_rx.try_recv().is_err(),
+        "the shutdown is still draining"
+    );
+    let new = client.link().expect("the new link");
+    assert!(!new.is_closed());
+
+    // The job finishes: what it sends reaches the client, then its answer.
+    gate_tx.send(()).await.expect("gate");
+    let job = within(&*rt, EXPECT_WITHIN, job_rx.recv())
+        .await
+        .expect("the job's answer")
+        .expect("job result");
+    let sent = [
+        sent_rx.recv().await.expect("sent"),
+        sent_rx.recv().await.expect("sent"),
+    ];
+    assert_eq!(
+        sent,
+        ["Ok(())", "Ok(())"],
+        "the handler's sends during the drain"
+    );
+    assert_eq!(job.expect("the job answered"), json!("finished"));
+    let got = [
+        got_rx.recv().await.expect("got"),
+        got_rx.recv().await.expect("got"),
+    ];
+    assert_eq!(got, [r#"{"op":"progress","pct":100}"#, r#"{"op":"done"}"#]);
+    let reason = match next_event(&*rt, &client, "the old link's Closed").await {
+        Event::Closed { reason, .. } => reason,
+        other => panic!("unexpected {other:?} while the old link drained"),
+    };
+    assert!(is_graceful_shutdown(&reason), "{reason:?}");
+    within(&*rt, EXPECT_WITHIN, down_rx.recv())
+        .await
+        .expect("shutdown returned")
+        .expect("shutdown");
+    assert!(client.is_connected());
+    eprintln!(
+        "D3: first reconnect attempt {attempt_after:?} and authenticated with the restarted \
+         server {reconnected:?} after the shutdown began (close timeout {DRAIN:?})"
+    );
+    record(
+        "D3",
+        "a handler running at shutdown sent progress and done (both Ok) and answered: the client \
+         received both messages on the old link and the job's answer \"finished\"; on the \
+         going-away notice the client started reconnecting at once (ReconnectAttempt 1) and \
+         authenticated with the restarted server while the old link still drained (its close \
+         timeout 15 s), then the old link Closed(Remote normal \"server shutting down\")",
+    );
+    client.close().await;
+    drop(restarted);
+}
+
+/// Rounds of [`d3_answer_order_body`]; before the driver applied a
+/// handler's messages ahead of its answer, about a third of them lost all
+/// 50 messages on tokio's multi-thread runtime.
+const ORDER_ROUNDS: usize = 40;
+/// Messages a handler sends before answering, per round.
+const ORDER_MESSAGES: u64 = 50;
+
+/// A handler running at shutdown sends many messages, then answers at
+/// once: its answer (the last thing the draining link waits for) never
+/// overtakes them, so none is lost when the link then ends.
+async fn d3_answer_order_body(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt.clone());
+    for round in 0..ORDER_ROUNDS {
+        let server = fx.server().bind(localhost()).await.expect("bind");
+        let (started_tx, started_rx) = async_channel::bounded::<()>(1);
+        let (gate_tx, gate_rx) = async_channel::bounded::<()>(1);
+        server.router().on_request("job", move |req: Request| {
+            let (started, gate) = (started_tx.clone(), gate_rx.clone());
+            async move {
+                let _ = started.send(()).await;
+                let _ = gate.recv().await;
+                for i in 0..ORDER_MESSAGES {
+                    let _ = req.link.send(&json!({"op": "step", "i": i})).await;
+                }
+                let _ = req.respond(&json!("finished"));
+            }
+        });
+        let client = fx
+            .client(server.local_addr())
+            .reconnect(Reconnect::Never)
+            .connect()
+            .await
+            .expect("connect");
+        client
+            .router()
+            .on_message("step", |_m: Message| async move {});
+        let body = json!({"op": "job"});
+        let job = client.request::<Value, _>(&body);
+        let shutdown = async {
+            started_rx.recv().await.expect("started");
+            let deadline = rt.now() + DRAIN;
+            futures_lite::future::zip(server.shutdown(deadline), async {
+                gate_tx.send(()).await.expect("gate");
+            })
+            .await;
+        };
+        let (job, ()) = futures_lite::future::zip(job, shutdown).await;
+        assert_eq!(job.expect("answered"), json!("finished"), "round {round}");
+        client.wait_for(EventKind::Closed).await;
+        assert_eq!(
+            client.stats().messages_in,
+            ORDER_MESSAGES,
+            "round {round}: messages sent before the answer"
+        );
+    }
+}
+
+#[test]
+fn d3_a_handlers_messages_are_never_overtaken_by_its_answer_while_draining_tokio() {
+    on_tokio(d3_answer_order_body);
+}
+
+#[test]
+fn d3_a_handlers_messages_are_never_overtaken_by_its_answer_while_draining_smol() {
+    on_smol(d3_answer_order_body);
+}
+
+#[test]
+fn d3_a_handler_running_at_shutdown_gets_its_messages_through_and_the_client_reconnects_at_once_tokio()
+ {
+    on_tokio(d3_body);
+}
+
+#[test]
+fn d3_a_handler_running_at_shutdown_gets_its_messages_through_and_the_client_reconnects_at_once_smol()
+ {
+    on_smol(d3_body);
 }
 
 // ------------------------------------------------------------------- F11
