@@ -630,10 +630,19 @@ impl Drop for ClientHooks {
 ///
 /// Requests are never replayed: those in flight when a link drops fail
 /// with [`Error::ConnectionLost`]; those made while disconnected — or
-/// while the link is closing, which sends nothing more — fail with
+/// while the link is closing, which starts nothing more — fail with
 /// [`Error::NotConnected`] (or wait, see
 /// [`ClientBuilder::wait_for_reconnect`]). [`Error::Closed`] means the
 /// client itself was closed.
+///
+/// When the server closes gracefully (its going-away notice, e.g.
+/// [`Server::shutdown`](crate::Server::shutdown)) while requests are in
+/// flight either way, the client does not wait for them: it starts
+/// reconnecting at once (per its policy, unless that is
+/// [`Reconnect::Never`]) while the old link drains in the background — its
+/// requests still get their answers, its handlers may still send on it —
+/// so the next link's [`Event::Authenticated`] may come before the old
+/// one's [`Event::Closed`].
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -929,8 +938,10 @@ impl Client {
     /// finish until `deadline` (the rest fail with
     /// [`Error::ShuttingDown`]), and stops reconnecting. During a reconnect
     /// backoff it stops at once, and callers waiting for a link get
-    /// [`Error::Closed`]. Returns when the client has stopped, or shortly
-    /// after `deadline` (the link's linger time at most).
+    /// [`Error::Closed`]. Links still draining after a going-away notice
+    /// get the same deadline. Returns when the client has stopped (those
+    /// links included), or shortly after `deadline` (the link's linger
+    /// time at most). A deadline about 30 years ahead or more is none.
     pub async fn close_by(&self, deadline: Instant) {
         let shared = &self.inner.shared;
         let deadline = clamp_deadline(shared.rt.now(), deadline);

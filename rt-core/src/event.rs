@@ -16,6 +16,9 @@ use crate::link::Link;
 /// Every `Authenticated` is followed by exactly one `Closed` for the same
 /// link; a connection that fails before authenticating produces one
 /// `Error` instead (on a client, at most one per outage and kind of error).
+/// On a client, links may overlap: after the server's going-away notice
+/// the next link can authenticate while the old one drains, before its
+/// `Closed`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event {

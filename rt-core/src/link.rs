@@ -297,7 +297,8 @@ impl Link {
     }
 
     /// Closes this link gracefully: a close frame, then requests in flight
-    /// get up to the close timeout to finish.
+    /// get up to the close timeout to finish (messages may still be sent
+    /// meanwhile, see [`send`](Self::send)).
     pub async fn close(&self, reason: &str) {
         let _ = self
             .inner

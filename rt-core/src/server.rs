@@ -582,11 +582,19 @@ impl Server {
     }
 
     /// Shuts down gracefully: stops accepting, sends every link a close
-    /// frame, lets requests in flight (both ways) finish until `deadline`,
-    /// then fails ours with [`Error::ShuttingDown`]. Returns when every
+    /// frame (the going-away notice), lets requests in flight (both ways)
+    /// finish until `deadline`, then fails ours with
+    /// [`Error::ShuttingDown`]. While a link drains, handlers still running
+    /// may send messages on it ([`Link::send`] still works), so what a job
+    /// reports before it answers (its last progress, its result) reaches
+    /// the client; a [`Client`](crate::Client) that gets the notice starts
+    /// reconnecting at once while its old link drains. Returns when every
     /// link has ended, or at `deadline`, whichever is first; in any case
-    /// not before the listening socket is closed, so connections attempted
-    /// after it returns are refused.
+    /// not before the listening socket is closed (which happens before any
+    /// notice is sent), so connections attempted after it returns are
+    /// refused, and a server restarted on the same address can bind it
+    /// while the old links drain. A deadline about 30 years ahead or more
+    /// is none: the links drain until done.
     pub async fn shutdown(&self, deadline: Instant) {
         let shared = &self.inner.shared;
         let deadline = clamp_deadline(shared.rt.now(), deadline);
