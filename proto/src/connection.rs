@@ -360,6 +360,19 @@ impl Connection {
         matches!(self.state, State::Closed)
     }
 
+    /// While the connection drains after a graceful close (PROTOCOL.md
+    /// §13.3), why it is closing: [`CloseReason::Local`] when this side
+    /// closed, [`CloseReason::Remote`] with code `normal` when the peer did
+    /// (its going-away notice). `None` before that and once ended. While
+    /// draining, [`send`](Self::send) and [`respond`](Self::respond) still
+    /// work; [`request`](Self::request) and [`ping`](Self::ping) are refused.
+    pub fn closing_reason(&self) -> Option<&CloseReason> {
+        match &self.state {
+            State::Closing { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The peer's identity, once authenticated.
     pub fn peer(&self) -> Option<&Identity> {
         self.peer.as_ref()
@@ -496,7 +509,10 @@ impl Connection {
 
     // ---------------------------------------------------------------- (C)
 
-    /// Sends a fire-and-forget message.
+    /// Sends a fire-and-forget message. Allowed while the connection drains
+    /// after a graceful close, from either side (PROTOCOL.md §13.3), so that
+    /// what handlers still running send reaches the peer, which keeps
+    /// reading until it ends; refused with [`SendError::Closed`] once ended.
     pub fn send(&mut self, body: &RawValue) -> Result<(), SendError> {
         self.check_can_send()?;
         self.queue_frame(|o| {
@@ -540,7 +556,7 @@ impl Connection {
         body: &RawValue,
         deadline: Option<Instant>,
     ) -> Result<RequestId, SendError> {
-        self.check_can_send()?;
+        self.check_can_start()?;
         if self.pending.len() >= self.config.max_requests_in_flight {
             return Err(SendError::Busy {
                 limit: self.config.max_requests_in_flight,
@@ -615,11 +631,12 @@ impl Connection {
         if data.is_some_and(|d| !d.get().starts_with('{')) {
             return Err(SendError::NotAnObject);
         }
-        self.check_can_send()?;
+        self.check_can_start()?;
         self.queue_frame(|o| encode_ping(o, data))
     }
 
-    /// Closes gracefully: sends a close frame, refuses new commands, lets
+    /// Closes gracefully: sends a close frame, refuses new requests and
+    /// pings (messages may still be sent while it drains), lets
     /// requests in flight (both ways) finish for up to
     /// [`Config::close_timeout`], then ends with
     /// [`CloseReason::Local`]. Before authentication it ends at once. A
@@ -803,12 +820,29 @@ impl Connection {
         let _ = self.queue_frame(|o| encode_response(o, id, Err(&err)));
     }
 
+    /// Whether a `msg` may be queued: while established and while draining
+    /// (§13.3: the draining side's handlers may still send until it ends).
     fn check_can_send(&mut self) -> Result<(), SendError> {
+        match self.state {
+            State::Established | State::Closing { .. } => {}
+            State::Closed => return Err(SendError::Closed),
+            _ => return Err(SendError::NotAuthenticated),
+        }
+        self.check_room()
+    }
+
+    /// Whether a `req` or `ping` may be queued: only while established
+    /// (nothing new is started once a close began).
+    fn check_can_start(&mut self) -> Result<(), SendError> {
         match self.state {
             State::Established => {}
             State::Closing { .. } | State::Closed => return Err(SendError::Closed),
             _ => return Err(SendError::NotAuthenticated),
         }
+        self.check_room()
+    }
+
+    fn check_room(&mut self) -> Result<(), SendError> {
         if self.out.len() >= self.config.max_outbound {
             self.notify_unblocked = true;
             return Err(SendError::Blocked);

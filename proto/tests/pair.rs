@@ -332,7 +332,13 @@ fn graceful_close_with_requests_in_flight() {
     let s = p.server.conn.request(now, &raw("3"), None).unwrap();
     p.drive();
     p.client.conn.close(now, "bye");
-    assert_eq!(p.client.conn.send(&raw("1")), Err(SendError::Closed));
+    // Nothing new is started (messages still go out while draining: see
+    // tests/closing.rs).
+    assert_eq!(
+        p.client.conn.request(now, &raw("4"), None),
+        Err(SendError::Closed)
+    );
+    assert_eq!(p.client.conn.ping(None), Err(SendError::Closed));
     p.drive();
     // The server learns of the close; its new requests are refused.
     assert_eq!(

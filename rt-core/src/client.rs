@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -15,12 +14,12 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tracing::Instrument as _;
 
-use crate::config::{LinkOptions, proto_setters};
+use crate::config::{LinkOptions, proto_setters, saturate_durations};
 use crate::dispatch::Router;
 use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, Outcome, new_link};
 use crate::error::Error;
 use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
-use crate::link::{Ctl, Link, with_deadline};
+use crate::link::{Ctl, Link, clamp_deadline, deadline_after, with_deadline};
 use crate::reconnect::Reconnect;
 use crate::runtime::{Runtime, TlsStream};
 
@@ -105,13 +104,27 @@ impl ClientBuilder {
 
     /// Starts the client: connecting (and reconnecting per the policy)
     /// happens in the background; see [`Client::wait_connected`].
+    ///
+    /// Failures that may pass (connection refused, a timeout, a dropped
+    /// link) are retried per the policy and reported as
+    /// [`Event::Error`] once per outage. Failures that retrying cannot fix
+    /// end the client instead: the server rejecting our credentials
+    /// ([`Error::Auth`]), and, until the client has authenticated once, a
+    /// TLS configuration error ([`Error::TlsConfig`]: the server's
+    /// certificate is from a CA the client does not trust, not valid for
+    /// the server name, expired, …; its text says what to fix). After a
+    /// first authentication a TLS configuration error is reported once per
+    /// outage and retried, so a fleet of clients rides out a server whose
+    /// certificate is being replaced.
     pub fn start(self) -> Client {
         self.spawn(None)
     }
 
     /// Starts the client and waits for the first link: the first attempt
-    /// must succeed (its error is returned and the client is closed);
-    /// later drops reconnect per the policy.
+    /// must succeed (its error is returned — a TLS configuration problem as
+    /// [`Error::TlsConfig`], saying what to fix — and the client is
+    /// closed); later drops reconnect per the policy, as for
+    /// [`start`](Self::start).
     pub async fn connect(self) -> Result<Client, Error> {
         let (tx, rx) = oneshot::channel();
         let client = self.spawn(Some(tx));
@@ -122,7 +135,8 @@ impl ClientBuilder {
         }
     }
 
-    fn spawn(self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
+    fn spawn(mut self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
+        saturate_durations(&mut self.config);
         let (events_tx, events_rx) = if self.options.events {
             let (tx, rx) = crate::stream::channel(self.options.event_capacity);
             (Some(tx), Some(rx))
@@ -171,8 +185,46 @@ enum State {
     Connecting,
     Connected(Link),
     Disconnected,
-    /// Ended; `Some` when the server rejected our credentials.
-    Closed(Option<CloseReason>),
+    /// Ended; `Some` when it ended on an error that retrying cannot fix.
+    Closed(Option<Fatal>),
+}
+
+/// Why a client stopped by itself, for good: what `wait_connected` and
+/// the commands then return.
+#[derive(Debug, Clone)]
+enum Fatal {
+    /// The server rejected our credentials ([`Error::Auth`]).
+    Auth(CloseReason),
+    /// A TLS configuration error before the first authentication
+    /// ([`Error::TlsConfig`]).
+    Tls {
+        error: rustls::Error,
+        fix: &'static str,
+    },
+}
+
+impl Fatal {
+    /// `e`, if the client stops on it.
+    fn of(e: &Error) -> Option<Self> {
+        match e {
+            Error::Auth(r) => Some(Self::Auth(r.clone())),
+            Error::TlsConfig { error, fix } => Some(Self::Tls {
+                error: error.clone(),
+                fix,
+            }),
+            _ => None,
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Self::Auth(r) => Error::Auth(r.clone()),
+            Self::Tls { error, fix } => Error::TlsConfig {
+                error: error.clone(),
+                fix,
+            },
+        }
+    }
 }
 
 type FirstSlot = Mutex<Option<oneshot::Sender<Result<(), Error>>>>;
@@ -218,11 +270,8 @@ impl ClientShared {
     }
 }
 
-fn closed_error(reason: &Option<CloseReason>) -> Error {
-    match reason {
-        Some(r) => Error::Auth(r.clone()),
-        None => Error::Closed,
-    }
+fn closed_error(fatal: &Option<Fatal>) -> Error {
+    fatal.as_ref().map_or(Error::Closed, Fatal::error)
 }
 
 /// Connects, runs the link, and reconnects per the policy, until the
@@ -234,12 +283,18 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
     // reports "connection refused" once, not once per attempt.
     let mut reported: Option<String> = None;
     let mut stopped = false;
-    let mut auth_failure = None;
+    let mut fatal = None;
+    let mut draining = Draining::default();
+    // Until then, a TLS configuration error ends the client: nothing
+    // suggests it will go away. After it, it may be a server rotating its
+    // certificate: reported once per outage, retried.
+    let mut authenticated_once = false;
     loop {
         shared.set_state(State::Connecting);
-        let result = run_attempt(&shared, &ctl_rx, &mut stopped).await;
+        let result = run_attempt(&shared, &ctl_rx, &mut stopped, &mut draining).await;
         let error = match result {
             Ok(o) if o.authenticated => {
+                authenticated_once = true;
                 attempt = 0;
                 reported = None;
                 tracing::info!(reason = %o.reason, "disconnected");
@@ -254,16 +309,15 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
         if let Some(e) = error {
             if let Some(first) = shared.take_first() {
                 tracing::warn!(error = %e, "connect failed");
-                if let Error::Auth(r) = &e {
-                    auth_failure = Some(r.clone());
-                }
+                fatal = Fatal::of(&e);
                 let _ = first.send(Err(e));
                 break;
             }
-            if let Error::Auth(r) = &e {
-                // Retrying with the same secret cannot succeed.
-                tracing::warn!(error = %e, "authentication failed; not reconnecting");
-                auth_failure = Some(r.clone());
+            if e.is_auth() || (e.is_tls_config() && !authenticated_once) {
+                // Retrying with the same secret, or the same TLS
+                // configuration before it ever worked, cannot succeed.
+                tracing::warn!(error = %e, "connect failed; not reconnecting");
+                fatal = Fatal::of(&e);
                 shared.ctx.emit_lossy(Event::Error {
                     peer_addr: Some(shared.addr),
                     error: e,
@@ -291,15 +345,27 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
         shared
             .ctx
             .emit_lossy(Event::ReconnectAttempt { attempt, delay });
-        let until = rt.now() + delay;
-        if with_deadline(&*rt, until, ctl_rx.recv()).await.is_some() {
-            // Closed (or dropped) during backoff: stop at once.
+        let until = deadline_after(rt.now(), delay);
+        if let Some(order) = with_deadline(&*rt, until, ctl_rx.recv()).await {
+            // Closed (or dropped) during backoff: stop at once (links still
+            // draining get the order too).
+            draining.forward(&owner_order(&shared, order.ok()));
             break;
         }
     }
+    // Links still draining after a going-away notice end by their own
+    // deadline (or the owner's, forwarded to them); the client has stopped
+    // once they have.
+    loop {
+        let listener = shared.changed.listen();
+        if draining.prune() == 0 {
+            break;
+        }
+        listener.await;
+    }
     {
         let mut s = shared.state();
-        *s = State::Closed(auth_failure);
+        *s = State::Closed(fatal);
     }
     shared.changed.notify(usize::MAX);
     if let Some(first) = shared.take_first() {
@@ -313,39 +379,90 @@ fn error_key(e: &Error) -> String {
     match e {
         Error::Io(io) => format!("io:{:?}", io.kind()),
         Error::Handshake(r) => format!("handshake:{}", r.code()),
+        Error::TlsConfig { error, .. } => format!("tls:{error:?}"),
         other => format!("{:?}", std::mem::discriminant(other)),
     }
 }
 
+/// Links of a client still draining after the server's going-away notice,
+/// each driven by a task of its own while the client reconnects.
+#[derive(Default)]
+struct Draining {
+    /// Their order channels (closed once a link's driver has ended).
+    links: Vec<async_channel::Sender<Ctl>>,
+}
+
+impl Draining {
+    /// Forgets the links that have ended; how many drain still.
+    fn prune(&mut self) -> usize {
+        self.links.retain(|tx| !tx.is_closed());
+        self.links.len()
+    }
+
+    /// Passes the owner's order (close, or the client dropped) on.
+    fn forward(&mut self, order: &Ctl) {
+        self.prune();
+        for tx in &self.links {
+            let _ = tx.try_send(order.clone());
+        }
+    }
+}
+
+/// The owner's order, or the one for a client whose every handle is gone
+/// (`None`).
+fn owner_order(shared: &ClientShared, order: Option<Ctl>) -> Ctl {
+    order.unwrap_or_else(|| Ctl {
+        reason: "client dropped",
+        deadline: deadline_after(shared.rt.now(), shared.config.close_timeout),
+    })
+}
+
+/// Wakes the supervisor when a draining link's task ends (or is dropped).
+struct DrainEnded(Arc<ClientShared>);
+
+impl Drop for DrainEnded {
+    fn drop(&mut self) {
+        self.0.changed.notify(usize::MAX);
+    }
+}
+
 /// One attempt: TCP + TLS (bounded by the handshake deadline), then the
-/// driver until the link ends. An order on `ctl_rx` (or its closing)
-/// during the attempt sets `stopped` and is forwarded to the link.
+/// driver until the link ends, or until the server's going-away notice
+/// (a `close` with code `normal`) when the policy reconnects: then the
+/// link goes on draining in a task of its own (its in-flight requests,
+/// what the server's handlers still send) and the attempt returns, so the
+/// client reconnects at once. An order on `ctl_rx` (or its closing)
+/// during the attempt sets `stopped` and is forwarded to the link and to
+/// those still draining.
 async fn run_attempt(
     shared: &Arc<ClientShared>,
     ctl_rx: &async_channel::Receiver<Ctl>,
     stopped: &mut bool,
+    draining: &mut Draining,
 ) -> Result<Outcome, Error> {
     let rt = shared.rt.clone();
     let start = rt.now();
-    let deadline = start + shared.config.handshake_timeout;
+    let deadline = deadline_after(start, shared.config.handshake_timeout);
     bump(&shared.ctx.counters.connections_total, 1);
     let connect = rt.connect_tls(shared.addr, shared.tls.clone(), shared.server_name.clone());
-    let step: Option<Option<std::io::Result<TlsStream>>> = futures_lite::future::or(
-        async {
-            let _ = ctl_rx.recv().await;
-            None
-        },
-        async { Some(with_deadline(&*rt, deadline, connect).await) },
-    )
-    .await;
+    enum Connect {
+        Order(Option<Ctl>),
+        Done(Option<std::io::Result<TlsStream>>),
+    }
+    let step =
+        futures_lite::future::or(async { Connect::Order(ctl_rx.recv().await.ok()) }, async {
+            Connect::Done(with_deadline(&*rt, deadline, connect).await)
+        })
+        .await;
     let tls = match step {
-        None => {
+        Connect::Order(order) => {
             *stopped = true;
+            draining.forward(&owner_order(shared, order));
             return Err(Error::Closed);
         }
-        Some(None) => return Err(Error::HandshakeTimeout),
-        Some(Some(Err(e))) => return Err(Error::Io(e)),
-        Some(Some(Ok(tls))) => tls,
+        Connect::Done(None) => return Err(Error::HandshakeTimeout),
+        Connect::Done(Some(Err(e))) => return Err(Error::from_connect(e)),
+        Connect::Done(Some(Ok(tls))) => tls,
     };
     let params = ConnectionParams {
         channel_binding: tls.channel_binding,
@@ -360,6 +477,10 @@ async fn run_attempt(
         &shared.ctx.options,
     );
     let (link_ctl_tx, link_ctl_rx) = async_channel::bounded(1);
+    // Without reconnecting there is nothing to do meanwhile: the link
+    // drains here, and the client ends with it.
+    let reconnects = shared.reconnect.ceiling(0).is_some();
+    let (notice_tx, notice_rx) = oneshot::channel();
     bump(&shared.ctx.counters.connections, 1);
     let driver = Driver::new(DriverSetup {
         conn,
@@ -369,33 +490,69 @@ async fn run_attempt(
         ctx: shared.ctx.clone(),
         hooks: Box::new(ClientHooks {
             shared: shared.clone(),
+            link: None,
+            notice: reconnects.then_some(notice_tx),
             released: false,
         }),
     });
-    let mut driver = pin!(driver.run());
+    let mut driver = Box::pin(driver.run());
+    let mut notice = Some(notice_rx);
     enum Step {
         Ended(Outcome),
         Order(Option<Ctl>),
+        Notice(Option<CloseReason>),
     }
     loop {
         let listen = !*stopped;
-        let step = futures_lite::future::or(async { Step::Ended(driver.as_mut().await) }, async {
-            if listen {
-                Step::Order(ctl_rx.recv().await.ok())
-            } else {
-                std::future::pending().await
-            }
-        })
+        let step = futures_lite::future::or(
+            async { Step::Ended(driver.as_mut().await) },
+            futures_lite::future::or(
+                async {
+                    if listen {
+                        Step::Order(ctl_rx.recv().await.ok())
+                    } else {
+                        std::future::pending().await
+                    }
+                },
+                async {
+                    match notice.as_mut() {
+                        Some(rx) => Step::Notice(rx.await.ok()),
+                        None => std::future::pending().await,
+                    }
+                },
+            ),
+        )
         .await;
         match step {
             Step::Ended(outcome) => return Ok(outcome),
             Step::Order(order) => {
                 *stopped = true;
-                let order = order.unwrap_or(Ctl {
-                    reason: "client dropped",
-                    deadline: rt.now() + shared.config.close_timeout,
-                });
+                let order = owner_order(shared, order);
+                draining.forward(&order);
                 let _ = link_ctl_tx.try_send(order);
+            }
+            // The link ended without one, or the owner is closing the
+            // client anyway: it drains here.
+            Step::Notice(None) => notice = None,
+            Step::Notice(Some(_)) if *stopped => notice = None,
+            Step::Notice(Some(reason)) => {
+                tracing::info!(
+                    reason = %reason,
+                    "going-away notice: reconnecting while the link drains"
+                );
+                let ended = DrainEnded(shared.clone());
+                rt.spawn(Box::pin(
+                    async move {
+                        let _ended = ended;
+                        let _ = driver.await;
+                    }
+                    .instrument(tracing::Span::current()),
+                ));
+                draining.links.push(link_ctl_tx);
+                return Ok(Outcome {
+                    authenticated: true,
+                    reason,
+                });
             }
         }
     }
@@ -403,17 +560,28 @@ async fn run_attempt(
 
 struct ClientHooks {
     shared: Arc<ClientShared>,
+    /// The link, once authenticated.
+    link: Option<Link>,
+    /// Tells the attempt of the server's going-away notice (when the
+    /// client reconnects).
+    notice: Option<oneshot::Sender<CloseReason>>,
     released: bool,
 }
 
 impl ClientHooks {
+    /// Whether `link` is the client's current link.
+    fn is_current(&self, link: &Link) -> bool {
+        matches!(&*self.shared.state(), State::Connected(l) if Arc::ptr_eq(&l.inner, &link.inner))
+    }
+
     fn release(&mut self) {
         if std::mem::replace(&mut self.released, true) {
             return;
         }
         drop_one(&self.shared.ctx.counters.connections);
-        let connected = matches!(*self.shared.state(), State::Connected(_));
-        if connected {
+        // Only this link: after a going-away notice the next one may be
+        // current already.
+        if self.link.as_ref().is_some_and(|l| self.is_current(l)) {
             self.shared.set_state(State::Disconnected);
         }
     }
@@ -421,18 +589,26 @@ impl ClientHooks {
 
 impl LinkHooks for ClientHooks {
     fn authenticated(&mut self, link: &Link) {
+        self.link = Some(link.clone());
         self.shared.set_state(State::Connected(link.clone()));
         if let Some(first) = self.shared.take_first() {
             let _ = first.send(Ok(()));
         }
     }
 
-    fn closing(&mut self, link: &Link) {
+    fn closing(&mut self, link: &Link, draining: Option<&CloseReason>) {
         // A closing link takes no more commands: no longer the client's
         // link (commands fail NotConnected or wait for the next one).
-        let current = matches!(&*self.shared.state(), State::Connected(l) if Arc::ptr_eq(&l.inner, &link.inner));
-        if current {
+        if self.is_current(link) {
             self.shared.set_state(State::Disconnected);
+        }
+        // The server's going-away notice, with work still in flight.
+        if let Some(reason) = draining
+            && matches!(reason, CloseReason::Remote { .. })
+            && reason.is_graceful()
+            && let Some(notice) = self.notice.take()
+        {
+            let _ = notice.send(reason.clone());
         }
     }
 
@@ -454,10 +630,19 @@ impl Drop for ClientHooks {
 ///
 /// Requests are never replayed: those in flight when a link drops fail
 /// with [`Error::ConnectionLost`]; those made while disconnected — or
-/// while the link is closing, which sends nothing more — fail with
+/// while the link is closing, which starts nothing more — fail with
 /// [`Error::NotConnected`] (or wait, see
 /// [`ClientBuilder::wait_for_reconnect`]). [`Error::Closed`] means the
 /// client itself was closed.
+///
+/// When the server closes gracefully (its going-away notice, e.g.
+/// [`Server::shutdown`](crate::Server::shutdown)) while requests are in
+/// flight either way, the client does not wait for them: it starts
+/// reconnecting at once (per its policy, unless that is
+/// [`Reconnect::Never`]) while the old link drains in the background — its
+/// requests still get their answers, its handlers may still send on it —
+/// so the next link's [`Event::Authenticated`] may come before the old
+/// one's [`Event::Closed`].
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -529,8 +714,14 @@ impl Client {
     }
 
     /// Waits until a link is authenticated. Fails with [`Error::Closed`]
-    /// if the client stops first, or [`Error::Auth`] if the server
-    /// rejected our credentials.
+    /// if the client is closed first, with [`Error::Auth`] if the server
+    /// rejected our credentials, and with [`Error::TlsConfig`] (at once,
+    /// on the first attempt) if the TLS handshake fails on a configuration
+    /// error before the client has ever authenticated: an unknown CA, a
+    /// certificate not valid for the server name, … (its text says what
+    /// to fix); the client has then stopped. After a first authentication
+    /// the same error is only reported ([`Event::Error`], once per outage)
+    /// and retried, and this waits on.
     pub async fn wait_connected(&self) -> Result<Link, Error> {
         self.current_link(&mut Wait::Forever, true, None).await
     }
@@ -577,7 +768,7 @@ impl Client {
                 // Read the clock only when about to wait: the fast path
                 // (a connected client) needs no deadline.
                 Wait::For(t) => {
-                    let d = shared.rt.now() + t;
+                    let d = deadline_after(shared.rt.now(), t);
                     *deadline = Wait::Until(d);
                     Some(d)
                 }
@@ -671,7 +862,8 @@ impl Client {
     }
 
     /// [`request`](Self::request) with its own timeout (which also bounds
-    /// the wait for a link in wait-for-reconnect mode).
+    /// the wait for a link in wait-for-reconnect mode); one of about 30
+    /// years or more (`Duration::MAX`) means none.
     pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
     where
         R: DeserializeOwned,
@@ -689,7 +881,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Payload, Error> {
         let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
-        let deadline = self.inner.shared.rt.now() + timeout;
+        let deadline = deadline_after(self.inner.shared.rt.now(), timeout);
         let mut closing = None;
         let mut body = Some(body);
         loop {
@@ -739,7 +931,8 @@ impl Client {
     /// Closes gracefully with the configured close timeout; see
     /// [`close_by`](Self::close_by).
     pub async fn close(&self) {
-        let deadline = self.inner.shared.rt.now() + self.inner.shared.config.close_timeout;
+        let shared = &self.inner.shared;
+        let deadline = deadline_after(shared.rt.now(), shared.config.close_timeout);
         self.close_by(deadline).await;
     }
 
@@ -747,10 +940,13 @@ impl Client {
     /// finish until `deadline` (the rest fail with
     /// [`Error::ShuttingDown`]), and stops reconnecting. During a reconnect
     /// backoff it stops at once, and callers waiting for a link get
-    /// [`Error::Closed`]. Returns when the client has stopped, or shortly
-    /// after `deadline` (the link's linger time at most).
+    /// [`Error::Closed`]. Links still draining after a going-away notice
+    /// get the same deadline. Returns when the client has stopped (those
+    /// links included), or shortly after `deadline` (the link's linger
+    /// time at most). A deadline about 30 years ahead or more is none.
     pub async fn close_by(&self, deadline: Instant) {
         let shared = &self.inner.shared;
+        let deadline = clamp_deadline(shared.rt.now(), deadline);
         shared.closing.store(true, Ordering::Release);
         let _ = self.inner.ctl_tx.try_send(Ctl {
             reason: "client closed",
@@ -765,7 +961,7 @@ impl Client {
                 listener.await;
             }
         };
-        let until = deadline + shared.ctx.options.linger;
+        let until = deadline_after(deadline, shared.ctx.options.linger);
         let _ = with_deadline(&*shared.rt, until, stopped).await;
     }
 }

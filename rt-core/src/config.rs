@@ -121,7 +121,8 @@ pub struct LinkOptions {
     /// larger buffer means fewer reads per burst. Default
     /// [`DEFAULT_READ_BUFFER`].
     pub read_buffer: usize,
-    /// Flush time after close. Default [`DEFAULT_LINGER`].
+    /// Flush time after close (saturated at about 30 years: `Duration::MAX`
+    /// never panics). Default [`DEFAULT_LINGER`].
     pub linger: Duration,
     /// Whether requests whose `op` has no handler go to the event stream
     /// (as [`Event::Request`](crate::Event::Request)) instead of being
@@ -149,6 +150,22 @@ impl Default for LinkOptions {
     }
 }
 
+/// Saturates the protocol configuration's durations at about 30 years
+/// ([`NO_DEADLINE`](crate::link::NO_DEADLINE)): a longer one (`Duration::MAX`)
+/// means "no deadline", and no `Instant + Duration` made from it, here or in
+/// the core, can overflow. Applied when a server binds or a client starts,
+/// after every setter (including [`proto_config`](crate::ServerBuilder::proto_config)).
+pub(crate) fn saturate_durations(config: &mut jsonlink_proto::Config) {
+    let cap = |d: &mut Duration| *d = (*d).min(crate::link::NO_DEADLINE);
+    cap(&mut config.handshake_timeout);
+    cap(&mut config.request_timeout);
+    cap(&mut config.close_timeout);
+    if let Some(k) = config.keepalive.as_mut() {
+        cap(&mut k.interval);
+        cap(&mut k.timeout);
+    }
+}
+
 /// Builder setters for the protocol configuration, shared by
 /// [`ServerBuilder`](crate::ServerBuilder) and
 /// [`ClientBuilder`](crate::ClientBuilder).
@@ -170,14 +187,17 @@ macro_rules! proto_setters {
 
         /// Deadline for TCP + TLS + authentication, counted from accept
         /// (server) or from the start of connect (client). Default
-        /// [`jsonlink_proto::DEFAULT_HANDSHAKE_TIMEOUT`].
+        /// [`jsonlink_proto::DEFAULT_HANDSHAKE_TIMEOUT`]. As for every
+        /// duration here, one longer than about 30 years (`Duration::MAX`)
+        /// means no deadline.
         pub fn handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.config.handshake_timeout = timeout;
             self
         }
 
         /// Keepalive settings; `None` sends no pings (pings from the peer
-        /// are still answered). Default: interval
+        /// are still answered); durations longer than about 30 years mean
+        /// never. Default: interval
         /// [`jsonlink_proto::DEFAULT_KEEPALIVE_INTERVAL`], timeout
         /// [`jsonlink_proto::DEFAULT_KEEPALIVE_TIMEOUT`].
         pub fn keepalive(mut self, keepalive: Option<jsonlink_proto::Keepalive>) -> Self {
@@ -185,7 +205,8 @@ macro_rules! proto_setters {
             self
         }
 
-        /// Timeout of requests that name none. Default
+        /// Timeout of requests that name none (longer than about 30 years,
+        /// e.g. `Duration::MAX`: none). Default
         /// [`jsonlink_proto::DEFAULT_REQUEST_TIMEOUT`].
         pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.config.request_timeout = timeout;
@@ -216,7 +237,8 @@ macro_rules! proto_setters {
             self
         }
 
-        /// Time a graceful close waits for requests in flight. Default
+        /// Time a graceful close waits for requests in flight (longer than
+        /// about 30 years: until they are done). Default
         /// [`jsonlink_proto::DEFAULT_CLOSE_TIMEOUT`].
         pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.config.close_timeout = timeout;

@@ -9,7 +9,9 @@
 //!    the core in order (a command the core refuses with `Blocked` is kept
 //!    and retried with those behind it; they still count against the
 //!    queue's bounds, so the queue pushes back on `send().await`, and a
-//!    request among them fails at its deadline);
+//!    request among them fails at its deadline); then the answers taken in
+//!    step 2 (taken before the commands, applied after them: what a handler
+//!    sent before it answered goes out before its answer);
 //! 4. read into a reused buffer → `handle_input`/`handle_eof`, only while
 //!    `conn.wants_input()` and no delivery is waiting;
 //! 5. fire the core's timer when `runtime.now() >= poll_timeout()`;
@@ -53,7 +55,10 @@ use crate::dispatch::{
 };
 use crate::error::Error;
 use crate::event::{Counters, Event, bump, drop_one};
-use crate::link::{Command, Ctl, Link, LinkInner};
+use crate::link::{
+    Command, Ctl, Link, LinkInner, NO_DEADLINE, TAKES_ALL, TAKES_MESSAGES, TAKES_NOTHING,
+    deadline_after,
+};
 use crate::queue::{Queue, Take};
 use crate::runtime::{BoxFuture, BoxStream, Runtime};
 use crate::stream::{EventSender, Pushed};
@@ -109,9 +114,11 @@ impl LinkCtx {
 /// dropped by a runtime shutting down).
 pub(crate) trait LinkHooks: Send {
     fn authenticated(&mut self, link: &Link);
-    /// The authenticated link stopped taking commands (a close from either
-    /// side began; it may still drain requests in flight).
-    fn closing(&mut self, _link: &Link) {}
+    /// The authenticated link stopped taking commands: a close from either
+    /// side began (`draining` says why while it drains requests in flight:
+    /// [`CloseReason::Remote`] with code `normal` is the peer's going-away
+    /// notice), or it ended at once (`None`).
+    fn closing(&mut self, _link: &Link, _draining: Option<&CloseReason>) {}
     fn closed(&mut self, link: &Link, reason: &CloseReason);
 }
 
@@ -139,7 +146,7 @@ pub(crate) fn new_link(
             cmd: Queue::new(options.command_capacity, options.command_bytes),
             rt,
             request_timeout,
-            accepting: std::sync::atomic::AtomicBool::new(false),
+            accepting: std::sync::atomic::AtomicU8::new(TAKES_NOTHING),
         }),
     }
 }
@@ -279,8 +286,13 @@ impl Driver {
             };
         }
         progress |= self.poll_ctl(cx, now);
-        progress |= self.poll_answers(cx);
+        // Answers are taken before commands and applied after them: what
+        // a handler sent before answering (queued before its answer) goes
+        // out before the answer, which may be the last thing a draining
+        // link waits for.
+        progress |= self.take_answers(cx);
         progress |= self.poll_commands(cx, now);
+        progress |= self.apply_answers();
         if !self.cmd_batch.is_empty() {
             progress |= self.expire_held(now);
         }
@@ -297,7 +309,7 @@ impl Driver {
         if self.phase == Phase::Finished {
             return Some(true);
         }
-        progress |= self.poll_timer(cx);
+        progress |= self.poll_timer(cx, now);
         Some(progress)
     }
 
@@ -323,46 +335,48 @@ impl Driver {
         }
     }
 
-    fn poll_answers(&mut self, cx: &Context<'_>) -> bool {
+    /// Takes the answers queued by now (one take per round), behind any
+    /// the core pushed back.
+    fn take_answers(&mut self, cx: &Context<'_>) -> bool {
+        let before = self.answer_batch.len();
+        match self.answers.poll_take(cx, &mut self.answer_batch) {
+            Poll::Ready(Take::Taken) => {
+                // Unbounded: the room is given back at once.
+                self.answers
+                    .release(self.answer_batch.len().saturating_sub(before), 0);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives the answers taken to the core, in order, until it pushes back.
+    fn apply_answers(&mut self) -> bool {
         let mut progress = false;
-        // One take per round: a batch is everything answered by then.
-        let mut took = false;
-        loop {
-            while let Some((a, w)) = self.answer_batch.pop_front() {
-                let r = match a.too_large {
-                    Some(size) => self.conn.respond_too_large(a.id, size),
-                    None => self.conn.respond(a.id, a.result.as_ref().map(|b| &**b)),
-                };
-                match r {
-                    Err(SendError::Blocked) => {
-                        self.answer_batch.push_front((a, w));
-                        return progress;
-                    }
-                    Ok(()) => {
-                        if let Some(size) = a.too_large {
-                            let limit = self.conn.peer_max_frame();
-                            warn_too_large(a.id, a.op.as_deref(), size, limit);
-                        }
-                    }
-                    Err(SendError::ResponseTooLarge { size, limit }) => {
+        while let Some((a, w)) = self.answer_batch.pop_front() {
+            let r = match a.too_large {
+                Some(size) => self.conn.respond_too_large(a.id, size),
+                None => self.conn.respond(a.id, a.result.as_ref().map(|b| &**b)),
+            };
+            match r {
+                Err(SendError::Blocked) => {
+                    self.answer_batch.push_front((a, w));
+                    return progress;
+                }
+                Ok(()) => {
+                    if let Some(size) = a.too_large {
+                        let limit = self.conn.peer_max_frame();
                         warn_too_large(a.id, a.op.as_deref(), size, limit);
                     }
-                    Err(e) => tracing::debug!(id = %a.id, error = %e, "answer not sent"),
                 }
-                progress = true;
-            }
-            if took {
-                return progress;
-            }
-            match self.answers.poll_take(cx, &mut self.answer_batch) {
-                Poll::Ready(Take::Taken) => {
-                    // Unbounded: the room is given back at once.
-                    self.answers.release(self.answer_batch.len(), 0);
-                    took = true;
+                Err(SendError::ResponseTooLarge { size, limit }) => {
+                    warn_too_large(a.id, a.op.as_deref(), size, limit);
                 }
-                _ => return progress,
+                Err(e) => tracing::debug!(id = %a.id, error = %e, "answer not sent"),
             }
+            progress = true;
         }
+        progress
     }
 
     fn poll_commands(&mut self, cx: &Context<'_>, now: Instant) -> bool {
@@ -444,23 +458,34 @@ impl Driver {
         true
     }
 
-    /// Publishes whether the core takes commands. Runs before every
-    /// command (so a command refused because an earlier one closed the link
-    /// is answered only after handles see the link as closing: a caller
-    /// told `NotConnected` never finds the closing link still current) and
-    /// at the end of each round.
+    /// What the core takes now, for handles.
+    fn takes(&self) -> u8 {
+        if self.conn.is_established() {
+            TAKES_ALL
+        } else if self.conn.closing_reason().is_some() {
+            TAKES_MESSAGES
+        } else {
+            TAKES_NOTHING
+        }
+    }
+
+    /// Publishes what the core takes. Runs before every command (so a
+    /// command refused because an earlier one closed the link is answered
+    /// only after handles see the link as closing: a caller told
+    /// `NotConnected` never finds the closing link still current) and at
+    /// the end of each round.
     fn sync_accepting(&mut self) {
-        let accepting = self.conn.is_established();
+        let takes = self.takes();
         let was = self
             .link
             .inner
             .accepting
-            .swap(accepting, std::sync::atomic::Ordering::AcqRel);
-        if was
-            && !accepting
+            .swap(takes, std::sync::atomic::Ordering::AcqRel);
+        if was == TAKES_ALL
+            && takes != TAKES_ALL
             && let Some(h) = self.hooks.as_mut()
         {
-            h.closing(&self.link);
+            h.closing(&self.link, self.conn.closing_reason());
         }
     }
 
@@ -645,10 +670,10 @@ impl Driver {
             E::Authenticated(info) => {
                 let _ = self.link.inner.auth.set(info.clone());
                 // Before anyone can see the link as connected.
-                self.link.inner.accepting.store(
-                    self.conn.is_established(),
-                    std::sync::atomic::Ordering::Release,
-                );
+                self.link
+                    .inner
+                    .accepting
+                    .store(self.takes(), std::sync::atomic::Ordering::Release);
                 bump(&self.ctx.counters.authenticated, 1);
                 tracing::info!(
                     conn = info.connection_id,
@@ -927,7 +952,7 @@ impl Driver {
         }
         let linger_until = *self
             .linger_until
-            .get_or_insert(now + self.ctx.options.linger);
+            .get_or_insert_with(|| deadline_after(now, self.ctx.options.linger));
         let over = now >= linger_until;
         if let Some(stream) = self.stream.as_mut() {
             let flushed = self.write_dead
@@ -984,7 +1009,7 @@ impl Driver {
         self.phase = Phase::Finished;
     }
 
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         // A request held back by backpressure fails at its own deadline.
         let held = self
             .cmd_batch
@@ -1003,7 +1028,11 @@ impl Driver {
             return false;
         };
         if self.sleep.as_ref().is_none_or(|(d, _)| *d != at) {
-            self.sleep = Some((at, self.rt.sleep_until(at)));
+            // A deadline that far ahead is none (a timeout of
+            // `Duration::MAX`): a timer at the horizon, which no runtime's
+            // arithmetic overflows, and it is re-armed when it fires.
+            let until = at.min(deadline_after(now, NO_DEADLINE));
+            self.sleep = Some((at, self.rt.sleep_until(until)));
         }
         if let Some((_, s)) = self.sleep.as_mut()
             && s.as_mut().poll(cx).is_ready()

@@ -114,9 +114,31 @@ pub enum Error {
     #[error("no connection with id {0}")]
     UnknownConnection(u64),
     /// A socket or TLS error (TLS failures are
-    /// [`io::ErrorKind::InvalidData`] wrapping a `rustls::Error`).
+    /// [`io::ErrorKind::InvalidData`] wrapping a `rustls::Error`; on a
+    /// client, those that retrying cannot fix are
+    /// [`TlsConfig`](Self::TlsConfig)).
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A client's TLS handshake failed on a configuration problem that
+    /// retrying the same configuration cannot fix: the server's certificate
+    /// is not issued by a CA the client trusts, not valid for the server
+    /// name it checks, outside its validity period or otherwise rejected;
+    /// the server rejected the client's certificate (or wanted one); or the
+    /// two TLS configurations have nothing in common. Its text says what to
+    /// change (`fix`).
+    ///
+    /// A client that has never authenticated stops on it (its
+    /// [`wait_connected`](crate::Client::wait_connected) returns it); one
+    /// that has authenticated before reports it once per outage and keeps
+    /// retrying (a server may be rotating its certificate).
+    #[error("TLS configuration error: {error}; to fix: {fix}")]
+    TlsConfig {
+        /// What rustls reported.
+        #[source]
+        error: rustls::Error,
+        /// What to change, in words.
+        fix: &'static str,
+    },
     /// Another refusal by the core, e.g. ping data that is not an object.
     #[error(transparent)]
     Send(SendError),
@@ -168,10 +190,32 @@ impl Error {
         }
     }
 
+    /// Maps a client's failed TCP + TLS connect: a TLS configuration
+    /// problem becomes [`Error::TlsConfig`] (with what to fix), anything
+    /// else (refused, reset, a peer that is not TLS) stays [`Error::Io`].
+    pub fn from_connect(e: io::Error) -> Self {
+        let tls = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match tls.and_then(|t| tls_fix(t).map(|fix| (t, fix))) {
+            Some((error, fix)) => Self::TlsConfig {
+                error: error.clone(),
+                fix,
+            },
+            None => Self::Io(e),
+        }
+    }
+
     /// Whether retrying the same connection with the same configuration is
     /// pointless (the peer rejected our credentials or protocol).
     pub fn is_auth(&self) -> bool {
         matches!(self, Self::Auth(_))
+    }
+
+    /// Whether this is a TLS configuration problem
+    /// ([`Error::TlsConfig`]).
+    pub fn is_tls_config(&self) -> bool {
+        matches!(self, Self::TlsConfig { .. })
     }
 
     /// The remote error object, for the three remote variants.
@@ -181,6 +225,58 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// What to change for a TLS error a client's handshake reported, if it is
+/// one that the same configuration will meet again.
+fn tls_fix(e: &rustls::Error) -> Option<&'static str> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    Some(match e {
+        E::InvalidCertificate(C::UnknownIssuer) => {
+            "the server's certificate does not chain to a CA the client trusts: add the CA \
+             certificate that issued it to the root store of the client's rustls::ClientConfig \
+             (or have the server send its whole chain)"
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "the server's certificate is not valid for the server name the client checks: \
+             connect with a server name the certificate lists (its subject alternative names), \
+             or give the server a certificate issued for this name"
+        }
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => {
+            "the server's certificate is outside its validity period: renew it, or correct the \
+             clock of the machine that is wrong"
+        }
+        E::InvalidCertificate(C::Revoked) => {
+            "the server's certificate is revoked: give the server a new one"
+        }
+        E::InvalidCertificate(_) => {
+            "the server's certificate was rejected: have the server present a well-formed chain \
+             issued by a CA in the client's root store"
+        }
+        E::AlertReceived(A::CertificateRequired) => {
+            "the server requires a client certificate: configure one in the client's \
+             rustls::ClientConfig (with_client_auth_cert)"
+        }
+        E::AlertReceived(
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied,
+        ) => {
+            "the server rejected the client's certificate: give the client a valid certificate \
+             issued by a CA the server trusts"
+        }
+        E::PeerIncompatible(_) | E::AlertReceived(A::ProtocolVersion | A::InsufficientSecurity) => {
+            "the client's and the server's TLS configurations have no protocol version, cipher \
+             suite or key exchange in common: enable one both accept"
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -199,5 +295,30 @@ mod tests {
             Error::from_request(RequestError::ClosedLocally),
             Error::ShuttingDown
         ));
+    }
+
+    #[test]
+    fn tls_configuration_errors_say_what_to_fix_and_other_failures_stay_io() {
+        let tls =
+            |e: rustls::Error| Error::from_connect(io::Error::new(io::ErrorKind::InvalidData, e));
+        let e = tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(e.is_tls_config(), "{e:?}");
+        assert!(e.to_string().contains("to fix: "), "{e}");
+        let e = tls(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        assert!(
+            e.to_string().contains("requires a client certificate"),
+            "{e}"
+        );
+        // A peer that is not TLS, or a dropped connection, may pass.
+        let e = tls(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
+        let e = Error::from_connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
     }
 }

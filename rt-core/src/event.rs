@@ -27,6 +27,10 @@ use crate::link::Link;
 /// [`event_capacity`](crate::LinkOptions::event_capacity) of them are
 /// unread, the oldest is dropped and counted in
 /// [`Stats::dropped_events`].
+///
+/// On a client, links may overlap: after the server's going-away notice
+/// the next link can authenticate while the old one drains, before its
+/// `Closed`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event {

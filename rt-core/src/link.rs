@@ -55,10 +55,19 @@ pub(crate) struct LinkInner {
     pub(crate) cmd: Queue<Command>,
     pub(crate) rt: Arc<dyn Runtime>,
     pub(crate) request_timeout: Duration,
-    /// Whether the core takes new commands (authenticated, not closing);
-    /// kept by the driver so handles can refuse early.
-    pub(crate) accepting: std::sync::atomic::AtomicBool,
+    /// What the core takes now ([`TAKES_ALL`], [`TAKES_MESSAGES`] or
+    /// [`TAKES_NOTHING`]); kept by the driver so handles can refuse early.
+    pub(crate) accepting: std::sync::atomic::AtomicU8,
 }
+
+/// Not authenticated yet, or ended: the core takes no command.
+pub(crate) const TAKES_NOTHING: u8 = 0;
+/// Draining after a graceful close (either side's): messages only, so
+/// that handlers still running get what they send through (PROTOCOL.md
+/// §13.3); no new requests or pings.
+pub(crate) const TAKES_MESSAGES: u8 = 1;
+/// Authenticated and not closing.
+pub(crate) const TAKES_ALL: u8 = 2;
 
 /// A handle to one connection (on a server: one client; on a client: the
 /// current connection to the server). Cheap to clone; commands go to the
@@ -118,9 +127,18 @@ impl Link {
     /// on the link; waits while the link's command queue is full (the
     /// outbound buffer is at its bound: backpressure). Fails at once with
     /// [`Error::FrameTooLarge`] if the frame could exceed the peer's limit,
-    /// with [`Error::Closed`] if the link is closing, and with
-    /// [`Error::NotConnected`] if it has ended. As with any fire-and-forget
+    /// and with [`Error::NotConnected`] if the link has ended (or
+    /// [`Error::Closed`] while it is ending). As with any fire-and-forget
     /// message, one queued just before the link drops is lost.
+    ///
+    /// While the link drains after a graceful close — ours
+    /// ([`Server::shutdown`](crate::Server::shutdown),
+    /// [`Client::close`](crate::Client::close), [`close`](Self::close)) or
+    /// the peer's — messages are still sent, so a handler still running
+    /// (a job's last `progress`, its `done`) reaches the peer, which keeps
+    /// reading until it ends. The link drains while requests are in flight
+    /// either way (a request's handler sending before it answers is
+    /// covered), until the close deadline at most.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
         self.send_raw(Arc::from(body)).await
@@ -140,6 +158,10 @@ impl Link {
     /// Whether the link takes commands: authenticated and not closing (kept
     /// by its driver).
     pub(crate) fn takes_commands(&self) -> bool {
+        self.takes() == TAKES_ALL
+    }
+
+    fn takes(&self) -> u8 {
         self.inner
             .accepting
             .load(std::sync::atomic::Ordering::Acquire)
@@ -147,7 +169,7 @@ impl Link {
 
     /// Refuses a message the link cannot take, before queueing it.
     fn check_send(&self, body: &RawValue) -> Result<(), Error> {
-        if !self.takes_commands() {
+        if self.takes() < TAKES_MESSAGES {
             return Err(if self.inner.cmd.is_closed() {
                 Error::NotConnected
             } else {
@@ -207,7 +229,9 @@ impl Link {
         self.request_inner(value, None).await
     }
 
-    /// [`request`](Self::request) with its own timeout.
+    /// [`request`](Self::request) with its own timeout; one of about 30
+    /// years or more (`Duration::MAX`) means none: the request waits for
+    /// its answer or the end of the link.
     pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
     where
         R: DeserializeOwned,
@@ -234,7 +258,7 @@ impl Link {
         timeout: Option<Duration>,
     ) -> Result<Payload, Error> {
         let timeout = timeout.unwrap_or(self.inner.request_timeout);
-        let deadline = self.inner.rt.now() + timeout;
+        let deadline = deadline_after(self.inner.rt.now(), timeout);
         self.request_by(body, deadline).await
     }
 
@@ -273,7 +297,8 @@ impl Link {
     }
 
     /// Closes this link gracefully: a close frame, then requests in flight
-    /// get up to the close timeout to finish.
+    /// get up to the close timeout to finish (messages may still be sent
+    /// meanwhile, see [`send`](Self::send)).
     pub async fn close(&self, reason: &str) {
         let _ = self
             .inner
@@ -288,13 +313,38 @@ impl Link {
     }
 }
 
+/// How far ahead a deadline may lie: about 30 years. A timeout or delay
+/// longer than this (`Duration::MAX`, say) means "no deadline": the
+/// deadline is saturated here, so no clock arithmetic (ours, the core's or
+/// a runtime's timer) can overflow, and [`with_deadline`] arms no timer
+/// for it.
+pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `now + d`, saturated at [`NO_DEADLINE`] ahead; never panics.
+pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
+    // Only a clock reading within 30 years of the end of `Instant`'s range
+    // could overflow here; none does. Then: at once rather than a panic.
+    now.checked_add(d.min(NO_DEADLINE)).unwrap_or(now)
+}
+
+/// A caller's deadline, clamped to at most [`NO_DEADLINE`] ahead of `now`
+/// (so that adding a linger time, or a runtime's rounding, cannot
+/// overflow).
+pub(crate) fn clamp_deadline(now: Instant, deadline: Instant) -> Instant {
+    deadline.min(deadline_after(now, NO_DEADLINE))
+}
+
 /// Runs `fut` until `deadline` on `rt`'s clock; `None` if the deadline came
-/// first.
+/// first. A deadline half of [`NO_DEADLINE`] ahead or more is none: no
+/// timer is armed.
 pub(crate) async fn with_deadline<F: Future>(
     rt: &dyn Runtime,
     deadline: Instant,
     fut: F,
 ) -> Option<F::Output> {
+    if deadline.saturating_duration_since(rt.now()) >= NO_DEADLINE / 2 {
+        return Some(fut.await);
+    }
     let sleep = rt.sleep_until(deadline);
     futures_lite::future::or(async { Some(fut.await) }, async {
         sleep.await;

@@ -58,7 +58,10 @@ impl Reconnect {
 
     /// The delay before attempt `attempt` given a random fraction
     /// `jitter` in `[0, 1)` (clamped), or `None` if the policy does not
-    /// reconnect. [`Fixed`](Self::Fixed) ignores `jitter`.
+    /// reconnect. [`Fixed`](Self::Fixed) ignores `jitter`. Never more than
+    /// [`ceiling`](Self::ceiling), never a panic, whatever the durations
+    /// (a delay of about 30 years or more, such as `Duration::MAX`, waits
+    /// until the client is closed).
     pub fn delay(&self, attempt: u32, jitter: f64) -> Option<Duration> {
         let ceiling = self.ceiling(attempt)?;
         match self {
@@ -68,7 +71,10 @@ impl Reconnect {
                 } else {
                     0.0
                 };
-                Some(ceiling.mul_f64(j))
+                // `mul_f64` would panic where the product rounds past
+                // `Duration::MAX` (a ceiling of `Duration::MAX`): saturate.
+                let d = Duration::try_from_secs_f64(ceiling.as_secs_f64() * j);
+                Some(d.map_or(ceiling, |d| d.min(ceiling)))
             }
             _ => Some(ceiling),
         }

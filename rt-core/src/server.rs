@@ -13,12 +13,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
-use crate::config::{DEFAULT_MAX_CONNECTIONS, LinkOptions, proto_setters};
+use crate::config::{DEFAULT_MAX_CONNECTIONS, LinkOptions, proto_setters, saturate_durations};
 use crate::dispatch::Router;
 use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, new_link};
 use crate::error::Error;
 use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
-use crate::link::{Ctl, Link, with_deadline};
+use crate::link::{Ctl, Link, clamp_deadline, deadline_after, with_deadline};
 use crate::runtime::{Accepted, Listener, Runtime};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before
@@ -98,7 +98,8 @@ impl ServerBuilder {
     }
 
     /// Binds the listener and starts accepting.
-    pub async fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
+    pub async fn bind(mut self, addr: SocketAddr) -> Result<Server, Error> {
+        saturate_durations(&mut self.config);
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (events_tx, events_rx) = if self.options.events {
@@ -298,7 +299,7 @@ async fn serve(
 ) {
     let rt = shared.rt.clone();
     let peer_addr = accepted.peer_addr();
-    let deadline = start + shared.config.handshake_timeout;
+    let deadline = deadline_after(start, shared.config.handshake_timeout);
     let tls_config = shared.tls.read().unwrap_or_else(|e| e.into_inner()).clone();
     let tls = futures_lite::future::or(
         async {
@@ -584,13 +585,22 @@ impl Server {
     }
 
     /// Shuts down gracefully: stops accepting, sends every link a close
-    /// frame, lets requests in flight (both ways) finish until `deadline`,
-    /// then fails ours with [`Error::ShuttingDown`]. Returns when every
+    /// frame (the going-away notice), lets requests in flight (both ways)
+    /// finish until `deadline`, then fails ours with
+    /// [`Error::ShuttingDown`]. While a link drains, handlers still running
+    /// may send messages on it ([`Link::send`] still works), so what a job
+    /// reports before it answers (its last progress, its result) reaches
+    /// the client; a [`Client`](crate::Client) that gets the notice starts
+    /// reconnecting at once while its old link drains. Returns when every
     /// link has ended, or at `deadline`, whichever is first; in any case
-    /// not before the listening socket is closed, so connections attempted
-    /// after it returns are refused.
+    /// not before the listening socket is closed (which happens before any
+    /// notice is sent), so connections attempted after it returns are
+    /// refused, and a server restarted on the same address can bind it
+    /// while the old links drain. A deadline about 30 years ahead or more
+    /// is none: the links drain until done.
     pub async fn shutdown(&self, deadline: Instant) {
         let shared = &self.inner.shared;
+        let deadline = clamp_deadline(shared.rt.now(), deadline);
         shared.shutting_down.store(true, Ordering::Release);
         self.inner.stop_tx.close();
         // The accept task closes the socket on its next turn (not bounded
