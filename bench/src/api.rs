@@ -68,7 +68,7 @@ pub(crate) async fn server(
     if matches!(mode, Mode::Inline) {
         // Echo, as the event loop below does for every op but `count`.
         server
-            .router()
+            .handlers()
             .on_request_inline("bench", |_link, body| Ok(body));
     }
     println!("PORT {}", server.local_addr().port());

@@ -112,7 +112,7 @@ pub(crate) enum Mode {
     SignedHmac,
     Sealed,
     /// Plain, and the API server answers the benchmark's requests with an
-    /// inline handler (`Router::on_request_inline`) instead of from its
+    /// inline handler (`Handlers::on_request_inline`) instead of from its
     /// event loop.
     Inline,
 }

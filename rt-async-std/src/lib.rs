@@ -10,7 +10,7 @@
 //! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052
 //!
 //! The whole [`jsonlink_rt`] API ([`Server`], [`Client`], [`Link`],
-//! [`Router`], [`Error`], [`Event`], …) is re-exported here, plus
+//! [`Handlers`], [`Error`], [`Event`], …) is re-exported here, plus
 //! [`server`] and [`client`] builders bound to this runtime. See the
 //! `echo_async_std` example.
 #![forbid(unsafe_code)]

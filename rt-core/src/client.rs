@@ -15,13 +15,14 @@ use serde_json::value::RawValue;
 use tracing::Instrument as _;
 
 use crate::config::{LinkOptions, proto_setters, saturate_durations};
-use crate::dispatch::Router;
+use crate::dispatch::Handlers;
 use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, Outcome, new_link};
 use crate::error::Error;
-use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
-use crate::link::{Ctl, Link, clamp_deadline, deadline_after, with_deadline};
+use crate::event::{Event, EventKind, EventStream};
+use crate::link::{CloseOrder, Link, clamp_deadline, deadline_after, with_deadline};
 use crate::reconnect::Reconnect;
 use crate::runtime::{Runtime, TlsStream};
+use crate::stats::{Counters, Stats, bump, drop_one};
 
 /// How long a command waits for a link.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,7 @@ pub struct ClientBuilder {
     server_name: ServerName<'static>,
     config: jsonlink_proto::Config,
     options: LinkOptions,
-    router: Router,
+    handlers: Handlers,
     reconnect: Reconnect,
     wait_for_reconnect: bool,
 }
@@ -79,7 +80,7 @@ impl ClientBuilder {
             server_name,
             config: jsonlink_proto::Config::new(secret, identity),
             options: LinkOptions::default(),
-            router: Router::new(),
+            handlers: Handlers::new(),
             reconnect: Reconnect::default(),
             wait_for_reconnect: false,
         }
@@ -138,14 +139,14 @@ impl ClientBuilder {
     fn spawn(mut self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
         saturate_durations(&mut self.config);
         let (events_tx, events_rx) = if self.options.events {
-            let (tx, rx) = crate::stream::channel(self.options.event_capacity);
+            let (tx, rx) = crate::event_queue::channel(self.options.event_capacity);
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
         let ctx = Arc::new(LinkCtx {
             rt: self.rt.clone(),
-            router: self.router.clone(),
+            handlers: self.handlers.clone(),
             events: events_tx,
             counters: Arc::new(Counters::default()),
             options: self.options,
@@ -165,16 +166,17 @@ impl ClientBuilder {
             first: Mutex::new(first),
             closing: AtomicBool::new(false),
         });
-        let (ctl_tx, ctl_rx) = async_channel::bounded(1);
+        let (order_tx, order_rx) = async_channel::bounded(1);
         let span = tracing::info_span!("jsonlink.client", server = %self.addr);
-        self.rt
-            .spawn(Box::pin(supervise(shared.clone(), ctl_rx).instrument(span)));
+        self.rt.spawn(Box::pin(
+            supervise(shared.clone(), order_rx).instrument(span),
+        ));
         Client {
             inner: Arc::new(ClientInner {
                 shared,
                 events: EventStream::new(events_rx),
-                ctl_tx,
-                router: self.router,
+                order_tx,
+                handlers: self.handlers,
             }),
         }
     }
@@ -276,7 +278,7 @@ fn closed_error(fatal: &Option<Fatal>) -> Error {
 
 /// Connects, runs the link, and reconnects per the policy, until the
 /// client is closed or dropped (its order channel closes).
-async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ctl>) {
+async fn supervise(shared: Arc<ClientShared>, order_rx: async_channel::Receiver<CloseOrder>) {
     let rt = shared.rt.clone();
     let mut attempt: u32 = 0;
     // The kind of error last reported in this outage, so a long outage
@@ -291,7 +293,7 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
     let mut authenticated_once = false;
     loop {
         shared.set_state(State::Connecting);
-        let result = run_attempt(&shared, &ctl_rx, &mut stopped, &mut draining).await;
+        let result = run_attempt(&shared, &order_rx, &mut stopped, &mut draining).await;
         let error = match result {
             Ok(o) if o.authenticated => {
                 authenticated_once = true;
@@ -346,7 +348,7 @@ async fn supervise(shared: Arc<ClientShared>, ctl_rx: async_channel::Receiver<Ct
             .ctx
             .emit_lossy(Event::ReconnectAttempt { attempt, delay });
         let until = deadline_after(rt.now(), delay);
-        if let Some(order) = with_deadline(&*rt, until, ctl_rx.recv()).await {
+        if let Some(order) = with_deadline(&*rt, until, order_rx.recv()).await {
             // Closed (or dropped) during backoff: stop at once (links still
             // draining get the order too).
             draining.forward(&owner_order(&shared, order.ok()));
@@ -389,7 +391,7 @@ fn error_key(e: &Error) -> String {
 #[derive(Default)]
 struct Draining {
     /// Their order channels (closed once a link's driver has ended).
-    links: Vec<async_channel::Sender<Ctl>>,
+    links: Vec<async_channel::Sender<CloseOrder>>,
 }
 
 impl Draining {
@@ -400,7 +402,7 @@ impl Draining {
     }
 
     /// Passes the owner's order (close, or the client dropped) on.
-    fn forward(&mut self, order: &Ctl) {
+    fn forward(&mut self, order: &CloseOrder) {
         self.prune();
         for tx in &self.links {
             let _ = tx.try_send(order.clone());
@@ -410,8 +412,8 @@ impl Draining {
 
 /// The owner's order, or the one for a client whose every handle is gone
 /// (`None`).
-fn owner_order(shared: &ClientShared, order: Option<Ctl>) -> Ctl {
-    order.unwrap_or_else(|| Ctl {
+fn owner_order(shared: &ClientShared, order: Option<CloseOrder>) -> CloseOrder {
+    order.unwrap_or_else(|| CloseOrder {
         reason: "client dropped",
         deadline: deadline_after(shared.rt.now(), shared.config.close_timeout),
     })
@@ -431,12 +433,12 @@ impl Drop for DrainEnded {
 /// (a `close` with code `normal`) when the policy reconnects: then the
 /// link goes on draining in a task of its own (its in-flight requests,
 /// what the server's handlers still send) and the attempt returns, so the
-/// client reconnects at once. An order on `ctl_rx` (or its closing)
+/// client reconnects at once. An order on `order_rx` (or its closing)
 /// during the attempt sets `stopped` and is forwarded to the link and to
 /// those still draining.
 async fn run_attempt(
     shared: &Arc<ClientShared>,
-    ctl_rx: &async_channel::Receiver<Ctl>,
+    order_rx: &async_channel::Receiver<CloseOrder>,
     stopped: &mut bool,
     draining: &mut Draining,
 ) -> Result<Outcome, Error> {
@@ -446,14 +448,14 @@ async fn run_attempt(
     bump(&shared.ctx.counters.connections_total, 1);
     let connect = rt.connect_tls(shared.addr, shared.tls.clone(), shared.server_name.clone());
     enum Connect {
-        Order(Option<Ctl>),
+        Order(Option<CloseOrder>),
         Done(Option<std::io::Result<TlsStream>>),
     }
-    let step =
-        futures_lite::future::or(async { Connect::Order(ctl_rx.recv().await.ok()) }, async {
-            Connect::Done(with_deadline(&*rt, deadline, connect).await)
-        })
-        .await;
+    let step = futures_lite::future::or(
+        async { Connect::Order(order_rx.recv().await.ok()) },
+        async { Connect::Done(with_deadline(&*rt, deadline, connect).await) },
+    )
+    .await;
     let tls = match step {
         Connect::Order(order) => {
             *stopped = true;
@@ -476,7 +478,7 @@ async fn run_attempt(
         shared.config.request_timeout,
         &shared.ctx.options,
     );
-    let (link_ctl_tx, link_ctl_rx) = async_channel::bounded(1);
+    let (link_order_tx, link_order_rx) = async_channel::bounded(1);
     // Without reconnecting there is nothing to do meanwhile: the link
     // drains here, and the client ends with it.
     let reconnects = shared.reconnect.ceiling(0).is_some();
@@ -486,7 +488,7 @@ async fn run_attempt(
         conn,
         stream: tls.stream,
         link,
-        ctl_rx: link_ctl_rx,
+        order_rx: link_order_rx,
         ctx: shared.ctx.clone(),
         hooks: Box::new(ClientHooks {
             shared: shared.clone(),
@@ -499,7 +501,7 @@ async fn run_attempt(
     let mut notice = Some(notice_rx);
     enum Step {
         Ended(Outcome),
-        Order(Option<Ctl>),
+        Order(Option<CloseOrder>),
         Notice(Option<CloseReason>),
     }
     loop {
@@ -509,7 +511,7 @@ async fn run_attempt(
             futures_lite::future::or(
                 async {
                     if listen {
-                        Step::Order(ctl_rx.recv().await.ok())
+                        Step::Order(order_rx.recv().await.ok())
                     } else {
                         std::future::pending().await
                     }
@@ -529,7 +531,7 @@ async fn run_attempt(
                 *stopped = true;
                 let order = owner_order(shared, order);
                 draining.forward(&order);
-                let _ = link_ctl_tx.try_send(order);
+                let _ = link_order_tx.try_send(order);
             }
             // The link ended without one, or the owner is closing the
             // client anyway: it drains here.
@@ -548,7 +550,7 @@ async fn run_attempt(
                     }
                     .instrument(tracing::Span::current()),
                 ));
-                draining.links.push(link_ctl_tx);
+                draining.links.push(link_order_tx);
                 return Ok(Outcome {
                     authenticated: true,
                     reason,
@@ -651,13 +653,13 @@ pub struct Client {
 struct ClientInner {
     shared: Arc<ClientShared>,
     events: EventStream,
-    ctl_tx: async_channel::Sender<Ctl>,
-    router: Router,
+    order_tx: async_channel::Sender<CloseOrder>,
+    handlers: Handlers,
 }
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        self.ctl_tx.close();
+        self.order_tx.close();
     }
 }
 
@@ -685,8 +687,8 @@ impl Client {
     }
 
     /// The handlers by op (the server can send requests and messages too).
-    pub fn router(&self) -> &Router {
-        &self.inner.router
+    pub fn handlers(&self) -> &Handlers {
+        &self.inner.handlers
     }
 
     /// Counters.
@@ -948,7 +950,7 @@ impl Client {
         let shared = &self.inner.shared;
         let deadline = clamp_deadline(shared.rt.now(), deadline);
         shared.closing.store(true, Ordering::Release);
-        let _ = self.inner.ctl_tx.try_send(Ctl {
+        let _ = self.inner.order_tx.try_send(CloseOrder {
             reason: "client closed",
             deadline,
         });

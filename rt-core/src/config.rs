@@ -100,8 +100,8 @@ pub struct LinkOptions {
     /// [`DEFAULT_COMMAND_BYTES`].
     pub command_bytes: usize,
     /// Handler calls admitted at once per link: request handler tasks and
-    /// [concurrent](crate::Router::on_message_concurrent) message handler
-    /// tasks running, plus [ordered](crate::Router::on_message) message
+    /// [concurrent](crate::Handlers::on_message_concurrent) message handler
+    /// tasks running, plus [ordered](crate::Handlers::on_message) message
     /// handler calls running or waiting in the link's ordered lane. Past
     /// it the link stops reading until one finishes. Default
     /// [`DEFAULT_MAX_HANDLER_TASKS`].
@@ -344,9 +344,9 @@ macro_rules! proto_setters {
             self
         }
 
-        /// Uses `router`'s handlers (it can be shared and edited later).
-        pub fn router(mut self, router: $crate::Router) -> Self {
-            self.router = router;
+        /// Uses `handlers`'s handlers (it can be shared and edited later).
+        pub fn handlers(mut self, handlers: $crate::Handlers) -> Self {
+            self.handlers = handlers;
             self
         }
     };

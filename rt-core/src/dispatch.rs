@@ -1,4 +1,4 @@
-//! Dispatch by `op`: the [`Router`] of handlers, and the [`Message`],
+//! Dispatch by `op`: the [`Handlers`] of handlers, and the [`Message`],
 //! [`Request`] and [`Responder`] values handlers and the event stream get.
 
 use std::collections::{HashMap, VecDeque};
@@ -218,7 +218,7 @@ type RequestFn = dyn Fn(Request) -> BoxFuture<'static, ()> + Send + Sync;
 pub(crate) type InlineFn = dyn Fn(&Link, Payload) -> Result<Payload, RemoteError> + Send + Sync;
 
 #[derive(Default)]
-struct Handlers {
+struct HandlerTable {
     messages: HashMap<String, MessageRoute>,
     requests: HashMap<String, Arc<RequestFn>>,
     inline: HashMap<String, Arc<InlineFn>>,
@@ -228,19 +228,19 @@ struct Handlers {
 #[derive(Clone)]
 pub(crate) enum MessageRoute {
     /// In the link's ordered lane: one call at a time, in arrival order
-    /// ([`Router::on_message`]).
+    /// ([`Handlers::on_message`]).
     Ordered(Arc<MessageFn>),
     /// In a task of its own, concurrently with the link's other handlers
-    /// ([`Router::on_message_concurrent`]).
+    /// ([`Handlers::on_message_concurrent`]).
     Concurrent(Arc<MessageFn>),
 }
 
 /// How a request with a handled `op` is served.
 pub(crate) enum RequestRoute {
-    /// In a task of its own ([`Router::on_request`], [`Router::handle`]).
+    /// In a task of its own ([`Handlers::on_request`], [`Handlers::handle_request`]).
     Task(Arc<RequestFn>),
-    /// In the link's own task, at once ([`Router::on_request_inline`],
-    /// [`Router::handle_inline`]).
+    /// In the link's own task, at once ([`Handlers::on_request_inline`],
+    /// [`Handlers::handle_request_inline`]).
     Inline(Arc<InlineFn>),
 }
 
@@ -250,6 +250,21 @@ pub(crate) enum RequestRoute {
 ///
 /// A message or request whose body is an object with a string `op` goes to
 /// the handler registered for that op.
+///
+/// # Registering
+///
+/// The names follow one pattern: `on_*` handlers take the raw
+/// [`Message`] or [`Request`] (body as raw JSON, answered through the
+/// request); `handle_*` handlers take the typed **arguments**
+/// (PROTOCOL.md §11.5) and return the answer; `_inline` runs in the link's
+/// own task, `_concurrent` gives up per-link order.
+///
+/// | | raw | typed |
+/// |---|---|---|
+/// | message, in order | [`on_message`](Self::on_message) | [`handle_message`](Self::handle_message) |
+/// | message, no order | [`on_message_concurrent`](Self::on_message_concurrent) | — |
+/// | request, a task each | [`on_request`](Self::on_request) | [`handle_request`](Self::handle_request) |
+/// | request, inline | [`on_request_inline`](Self::on_request_inline) | [`handle_request_inline`](Self::handle_request_inline) |
 ///
 /// # Order and concurrency
 ///
@@ -273,10 +288,10 @@ pub(crate) enum RequestRoute {
 ///   handler that needs no order can opt out with
 ///   [`on_message_concurrent`](Self::on_message_concurrent).
 /// - **Request handlers** ([`on_request`](Self::on_request),
-///   [`handle`](Self::handle)) run as a task each, concurrently: a slow
+///   [`handle_request`](Self::handle_request)) run as a task each, concurrently: a slow
 ///   one delays no other request. Inline request handlers
 ///   ([`on_request_inline`](Self::on_request_inline),
-///   [`handle_inline`](Self::handle_inline)) are called by the link's own
+///   [`handle_request_inline`](Self::handle_request_inline)) are called by the link's own
 ///   task and answered at once.
 ///
 /// A request to an op with no handler is answered
@@ -290,44 +305,44 @@ pub(crate) enum RequestRoute {
 /// [`Stats::dropped_messages`](crate::Stats::dropped_messages)) and such
 /// a request answered `no_handler` at once.
 #[derive(Clone, Default)]
-pub struct Router {
-    inner: Arc<RouterInner>,
+pub struct Handlers {
+    inner: Arc<HandlersInner>,
 }
 
 #[derive(Default)]
-struct RouterInner {
-    handlers: RwLock<Handlers>,
-    /// Whether any handler is registered: a router without handlers (every
+struct HandlersInner {
+    handlers: RwLock<HandlerTable>,
+    /// Whether any handler is registered: a table without handlers (every
     /// event to the stream) then costs a link no lock per frame.
     any: AtomicBool,
     /// Whether typed handlers' internal failures are answered with their
-    /// error's text (see [`Router::expose_internal_errors`]).
+    /// error's text (see [`Handlers::expose_internal_errors`]).
     /// Shared with the typed handlers' closures (which must not hold the
     /// table itself: it holds them).
     expose_internal: Arc<AtomicBool>,
 }
 
-impl fmt::Debug for Router {
+impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = self.read();
         let mut m: Vec<&String> = h.messages.keys().collect();
         let mut r: Vec<&String> = h.requests.keys().chain(h.inline.keys()).collect();
         m.sort();
         r.sort();
-        f.debug_struct("Router")
+        f.debug_struct("Handlers")
             .field("messages", &m)
             .field("requests", &r)
             .finish()
     }
 }
 
-impl Router {
-    /// An empty router.
+impl Handlers {
+    /// An empty handlers.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HandlerTable> {
         self.inner
             .handlers
             .read()
@@ -335,7 +350,7 @@ impl Router {
     }
 
     /// Edits the handlers, then publishes whether any remain.
-    fn edit<R>(&self, f: impl FnOnce(&mut Handlers) -> R) -> R {
+    fn edit<R>(&self, f: impl FnOnce(&mut HandlerTable) -> R) -> R {
         let mut h = self
             .inner
             .handlers
@@ -396,6 +411,35 @@ impl Router {
         self
     }
 
+    /// [`on_message`](Self::on_message) through a typed function: it gets
+    /// the message's **arguments** (PROTOCOL.md §11.5: the `args` member
+    /// beside `op`, or the body without `op`) deserialized into `A`, in the
+    /// link's ordered lane. A message whose arguments do not fit `A` is
+    /// dropped with a warning (target `jsonlink::handler`) naming the op;
+    /// messages have no answer to carry the error.
+    pub fn handle_message<A, F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(Link, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.on_message(op, move |m: Message| {
+            let handler = handler.clone();
+            async move {
+                match m.body.args::<A>() {
+                    Ok(args) => handler(m.link, args).await,
+                    Err(e) => tracing::warn!(
+                        target: "jsonlink::handler",
+                        op = m.op.as_ref().map_or("", |o| o.as_str()),
+                        error = %e,
+                        "message arguments did not fit the handler's type; dropped"
+                    ),
+                }
+            }
+        })
+    }
+
     /// Handles requests with this `op`; the handler answers through the
     /// [`Request`] (dropping it answers `handler_dropped`).
     pub fn on_request<F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
@@ -441,12 +485,12 @@ impl Router {
         self
     }
 
-    /// [`handle`](Self::handle) run inline (see
+    /// [`handle_request`](Self::handle_request) run inline (see
     /// [`on_request_inline`](Self::on_request_inline) for what that means
     /// and when not to): the request's arguments are deserialized into `A`,
     /// and the function's `Ok(R)` or `Err(E)` is the answer, as for
-    /// [`handle`](Self::handle).
-    pub fn handle_inline<A, R, F>(&self, op: impl Into<String>, handler: F) -> &Self
+    /// [`handle_request`](Self::handle_request).
+    pub fn handle_request_inline<A, R, F>(&self, op: impl Into<String>, handler: F) -> &Self
     where
         A: DeserializeOwned,
         R: Serialize,
@@ -480,7 +524,7 @@ impl Router {
     ///   sent unless [`expose_internal_errors`](Self::expose_internal_errors));
     ///   `HandlerError::bad_request(..)`, `not_found(..)` and friends build
     ///   the common answers.
-    pub fn handle<A, R, F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
+    pub fn handle_request<A, R, F, Fut>(&self, op: impl Into<String>, handler: F) -> &Self
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
@@ -553,7 +597,7 @@ impl Router {
 /// hold, so a flood of messages cannot spawn tasks, queue calls or hold
 /// bodies without bound.
 #[derive(Default)]
-pub(crate) struct Gauge {
+pub(crate) struct HandlerBudget {
     held: Mutex<Held>,
     freed: event_listener::Event,
 }
@@ -564,31 +608,31 @@ struct Held {
     bytes: usize,
 }
 
-/// The limits a [`Gauge`] admits handler tasks under.
+/// The limits a [`HandlerBudget`] admits handler tasks under.
 #[derive(Clone, Copy)]
-pub(crate) struct GaugeLimits {
+pub(crate) struct BudgetLimits {
     pub(crate) tasks: usize,
     pub(crate) bytes: usize,
 }
 
 /// One admitted handler call; frees its slot and bytes on drop.
-pub(crate) struct GaugeGuard {
-    gauge: Arc<Gauge>,
+pub(crate) struct BudgetGuard {
+    budget: Arc<HandlerBudget>,
     bytes: usize,
 }
 
-impl Drop for GaugeGuard {
+impl Drop for BudgetGuard {
     fn drop(&mut self) {
         {
-            let mut held = self.gauge.lock();
+            let mut held = self.budget.lock();
             held.tasks = held.tasks.saturating_sub(1);
             held.bytes = held.bytes.saturating_sub(self.bytes);
         }
-        self.gauge.freed.notify(usize::MAX);
+        self.budget.freed.notify(usize::MAX);
     }
 }
 
-impl Gauge {
+impl HandlerBudget {
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -597,9 +641,9 @@ impl Gauge {
     /// task is always admitted when none runs, whatever its size.
     pub(crate) fn try_acquire(
         self: &Arc<Self>,
-        limits: GaugeLimits,
+        limits: BudgetLimits,
         bytes: usize,
-    ) -> Option<GaugeGuard> {
+    ) -> Option<BudgetGuard> {
         let mut held = self.lock();
         let fits = held.tasks == 0
             || (held.tasks < limits.tasks.max(1)
@@ -609,13 +653,17 @@ impl Gauge {
         }
         held.tasks += 1;
         held.bytes = held.bytes.saturating_add(bytes);
-        Some(GaugeGuard {
-            gauge: self.clone(),
+        Some(BudgetGuard {
+            budget: self.clone(),
             bytes,
         })
     }
 
-    pub(crate) async fn acquire(self: Arc<Self>, limits: GaugeLimits, bytes: usize) -> GaugeGuard {
+    pub(crate) async fn acquire(
+        self: Arc<Self>,
+        limits: BudgetLimits,
+        bytes: usize,
+    ) -> BudgetGuard {
         loop {
             if let Some(g) = self.try_acquire(limits, bytes) {
                 return g;
@@ -634,11 +682,11 @@ impl Gauge {
 const LANE_CALLS_PER_YIELD: usize = 64;
 
 /// One link's ordered lane: the calls of its message handlers
-/// ([`Router::on_message`]), run one at a time in the order the messages
+/// ([`Handlers::on_message`]), run one at a time in the order the messages
 /// arrived, by one task spawned when the first call arrives and ending
 /// when no call is left.
 ///
-/// Bounded by the link's [`Gauge`]: each waiting call holds a slot and
+/// Bounded by the link's [`HandlerBudget`]: each waiting call holds a slot and
 /// its body's bytes from the moment the driver queues it, so when the lane
 /// is full the driver waits for a slot (the link stops reading).
 #[derive(Default)]
@@ -657,7 +705,7 @@ struct LaneState {
 pub(crate) struct LaneCall {
     pub(crate) handler: Arc<MessageFn>,
     pub(crate) message: Message,
-    pub(crate) guard: GaugeGuard,
+    pub(crate) guard: BudgetGuard,
 }
 
 impl Lane {
@@ -750,7 +798,7 @@ mod tests {
 
     #[test]
     fn lookups_follow_registration_and_removal() {
-        let r = Router::new();
+        let r = Handlers::new();
         assert!(r.message_handler("a").is_none() && r.request_handler("a").is_none());
         let shared = r.clone();
         shared.on_message("a", |_m| async {});
@@ -769,7 +817,7 @@ mod tests {
 
     #[test]
     fn inline_and_task_handlers_replace_each_other() {
-        let r = Router::new();
+        let r = Handlers::new();
         r.on_request_inline("q", |_l, b| Ok(b));
         assert!(r.any());
         assert!(matches!(
@@ -781,14 +829,14 @@ mod tests {
             r.request_handler("q"),
             Some(RequestRoute::Task(_))
         ));
-        r.handle_inline("q", |_l, v: i64| Ok(v));
+        r.handle_request_inline("q", |_l, v: i64| Ok(v));
         assert!(matches!(
             r.request_handler("q"),
             Some(RequestRoute::Inline(_))
         ));
         assert_eq!(
             format!("{r:?}"),
-            r#"Router { messages: [], requests: ["q"] }"#
+            r#"Handlers { messages: [], requests: ["q"] }"#
         );
         assert!(r.remove_request("q"));
         assert!(r.request_handler("q").is_none());

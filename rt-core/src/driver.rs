@@ -50,18 +50,19 @@ use tracing::Instrument as _;
 
 use crate::config::LinkOptions;
 use crate::dispatch::{
-    Answer, Gauge, GaugeGuard, GaugeLimits, InlineFn, Lane, LaneCall, Message, MessageFn,
-    MessageRoute, Request, RequestRoute, Responder, Router,
+    Answer, BudgetGuard, BudgetLimits, HandlerBudget, Handlers, InlineFn, Lane, LaneCall, Message,
+    MessageFn, MessageRoute, Request, RequestRoute, Responder,
 };
 use crate::error::Error;
-use crate::event::{Counters, Event, bump, drop_one};
+use crate::event::Event;
+use crate::event_queue::{EventSender, Pushed};
 use crate::link::{
-    Command, Ctl, Link, LinkInner, NO_DEADLINE, TAKES_ALL, TAKES_MESSAGES, TAKES_NOTHING,
+    CloseOrder, Command, Link, LinkInner, NO_DEADLINE, TAKES_ALL, TAKES_MESSAGES, TAKES_NOTHING,
     deadline_after,
 };
 use crate::queue::{Queue, Take};
 use crate::runtime::{BoxFuture, BoxStream, Runtime};
-use crate::stream::{EventSender, Pushed};
+use crate::stats::{Counters, bump, drop_one};
 
 thread_local! {
     /// The read buffer, one per thread rather than one per link: a driver
@@ -83,7 +84,7 @@ const BATCH: usize = 64;
 /// What every link of one server or client shares.
 pub(crate) struct LinkCtx {
     pub(crate) rt: Arc<dyn Runtime>,
-    pub(crate) router: Router,
+    pub(crate) handlers: Handlers,
     pub(crate) events: Option<EventSender>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) options: LinkOptions,
@@ -156,7 +157,7 @@ pub(crate) struct DriverSetup {
     pub(crate) conn: Connection,
     pub(crate) stream: BoxStream,
     pub(crate) link: Link,
-    pub(crate) ctl_rx: Receiver<Ctl>,
+    pub(crate) order_rx: Receiver<CloseOrder>,
     pub(crate) ctx: Arc<LinkCtx>,
     pub(crate) hooks: Box<dyn LinkHooks>,
 }
@@ -180,7 +181,7 @@ pub(crate) struct Driver {
     /// first refused `Blocked` when the core pushes back); they count
     /// against the queue's bounds until applied.
     cmd_batch: VecDeque<(Command, usize)>,
-    ctl_rx: Pin<Box<Receiver<Ctl>>>,
+    order_rx: Pin<Box<Receiver<CloseOrder>>>,
     ctl_done: bool,
     /// Answers from this link's [`Responder`]s (unbounded: at most one per
     /// peer request the core lets be in flight), taken in batches.
@@ -190,7 +191,7 @@ pub(crate) struct Driver {
     /// Keyed by the core's own sequential request ids, never the peer's:
     /// an unkeyed fast hash is safe.
     table: FxHashMap<RequestId, oneshot::Sender<Result<Payload, Error>>>,
-    gauge: Arc<Gauge>,
+    budget: Arc<HandlerBudget>,
     /// Where this link's ordered message handler calls wait and run, one
     /// at a time.
     lane: Arc<Lane>,
@@ -218,7 +219,7 @@ impl Driver {
             conn,
             stream,
             link,
-            ctl_rx,
+            order_rx,
             ctx,
             hooks,
         } = setup;
@@ -237,7 +238,7 @@ impl Driver {
             span,
             cmd_done: false,
             cmd_batch: VecDeque::new(),
-            ctl_rx: Box::pin(ctl_rx),
+            order_rx: Box::pin(order_rx),
             ctl_done: false,
             // Unbounded but bounded in practice: each responder sends at
             // most one answer, and at most `max_incoming_requests` responders
@@ -245,7 +246,7 @@ impl Driver {
             answers: Arc::new(Queue::new(usize::MAX, usize::MAX)),
             answer_batch: VecDeque::new(),
             table: FxHashMap::default(),
-            gauge: Arc::new(Gauge::default()),
+            budget: Arc::new(HandlerBudget::default()),
             lane: Arc::new(Lane::default()),
             hooks: Some(hooks),
             pending: None,
@@ -319,7 +320,7 @@ impl Driver {
         if self.ctl_done || self.conn.is_closed() {
             return false;
         }
-        match self.ctl_rx.as_mut().poll_next(cx) {
+        match self.order_rx.as_mut().poll_next(cx) {
             Poll::Ready(Some(ctl)) => {
                 tracing::debug!(reason = ctl.reason, "closing on owner's order");
                 self.conn.close_by(now, ctl.reason, ctl.deadline);
@@ -693,7 +694,7 @@ impl Driver {
                 bump(&self.ctx.counters.messages_in, 1);
                 let handler = op
                     .as_deref()
-                    .and_then(|op| self.ctx.router.message_handler(op));
+                    .and_then(|op| self.ctx.handlers.message_handler(op));
                 let msg = Message {
                     link: self.link.clone(),
                     op,
@@ -715,7 +716,7 @@ impl Driver {
                 bump(&self.ctx.counters.requests_in, 1);
                 let handler = op
                     .as_deref()
-                    .and_then(|op| self.ctx.router.request_handler(op));
+                    .and_then(|op| self.ctx.handlers.request_handler(op));
                 let handler = match handler {
                     Some(RequestRoute::Inline(f)) => {
                         self.answer_inline(id, op, &*f, body);
@@ -854,19 +855,19 @@ impl Driver {
     /// (`pending`) until an admitted call finishes, and dispatches nothing
     /// more meanwhile, so the lane keeps arrival order.
     fn run_handler(&mut self, job: Job, bytes: usize) {
-        let limits = GaugeLimits {
+        let limits = BudgetLimits {
             tasks: self.ctx.options.max_handler_tasks,
             bytes: self.ctx.options.max_handler_bytes,
         };
-        match self.gauge.try_acquire(limits, bytes) {
+        match self.budget.try_acquire(limits, bytes) {
             Some(guard) => start_job(&self.rt, &self.lane, &self.span, job, guard),
             None => {
-                let gauge = self.gauge.clone();
+                let budget = self.budget.clone();
                 let rt = self.rt.clone();
                 let lane = self.lane.clone();
                 let span = self.span.clone();
                 self.pending = Some(Box::pin(async move {
-                    let guard = gauge.acquire(limits, bytes).await;
+                    let guard = budget.acquire(limits, bytes).await;
                     start_job(&rt, &lane, &span, job, guard);
                 }));
             }
@@ -981,7 +982,7 @@ impl Driver {
             hooks.closed(&self.link, &reason);
         }
         let rest = self.link.inner.cmd.close();
-        self.ctl_rx.close();
+        self.order_rx.close();
         drop(self.answers.close());
         self.answer_batch.clear();
         for (_, reply) in self.table.drain() {
@@ -1128,7 +1129,7 @@ fn start_job(
     lane: &Arc<Lane>,
     span: &tracing::Span,
     job: Job,
-    guard: GaugeGuard,
+    guard: BudgetGuard,
 ) {
     match job {
         Job::Task(fut) => {

@@ -110,9 +110,9 @@ pub enum Error {
         /// Which limit: `"max_connections"` or `"max_connections_per_ip"`.
         limit: &'static str,
     },
-    /// No authenticated connection with this id.
-    #[error("no connection with id {0}")]
-    UnknownConnection(u64),
+    /// No authenticated link with this id.
+    #[error("no link with id {0}")]
+    UnknownLink(u64),
     /// A socket or TLS error (TLS failures are
     /// [`io::ErrorKind::InvalidData`] wrapping a `rustls::Error`; on a
     /// client, those that retrying cannot fix are

@@ -15,7 +15,7 @@ use jsonlink_proto::RemoteError;
 /// answered with code [`internal`](RemoteError::INTERNAL) and the generic
 /// message `"internal error"`; its text stays on this side (it is logged at
 /// `warn` under the target `jsonlink::handler`) unless
-/// [`Router::expose_internal_errors`](crate::Router::expose_internal_errors)
+/// [`Handlers::expose_internal_errors`](crate::Handlers::expose_internal_errors)
 /// is set. A
 /// [`RemoteError`] converted with `?` is answered as it is (its code and
 /// message are meant for the peer).

@@ -1,5 +1,5 @@
 //! The runtime-independent half of every jsonlink adapter: the per-link
-//! driver, [`Server`], [`Client`], [`Link`], dispatch by op ([`Router`]),
+//! driver, [`Server`], [`Client`], [`Link`], dispatch by op ([`Handlers`]),
 //! the reconnect policy and the limits, written once and generic over
 //! `Arc<dyn` [`Runtime`]`>`.
 //!
@@ -32,7 +32,7 @@
 //!         Identity::new("server-1", "demo"))
 //!     .bind(([127, 0, 0, 1], 0).into())
 //!     .await?;
-//! server.router().handle("add", |_link, v: Value| async move {
+//! server.handlers().handle_request("add", |_link, v: Value| async move {
 //!     Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
 //! });
 //!
@@ -55,13 +55,14 @@ mod dispatch;
 mod driver;
 mod error;
 mod event;
+mod event_queue;
 mod handler_error;
 mod link;
 mod queue;
 pub mod reconnect;
 pub mod runtime;
 mod server;
-mod stream;
+mod stats;
 
 /// The sans-IO core this layer drives.
 pub use jsonlink_proto as proto;
@@ -109,9 +110,9 @@ pub use config::{
 };
 #[cfg(feature = "dev-certs")]
 pub use dev_certs::DevPki;
-pub use dispatch::{Message, Request, Responder, Router};
+pub use dispatch::{Handlers, Message, Request, Responder};
 pub use error::Error;
-pub use event::{Event, EventKind, Stats};
+pub use event::{Event, EventKind};
 pub use handler_error::HandlerError;
 pub use jsonlink_proto::{
     Authenticated, CloseCode, CloseReason, Extension, Extensions, Identity, Keepalive, Op, Payload,
@@ -124,3 +125,4 @@ pub use runtime::{
     TlsStream, channel_binding,
 };
 pub use server::{Server, ServerBuilder};
+pub use stats::Stats;

@@ -43,7 +43,7 @@ pub(crate) enum Command {
 /// separate channel so a full command queue cannot delay it; all its
 /// senders dropped means the owner is gone, which closes the link too.
 #[derive(Debug, Clone)]
-pub(crate) struct Ctl {
+pub(crate) struct CloseOrder {
     pub(crate) reason: &'static str,
     pub(crate) deadline: Instant,
 }
@@ -69,8 +69,9 @@ pub(crate) const TAKES_MESSAGES: u8 = 1;
 /// Authenticated and not closing.
 pub(crate) const TAKES_ALL: u8 = 2;
 
-/// A handle to one connection (on a server: one client; on a client: the
-/// current connection to the server). Cheap to clone; commands go to the
+/// A handle to one link: an authenticated jsonlink session over one TLS
+/// connection (on a server: one client; on a client: the current link to
+/// the server). Cheap to clone; commands go to the
 /// link's driver task through a queue bounded in commands and in bytes
 /// ([`LinkOptions::command_capacity`](crate::LinkOptions::command_capacity),
 /// [`command_bytes`](crate::LinkOptions::command_bytes)), so a slow peer
@@ -94,7 +95,7 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    /// The connection id: assigned by the server (on a client, the id the
+    /// The link id: assigned by the server (on a client, the id the
     /// server announced; 0 before authentication).
     pub fn id(&self) -> u64 {
         self.inner

@@ -14,12 +14,13 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 use crate::config::{DEFAULT_MAX_CONNECTIONS, LinkOptions, proto_setters, saturate_durations};
-use crate::dispatch::Router;
+use crate::dispatch::Handlers;
 use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, new_link};
 use crate::error::Error;
-use crate::event::{Counters, Event, EventKind, EventStream, Stats, bump, drop_one};
-use crate::link::{Ctl, Link, clamp_deadline, deadline_after, with_deadline};
+use crate::event::{Event, EventKind, EventStream};
+use crate::link::{CloseOrder, Link, clamp_deadline, deadline_after, with_deadline};
 use crate::runtime::{Accepted, Listener, Runtime};
+use crate::stats::{Counters, Stats, bump, drop_one};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before
 /// trying again.
@@ -35,7 +36,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 ///     .max_connections(1000)
 ///     .bind(([127, 0, 0, 1], 0).into())
 ///     .await?;
-/// server.router().handle("add", |_link, v: serde_json::Value| async move {
+/// server.handlers().handle_request("add", |_link, v: serde_json::Value| async move {
 ///     Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
 /// });
 /// # Ok(()) }
@@ -45,7 +46,7 @@ pub struct ServerBuilder {
     tls: Arc<rustls::ServerConfig>,
     config: jsonlink_proto::Config,
     options: LinkOptions,
-    router: Router,
+    handlers: Handlers,
     max_connections: usize,
     max_connections_per_ip: Option<usize>,
 }
@@ -75,7 +76,7 @@ impl ServerBuilder {
             tls: crate::certs::require_ems_server(tls.into()),
             config: jsonlink_proto::Config::new(secret, identity),
             options: LinkOptions::default(),
-            router: Router::new(),
+            handlers: Handlers::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
         }
@@ -103,7 +104,7 @@ impl ServerBuilder {
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (events_tx, events_rx) = if self.options.events {
-            let (tx, rx) = crate::stream::channel(self.options.event_capacity);
+            let (tx, rx) = crate::event_queue::channel(self.options.event_capacity);
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -111,7 +112,7 @@ impl ServerBuilder {
         let counters = Arc::new(Counters::default());
         let ctx = Arc::new(LinkCtx {
             rt: self.rt.clone(),
-            router: self.router.clone(),
+            handlers: self.handlers.clone(),
             events: events_tx,
             counters,
             options: self.options,
@@ -142,7 +143,7 @@ impl ServerBuilder {
                 shared,
                 events: EventStream::new(events_rx),
                 stop_tx,
-                router: self.router,
+                handlers: self.handlers,
             }),
         })
     }
@@ -157,7 +158,7 @@ struct Registry {
 
 struct Entry {
     /// `None` once the server handle is gone (which closes the link).
-    ctl: Option<async_channel::Sender<Ctl>>,
+    close_order: Option<async_channel::Sender<CloseOrder>>,
     /// Set when the link authenticates.
     link: Option<Link>,
 }
@@ -218,11 +219,11 @@ impl ServerShared {
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (ctl_tx, ctl_rx) = async_channel::bounded(1);
+        let (order_tx, order_rx) = async_channel::bounded(1);
         reg.links.insert(
             id,
             Entry {
-                ctl: Some(ctl_tx),
+                close_order: Some(order_tx),
                 link: None,
             },
         );
@@ -238,7 +239,7 @@ impl ServerShared {
         tracing::debug!(conn = id, peer = %peer_addr, "accepted");
         let span = tracing::info_span!("jsonlink.accept", conn = id, peer = %peer_addr);
         self.rt.spawn(Box::pin(
-            serve(self.clone(), accepted, id, start, ctl_rx, hooks).instrument(span),
+            serve(self.clone(), accepted, id, start, order_rx, hooks).instrument(span),
         ));
     }
 }
@@ -294,7 +295,7 @@ async fn serve(
     accepted: Box<dyn Accepted>,
     id: u64,
     start: Instant,
-    ctl_rx: async_channel::Receiver<Ctl>,
+    order_rx: async_channel::Receiver<CloseOrder>,
     hooks: ServerHooks,
 ) {
     let rt = shared.rt.clone();
@@ -304,7 +305,7 @@ async fn serve(
     let tls = futures_lite::future::or(
         async {
             // A close order or the server gone: abandon the handshake.
-            let _ = ctl_rx.recv().await;
+            let _ = order_rx.recv().await;
             None
         },
         async { Some(with_deadline(&*rt, deadline, accepted.tls(tls_config)).await) },
@@ -350,7 +351,7 @@ async fn serve(
         conn,
         stream: tls.stream,
         link,
-        ctl_rx,
+        order_rx,
         ctx: shared.ctx.clone(),
         hooks: Box::new(hooks),
     });
@@ -411,7 +412,7 @@ impl Drop for ServerHooks {
 /// Events arrive through [`next_event`](Self::next_event) (see
 /// [`LinkOptions::events`] and [`LinkOptions::consume_events`]); requests
 /// and messages with an `op` go to the handlers of
-/// [`router`](Self::router).
+/// [`handlers`](Self::handlers).
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<ServerInner>,
@@ -421,7 +422,7 @@ struct ServerInner {
     shared: Arc<ServerShared>,
     events: EventStream,
     stop_tx: async_channel::Sender<()>,
-    router: Router,
+    handlers: Handlers,
 }
 
 impl Drop for ServerInner {
@@ -431,7 +432,7 @@ impl Drop for ServerInner {
         reg.closed = true;
         for e in reg.links.values_mut() {
             // Closing the order channel tells the driver its owner is gone.
-            e.ctl = None;
+            e.close_order = None;
         }
     }
 }
@@ -462,20 +463,20 @@ impl Server {
     }
 
     /// The handlers by op; edit them while running.
-    pub fn router(&self) -> &Router {
-        &self.inner.router
+    pub fn handlers(&self) -> &Handlers {
+        &self.inner.handlers
     }
 
-    /// The authenticated links, by connection id.
-    pub fn connections(&self) -> Vec<Link> {
+    /// The authenticated links, ordered by link id.
+    pub fn links(&self) -> Vec<Link> {
         let reg = self.inner.shared.registry();
         let mut v: Vec<Link> = reg.links.values().filter_map(|e| e.link.clone()).collect();
         v.sort_by_key(Link::id);
         v
     }
 
-    /// The authenticated link with this connection id.
-    pub fn connection(&self, id: u64) -> Option<Link> {
+    /// The authenticated link with this link id.
+    pub fn link(&self, id: u64) -> Option<Link> {
         let reg = self.inner.shared.registry();
         reg.links.get(&id).and_then(|e| e.link.clone())
     }
@@ -499,7 +500,7 @@ impl Server {
 
     /// Sends a message to one link.
     pub async fn send<T: Serialize + ?Sized>(&self, id: u64, value: &T) -> Result<(), Error> {
-        self.link(id)?.send(value).await
+        self.known_link(id)?.send(value).await
     }
 
     /// Pings one link with optional data (see [`Link::ping`]).
@@ -508,7 +509,7 @@ impl Server {
         id: u64,
         data: Option<&T>,
     ) -> Result<(), Error> {
-        self.link(id)?.ping(data).await
+        self.known_link(id)?.ping(data).await
     }
 
     /// Sends a request to one link and deserializes the response.
@@ -517,7 +518,7 @@ impl Server {
         R: DeserializeOwned,
         T: Serialize + ?Sized,
     {
-        self.link(id)?.request(value).await
+        self.known_link(id)?.request(value).await
     }
 
     /// [`request`](Self::request) with its own timeout.
@@ -531,11 +532,13 @@ impl Server {
         R: DeserializeOwned,
         T: Serialize + ?Sized,
     {
-        self.link(id)?.request_with_timeout(value, timeout).await
+        self.known_link(id)?
+            .request_with_timeout(value, timeout)
+            .await
     }
 
-    fn link(&self, id: u64) -> Result<Link, Error> {
-        self.connection(id).ok_or(Error::UnknownConnection(id))
+    fn known_link(&self, id: u64) -> Result<Link, Error> {
+        self.link(id).ok_or(Error::UnknownLink(id))
     }
 
     /// Sends a message to every authenticated link without waiting: the
@@ -547,7 +550,7 @@ impl Server {
         let body: Arc<serde_json::value::RawValue> =
             Arc::from(serde_json::value::to_raw_value(value).map_err(Error::Encode)?);
         let mut queued = 0;
-        for link in self.connections() {
+        for link in self.links() {
             if link.try_send_raw(body.clone()) {
                 queued += 1;
             } else {
@@ -616,8 +619,8 @@ impl Server {
             let reg = shared.registry();
             tracing::info!(links = reg.links.len(), "shutting down");
             for e in reg.links.values() {
-                if let Some(ctl) = &e.ctl {
-                    let _ = ctl.try_send(Ctl {
+                if let Some(ctl) = &e.close_order {
+                    let _ = ctl.try_send(CloseOrder {
                         reason: "server shutting down",
                         deadline,
                     });

@@ -115,7 +115,7 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
     let fx = Fixture::new(rt);
     let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
     let (notes_tx, notes_rx) = async_channel::bounded::<(u64, String)>(4);
-    server.router().on_message("note", move |m| {
+    server.handlers().on_message("note", move |m| {
         let tx = notes_tx.clone();
         async move {
             let text = m.body.parse::<Value>().unwrap()["text"].to_string();
@@ -123,8 +123,8 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         }
     });
     server
-        .router()
-        .handle("add", |_link, args: Add| async move { Ok(args.a + args.b) });
+        .handlers()
+        .handle_request("add", |_link, args: Add| async move { Ok(args.a + args.b) });
 
     // The client reads its event stream's messages: it says so.
     let client = fx
@@ -134,8 +134,8 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         .await
         .unwrap();
     client
-        .router()
-        .handle("whoami", |link: Link, _: Value| async move {
+        .handlers()
+        .handle_request("whoami", |link: Link, _: Value| async move {
             Ok(json!({ "me": "client-1", "server": link.peer().map(|p| p.node.clone()) }))
         });
 
@@ -148,11 +148,7 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
     assert_eq!(client_link.peer().unwrap().node, "server-1");
     assert_eq!(client_link.id(), link.id());
     assert_eq!(
-        server
-            .connections()
-            .iter()
-            .map(Link::id)
-            .collect::<Vec<_>>(),
+        server.links().iter().map(Link::id).collect::<Vec<_>>(),
         vec![link.id()]
     );
 
@@ -277,7 +273,7 @@ fn no_handler_and_handler_dropped_are_typed_remote_errors() {
         let fx = Fixture::new(rt);
         let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
         server
-            .router()
+            .handlers()
             .on_request("forget", |req: Request| async move { drop(req) });
         let client = fx
             .client(server.local_addr())
@@ -332,7 +328,7 @@ fn the_client_reconnects_after_a_server_restart() {
             .await
             .unwrap();
         let addr = server.local_addr();
-        server.router().on_request("hold", move |req| {
+        server.handlers().on_request("hold", move |req| {
             let tx = held_tx.clone();
             async move { tx.send(req).await.unwrap() }
         });
@@ -388,8 +384,8 @@ fn the_client_reconnects_after_a_server_restart() {
             }
         };
         server
-            .router()
-            .handle("add", |_l, v: Add| async move { Ok(v.a + v.b) });
+            .handlers()
+            .handle_request("add", |_l, v: Add| async move { Ok(v.a + v.b) });
         match client.wait_for(EventKind::Authenticated).await {
             Some(Event::Authenticated { .. }) => {}
             other => panic!("{other:?}"),
@@ -419,7 +415,7 @@ fn shutdown_lets_requests_finish_until_the_deadline_then_fails_them_with_shuttin
         let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
         let client = fx.client(server.local_addr()).connect().await.unwrap();
         let (held_tx, held_rx) = async_channel::bounded::<Request>(4);
-        client.router().on_request("hold", move |req| {
+        client.handlers().on_request("hold", move |req| {
             let tx = held_tx.clone();
             async move { tx.send(req).await.unwrap() }
         });
@@ -479,7 +475,7 @@ fn client_close_fails_unanswered_requests_with_shutting_down() {
         let fx = Fixture::new(rt.clone());
         let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
         let (held_tx, held_rx) = async_channel::bounded::<Request>(1);
-        server.router().on_request("hold", move |req| {
+        server.handlers().on_request("hold", move |req| {
             let tx = held_tx.clone();
             async move { tx.send(req).await.unwrap() }
         });
@@ -537,7 +533,7 @@ fn the_connection_limit_refuses_the_extra_one_and_counts_return_to_baseline() {
         let stats = server.stats();
         assert_eq!(stats.connections, 0);
         assert_eq!(stats.connections_refused, 1);
-        assert!(server.connections().is_empty());
+        assert!(server.links().is_empty());
     });
 }
 
@@ -547,8 +543,8 @@ fn a_replaced_certificate_serves_new_handshakes_and_keeps_old_links() {
         let fx = Fixture::new(rt.clone());
         let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
         server
-            .router()
-            .handle("ping", |_l, _: Value| async move { Ok("pong") });
+            .handlers()
+            .handle_request("ping", |_l, _: Value| async move { Ok("pong") });
         let old = fx.client(server.local_addr()).connect().await.unwrap();
 
         let renewed = DevPki::generate().unwrap();
@@ -688,8 +684,8 @@ fn in_wait_mode_requests_wait_for_the_reconnect_up_to_their_timeout() {
                 }
             };
             server
-                .router()
-                .handle("add", |_l, v: Add| async move { Ok(v.a + v.b) });
+                .handlers()
+                .handle_request("add", |_l, v: Add| async move { Ok(v.a + v.b) });
             server
         };
         let (r, _server) = futures_lite::future::zip(request, start_server).await;
@@ -809,8 +805,8 @@ fn dropping_client_and_server_without_shutdown_ends_every_task() {
         let fx = Fixture::new(rt);
         let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
         server
-            .router()
-            .handle("add", |_l, v: Add| async move { Ok(v.a + v.b) });
+            .handlers()
+            .handle_request("add", |_l, v: Add| async move { Ok(v.a + v.b) });
         let client = fx.client(server.local_addr()).connect().await.unwrap();
         let sum: i64 = client
             .request(&json!({"op": "add", "a": 1, "b": 2}))
@@ -840,9 +836,11 @@ fn a_value_larger_than_the_peers_max_frame_fails_only_that_call() {
             .bind(([127, 0, 0, 1], 0).into())
             .await
             .unwrap();
-        server.router().handle("len", |_l, v: Value| async move {
-            Ok(v["s"].as_str().map_or(0, str::len))
-        });
+        server
+            .handlers()
+            .handle_request("len", |_l, v: Value| async move {
+                Ok(v["s"].as_str().map_or(0, str::len))
+            });
         let client = fx.client(server.local_addr()).connect().await.unwrap();
         let big = "y".repeat(8192);
         let r = client.send(&json!({ "op": "len", "s": big })).await;
@@ -913,13 +911,13 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
     let fx = Fixture::new(rt);
     let server = fx.server().bind(([127, 0, 0, 1], 0).into()).await.unwrap();
     server
-        .router()
-        .handle_inline("add", |_link, args: Add| Ok(args.a + args.b))
+        .handlers()
+        .handle_request_inline("add", |_link, args: Add| Ok(args.a + args.b))
         .on_request_inline("echo", |link, body| {
             assert!(link.peer().is_some(), "the link is authenticated");
             Ok(body)
         })
-        .handle_inline(
+        .handle_request_inline(
             "boom",
             |_link, _: Value| -> Result<Value, jsonlink_rt::HandlerError> { panic!("handler bug") },
         );
@@ -954,14 +952,14 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
     }
     // A task handler for the same op replaces the inline one.
     server
-        .router()
-        .handle("add", |_l, v: Add| async move { Ok(v.a * v.b) });
+        .handlers()
+        .handle_request("add", |_l, v: Add| async move { Ok(v.a * v.b) });
     let product: i64 = client
         .request(&json!({"op": "add", "a": 6, "b": 7}))
         .await
         .unwrap();
     assert_eq!(product, 42);
-    assert!(server.router().remove_request("echo"));
+    assert!(server.handlers().remove_request("echo"));
     assert!(matches!(
         client.request::<Value, _>(&json!({"op": "echo"})).await,
         Err(Error::NoHandler(_))

@@ -21,7 +21,7 @@
 //! [smol]: https://docs.rs/smol
 //!
 //! The whole [`jsonlink_rt`] API ([`Server`], [`Client`], [`Link`],
-//! [`Router`], [`Error`], [`Event`], …) is re-exported here, plus
+//! [`Handlers`], [`Error`], [`Event`], …) is re-exported here, plus
 //! [`server`] and [`client`] builders bound to this runtime. See the
 //! `echo_smol` example.
 #![forbid(unsafe_code)]

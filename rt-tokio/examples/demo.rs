@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use jsonlink_tokio::{
-    DevPki, Error, Event, EventKind, Identity, Link, Policy, Reconnect, Router, Secret, Server,
+    DevPki, Error, Event, EventKind, Handlers, Identity, Link, Policy, Reconnect, Secret, Server,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -101,9 +101,9 @@ async fn start_server(
     chat_tx: mpsc::Sender<Value>,
 ) -> Result<Server, Error> {
     // Handlers by op, registered before the first link can arrive.
-    let router = Router::new();
+    let handlers = Handlers::new();
     // Messages whose body has "op": "chat" go to this handler.
-    router.on_message("chat", move |m| {
+    handlers.on_message("chat", move |m| {
         let tx = chat_tx.clone();
         async move {
             if let Ok(body) = m.parse::<Value>() {
@@ -112,7 +112,7 @@ async fn start_server(
         }
     });
     // Requests with "op": "add" are answered by this typed handler.
-    router.handle("add", |_link: Link, v: Value| async move {
+    handlers.handle_request("add", |_link: Link, v: Value| async move {
         Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
     });
     jsonlink_tokio::server(
@@ -120,7 +120,7 @@ async fn start_server(
         secret.clone(),
         Identity::new("server-1", "demo-server"),
     )
-    .router(router)
+    .handlers(handlers)
     .bind(addr)
     .await
 }
@@ -169,8 +169,8 @@ pub(crate) async fn run() -> Result<Outcome, DemoError> {
     log.say("server", format!("listening on {addr}"));
 
     let (client_chat_tx, mut client_chat_rx) = mpsc::channel::<Value>(8);
-    let client_router = Router::new();
-    client_router.on_message("chat", move |m| {
+    let client_handlers = Handlers::new();
+    client_handlers.on_message("chat", move |m| {
         let tx = client_chat_tx.clone();
         async move {
             if let Ok(body) = m.parse::<Value>() {
@@ -179,7 +179,7 @@ pub(crate) async fn run() -> Result<Outcome, DemoError> {
         }
     });
     let started = Instant::now();
-    client_router.handle("status", move |_link: Link, _: Value| async move {
+    client_handlers.handle_request("status", move |_link: Link, _: Value| async move {
         let uptime_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(json!({"ok": true, "uptime_ms": uptime_ms}))
     });
@@ -193,7 +193,7 @@ pub(crate) async fn run() -> Result<Outcome, DemoError> {
             Identity::new("client-1", "demo-client"),
         )
         // The server can send messages and requests to the client too.
-        .router(client_router)
+        .handlers(client_handlers)
         // Ask for per-frame signing and second-layer encryption.
         .signing(Policy::Preferred)
         .encryption(Policy::Preferred)

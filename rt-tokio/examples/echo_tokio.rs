@@ -21,15 +21,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .bind(([127, 0, 0, 1], 0).into())
     .await?;
     let (log_tx, log_rx) = async_channel::bounded(1);
-    server.router().on_message("log", move |m| {
+    server.handlers().on_message("log", move |m| {
         let log_tx = log_tx.clone();
         async move {
             let _ = log_tx.send(m.body.get().to_owned()).await;
         }
     });
     server
-        .router()
-        .handle("echo", |link: Link, v: Value| async move {
+        .handlers()
+        .handle_request("echo", |link: Link, v: Value| async move {
             Ok(json!({ "echo": v["text"], "to": link.peer().map(|p| p.node.clone()) }))
         });
     println!("server listening on {}", server.local_addr());
@@ -44,8 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .connect()
     .await?;
     client
-        .router()
-        .handle("status", |_link, _: Value| async move {
+        .handlers()
+        .handle_request("status", |_link, _: Value| async move {
             Ok(json!({ "ok": true }))
         });
 
@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("client got response: {answer}");
 
-    let link = server.connections().into_iter().next().ok_or("no link")?;
+    let link = server.links().into_iter().next().ok_or("no link")?;
     let status: Value = server
         .request(link.id(), &json!({ "op": "status" }))
         .await?;

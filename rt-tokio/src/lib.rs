@@ -3,7 +3,7 @@
 //! bridged to futures-io with `tokio_util::compat`.
 //!
 //! The whole [`jsonlink_rt`] API ([`Server`], [`Client`], [`Link`],
-//! [`Router`], [`Error`], [`Event`], …) is re-exported here, plus
+//! [`Handlers`], [`Error`], [`Event`], …) is re-exported here, plus
 //! [`server`] and [`client`] builders bound to this runtime. See the
 //! `echo_tokio` example.
 #![forbid(unsafe_code)]

@@ -550,8 +550,8 @@ pub mod fixture {
     /// Registers `add` (`{"a", "b"}` → `a + b`) on a server.
     pub fn add_handler(server: &Server) {
         server
-            .router()
-            .handle("add", |_link, v: Add| async move { Ok(v.a + v.b) });
+            .handlers()
+            .handle_request("add", |_link, v: Add| async move { Ok(v.a + v.b) });
     }
 }
 

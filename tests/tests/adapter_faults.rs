@@ -36,15 +36,15 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Makes `router`'s `hold` requests wait in a channel for the test to
+/// Makes `handlers`'s `hold` requests wait in a channel for the test to
 /// answer (or drop), and counts them.
 fn hold_requests(
-    router: &jsonlink_rt::Router,
+    handlers: &jsonlink_rt::Handlers,
 ) -> (async_channel::Receiver<Request>, Arc<AtomicUsize>) {
     let (tx, rx) = async_channel::unbounded::<Request>();
     let count = Arc::new(AtomicUsize::new(0));
     let counter = count.clone();
-    router.on_request("hold", move |req| {
+    handlers.on_request("hold", move |req| {
         let tx = tx.clone();
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
@@ -216,9 +216,11 @@ fn r3_a_response_that_does_not_fit_the_callers_type_fails_only_that_call() {
         let fx = Fixture::new(rt);
         let server = fx.server().bind(localhost()).await.expect("bind");
         add_handler(&server);
-        server.router().handle("person", |_l, _: Value| async move {
-            Ok(json!({"name": "ada", "age": "thirty-six"}))
-        });
+        server
+            .handlers()
+            .handle_request("person", |_l, _: Value| async move {
+                Ok(json!({"name": "ada", "age": "thirty-six"}))
+            });
         let client = fx
             .client(server.local_addr())
             .connect()
@@ -275,9 +277,9 @@ fn r4_no_handler_and_a_dropped_responder_are_typed_errors_at_once() {
             .expect("bind");
         add_handler(&server);
         server
-            .router()
+            .handlers()
             .on_request("forget", |req: Request| async move { drop(req) });
-        let (held_rx, _) = hold_requests(server.router());
+        let (held_rx, _) = hold_requests(server.handlers());
         let client = fx
             .client(server.local_addr())
             .request_timeout(REQUEST_TIMEOUT)
@@ -350,7 +352,7 @@ fn r6_ten_thousand_requests_against_the_in_flight_limit_fail_the_excess_with_bus
         // Handlers wait at a gate (closed by the test) and echo `n`.
         let (gate_tx, gate_rx) = async_channel::bounded::<()>(1);
         let (arrived_tx, arrived_rx) = async_channel::unbounded::<()>();
-        server.router().on_request("hold", move |req: Request| {
+        server.handlers().on_request("hold", move |req: Request| {
             let gate = gate_rx.clone();
             let arrived = arrived_tx.clone();
             async move {
@@ -444,7 +446,7 @@ fn c1_after_a_server_restart_the_client_reconnects_within_the_jitter_envelope_an
         };
         let server = fx.server().bind(localhost()).await.expect("bind");
         let addr = server.local_addr();
-        let (held_rx, _) = hold_requests(server.router());
+        let (held_rx, _) = hold_requests(server.handlers());
         let client = fx.client(addr).reconnect(policy).start();
         client.wait_connected().await.expect("connected");
         authenticated(&server).await;
@@ -494,7 +496,7 @@ fn c1_after_a_server_restart_the_client_reconnects_within_the_jitter_envelope_an
                     if attempt == 2 {
                         let server = rebind(|| fx.server(), addr).await;
                         add_handler(&server);
-                        let (_, count) = hold_requests(server.router());
+                        let (_, count) = hold_requests(server.handlers());
                         restarted = Some((server, count));
                     }
                 }
@@ -935,7 +937,7 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
             clients.push_back(connect().await.expect("a freed slot is usable"));
             authenticated(&server).await;
             assert_eq!(server.stats().connections, MAX as u64);
-            assert_eq!(server.connections().len(), MAX);
+            assert_eq!(server.links().len(), MAX);
         }
 
         for c in clients.drain(..) {
@@ -946,7 +948,7 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
         }
         let stats = server.stats();
         assert_eq!(stats.connections, 0);
-        assert!(server.connections().is_empty());
+        assert!(server.links().is_empty());
         assert_eq!(stats.connections_refused, 2);
         assert_eq!(stats.authenticated, (MAX + ROUNDS) as u64);
         record(
@@ -1012,14 +1014,14 @@ fn d1_shutdown_stops_accepting_sends_close_frames_and_fails_unfinished_requests_
         let fx = Fixture::new(rt.clone());
         let server = fx.server().bind(localhost()).await.expect("bind");
         let addr = server.local_addr();
-        let (server_held, _) = hold_requests(server.router());
+        let (server_held, _) = hold_requests(server.handlers());
         let client = fx
             .client(addr)
             .reconnect(Reconnect::Never)
             .connect()
             .await
             .expect("connect");
-        let (client_held, _) = hold_requests(client.router());
+        let (client_held, _) = hold_requests(client.handlers());
         let good = authenticated(&server).await;
         let (mut adversary, mut adversary_conn) = fx.adversary(addr).await;
         let bad = authenticated(&server).await;

@@ -58,16 +58,18 @@ async fn scenario() {
     .await
     .unwrap();
     let (chat_tx, mut chat_rx) = tokio::sync::mpsc::channel::<(Option<String>, Value)>(4);
-    server.router().on_message("chat", move |m| {
+    server.handlers().on_message("chat", move |m| {
         let tx = chat_tx.clone();
         async move {
             let body: Value = m.parse().unwrap();
             let _ = tx.send((m.op.clone().map(String::from), body)).await;
         }
     });
-    server.router().handle("add", |_link, v: Value| async move {
-        Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
-    });
+    server
+        .handlers()
+        .handle_request("add", |_link, v: Value| async move {
+            Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
+        });
 
     // The blocking client runs on its own thread, with no runtime.
     let addr = server.local_addr();

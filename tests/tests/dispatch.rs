@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::{poll_once, zip};
-use jsonlink_rt::{Client, Error, Event, EventKind, Link, Router, Runtime, Server};
+use jsonlink_rt::{Client, Error, Event, EventKind, Handlers, Link, Runtime, Server};
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixture::{Fixture, Gauges, LIMIT, SETTLE, authenticated, localhost, on_tokio};
 use serde_json::{Value, json};
@@ -136,7 +136,7 @@ fn op_n(m: &jsonlink_rt::Message) -> (String, i64) {
 /// record what they ran and notify `ran`; `block` waits for `gate` first;
 /// `boom` panics.
 fn ordered_handlers(
-    router: &Router,
+    handlers: &Handlers,
     seen: &Arc<Seen>,
     ran: &async_channel::Sender<(String, i64)>,
     gate: &async_channel::Receiver<()>,
@@ -145,7 +145,7 @@ fn ordered_handlers(
         let seen = seen.clone();
         let ran = ran.clone();
         let gate = gate.clone();
-        router.on_message(op, move |m| {
+        handlers.on_message(op, move |m| {
             let seen = seen.clone();
             let ran = ran.clone();
             let gate = gate.clone();
@@ -164,7 +164,7 @@ fn ordered_handlers(
             }
         });
     }
-    router.on_message("boom", |_m| async { panic!("a message handler panics") });
+    handlers.on_message("boom", |_m| async { panic!("a message handler panics") });
 }
 
 /// Sends the burst and the job on `link`, then waits until the client's
@@ -194,26 +194,26 @@ async fn burst_and_job(link: &Link, ran: &async_channel::Receiver<(String, i64)>
 async fn r7_body(rt: Arc<dyn Runtime>) -> String {
     let fx = Fixture::new(rt.clone());
     let server = fx.server().bind(localhost()).await.expect("bind");
-    let router = Router::new();
+    let handlers = Handlers::new();
     let seen = Arc::new(Seen::default());
     let (ran_tx, ran) = async_channel::unbounded();
     let (gate_tx, gate) = async_channel::unbounded::<()>();
-    ordered_handlers(&router, &seen, &ran_tx, &gate);
+    ordered_handlers(&handlers, &seen, &ran_tx, &gate);
 
     // Requests: `slow` waits for the test's word, `fast` answers at once.
     let (slow_gate_tx, slow_gate) = async_channel::unbounded::<()>();
-    router.on_request("slow", move |req| {
+    handlers.on_request("slow", move |req| {
         let slow_gate = slow_gate.clone();
         async move {
             let _ = slow_gate.recv().await;
             let _ = req.respond(&"slow");
         }
     });
-    router.handle("fast", |_link, _: Value| async { Ok("fast") });
+    handlers.handle_request("fast", |_link, _: Value| async { Ok("fast") });
     // Opt-in concurrency: both calls must be running at once to finish.
     let (par_started_tx, par_started) = async_channel::unbounded::<()>();
     let (par_gate_tx, par_gate) = async_channel::unbounded::<()>();
-    router.on_message_concurrent("par", move |_m| {
+    handlers.on_message_concurrent("par", move |_m| {
         let started = par_started_tx.clone();
         let gate = par_gate.clone();
         async move {
@@ -225,14 +225,14 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
     // Two clients (two links) sharing the handlers.
     let client_a = fx
         .client(server.local_addr())
-        .router(router.clone())
+        .handlers(handlers.clone())
         .connect()
         .await
         .expect("connect a");
     let link_a = authenticated(&server).await;
     let client_b = fx
         .client(server.local_addr())
-        .router(router.clone())
+        .handlers(handlers.clone())
         .connect()
         .await
         .expect("connect b");
@@ -375,8 +375,8 @@ async fn echo_server(fx: &Fixture, consume: bool) -> Server {
         .consume_events(consume);
     let server = builder.bind(localhost()).await.expect("bind");
     server
-        .router()
-        .handle_inline("echo", |_link: &Link, v: Value| Ok(v));
+        .handlers()
+        .handle_request_inline("echo", |_link: &Link, v: Value| Ok(v));
     server
 }
 

@@ -21,16 +21,16 @@ fn typed_handlers_get_exactly_their_arguments() {
         let fx = Fixture::new(rt);
         let server = fx.server().bind(localhost()).await.unwrap();
         server
-            .router()
-            .handle_inline("neg", |_link, v: i64| Ok(-v))
-            .handle("area", |_link, r: Resize| async move {
+            .handlers()
+            .handle_request_inline("neg", |_link, v: i64| Ok(-v))
+            .handle_request("area", |_link, r: Resize| async move {
                 Ok(u64::from(r.width) * u64::from(r.height))
             })
-            .handle(
+            .handle_request(
                 "names",
                 |_link, v: Vec<String>| async move { Ok(v.join(",")) },
             )
-            .handle("echo", |_link, v: Value| async move { Ok(v) });
+            .handle_request("echo", |_link, v: Value| async move { Ok(v) });
         let client = fx.client(server.local_addr()).connect().await.unwrap();
         authenticated(&server).await;
 
@@ -93,10 +93,10 @@ fn question_mark_answers_internal_without_leaking_the_error_text() {
         let fx = Fixture::new(rt);
         let server = fx.server().bind(localhost()).await.unwrap();
         server
-            .router()
-            .handle("job", |_link, id: u64| async move { read_job(id) })
-            .handle_inline("job_inline", |_link, id: u64| read_job(id))
-            .handle("quota", |_link, _: Value| async move {
+            .handlers()
+            .handle_request("job", |_link, id: u64| async move { read_job(id) })
+            .handle_request_inline("job_inline", |_link, id: u64| read_job(id))
+            .handle_request("quota", |_link, _: Value| async move {
                 Err::<(), _>(RemoteError::new("quota", "over quota"))?;
                 Ok(())
             });
@@ -134,7 +134,7 @@ fn question_mark_answers_internal_without_leaking_the_error_text() {
         assert_eq!(err.remote(), Some(&RemoteError::new("quota", "over quota")));
 
         // Exposed on request: the text is the io::Error's.
-        server.router().expose_internal_errors(true);
+        server.handlers().expose_internal_errors(true);
         let err = client
             .request::<String, _>(&json!({"op": "job", "args": 7}))
             .await

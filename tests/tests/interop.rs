@@ -3,7 +3,7 @@
 //!
 //! Each pair authenticates, exchanges messages dispatched by op both ways,
 //! makes requests both ways (typed on the client, answered by a handler on
-//! the client's router for the server's), pings with data both ways (an
+//! the client's handlers for the server's), pings with data both ways (an
 //! explicit ping from the client, keepalive pings with configured data from
 //! the server), closes gracefully, and then sees a wrong secret fail on both
 //! sides with a typed error. Some pairs run with signing and encryption
@@ -161,7 +161,7 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
         .await
         .expect("bind");
         let (notes_tx, notes_rx) = async_channel::bounded::<(u64, u64)>(MESSAGES as usize);
-        server.router().on_message("note", move |m| {
+        server.handlers().on_message("note", move |m| {
             let tx = notes_tx.clone();
             async move {
                 let n = m.parse::<Value>().expect("json")["n"].as_u64().expect("n");
@@ -169,8 +169,8 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
             }
         });
         server
-            .router()
-            .handle("add", |_link, v: Add| async move { Ok(v.a + v.b) });
+            .handlers()
+            .handle_request("add", |_link, v: Add| async move { Ok(v.a + v.b) });
 
         // The client answers `whoami` and counts `notice` messages.
         let client_builder = |secret: Secret| {
@@ -190,7 +190,7 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
             .await
             .expect("connect");
         let (notices_tx, notices_rx) = async_channel::bounded::<u64>(MESSAGES as usize);
-        client.router().on_message("notice", move |m| {
+        client.handlers().on_message("notice", move |m| {
             let tx = notices_tx.clone();
             async move {
                 let n = m.parse::<Value>().expect("json")["n"].as_u64().expect("n");
@@ -198,8 +198,8 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
             }
         });
         client
-            .router()
-            .handle("whoami", |link: Link, _: Value| async move {
+            .handlers()
+            .handle_request("whoami", |link: Link, _: Value| async move {
                 Ok(json!({"me": "client-1", "peer": link.peer().map(|p| p.node.clone())}))
             });
 
@@ -264,7 +264,7 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
             assert_eq!(sum.expect("add"), i + 1000);
         }
 
-        // Server → client request, answered by the client's router.
+        // Server → client request, answered by the client's handlers.
         let who: Value = server
             .request(link.id(), &json!({"op": "whoami"}))
             .await

@@ -197,7 +197,7 @@ async fn c5_after_a_first_authentication(rt: Arc<dyn Runtime>) {
     client.wait_for(EventKind::Authenticated).await;
     for outage in 0..OUTAGES {
         server.set_tls_config(stranger.server_config().expect("tls"));
-        let link = server.connections().pop().expect("a link");
+        let link = server.links().pop().expect("a link");
         link.close("rotating the certificate").await;
         let mut errors = Vec::new();
         loop {
@@ -276,8 +276,8 @@ async fn d3_body(rt: Arc<dyn Runtime>) {
     let (gate_tx, gate_rx) = async_channel::bounded::<()>(1);
     let (sent_tx, sent_rx) = async_channel::unbounded::<String>();
     server
-        .router()
-        .handle("job", move |link: Link, _args: Value| {
+        .handlers()
+        .handle_request("job", move |link: Link, _args: Value| {
             let (started, gate, sent) = (started_tx.clone(), gate_rx.clone(), sent_tx.clone());
             async move {
                 let _ = started.send(()).await;
@@ -300,7 +300,7 @@ async fn d3_body(rt: Arc<dyn Runtime>) {
     let (got_tx, got_rx) = async_channel::unbounded::<String>();
     for op in ["progress", "done"] {
         let got = got_tx.clone();
-        client.router().on_message(op, move |m: Message| {
+        client.handlers().on_message(op, move |m: Message| {
             let got = got.clone();
             async move {
                 let _ = got.send(m.body.get().to_owned()).await;
@@ -435,7 +435,7 @@ async fn d3_answer_order_body(rt: Arc<dyn Runtime>) {
         let server = fx.server().bind(localhost()).await.expect("bind");
         let (started_tx, started_rx) = async_channel::bounded::<()>(1);
         let (gate_tx, gate_rx) = async_channel::bounded::<()>(1);
-        server.router().on_request("job", move |req: Request| {
+        server.handlers().on_request("job", move |req: Request| {
             let (started, gate) = (started_tx.clone(), gate_rx.clone());
             async move {
                 let _ = started.send(()).await;
@@ -453,7 +453,7 @@ async fn d3_answer_order_body(rt: Arc<dyn Runtime>) {
             .await
             .expect("connect");
         client
-            .router()
+            .handlers()
             .on_message("step", |_m: Message| async move {});
         let body = json!({"op": "job"});
         let job = client.request::<Value, _>(&body);
@@ -562,8 +562,8 @@ async fn f11_body(rt: Arc<dyn Runtime>) {
         .await
         .expect("connect");
     client
-        .router()
-        .handle("add", |_l, v: Add| async move { Ok(v.a + v.b) });
+        .handlers()
+        .handle_request("add", |_l, v: Add| async move { Ok(v.a + v.b) });
     let add = json!({"op": "add", "a": 1, "b": 2});
     let raw = || serde_json::value::to_raw_value(&add).expect("json");
     assert_eq!(client.request::<i64, _>(&add).await.expect("request"), 3);
@@ -584,7 +584,7 @@ async fn f11_body(rt: Arc<dyn Runtime>) {
         3
     );
     link.request_raw(raw(), Some(max)).await.expect("link raw");
-    let theirs = server.connections().pop().expect("server link");
+    let theirs = server.links().pop().expect("server link");
     assert_eq!(
         server
             .request_with_timeout::<i64, _>(theirs.id(), &add, max)

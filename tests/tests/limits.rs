@@ -57,8 +57,8 @@ fn handler_bytes_budget(dispatch: Dispatch) {
             }
         };
         match dispatch {
-            Dispatch::Ordered => server.router().on_message("big", handler),
-            Dispatch::Concurrent => server.router().on_message_concurrent("big", handler),
+            Dispatch::Ordered => server.handlers().on_message("big", handler),
+            Dispatch::Concurrent => server.handlers().on_message_concurrent("big", handler),
         };
         // Handlers running at once while the first are held.
         let running = match dispatch {

@@ -338,7 +338,7 @@ fn l3_a_client_flooding_max_size_frames_gets_bounded_memory_and_others_are_serve
             // (or a loaded machine) would: the link then reaches its worst
             // case every frame, which is what the bound is checked against.
             let hold_rt = fx.rt.clone();
-            server.router().on_message("flood", move |m| {
+            server.handlers().on_message("flood", move |m| {
                 let got = got_tx.clone();
                 let rt = hold_rt.clone();
                 async move {

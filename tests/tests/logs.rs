@@ -63,8 +63,8 @@ fn s6_tracing_output_never_contains_the_secret() {
             .await
             .unwrap();
             server
-                .router()
-                .handle("echo", |_l, v: serde_json::Value| async move { Ok(v) });
+                .handlers()
+                .handle_request("echo", |_l, v: serde_json::Value| async move { Ok(v) });
             let client = Client::builder(
                 rt.clone(),
                 server.local_addr(),

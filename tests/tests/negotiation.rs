@@ -93,28 +93,32 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
         // A task handler that reports what `respond` returned.
         let (said_tx, said_rx) = async_channel::unbounded::<Result<(), Error>>();
         let body = big.clone();
-        server.router().on_request("r9.echo", move |req: Request| {
-            let said = said_tx.clone();
-            let body = body.clone();
-            async move {
-                let _ = said.send(req.respond(&body)).await;
-            }
-        });
+        server
+            .handlers()
+            .on_request("r9.echo", move |req: Request| {
+                let said = said_tx.clone();
+                let body = body.clone();
+                async move {
+                    let _ = said.send(req.respond(&body)).await;
+                }
+            });
         // An inline handler and a typed handler answering the same.
         let body = big.clone();
         server
-            .router()
+            .handlers()
             .on_request_inline("r9.inline", move |_l, _b| {
                 Ok(Payload::from_value(&body).expect("json"))
             });
         let body = big.clone();
-        server.router().handle("r9.typed", move |_l, _v: Value| {
-            let body = body.clone();
-            async move { Ok(body) }
-        });
         server
-            .router()
-            .handle("r9.small", |_l, v: Value| async move { Ok(v) });
+            .handlers()
+            .handle_request("r9.typed", move |_l, _v: Value| {
+                let body = body.clone();
+                async move { Ok(body) }
+            });
+        server
+            .handlers()
+            .handle_request("r9.small", |_l, v: Value| async move { Ok(v) });
 
         let mut outcome = Vec::new();
         for ext in [Extensions::ALL, Extensions::NONE] {

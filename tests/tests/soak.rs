@@ -176,16 +176,18 @@ fn kind(e: &Error) -> &'static str {
 
 fn serve(server: &Server, rt: &Arc<dyn Runtime>) {
     server
-        .router()
-        .handle("echo", |_l, v: Value| async move { Ok(v["n"].clone()) });
+        .handlers()
+        .handle_request("echo", |_l, v: Value| async move { Ok(v["n"].clone()) });
     let rt = rt.clone();
-    server.router().handle("slow", move |_l, v: Value| {
-        let sleep = rt.sleep_until(rt.now() + ms(50));
-        async move {
-            sleep.await;
-            Ok(v["n"].clone())
-        }
-    });
+    server
+        .handlers()
+        .handle_request("slow", move |_l, v: Value| {
+            let sleep = rt.sleep_until(rt.now() + ms(50));
+            async move {
+                sleep.await;
+                Ok(v["n"].clone())
+            }
+        });
 }
 
 /// One worker: requests until `total` have been issued; each outcome is
@@ -313,7 +315,7 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
                     }
                 }
                 5 | 6 => {
-                    let links = server.connections();
+                    let links = server.links();
                     match links.get(rng.below(links.len() as u64) as usize) {
                         Some(link) => {
                             link.close("soak: server drop").await;
@@ -419,7 +421,7 @@ fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link
         let server = fx.server().bind(localhost()).await.expect("bind");
         serve(&server, &rt);
         let (held_tx, held_rx) = async_channel::unbounded();
-        server.router().on_request("hold", move |req| {
+        server.handlers().on_request("hold", move |req| {
             let held = held_tx.clone();
             async move {
                 let _ = held.send(req).await;

@@ -60,8 +60,8 @@ fn per_ip_limit_refuses_the_extra_connection_from_one_address() {
         assert_eq!(refused, "max_connections_per_ip");
         // The two admitted links still work.
         server
-            .router()
-            .handle("echo", |_l, v: serde_json::Value| async move { Ok(v) });
+            .handlers()
+            .handle_request("echo", |_l, v: serde_json::Value| async move { Ok(v) });
         for c in [&a, &b] {
             let v: serde_json::Value = c
                 .request(&serde_json::json!({"op": "echo", "n": 7}))
