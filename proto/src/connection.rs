@@ -25,7 +25,9 @@ pub const MAX_SIGN_ALGS: usize = 16;
 pub const SEAL_ALG: &str = "aes-256-cbc-hmac-sha256";
 /// Smallest `max_frame` a peer may announce.
 pub const MIN_PEER_MAX_FRAME: u64 = 1024;
-/// Longest close reason kept or sent, in bytes.
+/// Longest close reason kept or sent, in bytes (a longer one is clipped on
+/// a character boundary); also the longest text of an unknown close code
+/// kept ([`CloseCode::Other`]).
 pub const MAX_REASON_LEN: usize = 256;
 
 /// Which end of the link this is. The client opens the handshake; after it,
@@ -886,14 +888,20 @@ impl Connection {
     }
 
     fn on_close(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
-        let code = CloseCode::parse(&env.opt_str(Key::Code)?.unwrap_or_default());
+        // An unknown code keeps its text; a missing one is reported as
+        // missing (PROTOCOL.md §14.1). The reason is clipped (§6.10).
+        let code = match env.opt_str(Key::Code)? {
+            Some(c) => CloseCode::parse(&c),
+            None => CloseCode::Missing,
+        };
         let reason = wire::clip(
             &env.opt_str(Key::Reason)?.unwrap_or_default(),
             MAX_REASON_LEN,
         );
+        let normal = code == CloseCode::Normal;
         let remote = CloseReason::Remote { code, reason };
         match &self.state {
-            State::Established if code == CloseCode::Normal => {
+            State::Established if normal => {
                 // The peer closes gracefully: no new requests either way;
                 // finish what is in flight, for at most our close timeout.
                 self.state = State::Closing { reason: remote };
@@ -902,7 +910,7 @@ impl Connection {
                 self.set_timer(Timer::Close, Some(now + self.config.close_timeout));
                 self.check_drained();
             }
-            State::Closing { .. } if code == CloseCode::Normal => {}
+            State::Closing { .. } if normal => {}
             _ => self.terminate(remote),
         }
         Ok(())

@@ -219,7 +219,7 @@ impl fmt::Display for RemoteError {
 impl std::error::Error for RemoteError {}
 
 /// Codes carried by close frames (`{"t":"close","code":…}`), see PROTOCOL.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseCode {
     /// Graceful close by the application.
@@ -252,8 +252,13 @@ pub enum CloseCode {
     HandshakeTimeout,
     /// The peer did not answer keepalive pings in time.
     KeepaliveTimeout,
-    /// A code this implementation does not know.
-    Unknown,
+    /// A code this implementation does not know, with the peer's text
+    /// (kept up to [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes, clipped
+    /// on a character boundary). Never sent by this implementation.
+    Other(String),
+    /// No code: the peer's close frame had none, or the stream ended
+    /// without a close frame ([`CloseReason::UnexpectedEof`]). Never sent.
+    Missing,
 }
 
 impl CloseCode {
@@ -275,20 +280,30 @@ impl CloseCode {
         (Self::KeepaliveTimeout, "keepalive_timeout"),
     ];
 
-    /// The wire string.
-    pub fn as_str(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map_or("unknown", |(_, s)| s)
+    /// The wire string: the peer's text for [`CloseCode::Other`],
+    /// `missing` for [`CloseCode::Missing`].
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Other(s) => s,
+            Self::Missing => "missing",
+            known => Self::TABLE
+                .iter()
+                .find(|(c, _)| c == known)
+                .map_or("missing", |(_, s)| s),
+        }
     }
 
-    /// Parses a wire string; unknown strings map to [`CloseCode::Unknown`].
+    /// Parses a wire string; a string this implementation does not know
+    /// is kept as [`CloseCode::Other`] (clipped to
+    /// [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes).
     pub fn parse(s: &str) -> Self {
         Self::TABLE
             .iter()
             .find(|(_, w)| *w == s)
-            .map_or(Self::Unknown, |(c, _)| *c)
+            .map_or_else(
+                || Self::Other(crate::wire::clip(s, crate::MAX_REASON_LEN)),
+                |(c, _)| c.clone(),
+            )
     }
 }
 
@@ -311,9 +326,14 @@ pub enum CloseReason {
     /// The peer sent a close frame.
     #[error("closed by peer ({code}): {reason}")]
     Remote {
-        /// The peer's code; [`CloseCode::Normal`] for a graceful close.
+        /// The peer's code; [`CloseCode::Normal`] for a graceful close,
+        /// [`CloseCode::Other`] with its text for a code we do not know,
+        /// [`CloseCode::Missing`] for a close frame without one.
         code: CloseCode,
-        /// The peer's reason text (at most 256 bytes kept).
+        /// The peer's reason text: at most
+        /// [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) (256) bytes are kept,
+        /// a longer one is clipped on a character boundary; empty if the
+        /// frame had none.
         reason: String,
     },
     /// The peer broke the protocol; we told it so and closed.
@@ -337,11 +357,11 @@ impl CloseReason {
     pub fn code(&self) -> CloseCode {
         match self {
             Self::Local { .. } => CloseCode::Normal,
-            Self::Remote { code, .. } => *code,
+            Self::Remote { code, .. } => code.clone(),
             Self::Protocol(e) => e.code(),
             Self::HandshakeTimeout => CloseCode::HandshakeTimeout,
             Self::KeepaliveTimeout => CloseCode::KeepaliveTimeout,
-            Self::UnexpectedEof => CloseCode::Unknown,
+            Self::UnexpectedEof => CloseCode::Missing,
         }
     }
 

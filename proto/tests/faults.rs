@@ -283,6 +283,85 @@ fn f8_eof_mid_frame_fails_pending_requests() {
     );
 }
 
+/// The close reason `p.server` ended with after `frame` arrived, as Debug
+/// text (so the comparison states the exact variant and fields).
+fn close_seen(authed: bool, frame: &str) -> String {
+    let mut p = pair();
+    if authed {
+        p.connect();
+    } else {
+        p.client.conn.poll_transmit(&mut Vec::new()); // hello never arrives
+    }
+    p.inject(Who::Server, format!("{frame}\n").as_bytes());
+    let reason = closed_with(&p.server);
+    // `code()` agrees with the variant's own code.
+    if let CloseReason::Remote { code, .. } = &reason {
+        assert_eq!(&reason.code(), code);
+    }
+    format!("{reason:?}")
+}
+
+#[test]
+fn f12_unknown_or_missing_close_code_and_long_reason() {
+    for authed in [true, false] {
+        // An unknown code keeps the peer's text.
+        assert_eq!(
+            close_seen(authed, r#"{"t":"close","code":"x","reason":"bye"}"#),
+            r#"Remote { code: Other("x"), reason: "bye" }"#
+        );
+        // A missing code is reported as missing, not as an unknown one.
+        assert_eq!(
+            close_seen(authed, r#"{"t":"close","reason":"bye"}"#),
+            r#"Remote { code: Missing, reason: "bye" }"#
+        );
+        assert_eq!(
+            close_seen(authed, r#"{"t":"close"}"#),
+            r#"Remote { code: Missing, reason: "" }"#
+        );
+        // Escapes are decoded; known codes are still known.
+        assert_eq!(
+            close_seen(authed, r#"{"t":"close","code":"\u0078y","reason":"r"}"#),
+            r#"Remote { code: Other("xy"), reason: "r" }"#
+        );
+        assert_eq!(
+            close_seen(authed, r#"{"t":"close","code":"integrity","reason":"r"}"#),
+            r#"Remote { code: Integrity, reason: "r" }"#
+        );
+    }
+    // A reason (and an unknown code's text) longer than 256 bytes is
+    // clipped on a character boundary: here 255 bytes, the `é` that would
+    // straddle byte 256 dropped.
+    let long = format!("{}é{}", "a".repeat(255), "b".repeat(44));
+    assert_eq!(long.len(), 301);
+    let mut p = connected();
+    p.inject(
+        Who::Server,
+        format!(r#"{{"t":"close","code":"{long}","reason":"{long}"}}"#).as_bytes(),
+    );
+    p.inject(Who::Server, b"\n");
+    let CloseReason::Remote { code, reason } = closed_with(&p.server) else {
+        panic!("{:?}", p.server.events)
+    };
+    assert_eq!(reason, "a".repeat(255));
+    assert_eq!(code.to_string(), "a".repeat(255));
+    // The Display form names the peer's code.
+    assert_eq!(
+        p.server.closed().unwrap().to_string(),
+        format!("closed by peer ({}): {}", "a".repeat(255), "a".repeat(255))
+    );
+    record(
+        "F12",
+        format!(
+            "{} / {}, before and after auth; a {}-byte reason and code text kept as {} and {} bytes (clipped before a 2-byte character)",
+            close_seen(true, r#"{"t":"close","code":"x","reason":"bye"}"#),
+            close_seen(true, r#"{"t":"close","reason":"bye"}"#),
+            long.len(),
+            reason.len(),
+            code.to_string().len()
+        ),
+    );
+}
+
 // ---------------------------------------------------------------- handshake
 
 #[test]
