@@ -424,18 +424,24 @@ impl Connection {
     // ---------------------------------------------------------------- (C)
 
     /// Sends a fire-and-forget message.
+    ///
+    /// Refused with [`SendError::TooDeep`] for a body nested deeper than
+    /// [`Config::max_depth`], [`SendError::DuplicateOp`] for an object body
+    /// with `op` more than once (the peer would refuse either frame).
     pub fn send(&mut self, body: &RawValue) -> Result<(), SendError> {
         self.check_can_send()?;
         self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"msg\",\"d\":");
-            push_json(o, body.get());
+            let scan = push_json(o, body.get());
             o.push(b'}');
+            dispatchable(scan)
         })
     }
 
     /// Sends a request; its outcome arrives as exactly one
     /// [`Event::Response`] or [`Event::RequestFailed`]. `timeout` defaults
-    /// to [`Config::request_timeout`].
+    /// to [`Config::request_timeout`]. The body is refused as by
+    /// [`send`](Self::send).
     pub fn request(
         &mut self,
         now: Instant,
@@ -468,8 +474,9 @@ impl Connection {
             o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
             crypto::push_u64(o, id);
             o.extend_from_slice(b",\"d\":");
-            push_json(o, body.get());
+            let scan = push_json(o, body.get());
             o.push(b'}');
+            dispatchable(scan)
         })?;
         self.next_request += 1;
         self.pending.insert(id, deadline);
@@ -571,7 +578,10 @@ impl Connection {
             self.pong_owed = false;
             let mut pong = std::mem::take(&mut self.out);
             // Encoding a pong never exceeds any limit.
-            let _ = self.encode_into(&mut pong, |o| o.extend_from_slice(b"{\"t\":\"pong\"}"));
+            let _ = self.encode_into(&mut pong, |o| {
+                o.extend_from_slice(b"{\"t\":\"pong\"}");
+                Ok(0)
+            });
             buf.append(&mut pong);
             self.out = pong;
         }
@@ -659,7 +669,15 @@ impl Connection {
         Ok(())
     }
 
-    fn queue_frame(&mut self, inner: impl FnOnce(&mut Vec<u8>)) -> Result<(), SendError> {
+    /// The nesting limit in force ([`Config::max_depth`], at least 1).
+    fn max_depth(&self) -> usize {
+        self.config.max_depth.max(1)
+    }
+
+    fn queue_frame(
+        &mut self,
+        inner: impl FnOnce(&mut Vec<u8>) -> Encoded,
+    ) -> Result<(), SendError> {
         let mut out = std::mem::take(&mut self.out);
         let r = self.encode_into(&mut out, inner);
         self.out = out;
@@ -667,31 +685,54 @@ impl Connection {
     }
 
     /// Encodes one frame (protected as negotiated) plus `\n` into `out`;
-    /// rolls back and fails if the line would exceed the peer's limit.
+    /// rolls back and fails if `inner` refuses its payload, if a payload
+    /// nests deeper than [`Config::max_depth`] (checked before signing or
+    /// sealing), or if the line would exceed the peer's limit.
     fn encode_into(
         &mut self,
         out: &mut Vec<u8>,
-        inner: impl FnOnce(&mut Vec<u8>),
+        inner: impl FnOnce(&mut Vec<u8>) -> Encoded,
     ) -> Result<(), SendError> {
         let start = out.len();
-        match &self.protection {
-            Protection::Plain => inner(out),
+        let depth_limit = self.max_depth();
+        let checked = |encoded: Encoded| match encoded {
+            Ok(depth) if depth > depth_limit => Err(SendError::TooDeep {
+                depth,
+                limit: depth_limit,
+            }),
+            other => other.map(drop),
+        };
+        let encoded = match &self.protection {
+            Protection::Plain => checked(inner(out)),
             Protection::Signed { send, .. } => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                inner(&mut scratch);
-                crypto::sign_with(send, self.send_seq, &scratch, out);
+                let r = checked(inner(&mut scratch));
+                if r.is_ok() {
+                    crypto::sign_with(send, self.send_seq, &scratch, out);
+                }
                 self.scratch = scratch;
+                r
             }
             Protection::Sealed { send, .. } => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                inner(&mut scratch);
-                let mut iv = [0u8; IV_LEN];
-                self.rng.fill_bytes(&mut iv);
-                crypto::seal_with(send, self.send_seq, &iv, &scratch, out);
+                let r = checked(inner(&mut scratch));
+                if r.is_ok() {
+                    let mut iv = [0u8; IV_LEN];
+                    self.rng.fill_bytes(&mut iv);
+                    crypto::seal_with(send, self.send_seq, &iv, &scratch, out);
+                }
                 self.scratch = scratch;
+                r
             }
+        };
+        if let Err(e) = encoded {
+            out.truncate(start);
+            if self.scratch.capacity() > 64 * 1024 {
+                self.scratch = Vec::new();
+            }
+            return Err(e);
         }
         let size = out.len() - start;
         let limit = if self.peer.is_some() {
@@ -729,6 +770,7 @@ impl Connection {
                 push_u64_list(o, v);
             }
             o.push(b'}');
+            Ok(0)
         });
     }
 
@@ -853,7 +895,7 @@ impl Connection {
     }
 
     fn handle_plain(&mut self, now: Instant, line: &[u8]) -> Result<(), ProtocolError> {
-        let env = wire::parse(line)?;
+        let env = wire::parse(line, self.max_depth())?;
         let t = env.frame_type();
         if matches!(t.as_deref(), Ok("close")) {
             return self.on_close(now, &env);
@@ -926,13 +968,14 @@ impl Connection {
             "msg" => {
                 let d = required_body(env)?;
                 self.events.push_back(Event::Message {
-                    op: wire::probe_op(d),
+                    op: env.op()?,
                     body: Payload::new(d.to_owned()),
                 });
             }
             "req" => {
                 let id = env.u64(Key::Id)?;
                 let d = required_body(env)?;
+                let op = env.op()?;
                 // Inserted first (one lookup on the usual path), taken out
                 // again if refused.
                 if !self.incoming.insert(id) {
@@ -963,7 +1006,7 @@ impl Connection {
                 }
                 self.events.push_back(Event::Request {
                     id: PeerRequestId(id),
-                    op: wire::probe_op(d),
+                    op,
                     body: Payload::new(d.to_owned()),
                 });
             }
@@ -1232,13 +1275,14 @@ fn parse_remote_error(raw: &RawValue) -> Result<RemoteError, ProtocolError> {
     })
 }
 
-fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) {
+fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) -> Encoded {
     o.extend_from_slice(b"{\"t\":\"res\",\"id\":");
     crypto::push_u64(o, id);
+    let mut depth = 0;
     match result {
         Ok(v) => {
             o.extend_from_slice(b",\"d\":");
-            push_json(o, v.get());
+            depth = push_json(o, v.get()).depth;
         }
         Err(e) => {
             o.extend_from_slice(b",\"err\":{\"code\":");
@@ -1251,37 +1295,59 @@ fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteEr
                 .filter(|d| serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok())
             {
                 o.extend_from_slice(b",\"data\":");
-                push_json(o, d);
+                depth = push_json(o, d).depth;
             }
             o.push(b'}');
         }
     }
     o.push(b'}');
+    Ok(depth)
 }
 
-/// Appends JSON text to a frame. A raw `\n` in valid JSON can only be
-/// insignificant whitespace (strings cannot hold raw control characters), so
-/// it is replaced by a space: a non-compact payload cannot break framing.
-fn push_json(o: &mut Vec<u8>, json: &str) {
+/// What a frame encoder gives [`Connection::encode_into`]: the deepest
+/// nesting of the payloads it wrote (checked against
+/// [`Config::max_depth`] there), or a refusal.
+type Encoded = Result<usize, SendError>;
+
+/// A message or request body's scan: refused if it has `op` more than once
+/// (PROTOCOL.md §11.1), else its depth.
+fn dispatchable(scan: wire::Scan) -> Encoded {
+    if scan.ops > 1 {
+        return Err(SendError::DuplicateOp);
+    }
+    Ok(scan.depth)
+}
+
+/// Appends a JSON payload (valid JSON text) to a frame, scanning it once
+/// ([`wire::scan`]) for its depth, its top-level `op` members and raw line
+/// feeds. A raw `\n` in valid JSON can only be insignificant whitespace
+/// (strings cannot hold raw control characters), so it is replaced by a
+/// space: a non-compact payload cannot break framing. Other bytes are
+/// copied as they are, so numbers, escapes and strings reach the peer as
+/// the caller wrote them (PROTOCOL.md §5).
+fn push_json(o: &mut Vec<u8>, json: &str) -> wire::Scan {
     let start = o.len();
     o.extend_from_slice(json.as_bytes());
-    if memchr::memchr(b'\n', json.as_bytes()).is_none() {
-        return;
-    }
-    if let Some(tail) = o.get_mut(start..) {
+    let scan = wire::scan(json.as_bytes(), usize::MAX);
+    if scan.newline
+        && let Some(tail) = o.get_mut(start..)
+    {
         for b in tail.iter_mut().filter(|b| **b == b'\n') {
             *b = b' ';
         }
     }
+    scan
 }
 
-fn encode_ping(o: &mut Vec<u8>, data: Option<&RawValue>) {
+fn encode_ping(o: &mut Vec<u8>, data: Option<&RawValue>) -> Encoded {
     o.extend_from_slice(b"{\"t\":\"ping\"");
+    let mut depth = 0;
     if let Some(d) = data {
         o.extend_from_slice(b",\"d\":");
-        push_json(o, d.get());
+        depth = push_json(o, d.get()).depth;
     }
     o.push(b'}');
+    Ok(depth)
 }
 
 fn push_u64_list(o: &mut Vec<u8>, v: &[u64]) {

@@ -20,16 +20,19 @@ pub enum ProtocolError {
     /// A frame was not valid UTF-8.
     #[error("frame is not valid UTF-8")]
     InvalidUtf8,
-    /// A frame was not valid JSON.
+    /// A frame was not valid JSON, or nested deeper than
+    /// [`Config::max_depth`](crate::Config::max_depth) (PROTOCOL.md §4.3).
     #[error("frame is not valid JSON: {detail}")]
     InvalidJson {
-        /// serde_json's description (position and cause).
+        /// serde_json's description (position and cause), or the depth
+        /// limit that was passed.
         detail: String,
     },
     /// A frame was valid JSON but not an object.
     #[error("frame is not a JSON object")]
     NotAnObject,
-    /// An envelope key appeared twice.
+    /// An envelope key appeared twice, or (`field` `"d.op"`) the body of a
+    /// `msg` or `req` has more than one top-level `op` (PROTOCOL.md §11.1).
     #[error("duplicate field `{field}` in frame")]
     DuplicateField {
         /// The repeated key.
@@ -148,6 +151,20 @@ pub enum SendError {
     /// The payload given was not a JSON object where one is required (ping data).
     #[error("ping data must be a JSON object")]
     NotAnObject,
+    /// A value of the frame (a body, ping data, an error's `data`) nests
+    /// deeper than [`Config::max_depth`](crate::Config::max_depth); the peer
+    /// would refuse the frame as invalid JSON.
+    #[error("value nested {depth} levels deep exceeds the {limit}-level depth limit")]
+    TooDeep {
+        /// The value's nesting depth (arrays and objects).
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A message or request body has more than one top-level `op`, which
+    /// the peer refuses (PROTOCOL.md §11.1).
+    #[error("body has more than one top-level `op`")]
+    DuplicateOp,
 }
 
 /// Why a request of ours failed; exactly one of [`Event::Response`] or
@@ -297,13 +314,10 @@ impl CloseCode {
     /// is kept as [`CloseCode::Other`] (clipped to
     /// [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes).
     pub fn parse(s: &str) -> Self {
-        Self::TABLE
-            .iter()
-            .find(|(_, w)| *w == s)
-            .map_or_else(
-                || Self::Other(crate::wire::clip(s, crate::MAX_REASON_LEN)),
-                |(c, _)| c.clone(),
-            )
+        Self::TABLE.iter().find(|(_, w)| *w == s).map_or_else(
+            || Self::Other(crate::wire::clip(s, crate::MAX_REASON_LEN)),
+            |(c, _)| c.clone(),
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::ProtocolError;
@@ -71,6 +71,8 @@ pub(crate) struct Envelope<'a> {
     /// `fields`).
     known_t: Option<&'static str>,
     known_id: Option<u64>,
+    /// What the scan of `d` found (its top-level `op` members).
+    body: Scan,
 }
 
 impl fmt::Debug for Envelope<'_> {
@@ -79,10 +81,15 @@ impl fmt::Debug for Envelope<'_> {
     }
 }
 
-struct EnvelopeVisitor;
+/// The general envelope parser. Every member's value is taken as raw JSON
+/// and scanned once for its nesting depth ([`scan`]), since serde_json
+/// checks no depth on values it skips or borrows.
+struct EnvelopeVisitor {
+    max_depth: usize,
+}
 
 impl<'de> Visitor<'de> for EnvelopeVisitor {
-    type Value = Envelope<'de>;
+    type Value = (Envelope<'de>, bool);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
@@ -90,24 +97,34 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut env = Envelope::default();
+        let mut too_deep = false;
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
-            match KEYS.iter().find(|(n, _)| *n == k) {
-                Some((_, key)) => {
-                    let v: &'de RawValue = map.next_value()?;
-                    let slot = env.fields.get_mut(*key as usize);
-                    match slot {
-                        Some(s @ None) => *s = Some(v),
-                        _ => {
-                            env.duplicate.get_or_insert(*key);
-                        }
+            let v: &'de RawValue = map.next_value()?;
+            let key = KEYS.iter().find(|(n, _)| *n == k).map(|(_, key)| *key);
+            // `err`'s members (`code`, `message`, `data`) get the limit
+            // each, as every other member does.
+            let limit = match key {
+                Some(Key::Err) => self.max_depth.saturating_add(1),
+                _ => self.max_depth,
+            };
+            let found = scan(v.get().as_bytes(), limit);
+            too_deep |= found.depth > limit;
+            let Some(key) = key else {
+                continue; // unknown: ignored once its depth is checked
+            };
+            match env.fields.get_mut(key as usize) {
+                Some(s @ None) => {
+                    *s = Some(v);
+                    if key == Key::D {
+                        env.body = found;
                     }
                 }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
+                _ => {
+                    env.duplicate.get_or_insert(key);
                 }
             }
         }
-        Ok(env)
+        Ok((env, too_deep))
     }
 }
 
@@ -119,17 +136,32 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 /// validates it as JSON and UTF-8). Any other line, or a canonical-looking
 /// one whose body is not exactly one JSON value, goes through the general
 /// parser, so both paths accept the same lines with the same result.
-pub(crate) fn parse(line: &[u8]) -> Result<Envelope<'_>, ProtocolError> {
-    match parse_canonical(line) {
+///
+/// Every member value may nest at most `max_depth` arrays and objects
+/// (`err` one more, so that its `data` gets `max_depth`); a deeper line is
+/// [`ProtocolError::InvalidJson`] on both paths (PROTOCOL.md §4.3).
+pub(crate) fn parse(line: &[u8], max_depth: usize) -> Result<Envelope<'_>, ProtocolError> {
+    match parse_canonical(line, max_depth) {
         Some(env) => Ok(env),
-        None => parse_general(line),
+        None => parse_general(line, max_depth),
+    }
+}
+
+/// The error for a line nested deeper than the limit (the same text from
+/// both parsing paths).
+fn too_deep(max_depth: usize) -> ProtocolError {
+    ProtocolError::InvalidJson {
+        detail: format!("nested deeper than the {max_depth}-level depth limit"),
     }
 }
 
 /// The canonical data frames: `{"t":"msg","d":B}`, `{"t":"req","id":N,"d":B}`
 /// and `{"t":"res","id":N,"d":B}`, with `N` in canonical decimal and no
 /// whitespace outside `B`.
-fn parse_canonical(line: &[u8]) -> Option<Envelope<'_>> {
+///
+/// A body deeper than `max_depth` is left to the general parser, which
+/// reports it.
+fn parse_canonical(line: &[u8], max_depth: usize) -> Option<Envelope<'_>> {
     let rest = line.strip_prefix(b"{\"t\":\"")?;
     let (t, id, rest) = if let Some(rest) = rest.strip_prefix(b"msg\",\"d\":") {
         ("msg", None, rest)
@@ -144,9 +176,14 @@ fn parse_canonical(line: &[u8]) -> Option<Envelope<'_>> {
     };
     let body = rest.strip_suffix(b"}")?;
     let d: &RawValue = serde_json::from_slice(body).ok()?;
+    let found = scan(d.get().as_bytes(), max_depth);
+    if found.depth > max_depth {
+        return None;
+    }
     let mut env = Envelope {
         known_t: Some(t),
         known_id: id,
+        body: found,
         ..Envelope::default()
     };
     if let Some(slot) = env.fields.get_mut(Key::D as usize) {
@@ -171,11 +208,11 @@ fn canonical_u64(s: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// Parses any line into an envelope: UTF-8, then JSON object, one pass.
-fn parse_general(line: &[u8]) -> Result<Envelope<'_>, ProtocolError> {
+fn parse_general(line: &[u8], max_depth: usize) -> Result<Envelope<'_>, ProtocolError> {
     let text = std::str::from_utf8(line).map_err(|_| ProtocolError::InvalidUtf8)?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let env = match (&mut de).deserialize_map(EnvelopeVisitor) {
-        Ok(env) => env,
+    let (env, deep) = match (&mut de).deserialize_map(EnvelopeVisitor { max_depth }) {
+        Ok(r) => r,
         Err(e) if e.is_data() => return Err(ProtocolError::NotAnObject),
         Err(e) => {
             return Err(ProtocolError::InvalidJson {
@@ -186,6 +223,9 @@ fn parse_general(line: &[u8]) -> Result<Envelope<'_>, ProtocolError> {
     de.end().map_err(|e| ProtocolError::InvalidJson {
         detail: e.to_string(),
     })?;
+    if deep {
+        return Err(too_deep(max_depth));
+    }
     if let Some(k) = env.duplicate {
         return Err(ProtocolError::DuplicateField { field: k.name() });
     }
@@ -314,6 +354,17 @@ impl<'a> Envelope<'a> {
         v.try_into().map_err(|_| bad)
     }
 
+    /// The body's op (PROTOCOL.md §11.1): the value of the top-level
+    /// member `op` of `d`, if `d` is an object with one whose value is a
+    /// string. A body with `op` more than once is refused (dispatch and
+    /// the handler's parsed body could disagree about which one counts).
+    pub(crate) fn op(&self) -> Result<Option<Op>, ProtocolError> {
+        if self.body.ops > 1 {
+            return Err(ProtocolError::DuplicateField { field: "d.op" });
+        }
+        Ok(self.raw(Key::D).and_then(|d| self.body.op(d.get())))
+    }
+
     /// The `t` field, truncated for error messages.
     pub(crate) fn frame_type(&self) -> Result<Cow<'a, str>, ProtocolError> {
         if let Some(t) = self.known_t {
@@ -335,54 +386,110 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     s.get(..end).unwrap_or_default().to_owned()
 }
 
-/// Finds the payload's top-level `"op"` string: the value of the first
-/// top-level `op` key, if it is a string. `None` for non-objects, objects
-/// without `op`, and an `op` that is not a string.
-///
-/// `body` is already validated JSON (a `RawValue`), so this is a skimmer,
-/// not a parser: it walks the top-level keys and skips values by bracket
-/// depth, with memchr over string contents. Escaped keys and values are
-/// decoded by serde_json. A serde-based probe in the tests is the reference
-/// it is property-tested against.
-pub(crate) fn probe_op(body: &RawValue) -> Option<Op> {
-    let s = body.get().as_bytes();
-    let mut i = skip_ws(s, 0);
-    if s.get(i) != Some(&b'{') {
-        return None;
+/// What one pass over a JSON value found: its nesting depth, the
+/// top-level `op` members of an object, and whether it holds a raw `\n`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// The deepest nesting of arrays and objects: 0 for a scalar, 1 for
+    /// `[]`, `[1]` or `{"a":1}`, 2 for `[[]]`. When the scan stopped at
+    /// its limit, the limit plus one.
+    pub(crate) depth: usize,
+    /// Top-level members named `op` (after unescaping) of an object: 0, 1,
+    /// or 2 for two or more.
+    pub(crate) ops: u8,
+    /// The first `op` member's value, when it is a string: its byte range,
+    /// quotes included.
+    op: Option<(usize, usize)>,
+    /// Whether a raw `\n` (whitespace between tokens) occurs.
+    pub(crate) newline: bool,
+}
+
+impl Scan {
+    /// The first `op` member's string value, from the scanned text.
+    pub(crate) fn op(&self, text: &str) -> Option<Op> {
+        let (start, end) = self.op?;
+        let quoted = text.get(start..end)?;
+        match quoted.contains('\\') {
+            // The quotes are ASCII, so the inner slice is on char
+            // boundaries of an already valid `str`.
+            false => quoted.get(1..quoted.len() - 1).map(Op::new),
+            true => serde_json::from_str::<String>(quoted).ok().map(Op::from),
+        }
     }
-    i += 1;
-    loop {
-        i = skip_ws(s, i);
-        if s.get(i) != Some(&b'"') {
-            return None; // `}`: no op
-        }
-        let key_end = string_end(s, i)?;
-        let key = s.get(i..key_end)?;
-        i = skip_ws(s, key_end);
-        i = skip_ws(s, i + 1); // past ':'
-        let is_op = key == b"\"op\""
-            || (key.contains(&b'\\')
-                && serde_json::from_slice::<Cow<'_, str>>(key).is_ok_and(|k| k == "op"));
-        if is_op {
-            if s.get(i) != Some(&b'"') {
-                return None;
+}
+
+/// Scans one valid JSON value in one pass: its nesting depth (stopping as
+/// soon as it passes `limit`), the top-level `op` members if it is an
+/// object, and raw line feeds.
+///
+/// `s` must be valid JSON (serde_json validated it, or we hold it as a
+/// `RawValue`), so this is a skimmer, not a parser: it counts brackets
+/// outside strings and skips string contents with memchr (an escaped
+/// quote never ends one). A serde-based reference in the tests is what it
+/// is property-tested against. It never recurses, so no depth can
+/// overflow its stack.
+pub(crate) fn scan(s: &[u8], limit: usize) -> Scan {
+    let mut out = Scan::default();
+    let top_object = s.get(skip_ws(s, 0)) == Some(&b'{');
+    let mut depth = 0usize;
+    // At depth 1 of a top-level object: the next string is a member name.
+    let mut name_next = false;
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'"' => {
+                let Some(end) = string_end(s, i) else {
+                    break; // not valid JSON: not ours to judge here
+                };
+                if name_next && depth == 1 {
+                    name_next = false;
+                    if s.get(i..end).is_some_and(is_op_name) {
+                        out.ops = out.ops.saturating_add(1).min(2);
+                        if out.ops == 1 {
+                            let v = skip_ws(s, skip_ws(s, end) + 1); // past ':'
+                            if s.get(v) == Some(&b'"') {
+                                out.op = string_end(s, v).map(|e| (v, e));
+                            }
+                        }
+                    }
+                }
+                i = end;
+                continue;
             }
-            let end = string_end(s, i)?;
-            let v = s.get(i..end)?;
-            return match v.contains(&b'\\') {
-                // `body` is a `str` and the quotes are ASCII, so this slice
-                // is on char boundaries: no second UTF-8 check.
-                false => body.get().get(i + 1..end - 1).map(Op::new),
-                true => serde_json::from_slice::<String>(v).ok().map(Op::from),
-            };
-        }
-        i = skip_value(s, i)?;
-        i = skip_ws(s, i);
-        if s.get(i) != Some(&b',') {
-            return None;
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > out.depth {
+                    out.depth = depth;
+                    if depth > limit {
+                        return out;
+                    }
+                }
+                name_next = depth == 1 && top_object;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => name_next = depth == 1 && top_object,
+            b'\n' => out.newline = true,
+            _ => {}
         }
         i += 1;
     }
+    out
+}
+
+/// Whether a member name (a JSON string, quotes included) is `op`, also
+/// when written with escapes (`"\u006fp"`; at most 14 bytes).
+fn is_op_name(name: &[u8]) -> bool {
+    name == b"\"op\""
+        || (name.len() <= 14
+            && name.contains(&b'\\')
+            && serde_json::from_slice::<Cow<'_, str>>(name).is_ok_and(|k| k == "op"))
+}
+
+/// The body's op, found by [`scan`] (for the tests' comparison with the
+/// serde reference).
+#[cfg(test)]
+fn probe_op(body: &RawValue) -> Option<Op> {
+    scan(body.get().as_bytes(), usize::MAX).op(body.get())
 }
 
 fn skip_ws(s: &[u8], mut i: usize) -> usize {
@@ -405,50 +512,10 @@ fn string_end(s: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// Skips one valid JSON value starting at `s[i]`; returns the index after it.
-fn skip_value(s: &[u8], i: usize) -> Option<usize> {
-    match s.get(i)? {
-        b'"' => string_end(s, i),
-        b'{' | b'[' => {
-            // Linear: one pass over structural bytes, memchr inside strings.
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match s.get(j)? {
-                    b'"' => j = string_end(s, j)?,
-                    b'{' | b'[' => {
-                        depth += 1;
-                        j += 1;
-                    }
-                    b'}' | b']' => {
-                        depth -= 1;
-                        j += 1;
-                        if depth == 0 {
-                            return Some(j);
-                        }
-                    }
-                    _ => j += 1,
-                }
-            }
-        }
-        _ => {
-            // number, true, false, null: up to the next delimiter
-            let mut j = i;
-            while !matches!(
-                s.get(j),
-                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-            ) {
-                j += 1;
-            }
-            Some(j)
-        }
-    }
-}
-
 /// The serde-based op probe: the reference for [`probe_op`].
 #[cfg(test)]
 fn probe_op_serde(body: &RawValue) -> Option<String> {
-    use serde::de;
+    use serde::de::{self, IgnoredAny};
     if !body.get().starts_with('{') {
         return None;
     }
@@ -531,14 +598,16 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
 
+    const D: usize = crate::DEFAULT_MAX_DEPTH;
+
     #[test]
     fn parses_known_fields_and_rejects_duplicates() {
-        let env = parse(br#"{"t":"req","id":5,"d":{"a":[1,2]},"x":1}"#).unwrap();
+        let env = parse(br#"{"t":"req","id":5,"d":{"a":[1,2]},"x":1}"#, D).unwrap();
         assert_eq!(env.frame_type().unwrap(), "req");
         assert_eq!(env.u64(Key::Id).unwrap(), 5);
         assert_eq!(env.raw(Key::D).unwrap().get(), r#"{"a":[1,2]}"#);
         assert_eq!(
-            parse(br#"{"t":"req","id":5,"id":6}"#).unwrap_err(),
+            parse(br#"{"t":"req","id":5,"id":6}"#, D).unwrap_err(),
             ProtocolError::DuplicateField { field: "id" }
         );
     }
@@ -547,7 +616,7 @@ mod tests {
     fn ids_must_be_u64() {
         for bad in ["1.5", "-1", "\"7\"", "18446744073709551616", "1e3", "null"] {
             let line = format!(r#"{{"t":"req","id":{bad},"d":1}}"#);
-            let env = parse(line.as_bytes()).unwrap();
+            let env = parse(line.as_bytes(), D).unwrap();
             assert!(
                 matches!(
                     env.u64(Key::Id),
@@ -572,7 +641,7 @@ mod tests {
             (b"\"\xed\xa0\x80\"", "utf8"),
             (b"\"\xc0\xaf\"", "utf8"),
         ] {
-            let got = parse(line).unwrap_err();
+            let got = parse(line, D).unwrap_err();
             let ok = match want {
                 "obj" => got == ProtocolError::NotAnObject,
                 "json" => matches!(got, ProtocolError::InvalidJson { .. }),
@@ -647,20 +716,186 @@ mod tests {
 
     /// What a parse gave, comparable across the two paths.
     fn outcome(line: &[u8], fast: bool) -> String {
+        outcome_at(line, fast, D)
+    }
+
+    /// [`outcome`] with a depth limit.
+    fn outcome_at(line: &[u8], fast: bool, max_depth: usize) -> String {
         let r = if fast {
-            parse(line)
+            parse(line, max_depth)
         } else {
-            parse_general(line)
+            parse_general(line, max_depth)
         };
         match r {
             Ok(env) => format!(
-                "t={:?} id={:?} d={:?} err={:?}",
+                "t={:?} id={:?} d={:?} err={:?} op={:?}",
                 env.frame_type(),
                 env.u64(Key::Id),
                 env.raw(Key::D).map(RawValue::get),
-                env.raw(Key::Err).map(RawValue::get)
+                env.raw(Key::Err).map(RawValue::get),
+                env.op(),
             ),
             Err(e) => format!("error {e:?}"),
+        }
+    }
+
+    #[test]
+    fn both_paths_bound_the_depth_of_every_member() {
+        // Limit 3: each member value may nest 3 levels, `err` 4 (its
+        // `data` 3).
+        let ok: [&[u8]; 6] = [
+            br#"{"t":"msg","d":[[[1]]]}"#,
+            br#"{"t":"msg","d":{"a":{"b":{}}}}"#,
+            br#"{"t":"msg","x":[[["]]]]]"]]],"d":1}"#,
+            br#"{"t":"res","id":1,"err":{"code":"c","message":"m","data":[[[]]]}}"#,
+            br#"{"t":"ping","d":{"a":[[]]}}"#,
+            br#"{"t":"hello","versions":[1],"x":{"y":[2]}}"#,
+        ];
+        let deep: [&[u8]; 7] = [
+            br#"{"t":"msg","d":[[[[1]]]]}"#,
+            br#"{"t":"msg","d":{"a":{"b":{"c":{}}}}}"#,
+            br#"{"t":"msg","d":1,"x":[[[[]]]]}"#,
+            br#"{"t":"res","id":1,"err":{"code":"c","message":"m","data":[[[[]]]]}}"#,
+            br#"{"t":"res","id":1,"err":{"code":"c","message":"m","x":{"a":[[{}]]}}}"#,
+            br#"{"t":"ping","d":{"a":[[[]]]}}"#,
+            br#"{"t":"hello","versions":[1],"x":{"y":[[[2]]]}}"#,
+        ];
+        for line in ok {
+            let got = outcome_at(line, true, 3);
+            assert!(
+                !got.starts_with("error"),
+                "{}: {got}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(got, outcome_at(line, false, 3));
+        }
+        let want = format!("error {:?}", too_deep(3));
+        for line in deep {
+            assert_eq!(
+                outcome_at(line, true, 3),
+                want,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(outcome_at(line, false, 3), want);
+        }
+    }
+
+    #[test]
+    fn scan_depth_strings_and_limits() {
+        let depth = |s: &str, limit| scan(s.as_bytes(), limit).depth;
+        assert_eq!(depth("1", 9), 0);
+        assert_eq!(depth(r#""[[[""#, 9), 0);
+        assert_eq!(depth("[]", 9), 1);
+        assert_eq!(depth(r#"{"a":[1,{"b":[]}],"c":[]}"#, 9), 4);
+        assert_eq!(depth(r#"["\"[", "\\", "]]]"]"#, 9), 1);
+        assert_eq!(depth(r#"[["\\\"{{{"]]"#, 9), 2);
+        // It stops one past the limit.
+        let n = 1_000_000;
+        let deep = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(depth(&deep, 127), 128);
+        assert_eq!(depth(&deep, usize::MAX), n);
+        assert!(scan(b"{\n\"a\":\n1}", 9).newline);
+        assert!(!scan(br#"{"a":"\n"}"#, 9).newline);
+    }
+
+    /// The reference for [`scan`], by serde: the depth and the top-level
+    /// `op` members, from a visitor that sees every member (duplicates
+    /// too, which `Value` would merge).
+    fn scan_serde(text: &str) -> (usize, u8) {
+        /// A value's depth, and its `op` members if it is an object.
+        struct Seen(usize, u8);
+        impl<'de> serde::Deserialize<'de> for Seen {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(SeenVisitor)
+            }
+        }
+        struct SeenVisitor;
+        impl<'de> Visitor<'de> for SeenVisitor {
+            type Value = Seen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("anything")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen, A::Error> {
+                let (mut depth, mut ops) = (0, 0u8);
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    depth = depth.max(map.next_value::<Seen>()?.0);
+                    if k == "op" {
+                        ops = (ops + 1).min(2);
+                    }
+                }
+                Ok(Seen(depth + 1, ops))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Seen, A::Error> {
+                let mut depth = 0;
+                while let Some(e) = s.next_element::<Seen>()? {
+                    depth = depth.max(e.0);
+                }
+                Ok(Seen(depth + 1, 0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Seen, E> {
+                Ok(Seen(0, 0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Seen, E> {
+                Ok(Seen(0, 0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Seen, E> {
+                Ok(Seen(0, 0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Seen, E> {
+                Ok(Seen(0, 0))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Seen, E> {
+                Ok(Seen(0, 0))
+            }
+            fn visit_unit<E>(self) -> Result<Seen, E> {
+                Ok(Seen(0, 0))
+            }
+        }
+        let Seen(depth, ops) = serde_json::from_str(text).unwrap();
+        (depth, ops)
+    }
+
+    /// JSON text of an object whose member names may repeat (`Value`
+    /// cannot hold that), `op` among them, plain or escaped.
+    fn object_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            Just(r#""op""#.to_owned()),
+            Just(r#""\u006fp""#.to_owned()),
+            Just(r#""o\u0070""#.to_owned()),
+            Just(r#""opp""#.to_owned()),
+            Just(r#""\"op""#.to_owned()),
+            "[a-z]{1,3}".prop_map(|k| format!("\"{k}\"")),
+        ];
+        let value = json_value(3).prop_map(|v| serde_json::to_string_pretty(&v).unwrap());
+        (
+            proptest::collection::vec((name, value), 0..6),
+            any::<bool>(),
+        )
+            .prop_map(|(kv, ws)| {
+                let sep = if ws { " \n\t" } else { "" };
+                let members: Vec<String> = kv
+                    .into_iter()
+                    .map(|(k, v)| format!("{sep}{k}{sep}:{sep}{v}{sep}"))
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scan_agrees_with_serde(v in json_value(4), obj in object_text()) {
+            for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap(), obj] {
+                let s = scan(text.as_bytes(), usize::MAX);
+                proptest::prop_assert_eq!((s.depth, s.ops), scan_serde(&text), "{}", text);
+                proptest::prop_assert_eq!(s.newline, text.contains('\n'));
+                let r = RawValue::from_string(text.clone()).unwrap();
+                proptest::prop_assert_eq!(probe_op(&r).map(String::from), probe_op_serde(&r), "{}", text);
+                // With a limit it stops one past it, or gives the depth.
+                let limited = scan(text.as_bytes(), 2).depth;
+                proptest::prop_assert_eq!(limited, s.depth.min(3));
+            }
         }
     }
 
@@ -699,8 +934,8 @@ mod tests {
             );
         }
         // The fast path is taken for canonical frames.
-        assert!(parse_canonical(br#"{"t":"req","id":9,"d":{"op":"a"}}"#).is_some());
-        assert!(parse_canonical(br#"{"t":"req","id":09,"d":{}}"#).is_none());
+        assert!(parse_canonical(br#"{"t":"req","id":9,"d":{"op":"a"}}"#, D).is_some());
+        assert!(parse_canonical(br#"{"t":"req","id":09,"d":{}}"#, D).is_none());
     }
 
     use proptest::strategy::Strategy as _;
@@ -728,6 +963,7 @@ mod tests {
                 bytes.truncate(bytes.len().saturating_sub(c));
             }
             proptest::prop_assert_eq!(outcome(&bytes, true), outcome(&bytes, false));
+            proptest::prop_assert_eq!(outcome_at(&bytes, true, 1), outcome_at(&bytes, false, 1));
         }
     }
 }
