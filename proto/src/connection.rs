@@ -430,11 +430,12 @@ impl Connection {
     /// with `op` more than once (the peer would refuse either frame).
     pub fn send(&mut self, body: &RawValue) -> Result<(), SendError> {
         self.check_can_send()?;
+        check_dispatchable(body)?;
         self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"msg\",\"d\":");
-            let scan = push_json(o, body.get());
+            let payload = push_json(o, body.get());
             o.push(b'}');
-            dispatchable(scan)
+            Ok(Some(payload))
         })
     }
 
@@ -470,13 +471,14 @@ impl Connection {
             });
         }
         let id = self.next_request;
+        check_dispatchable(body)?;
         self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
             crypto::push_u64(o, id);
             o.extend_from_slice(b",\"d\":");
-            let scan = push_json(o, body.get());
+            let payload = push_json(o, body.get());
             o.push(b'}');
-            dispatchable(scan)
+            Ok(Some(payload))
         })?;
         self.next_request += 1;
         self.pending.insert(id, deadline);
@@ -580,7 +582,7 @@ impl Connection {
             // Encoding a pong never exceeds any limit.
             let _ = self.encode_into(&mut pong, |o| {
                 o.extend_from_slice(b"{\"t\":\"pong\"}");
-                Ok(0)
+                Ok(None)
             });
             buf.append(&mut pong);
             self.out = pong;
@@ -695,19 +697,30 @@ impl Connection {
     ) -> Result<(), SendError> {
         let start = out.len();
         let depth_limit = self.max_depth();
-        let checked = |encoded: Encoded| match encoded {
-            Ok(depth) if depth > depth_limit => Err(SendError::TooDeep {
-                depth,
+        // The frame's payload (it has at most one), where the encoder put
+        // it, nests at most `max_depth` levels.
+        let checked = |buf: &[u8], encoded: Encoded| {
+            let Some(payload) = encoded?.and_then(|range| buf.get(range)) else {
+                return Ok(());
+            };
+            if wire::depth_within(payload, depth_limit) {
+                return Ok(());
+            }
+            Err(SendError::TooDeep {
+                depth: wire::depth(payload, usize::MAX),
                 limit: depth_limit,
-            }),
-            other => other.map(drop),
+            })
         };
         let encoded = match &self.protection {
-            Protection::Plain => checked(inner(out)),
+            Protection::Plain => {
+                let r = inner(out);
+                checked(out, r)
+            }
             Protection::Signed { send, .. } => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                let r = checked(inner(&mut scratch));
+                let r = inner(&mut scratch);
+                let r = checked(&scratch, r);
                 if r.is_ok() {
                     crypto::sign_with(send, self.send_seq, &scratch, out);
                 }
@@ -717,7 +730,8 @@ impl Connection {
             Protection::Sealed { send, .. } => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                let r = checked(inner(&mut scratch));
+                let r = inner(&mut scratch);
+                let r = checked(&scratch, r);
                 if r.is_ok() {
                     let mut iv = [0u8; IV_LEN];
                     self.rng.fill_bytes(&mut iv);
@@ -770,7 +784,7 @@ impl Connection {
                 push_u64_list(o, v);
             }
             o.push(b'}');
-            Ok(0)
+            Ok(None)
         });
     }
 
@@ -1278,11 +1292,11 @@ fn parse_remote_error(raw: &RawValue) -> Result<RemoteError, ProtocolError> {
 fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) -> Encoded {
     o.extend_from_slice(b"{\"t\":\"res\",\"id\":");
     crypto::push_u64(o, id);
-    let mut depth = 0;
+    let mut payload = None;
     match result {
         Ok(v) => {
             o.extend_from_slice(b",\"d\":");
-            depth = push_json(o, v.get()).depth;
+            payload = Some(push_json(o, v.get()));
         }
         Err(e) => {
             o.extend_from_slice(b",\"err\":{\"code\":");
@@ -1295,59 +1309,57 @@ fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteEr
                 .filter(|d| serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok())
             {
                 o.extend_from_slice(b",\"data\":");
-                depth = push_json(o, d).depth;
+                payload = Some(push_json(o, d));
             }
             o.push(b'}');
         }
     }
     o.push(b'}');
-    Ok(depth)
+    Ok(payload)
 }
 
-/// What a frame encoder gives [`Connection::encode_into`]: the deepest
-/// nesting of the payloads it wrote (checked against
-/// [`Config::max_depth`] there), or a refusal.
-type Encoded = Result<usize, SendError>;
+/// What a frame encoder gives [`Connection::encode_into`]: where it put
+/// the frame's payload (a frame has at most one), whose depth is checked
+/// there against [`Config::max_depth`], or a refusal.
+type Encoded = Result<Option<std::ops::Range<usize>>, SendError>;
 
-/// A message or request body's scan: refused if it has `op` more than once
-/// (PROTOCOL.md §11.1), else its depth.
-fn dispatchable(scan: wire::Scan) -> Encoded {
-    if scan.ops > 1 {
+/// A message or request body with `op` more than once is refused: the
+/// peer would refuse the frame (PROTOCOL.md §11.1).
+fn check_dispatchable(body: &RawValue) -> Result<(), SendError> {
+    if wire::has_duplicate_op(body) {
         return Err(SendError::DuplicateOp);
     }
-    Ok(scan.depth)
+    Ok(())
 }
 
-/// Appends a JSON payload (valid JSON text) to a frame, scanning it once
-/// ([`wire::scan`]) for its depth, its top-level `op` members and raw line
-/// feeds. A raw `\n` in valid JSON can only be insignificant whitespace
-/// (strings cannot hold raw control characters), so it is replaced by a
-/// space: a non-compact payload cannot break framing. Other bytes are
-/// copied as they are, so numbers, escapes and strings reach the peer as
-/// the caller wrote them (PROTOCOL.md §5).
-fn push_json(o: &mut Vec<u8>, json: &str) -> wire::Scan {
+/// Appends JSON text to a frame and returns where it went. A raw `\n` in
+/// valid JSON can only be insignificant whitespace (strings cannot hold raw
+/// control characters), so it is replaced by a space: a non-compact payload
+/// cannot break framing. Other bytes are copied as they are, so numbers,
+/// escapes and strings reach the peer as the caller wrote them
+/// (PROTOCOL.md §5).
+fn push_json(o: &mut Vec<u8>, json: &str) -> std::ops::Range<usize> {
     let start = o.len();
     o.extend_from_slice(json.as_bytes());
-    let scan = wire::scan(json.as_bytes(), usize::MAX);
-    if scan.newline
-        && let Some(tail) = o.get_mut(start..)
+    let range = start..o.len();
+    if memchr::memchr(b'\n', json.as_bytes()).is_some()
+        && let Some(tail) = o.get_mut(range.clone())
     {
         for b in tail.iter_mut().filter(|b| **b == b'\n') {
             *b = b' ';
         }
     }
-    scan
+    range
 }
 
 fn encode_ping(o: &mut Vec<u8>, data: Option<&RawValue>) -> Encoded {
     o.extend_from_slice(b"{\"t\":\"ping\"");
-    let mut depth = 0;
-    if let Some(d) = data {
+    let payload = data.map(|d| {
         o.extend_from_slice(b",\"d\":");
-        depth = push_json(o, d.get()).depth;
-    }
+        push_json(o, d.get())
+    });
     o.push(b'}');
-    Ok(depth)
+    Ok(payload)
 }
 
 fn push_u64_list(o: &mut Vec<u8>, v: &[u64]) {

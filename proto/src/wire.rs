@@ -71,8 +71,6 @@ pub(crate) struct Envelope<'a> {
     /// `fields`).
     known_t: Option<&'static str>,
     known_id: Option<u64>,
-    /// What the scan of `d` found (its top-level `op` members).
-    body: Scan,
 }
 
 impl fmt::Debug for Envelope<'_> {
@@ -82,7 +80,7 @@ impl fmt::Debug for Envelope<'_> {
 }
 
 /// The general envelope parser. Every member's value is taken as raw JSON
-/// and scanned once for its nesting depth ([`scan`]), since serde_json
+/// and its nesting depth checked ([`depth_within`]), since serde_json
 /// checks no depth on values it skips or borrows.
 struct EnvelopeVisitor {
     max_depth: usize,
@@ -107,18 +105,12 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 Some(Key::Err) => self.max_depth.saturating_add(1),
                 _ => self.max_depth,
             };
-            let found = scan(v.get().as_bytes(), limit);
-            too_deep |= found.depth > limit;
+            too_deep |= !depth_within(v.get().as_bytes(), limit);
             let Some(key) = key else {
                 continue; // unknown: ignored once its depth is checked
             };
             match env.fields.get_mut(key as usize) {
-                Some(s @ None) => {
-                    *s = Some(v);
-                    if key == Key::D {
-                        env.body = found;
-                    }
-                }
+                Some(s @ None) => *s = Some(v),
                 _ => {
                     env.duplicate.get_or_insert(key);
                 }
@@ -176,14 +168,12 @@ fn parse_canonical(line: &[u8], max_depth: usize) -> Option<Envelope<'_>> {
     };
     let body = rest.strip_suffix(b"}")?;
     let d: &RawValue = serde_json::from_slice(body).ok()?;
-    let found = scan(d.get().as_bytes(), max_depth);
-    if found.depth > max_depth {
+    if !depth_within(d.get().as_bytes(), max_depth) {
         return None;
     }
     let mut env = Envelope {
         known_t: Some(t),
         known_id: id,
-        body: found,
         ..Envelope::default()
     };
     if let Some(slot) = env.fields.get_mut(Key::D as usize) {
@@ -359,10 +349,12 @@ impl<'a> Envelope<'a> {
     /// string. A body with `op` more than once is refused (dispatch and
     /// the handler's parsed body could disagree about which one counts).
     pub(crate) fn op(&self) -> Result<Option<Op>, ProtocolError> {
-        if self.body.ops > 1 {
-            return Err(ProtocolError::DuplicateField { field: "d.op" });
+        match self.raw(Key::D) {
+            Some(d) => {
+                body_op(d).map_err(|DuplicateOp| ProtocolError::DuplicateField { field: "d.op" })
+            }
+            None => Ok(None),
         }
-        Ok(self.raw(Key::D).and_then(|d| self.body.op(d.get())))
     }
 
     /// The `t` field, truncated for error messages.
@@ -386,110 +378,167 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     s.get(..end).unwrap_or_default().to_owned()
 }
 
-/// What one pass over a JSON value found: its nesting depth, the
-/// top-level `op` members of an object, and whether it holds a raw `\n`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Scan {
-    /// The deepest nesting of arrays and objects: 0 for a scalar, 1 for
-    /// `[]`, `[1]` or `{"a":1}`, 2 for `[[]]`. When the scan stopped at
-    /// its limit, the limit plus one.
-    pub(crate) depth: usize,
-    /// Top-level members named `op` (after unescaping) of an object: 0, 1,
-    /// or 2 for two or more.
-    pub(crate) ops: u8,
-    /// The first `op` member's value, when it is a string: its byte range,
-    /// quotes included.
-    op: Option<(usize, usize)>,
-    /// Whether a raw `\n` (whitespace between tokens) occurs.
-    pub(crate) newline: bool,
-}
-
-impl Scan {
-    /// The first `op` member's string value, from the scanned text.
-    pub(crate) fn op(&self, text: &str) -> Option<Op> {
-        let (start, end) = self.op?;
-        let quoted = text.get(start..end)?;
-        match quoted.contains('\\') {
-            // The quotes are ASCII, so the inner slice is on char
-            // boundaries of an already valid `str`.
-            false => quoted.get(1..quoted.len() - 1).map(Op::new),
-            true => serde_json::from_str::<String>(quoted).ok().map(Op::from),
-        }
-    }
-}
-
-/// Scans one valid JSON value in one pass: its nesting depth (stopping as
-/// soon as it passes `limit`), the top-level `op` members if it is an
-/// object, and raw line feeds.
+/// The nesting depth of one valid JSON value: 0 for a scalar, 1 for `[]`,
+/// `[1]` or `{"a":1}`, 2 for `[[]]`; it stops as soon as the depth passes
+/// `limit` and then gives `limit + 1`.
 ///
 /// `s` must be valid JSON (serde_json validated it, or we hold it as a
 /// `RawValue`), so this is a skimmer, not a parser: it counts brackets
-/// outside strings and skips string contents with memchr (an escaped
-/// quote never ends one). A serde-based reference in the tests is what it
-/// is property-tested against. It never recurses, so no depth can
-/// overflow its stack.
-pub(crate) fn scan(s: &[u8], limit: usize) -> Scan {
-    let mut out = Scan::default();
-    let top_object = s.get(skip_ws(s, 0)) == Some(&b'{');
+/// outside strings and skips string contents a word at a time (an escaped
+/// quote never ends one). It never recurses, so no depth can overflow its
+/// stack. The slow path of [`depth_within`], which answers most values
+/// without it.
+pub(crate) fn depth(s: &[u8], limit: usize) -> usize {
     let mut depth = 0usize;
-    // At depth 1 of a top-level object: the next string is a member name.
-    let mut name_next = false;
+    let mut max = 0usize;
     let mut i = 0;
     while let Some(&b) = s.get(i) {
         match b {
             b'"' => {
-                let Some(end) = string_end(s, i) else {
+                let Some((end, _)) = string_end(s, i) else {
                     break; // not valid JSON: not ours to judge here
                 };
-                if name_next && depth == 1 {
-                    name_next = false;
-                    if s.get(i..end).is_some_and(is_op_name) {
-                        out.ops = out.ops.saturating_add(1).min(2);
-                        if out.ops == 1 {
-                            let v = skip_ws(s, skip_ws(s, end) + 1); // past ':'
-                            if s.get(v) == Some(&b'"') {
-                                out.op = string_end(s, v).map(|e| (v, e));
-                            }
-                        }
-                    }
-                }
                 i = end;
                 continue;
             }
             b'{' | b'[' => {
                 depth += 1;
-                if depth > out.depth {
-                    out.depth = depth;
+                if depth > max {
+                    max = depth;
                     if depth > limit {
-                        return out;
+                        return max;
                     }
                 }
-                name_next = depth == 1 && top_object;
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
-            b',' => name_next = depth == 1 && top_object,
-            b'\n' => out.newline = true,
             _ => {}
         }
         i += 1;
     }
-    out
+    max
+}
+
+/// Whether a valid JSON value nests at most `limit` arrays and objects
+/// (PROTOCOL.md §4.3), in the cheapest way that answers: a value of `2d`
+/// bytes or fewer cannot be deeper than `d` (each level takes two
+/// brackets), nor one with at most `limit` opening brackets in all (a
+/// memchr count); only other values are measured by [`depth`].
+pub(crate) fn depth_within(s: &[u8], limit: usize) -> bool {
+    s.len() / 2 <= limit
+        || memchr::memchr2_iter(b'[', b'{', s).nth(limit).is_none()
+        || depth(s, limit) <= limit
+}
+
+/// A body with `op` more than once at its top level (PROTOCOL.md §11.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DuplicateOp;
+
+/// Whether a body is an object with `op` more than once at its top level
+/// (see [`body_op`]).
+pub(crate) fn has_duplicate_op(body: &RawValue) -> bool {
+    body_op(body).is_err()
+}
+
+/// Finds the body's op (PROTOCOL.md §11.1): the value of its top-level
+/// member `op`, if it is an object with one whose value is a string.
+/// `None` for non-objects, objects without `op`, and an `op` that is not a
+/// string; [`DuplicateOp`] for an object with `op` more than once (names
+/// compared after unescaping, whatever the values).
+///
+/// `body` is already validated JSON (a `RawValue`), so this is a skimmer,
+/// not a parser: it walks the top-level members and skips values by
+/// bracket depth, string contents a word at a time. A member name `op`
+/// needs a `p` or an escape, so a body without either has no op (one
+/// memchr pass), and once the first `op` is found, the rest of a body
+/// without either has no second one: the walk usually stops there, as
+/// the op comes first in most bodies. Escaped names and values are decoded
+/// by serde_json. A serde-based probe in the tests is the reference it is
+/// property-tested against.
+pub(crate) fn body_op(body: &RawValue) -> Result<Option<Op>, DuplicateOp> {
+    let text = body.get();
+    let s = text.as_bytes();
+    let mut i = skip_ws(s, 0);
+    if s.get(i) != Some(&b'{') || memchr::memchr2(b'p', b'\\', s).is_none() {
+        return Ok(None);
+    }
+    i += 1;
+    let mut op: Option<Option<Op>> = None;
+    loop {
+        i = skip_ws(s, i);
+        if s.get(i) != Some(&b'"') {
+            break; // `}`: the end
+        }
+        let Some((name_end, name_escaped)) = string_end(s, i) else {
+            break;
+        };
+        let is_op = s
+            .get(i..name_end)
+            .is_some_and(|n| is_op_name(n, name_escaped));
+        i = skip_ws(s, name_end);
+        i = skip_ws(s, i + 1); // past ':'
+        let value_end = if is_op {
+            if op.is_some() {
+                return Err(DuplicateOp);
+            }
+            let string = match s.get(i) {
+                Some(b'"') => string_end(s, i),
+                _ => None,
+            };
+            match string {
+                Some((end, escaped)) => {
+                    op = Some(match escaped {
+                        // `body` is a `str` and the quotes are ASCII, so
+                        // this slice is on char boundaries: no second UTF-8
+                        // check.
+                        false => text.get(i + 1..end - 1).map(Op::new),
+                        true => text
+                            .get(i..end)
+                            .and_then(|v| serde_json::from_str::<String>(v).ok())
+                            .map(Op::from),
+                    });
+                    Some(end)
+                }
+                None => {
+                    op = Some(None); // not a string: no op, but still one
+                    skip_value(s, i)
+                }
+            }
+        } else {
+            skip_value(s, i)
+        };
+        let Some(next) = value_end else {
+            break;
+        };
+        i = skip_ws(s, next);
+        if op.is_some()
+            && s.get(i..)
+                .is_none_or(|rest| memchr::memchr2(b'p', b'\\', rest).is_none())
+        {
+            break; // no second `op` can follow
+        }
+        if s.get(i) != Some(&b',') {
+            break;
+        }
+        i += 1;
+    }
+    Ok(op.flatten())
 }
 
 /// Whether a member name (a JSON string, quotes included) is `op`, also
-/// when written with escapes (`"\u006fp"`; at most 14 bytes).
-fn is_op_name(name: &[u8]) -> bool {
-    name == b"\"op\""
-        || (name.len() <= 14
-            && name.contains(&b'\\')
-            && serde_json::from_slice::<Cow<'_, str>>(name).is_ok_and(|k| k == "op"))
+/// when written with escapes (`"\u006fp"`, at most 14 bytes).
+fn is_op_name(name: &[u8], escaped: bool) -> bool {
+    match name.len() {
+        4 => name == b"\"op\"",
+        7..=14 if escaped => serde_json::from_slice::<Cow<'_, str>>(name).is_ok_and(|k| k == "op"),
+        _ => false,
+    }
 }
 
-/// The body's op, found by [`scan`] (for the tests' comparison with the
-/// serde reference).
+/// The body's op ignoring a second one: [`body_op`] for the tests'
+/// comparison with the serde reference.
 #[cfg(test)]
 fn probe_op(body: &RawValue) -> Option<Op> {
-    scan(body.get().as_bytes(), usize::MAX).op(body.get())
+    body_op(body).unwrap_or_else(|DuplicateOp| None)
 }
 
 fn skip_ws(s: &[u8], mut i: usize) -> usize {
@@ -500,15 +549,86 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
 }
 
 /// `s[i]` is the opening quote of a valid string; returns the index just
-/// past its closing quote.
-fn string_end(s: &[u8], i: usize) -> Option<usize> {
+/// past its closing quote, and whether the string holds an escape.
+fn string_end(s: &[u8], i: usize) -> Option<(usize, bool)> {
     let mut j = i + 1;
+    let mut escaped = false;
     loop {
-        let k = j + memchr::memchr2(b'"', b'\\', s.get(j..)?)?;
+        let k = quote_or_backslash(s, j)?;
         if s.get(k) == Some(&b'"') {
-            return Some(k + 1);
+            return Some((k + 1, escaped));
         }
+        escaped = true;
         j = k + 2; // skip the escaped character
+    }
+}
+
+/// The index of the first `"` or `\` at or after `s[j]`. Most strings in
+/// bodies are short (names, ops, small values), where memchr's set-up
+/// costs more than the search, so the first 32 bytes are searched a word
+/// (8 bytes) at a time, the rest by memchr.
+fn quote_or_backslash(s: &[u8], mut j: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let end = j.saturating_add(32);
+    while j < end {
+        let Some(word) = s.get(j..j + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+            // Fewer than 8 bytes left.
+            let k = s.get(j..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+            return Some(j + k);
+        };
+        let w = u64::from_le_bytes(word);
+        // A byte of `x` is zero exactly where `w` has the byte sought; the
+        // lowest set high bit of `(x - LO) & !x & HI` is the first such
+        // byte (bits above it may be borrows, never below).
+        let q = w ^ (LO * u64::from(b'"'));
+        let b = w ^ (LO * u64::from(b'\\'));
+        let m = ((q.wrapping_sub(LO) & !q) | (b.wrapping_sub(LO) & !b)) & HI;
+        if m != 0 {
+            return Some(j + (m.trailing_zeros() / 8) as usize);
+        }
+        j += 8;
+    }
+    memchr::memchr2(b'"', b'\\', s.get(j..)?).map(|k| j + k)
+}
+
+/// Skips one valid JSON value starting at `s[i]`; returns the index after it.
+fn skip_value(s: &[u8], i: usize) -> Option<usize> {
+    match s.get(i)? {
+        b'"' => string_end(s, i).map(|(end, _)| end),
+        b'{' | b'[' => {
+            // Linear: one pass over structural bytes, memchr inside strings.
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match s.get(j)? {
+                    b'"' => j = string_end(s, j)?.0,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        j += 1;
+                        if depth == 0 {
+                            return Some(j);
+                        }
+                    }
+                    _ => j += 1,
+                }
+            }
+        }
+        _ => {
+            // number, true, false, null: up to the next delimiter
+            let mut j = i;
+            while !matches!(
+                s.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                j += 1;
+            }
+            Some(j)
+        }
     }
 }
 
@@ -781,9 +901,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn word_search_finds_the_first_quote_or_backslash(
+            bytes in proptest::collection::vec(proptest::prop_oneof![
+                proptest::num::u8::ANY,
+                proptest::strategy::Just(b'"'),
+                proptest::strategy::Just(b'\\'),
+                proptest::strategy::Just(0x80u8),
+                proptest::strategy::Just(0x21u8),
+                proptest::strategy::Just(0x5du8),
+            ], 0..80),
+            filler in 0usize..80,
+            from in 0usize..90,
+        ) {
+            // Long runs without a match, then anything.
+            let mut s = vec![b'a'; filler];
+            s.extend(bytes);
+            let want = s.get(from..).and_then(|t| t.iter().position(|&c| c == b'"' || c == b'\\')).map(|k| from + k);
+            proptest::prop_assert_eq!(quote_or_backslash(&s, from), want);
+        }
+    }
+
     #[test]
-    fn scan_depth_strings_and_limits() {
-        let depth = |s: &str, limit| scan(s.as_bytes(), limit).depth;
+    fn depth_strings_and_limits() {
+        let depth = |s: &str, limit| depth(s.as_bytes(), limit);
         assert_eq!(depth("1", 9), 0);
         assert_eq!(depth(r#""[[[""#, 9), 0);
         assert_eq!(depth("[]", 9), 1);
@@ -795,8 +937,19 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(n), "]".repeat(n));
         assert_eq!(depth(&deep, 127), 128);
         assert_eq!(depth(&deep, usize::MAX), n);
-        assert!(scan(b"{\n\"a\":\n1}", 9).newline);
-        assert!(!scan(br#"{"a":"\n"}"#, 9).newline);
+        // The shortcuts of `depth_within` agree with `depth`.
+        for n in [0, 1, 2, 3, 60, 61, 62, 200] {
+            let v = format!("{}{}", "[".repeat(n), "]".repeat(n));
+            let padded = format!(r#"[{v},"{}"]"#, "{[".repeat(100));
+            for limit in [0, 1, 2, 3, 61, 127] {
+                assert_eq!(depth_within(v.as_bytes(), limit), n <= limit, "{n} {limit}");
+                assert_eq!(
+                    depth_within(padded.as_bytes(), limit),
+                    n < limit,
+                    "{n} {limit}"
+                );
+            }
+        }
     }
 
     /// The reference for [`scan`], by serde: the depth and the top-level
@@ -885,16 +1038,19 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn scan_agrees_with_serde(v in json_value(4), obj in object_text()) {
+        fn depth_and_ops_agree_with_serde(v in json_value(4), obj in object_text()) {
             for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap(), obj] {
-                let s = scan(text.as_bytes(), usize::MAX);
-                proptest::prop_assert_eq!((s.depth, s.ops), scan_serde(&text), "{}", text);
-                proptest::prop_assert_eq!(s.newline, text.contains('\n'));
-                let r = RawValue::from_string(text.clone()).unwrap();
-                proptest::prop_assert_eq!(probe_op(&r).map(String::from), probe_op_serde(&r), "{}", text);
+                let (want_depth, ops) = scan_serde(&text);
+                proptest::prop_assert_eq!(depth(text.as_bytes(), usize::MAX), want_depth, "{}", text);
                 // With a limit it stops one past it, or gives the depth.
-                let limited = scan(text.as_bytes(), 2).depth;
-                proptest::prop_assert_eq!(limited, s.depth.min(3));
+                proptest::prop_assert_eq!(depth(text.as_bytes(), 2), want_depth.min(3));
+                for limit in 0..6 {
+                    proptest::prop_assert_eq!(depth_within(text.as_bytes(), limit), want_depth <= limit);
+                }
+                let r = RawValue::from_string(text.clone()).unwrap();
+                let want = if ops > 1 { Err(DuplicateOp) } else { Ok(probe_op_serde(&r)) };
+                proptest::prop_assert_eq!(body_op(&r).map(|o| o.map(String::from)), want, "{}", text);
+                proptest::prop_assert_eq!(has_duplicate_op(&r), ops > 1);
             }
         }
     }
