@@ -448,21 +448,24 @@ pub(crate) fn has_duplicate_op(body: &RawValue) -> bool {
 /// `body` is already validated JSON (a `RawValue`), so this is a skimmer,
 /// not a parser: it walks the top-level members and skips values by
 /// bracket depth, string contents a word at a time. A member name `op`
-/// needs a `p` or an escape, so a body without either has no op (one
-/// memchr pass), and once the first `op` is found, the rest of a body
-/// without either has no second one: the walk usually stops there, as
-/// the op comes first in most bodies. Escaped names and values are decoded
+/// needs a `p` or an escape, so once the first `op` is found, a rest
+/// without either holds no second one (one memchr pass): the walk usually
+/// stops there, as the op comes first in most bodies; and a body whose
+/// first member is not `op` is looked at the same way for any `op`. Escaped names and values are decoded
 /// by serde_json. A serde-based probe in the tests is the reference it is
 /// property-tested against.
 pub(crate) fn body_op(body: &RawValue) -> Result<Option<Op>, DuplicateOp> {
     let text = body.get();
     let s = text.as_bytes();
     let mut i = skip_ws(s, 0);
-    if s.get(i) != Some(&b'{') || memchr::memchr2(b'p', b'\\', s).is_none() {
+    if s.get(i) != Some(&b'{') {
         return Ok(None);
     }
     i += 1;
     let mut op: Option<Option<Op>> = None;
+    // Whether what is left may hold an `op` name (looked at once, at the
+    // first member that is not `op`).
+    let mut may_hold_op = None;
     loop {
         i = skip_ws(s, i);
         if s.get(i) != Some(&b'"') {
@@ -504,6 +507,14 @@ pub(crate) fn body_op(body: &RawValue) -> Result<Option<Op>, DuplicateOp> {
                 }
             }
         } else {
+            if op.is_none()
+                && !*may_hold_op.get_or_insert_with(|| {
+                    s.get(i..)
+                        .is_some_and(|rest| memchr::memchr2(b'p', b'\\', rest).is_some())
+                })
+            {
+                break; // no `op` at all
+            }
             skip_value(s, i)
         };
         let Some(next) = value_end else {
