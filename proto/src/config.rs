@@ -9,6 +9,11 @@ use crate::Secret;
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
 /// Default maximum frame size before authentication: 16 KiB.
 pub const DEFAULT_PRE_AUTH_MAX_FRAME: usize = 16 * 1024;
+/// Default nesting limit of a frame's values (see [`Config::max_depth`]):
+/// 127 levels of arrays and objects, exactly what serde_json's parser
+/// accepts (its recursion limit of 128 refuses the 128th level), so every
+/// body that passes the core also parses in the application.
+pub const DEFAULT_MAX_DEPTH: usize = 127;
 /// Default handshake deadline, counted from [`Connection::new`](crate::Connection::new).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default keepalive ping interval.
@@ -277,7 +282,9 @@ pub struct Keepalive {
     /// [`DEFAULT_KEEPALIVE_TIMEOUT`].
     pub timeout: Duration,
     /// A JSON object sent with every keepalive ping (zetta-rpc's
-    /// `pingDataObject`), as compact JSON text. `None` sends a bare ping.
+    /// `pingDataObject`), as compact JSON text, nested at most
+    /// [`Config::max_depth`] levels (a deeper one is never sent). `None`
+    /// sends a bare ping.
     pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
@@ -320,6 +327,20 @@ pub struct Config {
     /// Largest frame we accept before authentication. Default
     /// [`DEFAULT_PRE_AUTH_MAX_FRAME`].
     pub pre_auth_max_frame: usize,
+    /// Deepest nesting of arrays and objects we accept and send in any one
+    /// value of a frame: a body (`d`), ping data, an error's `data`, or any
+    /// other member, each counted from itself (a scalar is 0 levels, `[]`
+    /// one, `[[1]]` two). It applies to every frame, before and after
+    /// authentication, signed, sealed or plain (counted on the frame
+    /// inside the wrapping). A deeper frame from the peer is invalid JSON
+    /// (close `invalid_json`, PROTOCOL.md §4.3); a deeper value of ours is
+    /// refused with `SendError::TooDeep` and nothing is written. The limit
+    /// is not announced: give both sides the same one. Values below 1 act
+    /// as 1 (the handshake's lists need one level). Default
+    /// [`DEFAULT_MAX_DEPTH`], what serde_json's parser accepts; raise it
+    /// only if the application parses bodies with a deeper parser (the
+    /// core's own scan does not recurse, so any limit is safe for it).
+    pub max_depth: usize,
     /// Deadline for the whole handshake, counted from the `now` given to
     /// [`Connection::new`](crate::Connection::new). Default
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
@@ -377,6 +398,7 @@ impl Config {
             identity,
             max_frame: DEFAULT_MAX_FRAME,
             pre_auth_max_frame: DEFAULT_PRE_AUTH_MAX_FRAME,
+            max_depth: DEFAULT_MAX_DEPTH,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keepalive: Some(Keepalive::default()),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,

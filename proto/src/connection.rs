@@ -28,7 +28,9 @@ pub const MAX_EXTENSIONS: usize = 32;
 pub const SEAL_ALG: &str = "aes-256-cbc-hmac-sha256";
 /// Smallest `max_frame` a peer may announce.
 pub const MIN_PEER_MAX_FRAME: u64 = 1024;
-/// Longest close reason kept or sent, in bytes.
+/// Longest close reason kept or sent, in bytes (a longer one is clipped on
+/// a character boundary); also the longest text of an unknown close code
+/// kept ([`CloseCode::Other`]).
 pub const MAX_REASON_LEN: usize = 256;
 
 /// Which end of the link this is. The client opens the handshake; after it,
@@ -513,12 +515,18 @@ impl Connection {
     /// after a graceful close, from either side (PROTOCOL.md §13.3), so that
     /// what handlers still running send reaches the peer, which keeps
     /// reading until it ends; refused with [`SendError::Closed`] once ended.
+    ///
+    /// Refused with [`SendError::TooDeep`] for a body nested deeper than
+    /// [`Config::max_depth`], [`SendError::DuplicateOp`] for an object body
+    /// with `op` more than once (the peer would refuse either frame).
     pub fn send(&mut self, body: &RawValue) -> Result<(), SendError> {
         self.check_can_send()?;
+        check_dispatchable(body)?;
         self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"msg\",\"d\":");
-            push_json(o, body.get());
+            let payload = push_json(o, body.get());
             o.push(b'}');
+            Ok(Some(payload))
         })
     }
 
@@ -526,7 +534,8 @@ impl Connection {
     /// [`Event::Response`] or [`Event::RequestFailed`]. `timeout` defaults
     /// to [`Config::request_timeout`]. A timeout too large to add to `now`
     /// (such as `Duration::MAX`) means no deadline: the request waits for
-    /// its answer or fails when the connection ends.
+    /// its answer or fails when the connection ends. The body is refused as
+    /// by [`send`](Self::send).
     pub fn request(
         &mut self,
         now: Instant,
@@ -563,12 +572,14 @@ impl Connection {
             });
         }
         let id = self.next_request;
+        check_dispatchable(body)?;
         self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
             crypto::push_u64(o, id);
             o.extend_from_slice(b",\"d\":");
-            push_json(o, body.get());
+            let payload = push_json(o, body.get());
             o.push(b'}');
+            Ok(Some(payload))
         })?;
         self.next_request += 1;
         self.pending.insert(id, deadline);
@@ -703,7 +714,10 @@ impl Connection {
             self.pong_owed = false;
             let mut pong = std::mem::take(&mut self.out);
             // Encoding a pong never exceeds any limit.
-            let _ = self.encode_into(&mut pong, |o| o.extend_from_slice(b"{\"t\":\"pong\"}"));
+            let _ = self.encode_into(&mut pong, |o| {
+                o.extend_from_slice(b"{\"t\":\"pong\"}");
+                Ok(None)
+            });
             buf.append(&mut pong);
             self.out = pong;
         }
@@ -850,7 +864,15 @@ impl Connection {
         Ok(())
     }
 
-    fn queue_frame(&mut self, inner: impl FnOnce(&mut Vec<u8>)) -> Result<(), SendError> {
+    /// The nesting limit in force ([`Config::max_depth`], at least 1).
+    fn max_depth(&self) -> usize {
+        self.config.max_depth.max(1)
+    }
+
+    fn queue_frame(
+        &mut self,
+        inner: impl FnOnce(&mut Vec<u8>) -> Encoded,
+    ) -> Result<(), SendError> {
         let mut out = std::mem::take(&mut self.out);
         let r = self.encode_into(&mut out, inner);
         self.out = out;
@@ -858,31 +880,66 @@ impl Connection {
     }
 
     /// Encodes one frame (protected as negotiated) plus `\n` into `out`;
-    /// rolls back and fails if the line would exceed the peer's limit.
+    /// rolls back and fails if `inner` refuses its payload, if a payload
+    /// nests deeper than [`Config::max_depth`] (checked before signing or
+    /// sealing), or if the line would exceed the peer's limit.
     fn encode_into(
         &mut self,
         out: &mut Vec<u8>,
-        inner: impl FnOnce(&mut Vec<u8>),
+        inner: impl FnOnce(&mut Vec<u8>) -> Encoded,
     ) -> Result<(), SendError> {
         let start = out.len();
-        match &self.protection {
-            Protection::Plain => inner(out),
+        let depth_limit = self.max_depth();
+        // The frame's payload (it has at most one), where the encoder put
+        // it, nests at most `max_depth` levels.
+        let checked = |buf: &[u8], encoded: Encoded| {
+            let Some(payload) = encoded?.and_then(|range| buf.get(range)) else {
+                return Ok(());
+            };
+            if wire::depth_within(payload, depth_limit) {
+                return Ok(());
+            }
+            Err(SendError::TooDeep {
+                depth: wire::depth(payload, usize::MAX),
+                limit: depth_limit,
+            })
+        };
+        let encoded = match &self.protection {
+            Protection::Plain => {
+                let r = inner(out);
+                checked(out, r)
+            }
             Protection::Signed { send, .. } => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                inner(&mut scratch);
-                crypto::sign_with(send, self.send_seq, &scratch, out);
+                let r = inner(&mut scratch);
+                let r = checked(&scratch, r);
+                if r.is_ok() {
+                    crypto::sign_with(send, self.send_seq, &scratch, out);
+                }
                 self.scratch = scratch;
+                r
             }
             Protection::Sealed { send, .. } => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                inner(&mut scratch);
-                let mut iv = [0u8; IV_LEN];
-                self.rng.fill_bytes(&mut iv);
-                crypto::seal_with(send, self.send_seq, &iv, &scratch, out);
+                let r = inner(&mut scratch);
+                let r = checked(&scratch, r);
+                if r.is_ok() {
+                    let mut iv = [0u8; IV_LEN];
+                    self.rng.fill_bytes(&mut iv);
+                    crypto::seal_with(send, self.send_seq, &iv, &scratch, out);
+                }
                 self.scratch = scratch;
+                r
             }
+        };
+        if let Err(e) = encoded {
+            out.truncate(start);
+            if self.scratch.capacity() > 64 * 1024 {
+                self.scratch = Vec::new();
+            }
+            return Err(e);
         }
         let size = out.len() - start;
         let limit = if self.peer.is_some() {
@@ -920,6 +977,7 @@ impl Connection {
                 push_u64_list(o, v);
             }
             o.push(b'}');
+            Ok(None)
         });
     }
 
@@ -1047,7 +1105,7 @@ impl Connection {
     }
 
     fn handle_plain(&mut self, now: Instant, line: &[u8]) -> Result<(), ProtocolError> {
-        let env = wire::parse(line)?;
+        let env = wire::parse(line, self.max_depth())?;
         let t = env.frame_type();
         if matches!(t.as_deref(), Ok("close")) {
             return self.on_close(now, &env);
@@ -1082,14 +1140,20 @@ impl Connection {
     }
 
     fn on_close(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
-        let code = CloseCode::parse(&env.opt_str(Key::Code)?.unwrap_or_default());
+        // An unknown code keeps its text; a missing one is reported as
+        // missing (PROTOCOL.md §14.1). The reason is clipped (§6.10).
+        let code = match env.opt_str(Key::Code)? {
+            Some(c) => CloseCode::parse(&c),
+            None => CloseCode::Missing,
+        };
         let reason = wire::clip(
             &env.opt_str(Key::Reason)?.unwrap_or_default(),
             MAX_REASON_LEN,
         );
+        let normal = code == CloseCode::Normal;
         let remote = CloseReason::Remote { code, reason };
         match &self.state {
-            State::Established if code == CloseCode::Normal => {
+            State::Established if normal => {
                 // The peer closes gracefully: no new requests either way;
                 // finish what is in flight, for at most our close timeout.
                 self.state = State::Closing { reason: remote };
@@ -1098,7 +1162,7 @@ impl Connection {
                 self.set_timer(Timer::Close, deadline_after(now, self.config.close_timeout));
                 self.check_drained();
             }
-            State::Closing { .. } if code == CloseCode::Normal => {}
+            State::Closing { .. } if normal => {}
             _ => self.terminate(remote),
         }
         Ok(())
@@ -1114,13 +1178,14 @@ impl Connection {
             "msg" => {
                 let d = required_body(env)?;
                 self.events.push_back(Event::Message {
-                    op: wire::probe_op(d),
+                    op: env.op()?,
                     body: Payload::new(d.to_owned()),
                 });
             }
             "req" => {
                 let id = env.u64(Key::Id)?;
                 let d = required_body(env)?;
+                let op = env.op()?;
                 // Inserted first (one lookup on the usual path), taken out
                 // again if refused.
                 if !self.incoming.insert(id) {
@@ -1151,7 +1216,7 @@ impl Connection {
                 }
                 self.events.push_back(Event::Request {
                     id: PeerRequestId(id),
-                    op: wire::probe_op(d),
+                    op,
                     body: Payload::new(d.to_owned()),
                 });
             }
@@ -1433,13 +1498,18 @@ fn parse_remote_error(raw: &RawValue) -> Result<RemoteError, ProtocolError> {
     })
 }
 
-pub(crate) fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) {
+pub(crate) fn encode_response(
+    o: &mut Vec<u8>,
+    id: u64,
+    result: Result<&RawValue, &RemoteError>,
+) -> Encoded {
     o.extend_from_slice(b"{\"t\":\"res\",\"id\":");
     crypto::push_u64(o, id);
+    let mut payload = None;
     match result {
         Ok(v) => {
             o.extend_from_slice(b",\"d\":");
-            push_json(o, v.get());
+            payload = Some(push_json(o, v.get()));
         }
         Err(e) => {
             o.extend_from_slice(b",\"err\":{\"code\":");
@@ -1452,37 +1522,57 @@ pub(crate) fn encode_response(o: &mut Vec<u8>, id: u64, result: Result<&RawValue
                 .filter(|d| serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok())
             {
                 o.extend_from_slice(b",\"data\":");
-                push_json(o, d);
+                payload = Some(push_json(o, d));
             }
             o.push(b'}');
         }
     }
     o.push(b'}');
+    Ok(payload)
 }
 
-/// Appends JSON text to a frame. A raw `\n` in valid JSON can only be
-/// insignificant whitespace (strings cannot hold raw control characters), so
-/// it is replaced by a space: a non-compact payload cannot break framing.
-fn push_json(o: &mut Vec<u8>, json: &str) {
+/// What a frame encoder gives [`Connection::encode_into`]: where it put
+/// the frame's payload (a frame has at most one), whose depth is checked
+/// there against [`Config::max_depth`], or a refusal.
+type Encoded = Result<Option<std::ops::Range<usize>>, SendError>;
+
+/// A message or request body with `op` more than once is refused: the
+/// peer would refuse the frame (PROTOCOL.md §11.1).
+fn check_dispatchable(body: &RawValue) -> Result<(), SendError> {
+    if wire::has_duplicate_op(body) {
+        return Err(SendError::DuplicateOp);
+    }
+    Ok(())
+}
+
+/// Appends JSON text to a frame and returns where it went. A raw `\n` in
+/// valid JSON can only be insignificant whitespace (strings cannot hold raw
+/// control characters), so it is replaced by a space: a non-compact payload
+/// cannot break framing. Other bytes are copied as they are, so numbers,
+/// escapes and strings reach the peer as the caller wrote them
+/// (PROTOCOL.md §5).
+fn push_json(o: &mut Vec<u8>, json: &str) -> std::ops::Range<usize> {
     let start = o.len();
     o.extend_from_slice(json.as_bytes());
-    if memchr::memchr(b'\n', json.as_bytes()).is_none() {
-        return;
-    }
-    if let Some(tail) = o.get_mut(start..) {
+    let range = start..o.len();
+    if memchr::memchr(b'\n', json.as_bytes()).is_some()
+        && let Some(tail) = o.get_mut(range.clone())
+    {
         for b in tail.iter_mut().filter(|b| **b == b'\n') {
             *b = b' ';
         }
     }
+    range
 }
 
-fn encode_ping(o: &mut Vec<u8>, data: Option<&RawValue>) {
+fn encode_ping(o: &mut Vec<u8>, data: Option<&RawValue>) -> Encoded {
     o.extend_from_slice(b"{\"t\":\"ping\"");
-    if let Some(d) = data {
+    let payload = data.map(|d| {
         o.extend_from_slice(b",\"d\":");
-        push_json(o, d.get());
-    }
+        push_json(o, d.get())
+    });
     o.push(b'}');
+    Ok(payload)
 }
 
 fn push_u64_list(o: &mut Vec<u8>, v: &[u64]) {

@@ -20,16 +20,19 @@ pub enum ProtocolError {
     /// A frame was not valid UTF-8.
     #[error("frame is not valid UTF-8")]
     InvalidUtf8,
-    /// A frame was not valid JSON.
+    /// A frame was not valid JSON, or nested deeper than
+    /// [`Config::max_depth`](crate::Config::max_depth) (PROTOCOL.md §4.3).
     #[error("frame is not valid JSON: {detail}")]
     InvalidJson {
-        /// serde_json's description (position and cause).
+        /// serde_json's description (position and cause), or the depth
+        /// limit that was passed.
         detail: String,
     },
     /// A frame was valid JSON but not an object.
     #[error("frame is not a JSON object")]
     NotAnObject,
-    /// An envelope key appeared twice.
+    /// An envelope key appeared twice, or (`field` `"d.op"`) the body of a
+    /// `msg` or `req` has more than one top-level `op` (PROTOCOL.md §11.1).
     #[error("duplicate field `{field}` in frame")]
     DuplicateField {
         /// The repeated key.
@@ -164,6 +167,20 @@ pub enum SendError {
     /// The payload given was not a JSON object where one is required (ping data).
     #[error("ping data must be a JSON object")]
     NotAnObject,
+    /// A value of the frame (a body, ping data, an error's `data`) nests
+    /// deeper than [`Config::max_depth`](crate::Config::max_depth); the peer
+    /// would refuse the frame as invalid JSON.
+    #[error("value nested {depth} levels deep exceeds the {limit}-level depth limit")]
+    TooDeep {
+        /// The value's nesting depth (arrays and objects).
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A message or request body has more than one top-level `op`, which
+    /// the peer refuses (PROTOCOL.md §11.1).
+    #[error("body has more than one top-level `op`")]
+    DuplicateOp,
 }
 
 /// Why a request of ours failed; exactly one of [`Event::Response`] or
@@ -249,7 +266,7 @@ impl fmt::Display for RemoteError {
 impl std::error::Error for RemoteError {}
 
 /// Codes carried by close frames (`{"t":"close","code":…}`), see PROTOCOL.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseCode {
     /// Graceful close by the application.
@@ -282,8 +299,13 @@ pub enum CloseCode {
     HandshakeTimeout,
     /// The peer did not answer keepalive pings in time.
     KeepaliveTimeout,
-    /// A code this implementation does not know.
-    Unknown,
+    /// A code this implementation does not know, with the peer's text
+    /// (kept up to [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes, clipped
+    /// on a character boundary). Never sent by this implementation.
+    Other(String),
+    /// No code: the peer's close frame had none, or the stream ended
+    /// without a close frame ([`CloseReason::UnexpectedEof`]). Never sent.
+    Missing,
 }
 
 impl CloseCode {
@@ -305,20 +327,27 @@ impl CloseCode {
         (Self::KeepaliveTimeout, "keepalive_timeout"),
     ];
 
-    /// The wire string.
-    pub fn as_str(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map_or("unknown", |(_, s)| s)
+    /// The wire string: the peer's text for [`CloseCode::Other`],
+    /// `missing` for [`CloseCode::Missing`].
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Other(s) => s,
+            Self::Missing => "missing",
+            known => Self::TABLE
+                .iter()
+                .find(|(c, _)| c == known)
+                .map_or("missing", |(_, s)| s),
+        }
     }
 
-    /// Parses a wire string; unknown strings map to [`CloseCode::Unknown`].
+    /// Parses a wire string; a string this implementation does not know
+    /// is kept as [`CloseCode::Other`] (clipped to
+    /// [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes).
     pub fn parse(s: &str) -> Self {
-        Self::TABLE
-            .iter()
-            .find(|(_, w)| *w == s)
-            .map_or(Self::Unknown, |(c, _)| *c)
+        Self::TABLE.iter().find(|(_, w)| *w == s).map_or_else(
+            || Self::Other(crate::wire::clip(s, crate::MAX_REASON_LEN)),
+            |(c, _)| c.clone(),
+        )
     }
 }
 
@@ -341,9 +370,14 @@ pub enum CloseReason {
     /// The peer sent a close frame.
     #[error("closed by peer ({code}): {reason}")]
     Remote {
-        /// The peer's code; [`CloseCode::Normal`] for a graceful close.
+        /// The peer's code; [`CloseCode::Normal`] for a graceful close,
+        /// [`CloseCode::Other`] with its text for a code we do not know,
+        /// [`CloseCode::Missing`] for a close frame without one.
         code: CloseCode,
-        /// The peer's reason text (at most 256 bytes kept).
+        /// The peer's reason text: at most
+        /// [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) (256) bytes are kept,
+        /// a longer one is clipped on a character boundary; empty if the
+        /// frame had none.
         reason: String,
     },
     /// The peer broke the protocol; we told it so and closed.
@@ -367,11 +401,11 @@ impl CloseReason {
     pub fn code(&self) -> CloseCode {
         match self {
             Self::Local { .. } => CloseCode::Normal,
-            Self::Remote { code, .. } => *code,
+            Self::Remote { code, .. } => code.clone(),
             Self::Protocol(e) => e.code(),
             Self::HandshakeTimeout => CloseCode::HandshakeTimeout,
             Self::KeepaliveTimeout => CloseCode::KeepaliveTimeout,
-            Self::UnexpectedEof => CloseCode::Unknown,
+            Self::UnexpectedEof => CloseCode::Missing,
         }
     }
 

@@ -232,7 +232,8 @@ impl Authenticated {
             // Escaping makes the error's length depend on its text: encode it.
             Err(e) => {
                 let mut o = Vec::new();
-                crate::connection::encode_response(&mut o, id.0, Err(e));
+                // Only its length matters here (the depth check is encode_into's).
+                let _ = crate::connection::encode_response(&mut o, id.0, Err(e));
                 o.len()
             }
         };

@@ -766,6 +766,79 @@ fn non_compact_payloads_cannot_break_framing() {
     assert!(resolutions(&p.client)[0].1.is_ok());
 }
 
+/// PROTOCOL.md §5: payloads are JSON text, passed through as exact bytes.
+/// Numbers are never converted (`1.0` stays `1.0`, `1e400` and
+/// integers past 64 bits arrive as written, `-0` keeps its sign) and
+/// escapes are not decoded, in every payload (message and request bodies,
+/// answers, error data, ping data) and every protection mode.
+#[test]
+fn payload_bytes_pass_through_unchanged() {
+    let values = [
+        "1.0",
+        "1e400",
+        "-0",
+        "-0.0",
+        "1E+2",
+        "123456789012345678901234567890",
+        "18446744073709551616",
+        "0.1000000000000000055511151231257827",
+        r#""\u00e9""#,
+        r#""é""#,
+        r#""\ud83d\ude00\/\b""#,
+        r#"{"op":"x\u0041","a":1.0,"b":[1e400,-0,{}],"c":"\u00e9\"","d":null}"#,
+        r#"[ 1 , 2.50 ]"#,
+    ];
+    for (sign, seal) in [(false, false), (true, false), (false, true)] {
+        let mut c = client_config(3);
+        let mut s = server_config(3);
+        let policy = |on| if on { Policy::Required } else { Policy::Off };
+        (c.signing, s.signing) = (policy(sign), policy(sign));
+        (c.encryption, s.encryption) = (policy(seal), policy(seal));
+        let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
+        p.connect();
+        let now = p.now;
+        for v in values {
+            p.client.conn.send(&raw(v)).unwrap();
+            p.client.conn.request(now, &raw(v), None).unwrap();
+            p.client.conn.request(now, &raw("0"), None).unwrap();
+            p.client
+                .conn
+                .ping(Some(&raw(&format!(r#"{{"v":{v}}}"#))))
+                .unwrap();
+            p.drive();
+            let events = p.server.take_events();
+            let [
+                Event::Message { body: m, .. },
+                Event::Request {
+                    id: r1, body: b1, ..
+                },
+                Event::Request { id: r2, .. },
+                Event::Ping { data: Some(d) },
+            ] = events.as_slice()
+            else {
+                panic!("{v}: {events:?}")
+            };
+            assert_eq!((m.get(), b1.get()), (v, v));
+            assert_eq!(d.get(), format!(r#"{{"v":{v}}}"#));
+            // Answers and error data, back the other way.
+            p.server.conn.respond(*r1, Ok(&raw(v))).unwrap();
+            let err = RemoteError {
+                data: Some(v.to_owned()),
+                ..RemoteError::new("c", "m")
+            };
+            p.server.conn.respond(*r2, Err(&err)).unwrap();
+            p.drive();
+            let r = resolutions(&p.client);
+            p.client.take_events();
+            let [(_, Ok(answer)), (_, Err(RequestError::Remote(e)))] = r.as_slice() else {
+                panic!("{v}: {r:?}")
+            };
+            assert_eq!(answer.get(), v);
+            assert_eq!(e.data.as_deref(), Some(v));
+        }
+    }
+}
+
 /// Signing algorithm negotiation: the server picks the first of its list
 /// that the client offered, both sides report it, frames carry its tag,
 /// and an offer or choice outside the lists fails with `negotiation_failed`.

@@ -185,6 +185,15 @@ macro_rules! proto_setters {
             self
         }
 
+        /// Deepest nesting of arrays and objects accepted and sent in any
+        /// value of a frame (see [`jsonlink_proto::Config::max_depth`]).
+        /// Default [`jsonlink_proto::DEFAULT_MAX_DEPTH`] (127, what
+        /// serde_json parses).
+        pub fn max_depth(mut self, levels: usize) -> Self {
+            self.config.max_depth = levels;
+            self
+        }
+
         /// Deadline for TCP + TLS + authentication, counted from accept
         /// (server) or from the start of connect (client). Default
         /// [`jsonlink_proto::DEFAULT_HANDSHAKE_TIMEOUT`]. As for every
