@@ -15,13 +15,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonlink_rt::{Client, Event, Identity, LinkOptions, Runtime, Server};
+use futures_util::future::join_all;
+use jsonlink_rt::{Client, Event, LinkOptions, Runtime, Server};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::common::{
-    Material, Mode, Opts, body, count_body, parse_count, percentile, round_trips, secs_since,
+use crate::opts::Opts;
+use crate::scenario::{
+    add_up, body, count_body, handshakes, hold_idle, oneway_result, parse_count, round_trips,
+    rr_result, secs_since,
 };
+use crate::setup::{Material, Mode, identity, server_name};
 
 fn err(e: jsonlink_rt::Error) -> io::Error {
     io::Error::other(e.to_string())
@@ -34,7 +38,6 @@ pub(crate) async fn server(
     mode: Mode,
     o: &Opts,
 ) -> io::Result<()> {
-    let (sign, seal) = mode.policies();
     let mut lo = LinkOptions::default();
     // This server answers from its event loop below: it consumes events.
     lo.consume_events = true;
@@ -47,17 +50,10 @@ pub(crate) async fn server(
     if let Some(n) = o.get("event-capacity").and_then(|v| v.parse().ok()) {
         lo.event_capacity = n;
     }
-    let mut builder = Server::builder(
-        rt,
-        m.server_tls.clone(),
-        m.secret.clone(),
-        Identity::new("bench-server", "jsonlink-bench"),
-    )
-    .signing(sign)
-    .sign_algs(mode.sign_algs())
-    .encryption(seal)
-    .link_options(lo)
-    .max_connections(100_000);
+    let mut builder = Server::builder(rt, m.server_tls.clone(), m.secret.clone(), identity(true))
+        .proto_config(|c| mode.apply(c))
+        .link_options(lo)
+        .max_connections(100_000);
     if let Some(n) = o.get("max-incoming").and_then(|v| v.parse().ok()) {
         builder = builder.max_incoming_requests(n);
     }
@@ -103,19 +99,15 @@ async fn connect(
     m: &Material,
     mode: Mode,
 ) -> io::Result<Client> {
-    let (sign, seal) = mode.policies();
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     Client::builder(
         rt.clone(),
         addr,
         m.client_tls.clone(),
-        name,
+        server_name(),
         m.secret.clone(),
-        Identity::new("bench-client", "jsonlink-bench"),
+        identity(false),
     )
-    .signing(sign)
-    .sign_algs(mode.sign_algs())
-    .encryption(seal)
+    .proto_config(|c| mode.apply(c))
     .events(false)
     .connect()
     .await
@@ -145,7 +137,7 @@ async fn oneway(
         }
         Ok::<(), io::Error>(())
     });
-    for r in futures_util::future::join_all(workers).await {
+    for r in join_all(workers).await {
         r?;
     }
     let c1 = count(c).await?;
@@ -156,22 +148,14 @@ async fn oneway(
 async fn rr(c: &Client, b: &RawValue, k: usize, dur: Duration) -> io::Result<(u64, f64, Vec<u64>)> {
     let t0 = Instant::now();
     let end = t0 + dur;
-    let workers = (0..k).map(|_| {
+    let callers = (0..k).map(|_| {
         round_trips(k, end, move || async move {
             c.request_raw(b.to_owned(), None).await.map_err(err)?;
             Ok(())
         })
     });
-    let mut n = 0;
-    let mut lat = Vec::new();
-    for r in futures_util::future::join_all(workers).await {
-        let (a, l) = r?;
-        n += a;
-        lat.extend(l);
-    }
-    let secs = secs_since(t0);
-    lat.sort_unstable();
-    Ok((n, secs, lat))
+    let (n, lat) = add_up(join_all(callers).await)?;
+    Ok((n, secs_since(t0), lat))
 }
 
 /// The client process.
@@ -184,90 +168,27 @@ pub(crate) async fn client(
     let port: u16 = o.num("port", 0);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let size: usize = o.num("size", 100);
-    let dur = o.secs("secs", 1.0);
-    let warm = o.secs("warmup", 0.3);
+    let (rt, m) = (&rt, &m);
+    let open = move || connect(rt, addr, m, mode);
     match o.str_or("scenario", "rr") {
         "oneway" => {
-            let c = connect(&rt, addr, &m, mode).await?;
+            let c = open().await?;
             let b: Arc<RawValue> = Arc::from(body(size));
             let senders: usize = o.num("senders", 64);
-            oneway(&c, &b, senders, warm).await?;
-            let (n, secs) = oneway(&c, &b, senders, dur).await?;
-            let per_s = n as f64 / secs;
-            Ok(json!({ "msgs_per_s": per_s, "mb_per_s": per_s * size as f64 / 1e6 }))
+            oneway(&c, &b, senders, o.warmup()).await?;
+            let (n, secs) = oneway(&c, &b, senders, o.measured()).await?;
+            Ok(oneway_result(n, secs, size))
         }
         "rr" => {
-            let c = connect(&rt, addr, &m, mode).await?;
+            let c = open().await?;
             let b = body(size);
             let k: usize = o.num("inflight", 1);
-            rr(&c, &b, k, warm).await?;
-            let (n, secs, lat) = rr(&c, &b, k, dur).await?;
-            let mut v = json!({ "rtt_per_s": n as f64 / secs });
-            if k == 1 {
-                v["p50_us"] = json!(percentile(&lat, 0.5) as f64 / 1e3);
-                v["p99_us"] = json!(percentile(&lat, 0.99) as f64 / 1e3);
-                v["p999_us"] = json!(percentile(&lat, 0.999) as f64 / 1e3);
-            }
-            Ok(v)
+            rr(&c, &b, k, o.warmup()).await?;
+            let (n, secs, lat) = rr(&c, &b, k, o.measured()).await?;
+            Ok(rr_result(n, secs, k, lat))
         }
-        "handshake" => {
-            let conc: usize = o.num("concurrency", 8);
-            let run = |dur: Duration| {
-                let rt = rt.clone();
-                let m = m.clone();
-                async move {
-                    let t0 = Instant::now();
-                    let end = t0 + dur;
-                    let workers = (0..conc).map(|_| {
-                        let rt = rt.clone();
-                        let m = m.clone();
-                        async move {
-                            let mut n = 0u64;
-                            while Instant::now() < end {
-                                let c = connect(&rt, addr, &m, mode).await?;
-                                drop(c);
-                                n += 1;
-                            }
-                            Ok::<u64, io::Error>(n)
-                        }
-                    });
-                    let mut total = 0;
-                    for r in futures_util::future::join_all(workers).await {
-                        total += r?;
-                    }
-                    Ok::<f64, io::Error>(total as f64 / secs_since(t0))
-                }
-            };
-            run(warm).await?;
-            let per_s = run(dur).await?;
-            Ok(json!({ "hs_per_s": per_s }))
-        }
-        "idle" => {
-            let n: usize = o.num("conns", 1000);
-            let conc: usize = o.num("concurrency", 32).min(n.max(1));
-            let workers = (0..conc).map(|w| {
-                let rt = rt.clone();
-                let m = m.clone();
-                async move {
-                    let mut held = Vec::new();
-                    let mut i = w;
-                    while i < n {
-                        held.push(connect(&rt, addr, &m, mode).await?);
-                        i += conc;
-                    }
-                    Ok::<_, io::Error>(held)
-                }
-            });
-            let mut all = Vec::with_capacity(n);
-            for r in futures_util::future::join_all(workers).await {
-                all.extend(r?);
-            }
-            println!("READY {}", all.len());
-            rt.sleep_until(Instant::now() + Duration::from_secs(120))
-                .await;
-            drop(all);
-            Ok(json!({}))
-        }
+        "handshake" => handshakes(&o, || async { open().await.map(drop) }).await,
+        "idle" => hold_idle(&**rt, &o, open).await,
         s => Err(io::Error::other(format!("unknown scenario {s}"))),
     }
 }

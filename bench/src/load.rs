@@ -7,16 +7,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
+use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use jsonlink_proto::Event;
 use jsonlink_rt::{BoxStream, Runtime, TlsStream};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
-use crate::common::{
-    Material, Mode, Opts, READ_BUF, body, count_body, parse_count, percentile, read_some,
-    secs_since, write_out,
-};
+use crate::opts::Opts;
 use crate::protos::{ClientProto, CoreClient, CoreServer, RawClient, RawServer, ServerProto};
+use crate::scenario::{
+    body, count_body, handshakes, hold_idle, oneway_result, parse_count, rr_result, secs_since,
+};
+use crate::setup::{Material, Mode, server_name};
+
+/// Read buffer per connection, the same for every stack (jsonlink-rt's
+/// `DEFAULT_READ_BUFFER`).
+const READ_BUF: usize = 16 * 1024;
 
 /// Which wire stack a process speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +137,9 @@ async fn open(
     stack: Stack,
     mode: Mode,
 ) -> io::Result<(BoxStream, Option<CoreClient>)> {
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = rt.connect_tls(addr, m.client_tls.clone(), name).await?;
+    let tls = rt
+        .connect_tls(addr, m.client_tls.clone(), server_name())
+        .await?;
     let mut s = tls.stream;
     match stack {
         Stack::Raw => Ok((s, None)),
@@ -193,7 +200,7 @@ async fn oneway<P: ClientProto>(
 }
 
 /// Request/response with `inflight` outstanding for `dur`; returns (round
-/// trips, seconds, sorted latencies in ns when `inflight == 1`).
+/// trips, seconds, latencies in ns when `inflight == 1`).
 async fn rr<P: ClientProto>(
     s: &mut BoxStream,
     p: &mut P,
@@ -234,9 +241,7 @@ async fn rr<P: ClientProto>(
         p.flush(&mut out);
         write_out(s, &mut out).await?;
     }
-    let secs = secs_since(t0);
-    lat.sort_unstable();
-    Ok((n_done, secs, lat))
+    Ok((n_done, secs_since(t0), lat))
 }
 
 /// Runs one measured scenario over an open connection.
@@ -248,32 +253,26 @@ async fn measure<P: ClientProto>(
 ) -> io::Result<Value> {
     let size: usize = o.num("size", 100);
     let b = body(size);
-    let dur = o.secs("secs", 1.0);
-    let warm = o.secs("warmup", 0.3);
     match scenario {
         "oneway" => {
-            oneway(s, p, &b, warm).await?;
-            let (n, secs) = oneway(s, p, &b, dur).await?;
-            let per_s = n as f64 / secs;
-            Ok(json!({ "msgs_per_s": per_s, "mb_per_s": per_s * size as f64 / 1e6 }))
+            oneway(s, p, &b, o.warmup()).await?;
+            let (n, secs) = oneway(s, p, &b, o.measured()).await?;
+            Ok(oneway_result(n, secs, size))
         }
         "rr" => {
             let k: usize = o.num("inflight", 1);
-            rr(s, p, &b, k, warm).await?;
-            let (n, secs, lat) = rr(s, p, &b, k, dur).await?;
-            let mut v = json!({ "rtt_per_s": n as f64 / secs });
-            if k == 1 {
-                v["p50_us"] = json!(percentile(&lat, 0.5) as f64 / 1e3);
-                v["p99_us"] = json!(percentile(&lat, 0.99) as f64 / 1e3);
-                v["p999_us"] = json!(percentile(&lat, 0.999) as f64 / 1e3);
-            }
-            Ok(v)
+            rr(s, p, &b, k, o.warmup()).await?;
+            let (n, secs, lat) = rr(s, p, &b, k, o.measured()).await?;
+            Ok(rr_result(n, secs, k, lat))
         }
         _ => Err(io::Error::other(format!("unknown scenario {scenario}"))),
     }
 }
 
 /// The client process for the raw and core stacks; prints one JSON line.
+/// Handshakes: each connection opened (and for core, authenticated), then
+/// closed as the jsonlink client does on drop: a TLS close_notify and a
+/// shutdown, not a bare reset. Idle: connections authenticated for core.
 pub(crate) async fn client(
     rt: Arc<dyn Runtime>,
     m: Arc<Material>,
@@ -283,85 +282,44 @@ pub(crate) async fn client(
 ) -> io::Result<Value> {
     let port: u16 = o.num("port", 0);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let scenario = o.str_or("scenario", "rr").to_owned();
-    match scenario.as_str() {
-        "handshake" => handshakes(&*rt, addr, &m, stack, mode, &o).await,
-        "idle" => idle(&*rt, addr, &m, stack, mode, &o).await,
-        _ => {
-            let (mut s, core) = open(&*rt, addr, &m, stack, mode).await?;
-            match core {
-                None => measure(&mut s, &mut RawClient::default(), &o, &scenario).await,
-                Some(mut c) => measure(&mut s, &mut c, &o, &scenario).await,
-            }
-        }
-    }
-}
-
-/// Handshakes per second: `concurrency` loops each opening (and for core,
-/// authenticating) then dropping connections, for `secs`.
-async fn handshakes(
-    rt: &dyn Runtime,
-    addr: SocketAddr,
-    m: &Material,
-    stack: Stack,
-    mode: Mode,
-    o: &Opts,
-) -> io::Result<Value> {
-    let conc: usize = o.num("concurrency", 8);
-    let run = |dur: Duration| async move {
-        let t0 = Instant::now();
-        let end = t0 + dur;
-        let workers = (0..conc).map(|_| async move {
-            let mut n = 0u64;
-            while Instant::now() < end {
-                let (mut s, core) = open(rt, addr, m, stack, mode).await?;
-                // Close as the jsonlink client does on drop: a TLS
-                // close_notify and a shutdown, not a bare reset.
-                let _ = futures_util::io::AsyncWriteExt::close(&mut s).await;
+    let (rt, m) = (&*rt, &*m);
+    let connect = move || open(rt, addr, m, stack, mode);
+    match o.str_or("scenario", "rr") {
+        "handshake" => {
+            let open_and_close = || async {
+                let (mut s, core) = connect().await?;
+                let _ = s.close().await;
                 drop((s, core));
-                n += 1;
-            }
-            Ok::<u64, io::Error>(n)
-        });
-        let mut total = 0;
-        for r in futures_util::future::join_all(workers).await {
-            total += r?;
+                Ok(())
+            };
+            handshakes(&o, open_and_close).await
         }
-        Ok::<f64, io::Error>(total as f64 / secs_since(t0))
-    };
-    run(o.secs("warmup", 0.3)).await?;
-    let per_s = run(o.secs("secs", 1.0)).await?;
-    Ok(json!({ "hs_per_s": per_s }))
+        "idle" => hold_idle(rt, &o, connect).await,
+        scenario => {
+            let (mut s, core) = connect().await?;
+            match core {
+                None => measure(&mut s, &mut RawClient::default(), &o, scenario).await,
+                Some(mut c) => measure(&mut s, &mut c, &o, scenario).await,
+            }
+        }
+    }
 }
 
-/// Opens `conns` connections (authenticated for core), prints `READY`, then
-/// holds them until killed (or 120 s).
-async fn idle(
-    rt: &dyn Runtime,
-    addr: SocketAddr,
-    m: &Material,
-    stack: Stack,
-    mode: Mode,
-    o: &Opts,
-) -> io::Result<Value> {
-    let n: usize = o.num("conns", 1000);
-    let conc: usize = o.num("concurrency", 32).min(n.max(1));
-    let workers = (0..conc).map(|w| async move {
-        let mut held = Vec::new();
-        let mut i = w;
-        while i < n {
-            held.push(open(rt, addr, m, stack, mode).await?);
-            i += conc;
-        }
-        Ok::<_, io::Error>(held)
-    });
-    let mut all = Vec::with_capacity(n);
-    for r in futures_util::future::join_all(workers).await {
-        all.extend(r?);
+/// Writes all of `out` and flushes, then clears it.
+async fn write_out(s: &mut BoxStream, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        s.write_all(out).await?;
+        s.flush().await?;
+        out.clear();
     }
-    println!("READY {}", all.len());
-    rt.sleep_until(Instant::now() + Duration::from_secs(120))
-        .await;
-    drop(all);
-    Ok(json!({}))
+    Ok(())
+}
+
+/// Reads once; EOF is an error here.
+async fn read_some(s: &mut BoxStream, buf: &mut [u8]) -> io::Result<usize> {
+    let n = s.read(buf).await?;
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(n)
 }

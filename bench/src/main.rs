@@ -17,22 +17,22 @@
 //! See `BENCHMARKS.md` at the repository root.
 
 mod api;
-mod common;
+mod launch;
 mod load;
+mod opts;
 mod orchestrate;
 mod protos;
+mod report;
+mod scenario;
+mod setup;
 mod tarpc_rr;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use common::{Material, Mode, Opts, Rt};
 use load::Stack;
-
-/// Whether the `api` stack (jsonlink-rt's `Client`/`Server`) is built in.
-pub(crate) fn api_available() -> bool {
-    true
-}
+use opts::Opts;
+use setup::{Material, Mode, Rt};
 
 fn run(args: &[String]) -> Result<(), String> {
     let (cmd, rest) = args.split_first().ok_or_else(usage)?;
@@ -40,12 +40,12 @@ fn run(args: &[String]) -> Result<(), String> {
     match cmd.as_str() {
         "all" => orchestrate::all(&o),
         "certs" => {
-            let dir = common::make_material_dir()?;
+            let dir = setup::make_material_dir()?;
             println!("{}", dir.display());
             Ok(())
         }
         "server" | "client" => {
-            common::raise_nofile();
+            setup::raise_nofile();
             let rt = Rt::parse(o.str_or("rt", "tokio"))?;
             let mode = Mode::parse(o.str_or("mode", "plain"))?;
             let dir = o.get("dir").ok_or("--dir is required")?;

@@ -17,6 +17,9 @@ use std::time::Instant;
 use jsonlink_proto::{Config, Connection, ConnectionParams, Event, Side};
 use serde_json::value::RawValue;
 
+/// Responses completed by one input: (request id, body).
+pub(crate) type Done = Vec<(u64, Box<RawValue>)>;
+
 /// Client half of a stack, sans-IO: commands append bytes to `out`.
 pub(crate) trait ClientProto {
     /// Queues a fire-and-forget message.
@@ -26,13 +29,7 @@ pub(crate) trait ClientProto {
     /// Moves queued bytes into `out` (for stacks that buffer internally).
     fn flush(&mut self, out: &mut Vec<u8>);
     /// Feeds received bytes; completed responses are pushed to `done`.
-    fn input(
-        &mut self,
-        now: Instant,
-        data: &[u8],
-        out: &mut Vec<u8>,
-        done: &mut Vec<(u64, Box<RawValue>)>,
-    );
+    fn input(&mut self, now: Instant, data: &[u8], out: &mut Vec<u8>, done: &mut Done);
 }
 
 /// Server half of a stack: counts messages, echoes requests, answers
@@ -118,13 +115,7 @@ impl ClientProto for RawClient {
 
     fn flush(&mut self, _out: &mut Vec<u8>) {}
 
-    fn input(
-        &mut self,
-        _now: Instant,
-        data: &[u8],
-        _out: &mut Vec<u8>,
-        done: &mut Vec<(u64, Box<RawValue>)>,
-    ) {
+    fn input(&mut self, _now: Instant, data: &[u8], _out: &mut Vec<u8>, done: &mut Done) {
         let pending = &mut self.pending;
         self.lines.feed(data, |line| {
             let Ok(f) = serde_json::from_slice::<RawFrame<'_>>(line) else {
@@ -213,13 +204,7 @@ impl ClientProto for CoreClient {
         self.conn.poll_transmit(out);
     }
 
-    fn input(
-        &mut self,
-        now: Instant,
-        data: &[u8],
-        out: &mut Vec<u8>,
-        done: &mut Vec<(u64, Box<RawValue>)>,
-    ) {
+    fn input(&mut self, now: Instant, data: &[u8], out: &mut Vec<u8>, done: &mut Done) {
         self.conn.handle_input(now, data);
         while let Some(ev) = self.conn.poll_event() {
             match ev {

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tarpc::serde_transport;
 use tarpc::server::{BaseChannel, Channel as _};
 use tarpc::tokio_serde::formats::Json;
 use tarpc::tokio_util::codec::length_delimited::LengthDelimitedCodec;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{Material, Opts, body, percentile, round_trips, secs_since};
+use crate::opts::Opts;
+use crate::scenario::{add_up, body, round_trips, rr_result, secs_since};
+use crate::setup::{Material, server_name};
 
 /// The request and response body: the same fields as the other stacks' body.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -67,7 +69,14 @@ pub(crate) async fn server(m: Arc<Material>) -> io::Result<()> {
     }
 }
 
-async fn run(client: &EchoClient, b: &Body, k: usize, dur: Duration) -> io::Result<Value> {
+/// `k` callers, each a task of its own, for `dur`: (round trips, seconds,
+/// latencies).
+async fn run(
+    client: &EchoClient,
+    b: &Body,
+    k: usize,
+    dur: Duration,
+) -> io::Result<(u64, f64, Vec<u64>)> {
     let t0 = Instant::now();
     let end = t0 + dur;
     let mut set = tokio::task::JoinSet::new();
@@ -87,22 +96,12 @@ async fn run(client: &EchoClient, b: &Body, k: usize, dur: Duration) -> io::Resu
             }
         }));
     }
-    let mut n = 0;
-    let mut lat = Vec::new();
+    let mut callers = Vec::with_capacity(k);
     while let Some(r) = set.join_next().await {
-        let (c, l) = r.map_err(io::Error::other)??;
-        n += c;
-        lat.extend(l);
+        callers.push(r.map_err(io::Error::other)?);
     }
-    let secs = secs_since(t0);
-    lat.sort_unstable();
-    let mut v = json!({ "rtt_per_s": n as f64 / secs });
-    if k == 1 {
-        v["p50_us"] = json!(percentile(&lat, 0.5) as f64 / 1e3);
-        v["p99_us"] = json!(percentile(&lat, 0.99) as f64 / 1e3);
-        v["p999_us"] = json!(percentile(&lat, 0.999) as f64 / 1e3);
-    }
-    Ok(v)
+    let (n, lat) = add_up(callers)?;
+    Ok((n, secs_since(t0), lat))
 }
 
 /// The tarpc client process: request/response with `--inflight` outstanding.
@@ -110,15 +109,15 @@ pub(crate) async fn client(m: Arc<Material>, o: Opts) -> io::Result<Value> {
     let port: u16 = o.num("port", 0);
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     let tls = tokio_rustls::TlsConnector::from(m.client_tls.clone())
-        .connect(name, tcp)
+        .connect(server_name(), tcp)
         .await?;
     let framed = LengthDelimitedCodec::builder().new_framed(tls);
     let transport = serde_transport::new(framed, Json::default());
     let client = EchoClient::new(tarpc::client::Config::default(), transport).spawn();
     let b: Body = serde_json::from_str(body(o.num("size", 100)).get()).map_err(io::Error::other)?;
     let k: usize = o.num("inflight", 1);
-    run(&client, &b, k, o.secs("warmup", 0.3)).await?;
-    run(&client, &b, k, o.secs("secs", 1.0)).await
+    run(&client, &b, k, o.warmup()).await?;
+    let (n, secs, lat) = run(&client, &b, k, o.measured()).await?;
+    Ok(rr_result(n, secs, k, lat))
 }

@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use jsonlink_tokio::{
-    DevPki, Error, Event, EventKind, Handlers, Identity, Link, Policy, Reconnect, Secret, Server,
+    Authenticated, Client, DevPki, Error, Event, EventKind, Handlers, Identity, Link, Policy,
+    Reconnect, Secret, Server,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -27,6 +28,8 @@ use tokio::sync::mpsc;
 /// Errors of the demo, with a message saying which step failed.
 pub(crate) type DemoError = Box<dyn StdError + Send + Sync>;
 
+/// The event kind the demo waits for most.
+const AUTHENTICATED: EventKind = EventKind::Authenticated;
 /// Longest wait for any one step.
 const STEP_LIMIT: Duration = Duration::from_secs(5);
 /// How long the restarted server may take to get its port back.
@@ -89,58 +92,132 @@ fn unexpected() -> DemoError {
     "an event of an unexpected kind arrived".into()
 }
 
-fn on_off(on: bool) -> &'static str {
-    if on { "on" } else { "off" }
+/// The `Authenticated` event `wait` gives (from `wait_for` on `side`),
+/// within [`STEP_LIMIT`].
+async fn authenticated(
+    side: &str,
+    wait: impl Future<Output = Option<Event>>,
+) -> Result<(Link, Authenticated), DemoError> {
+    match event(&format!("{side}'s Authenticated event"), wait).await? {
+        Event::Authenticated { link, info } => Ok((link, info)),
+        _ => Err(unexpected()),
+    }
 }
 
-/// Binds a server with the demo's handlers at `addr`.
-async fn start_server(
-    pki: &DevPki,
-    secret: &Secret,
-    addr: SocketAddr,
-    chat_tx: mpsc::Sender<Value>,
-) -> Result<Server, Error> {
-    // Handlers by op, registered before the first link can arrive.
-    let handlers = Handlers::new();
-    // Messages whose body has "op": "chat" go to this handler.
+/// Logs the client's events until one of `kind` arrives (all within
+/// [`STEP_LIMIT`]), and returns it; `attempts` follows the reconnect
+/// attempts announced meanwhile.
+async fn client_events_until(
+    log: &Log,
+    client: &Client,
+    kind: EventKind,
+    attempts: &mut u32,
+) -> Result<Event, DemoError> {
+    let what = format!("the client's {kind:?} event");
+    step(&what, async {
+        loop {
+            let Some(ev) = client.next_event().await else {
+                return Err(format!("event stream ended while waiting for {what}").into());
+            };
+            if let Event::ReconnectAttempt { attempt, .. } = ev {
+                *attempts = attempt;
+            }
+            log.say("client", describe(&ev));
+            if ev.kind() == kind {
+                return Ok(ev);
+            }
+        }
+    })
+    .await?
+}
+
+/// The peer of an authenticated link and the link's connection id.
+fn seen(info: &Authenticated) -> String {
+    let peer = &info.peer;
+    format!(
+        "{}/{} as connection {}",
+        peer.node, peer.designation, info.connection_id
+    )
+}
+
+/// What the client logs for an event while it reconnects.
+fn describe(ev: &Event) -> String {
+    match ev {
+        Event::Closed { reason, .. } => format!("link closed: {reason}"),
+        Event::ReconnectAttempt { attempt, delay } => {
+            format!("reconnect attempt {attempt} in {} ms", delay.as_millis())
+        }
+        // While no server listens, attempts fail; the client reports the
+        // failure once per outage (not once per attempt) and keeps trying.
+        Event::Error { error, .. } => format!("connect failed: {error} (reported once per outage)"),
+        Event::Authenticated { info, .. } => {
+            format!("reconnected and authenticated again: {}", seen(info))
+        }
+        other => format!("event {other:?}"),
+    }
+}
+
+/// Handles `chat` messages by sending their bodies to `tx`.
+fn forward_chat(handlers: &Handlers, tx: mpsc::Sender<Value>) {
     handlers.on_message("chat", move |m| {
-        let tx = chat_tx.clone();
+        let tx = tx.clone();
         async move {
             if let Ok(body) = m.parse::<Value>() {
                 let _ = tx.send(body).await;
             }
         }
     });
-    // Requests with "op": "add" are answered by this typed handler.
-    handlers.handle_request("add", |_link: Link, v: Value| async move {
-        Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
-    });
-    jsonlink_tokio::server(
-        pki.server_config().map_err(io::Error::other)?,
-        secret.clone(),
-        Identity::new("server-1", "demo-server"),
-    )
-    .handlers(handlers)
-    .bind(addr)
-    .await
 }
 
-/// Binds a fresh server at `addr`, retrying while the old listener still
-/// holds the port (bounded by [`REBIND_LIMIT`]).
-async fn restart_server(
-    pki: &DevPki,
-    secret: &Secret,
-    addr: SocketAddr,
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// What the demo's server is made of, for its first start and its restart.
+struct ServerSetup<'a> {
+    pki: &'a DevPki,
+    secret: &'a Secret,
+    /// Where its `chat` handler sends the messages it gets.
     chat_tx: mpsc::Sender<Value>,
-) -> Result<Server, DemoError> {
-    let until = Instant::now() + REBIND_LIMIT;
-    loop {
-        match start_server(pki, secret, addr, chat_tx.clone()).await {
-            Ok(server) => return Ok(server),
-            Err(Error::Io(e)) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < until => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+impl ServerSetup<'_> {
+    /// Binds a server with the demo's handlers at `addr`.
+    async fn start(&self, addr: SocketAddr) -> Result<Server, Error> {
+        // Handlers by op, registered before the first link can arrive.
+        let handlers = Handlers::new();
+        // Messages whose body has "op": "chat" go to this handler.
+        forward_chat(&handlers, self.chat_tx.clone());
+        // Requests with "op": "add" are answered by this typed handler.
+        handlers.handle_request("add", |_link: Link, v: Value| async move {
+            Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
+        });
+        jsonlink_tokio::server(
+            self.pki.server_config().map_err(io::Error::other)?,
+            self.secret.clone(),
+            Identity::new("server-1", "demo-server"),
+        )
+        .handlers(handlers)
+        .bind(addr)
+        .await
+    }
+
+    /// Binds a fresh server at `addr`, retrying while the old listener
+    /// still holds the port (bounded by [`REBIND_LIMIT`]).
+    async fn restart(&self, addr: SocketAddr) -> Result<Server, DemoError> {
+        let until = Instant::now() + REBIND_LIMIT;
+        loop {
+            match self.start(addr).await {
+                Ok(server) => return Ok(server),
+                Err(Error::Io(e))
+                    if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    return Err(format!("could not bind the new server on {addr}: {e}").into());
+                }
             }
-            Err(e) => return Err(format!("could not bind the new server on {addr}: {e}").into()),
         }
     }
 }
@@ -164,20 +241,18 @@ pub(crate) async fn run() -> Result<Outcome, DemoError> {
         "32 random bytes shared by both sides; it never crosses the wire, not even hashed",
     );
     let (chat_tx, mut chat_rx) = mpsc::channel::<Value>(8);
-    let server = start_server(&pki, &secret, ([127, 0, 0, 1], 0).into(), chat_tx.clone()).await?;
+    let setup = ServerSetup {
+        pki: &pki,
+        secret: &secret,
+        chat_tx,
+    };
+    let server = setup.start(([127, 0, 0, 1], 0).into()).await?;
     let addr = server.local_addr();
     log.say("server", format!("listening on {addr}"));
 
     let (client_chat_tx, mut client_chat_rx) = mpsc::channel::<Value>(8);
     let client_handlers = Handlers::new();
-    client_handlers.on_message("chat", move |m| {
-        let tx = client_chat_tx.clone();
-        async move {
-            if let Ok(body) = m.parse::<Value>() {
-                let _ = tx.send(body).await;
-            }
-        }
-    });
+    forward_chat(&client_handlers, client_chat_tx);
     let started = Instant::now();
     client_handlers.handle_request("status", move |_link: Link, _: Value| async move {
         let uptime_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -211,39 +286,14 @@ pub(crate) async fn run() -> Result<Outcome, DemoError> {
     log.section(
         "2. Authentication: TLS, then mutual HMAC challenge-response bound to the TLS session",
     );
-    let Event::Authenticated { link, info } = event(
-        "the server's Authenticated event",
-        server.wait_for(EventKind::Authenticated),
-    )
-    .await?
-    else {
-        return Err(unexpected());
-    };
+    let (link, info) = authenticated("the server", server.wait_for(AUTHENTICATED)).await?;
     log.say(
         "server",
-        format!(
-            "sees {}/{} as connection {} from {}",
-            info.peer.node,
-            info.peer.designation,
-            info.connection_id,
-            link.peer_addr()
-        ),
+        format!("sees {} from {}", seen(&info), link.peer_addr()),
     );
-    let Event::Authenticated { info, .. } = event(
-        "the client's Authenticated event",
-        client.wait_for(EventKind::Authenticated),
-    )
-    .await?
-    else {
-        return Err(unexpected());
-    };
-    log.say(
-        "client",
-        format!(
-            "sees {}/{}, which proved it holds the secret too; assigned connection id {}",
-            info.peer.node, info.peer.designation, info.connection_id
-        ),
-    );
+    let (_, info) = authenticated("the client", client.wait_for(AUTHENTICATED)).await?;
+    let proved = "which proved it holds the secret too";
+    log.say("client", format!("sees {}, {proved}", seen(&info)));
     log.say(
         "both",
         format!(
@@ -318,85 +368,21 @@ pub(crate) async fn run() -> Result<Outcome, DemoError> {
     );
     let mut graceful = true;
     let mut reconnect_attempts = 0;
-    // The client reports the drop, then its first reconnect attempt.
-    loop {
-        match event("the client's Closed event", client.next_event()).await? {
-            Event::Closed { reason, .. } => {
-                graceful &= reason.is_graceful();
-                log.say("client", format!("link closed: {reason}"));
-                break;
-            }
-            other => log.say("client", format!("event {other:?}")),
-        }
+    // The client reports the drop, then its reconnect attempts, which fail
+    // while no server listens.
+    let attempts = &mut reconnect_attempts;
+    if let Event::Closed { reason, .. } =
+        client_events_until(&log, &client, EventKind::Closed, attempts).await?
+    {
+        graceful &= reason.is_graceful();
     }
-    // While no server listens, attempts fail; the client reports the
-    // failure once per outage (not once per attempt) and keeps trying.
-    loop {
-        match event("the client's first failed attempt", client.next_event()).await? {
-            Event::ReconnectAttempt { attempt, delay } => {
-                reconnect_attempts = attempt;
-                log.say(
-                    "client",
-                    format!("reconnect attempt {attempt} in {} ms", delay.as_millis()),
-                );
-            }
-            Event::Error { error, .. } => {
-                log.say(
-                    "client",
-                    format!("connect failed: {error} (reported once per outage)"),
-                );
-                break;
-            }
-            other => log.say("client", format!("event {other:?}")),
-        }
-    }
-    let server = restart_server(&pki, &secret, addr, chat_tx).await?;
+    client_events_until(&log, &client, EventKind::Error, attempts).await?;
+    let server = setup.restart(addr).await?;
     log.say("server", format!("listening again on {addr}"));
-    // Attempts may fail (connection refused, reported once) until the new
-    // server is up; then the client authenticates again.
-    let deadline = tokio::time::Instant::now() + STEP_LIMIT;
-    loop {
-        let ev = tokio::time::timeout_at(deadline, client.next_event())
-            .await
-            .map_err(|_| format!("the client did not reconnect within {STEP_LIMIT:?}"))?
-            .ok_or("the client's event stream ended")?;
-        match ev {
-            Event::ReconnectAttempt { attempt, delay } => {
-                reconnect_attempts = attempt;
-                log.say(
-                    "client",
-                    format!("reconnect attempt {attempt} in {} ms", delay.as_millis()),
-                );
-            }
-            Event::Error { error, .. } => log.say("client", format!("connect failed: {error}")),
-            Event::Authenticated { info, .. } => {
-                log.say(
-                    "client",
-                    format!(
-                        "reconnected and authenticated again with {}/{} (connection {})",
-                        info.peer.node, info.peer.designation, info.connection_id
-                    ),
-                );
-                break;
-            }
-            other => log.say("client", format!("event {other:?}")),
-        }
-    }
-    let Event::Authenticated { info, .. } = event(
-        "the new server's Authenticated event",
-        server.wait_for(EventKind::Authenticated),
-    )
-    .await?
-    else {
-        return Err(unexpected());
-    };
-    log.say(
-        "server",
-        format!(
-            "sees {}/{} again as connection {}",
-            info.peer.node, info.peer.designation, info.connection_id
-        ),
-    );
+    // Then the client authenticates again.
+    client_events_until(&log, &client, AUTHENTICATED, attempts).await?;
+    let (_, info) = authenticated("the new server", server.wait_for(AUTHENTICATED)).await?;
+    log.say("server", format!("sees {} again", seen(&info)));
 
     // ── 7. A request over the new link ─────────────────────────────────
     log.section("7. A request over the new link");

@@ -169,3 +169,9 @@ impl Accepted for TokioAccepted {
         })
     }
 }
+
+/// The README's Rust examples, compiled and run as doctests of this crate
+/// (`cargo test -p jsonlink-tokio --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
