@@ -7,14 +7,22 @@
 //! futex wake and a context switch). A program that wants one thread runs an
 //! executor inside `block_on` and gives it to jsonlink:
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
-//! use jsonlink_smol::SmolRuntime;
+//! use jsonlink_smol::{DevPki, Identity, Secret, Server, SmolRuntime};
 //!
 //! let ex = Arc::new(smol::Executor::new());
 //! smol::block_on(ex.run(async {
 //!     let rt: Arc<dyn jsonlink_smol::Runtime> = Arc::new(SmolRuntime::on(ex.clone()));
 //!     // Server::builder(rt, …) / Client::builder(rt, …): links run here.
+//!     let pki = DevPki::generate().unwrap();
+//!     let server = Server::builder(rt, pki.server_config().unwrap(),
+//!             Secret::generate().unwrap(), Identity::new("srv", "demo"))
+//!         .bind(([127, 0, 0, 1], 0).into())
+//!         .await
+//!         .unwrap();
+//!     assert_ne!(server.local_addr().port(), 0);
+//!     server.shutdown(std::time::Instant::now()).await;
 //! }));
 //! ```
 //!
