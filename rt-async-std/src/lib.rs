@@ -20,19 +20,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_std::net::{TcpListener, TcpStream};
 pub use jsonlink_rt as rt;
-use jsonlink_rt::runtime::{FuturesAccepted, futures_tls_connect};
 
 pub use jsonlink_rt::*;
 
-/// async-std as the `Arc<dyn Runtime>` that [`Server::builder`] and
-/// [`Client::builder`] take.
-pub fn runtime() -> Arc<dyn Runtime> {
-    Arc::new(AsyncStdRuntime)
+jsonlink_rt::adapter_builders! {
+    /// async-std as the `Arc<dyn Runtime>` that [`Server::builder`] and
+    /// [`Client::builder`] take.
+    runtime = AsyncStdRuntime,
+    name = "async-std",
 }
-
-jsonlink_rt::adapter_builders!(runtime(), "async-std");
+jsonlink_rt::futures_io_tcp!(async_std::net::TcpListener, async_std::net::TcpStream);
 
 /// The [`Runtime`] for async-std (discontinued upstream, see the crate docs).
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,10 +52,7 @@ impl Runtime for AsyncStdRuntime {
     }
 
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let listener = TcpListener::bind(addr).await?;
-            Ok(Box::new(AsyncStdListener(listener)) as Box<dyn Listener>)
-        })
+        bind_tcp(addr)
     }
 
     fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
@@ -72,27 +67,6 @@ impl Runtime for AsyncStdRuntime {
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
     ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        Box::pin(async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            futures_tls_connect(tcp, addr, config, server_name).await
-        })
-    }
-}
-
-#[derive(Debug)]
-struct AsyncStdListener(TcpListener);
-
-impl Listener for AsyncStdListener {
-    fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>> {
-        Box::pin(async move {
-            let (tcp, peer_addr) = self.0.accept().await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(FuturesAccepted::new(tcp, peer_addr)) as Box<dyn Accepted>)
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        connect_tls_tcp(addr, config, server_name)
     }
 }

@@ -103,6 +103,27 @@ pub enum Error {
     /// timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// A client's host name did not resolve (or resolved to no address).
+    /// Retried per the reconnect policy, reported once per outage.
+    #[error("could not resolve `{host}`: {error}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// What the runtime's resolver reported.
+        #[source]
+        error: io::Error,
+    },
+    /// A client's [`Target`](crate::Target) cannot be connected to: a
+    /// string that is not `host:port`, an empty address list, or a host
+    /// that is no valid TLS server name while the builder was given none.
+    /// The client stops at once.
+    #[error("invalid target `{target}`: {reason}")]
+    InvalidTarget {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The server refused a connection because a connection limit was
     /// reached (reported in the server's event stream).
     #[error("connection refused: {limit}")]

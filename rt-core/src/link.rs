@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::deadline::{deadline_after, with_deadline};
 use crate::error::Error;
 use crate::queue::{PushError, Queue};
 use crate::runtime::Runtime;
@@ -222,37 +223,50 @@ impl Link {
     /// deserializes the response into `R` (use `serde_json::Value` for
     /// untyped). A response that does not fit `R` fails only this call,
     /// with [`Error::Decode`].
+    ///
+    /// # Errors
+    ///
+    /// As [`request_raw`](Self::request_raw), and [`Error::Encode`] if
+    /// `value` does not serialize, [`Error::Decode`] if the answer does
+    /// not fit `R`.
     pub async fn request<R, T>(&self, value: &T) -> Result<R, Error>
     where
         R: DeserializeOwned,
         T: Serialize + ?Sized,
     {
-        self.request_inner(value, None).await
+        typed_request(value, |body| self.request_raw(body, None)).await
     }
 
     /// [`request`](Self::request) with its own timeout; one of about 30
     /// years or more (`Duration::MAX`) means none: the request waits for
     /// its answer or the end of the link.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
     pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
     where
         R: DeserializeOwned,
         T: Serialize + ?Sized,
     {
-        self.request_inner(value, Some(timeout)).await
-    }
-
-    async fn request_inner<R, T>(&self, value: &T, timeout: Option<Duration>) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
-        let payload = self.request_raw(body, timeout).await?;
-        payload.parse().map_err(Error::Decode)
+        typed_request(value, |body| self.request_raw(body, Some(timeout))).await
     }
 
     /// Sends a request given as raw JSON; the response as raw JSON.
     /// `timeout` defaults to the configured request timeout.
+    ///
+    /// # Errors
+    ///
+    /// Before anything is sent: [`Error::NotConnected`] if the link has
+    /// ended, [`Error::Closed`] while it is closing (it starts no new
+    /// requests), [`Error::Busy`] at the in-flight limit,
+    /// [`Error::FrameTooLarge`] past the peer's frame limit. After it was
+    /// sent, exactly one of: [`Error::Timeout`] (no answer in time, also
+    /// while waiting for room in the link's queue),
+    /// [`Error::ConnectionLost`] (the link ended first),
+    /// [`Error::ShuttingDown`] (we closed the link and its close deadline
+    /// passed), or the peer's error answer: [`Error::NoHandler`],
+    /// [`Error::HandlerDropped`], [`Error::Remote`].
     pub async fn request_raw(
         &self,
         body: Box<RawValue>,
@@ -314,42 +328,15 @@ impl Link {
     }
 }
 
-/// How far ahead a deadline may lie: about 30 years. A timeout or delay
-/// longer than this (`Duration::MAX`, say) means "no deadline": the
-/// deadline is saturated here, so no clock arithmetic (ours, the core's or
-/// a runtime's timer) can overflow, and [`with_deadline`] arms no timer
-/// for it.
-pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-
-/// `now + d`, saturated at [`NO_DEADLINE`] ahead; never panics.
-pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
-    // Only a clock reading within 30 years of the end of `Instant`'s range
-    // could overflow here; none does. Then: at once rather than a panic.
-    now.checked_add(d.min(NO_DEADLINE)).unwrap_or(now)
-}
-
-/// A caller's deadline, clamped to at most [`NO_DEADLINE`] ahead of `now`
-/// (so that adding a linger time, or a runtime's rounding, cannot
-/// overflow).
-pub(crate) fn clamp_deadline(now: Instant, deadline: Instant) -> Instant {
-    deadline.min(deadline_after(now, NO_DEADLINE))
-}
-
-/// Runs `fut` until `deadline` on `rt`'s clock; `None` if the deadline came
-/// first. A deadline half of [`NO_DEADLINE`] ahead or more is none: no
-/// timer is armed.
-pub(crate) async fn with_deadline<F: Future>(
-    rt: &dyn Runtime,
-    deadline: Instant,
-    fut: F,
-) -> Option<F::Output> {
-    if deadline.saturating_duration_since(rt.now()) >= NO_DEADLINE / 2 {
-        return Some(fut.await);
-    }
-    let sleep = rt.sleep_until(deadline);
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        sleep.await;
-        None
-    })
-    .await
+/// A typed request: `value` encoded, sent by `send`, and its answer
+/// decoded into `R`.
+pub(crate) async fn typed_request<R, T, F, Fut>(value: &T, send: F) -> Result<R, Error>
+where
+    R: DeserializeOwned,
+    T: Serialize + ?Sized,
+    F: FnOnce(Box<RawValue>) -> Fut,
+    Fut: Future<Output = Result<Payload, Error>>,
+{
+    let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
+    send(body).await?.parse().map_err(Error::Decode)
 }
