@@ -17,12 +17,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
-
-pub use jsonlink_rt as rt;
-
-pub use jsonlink_rt::*;
 
 jsonlink_rt::adapter_builders! {
     /// async-std as the `Arc<dyn Runtime>` that [`Server::builder`] and
@@ -30,7 +25,7 @@ jsonlink_rt::adapter_builders! {
     runtime = AsyncStdRuntime,
     name = "async-std",
 }
-jsonlink_rt::futures_io_tcp!(async_std::net::TcpListener, async_std::net::TcpStream);
+jsonlink_rt::futures_io_tcp!(listener async_std::net::TcpListener);
 
 /// The [`Runtime`] for async-std (discontinued upstream, see the crate docs).
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,22 +46,11 @@ impl Runtime for AsyncStdRuntime {
         })
     }
 
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
-        bind_tcp(addr)
-    }
-
     fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         use async_std::net::ToSocketAddrs as _;
         let host = host.to_owned();
         Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
     }
 
-    fn connect_tls(
-        &self,
-        addr: SocketAddr,
-        config: Arc<rustls::ClientConfig>,
-        server_name: ServerName<'static>,
-    ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        connect_tls_tcp(addr, config, server_name)
-    }
+    jsonlink_rt::futures_io_tcp!(methods async_std::net::TcpListener, async_std::net::TcpStream);
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::deadline::{deadline_after, with_deadline};
+use crate::deadline::with_deadline;
 use crate::error::Error;
 use crate::queue::{PushError, Queue};
 use crate::runtime::Runtime;
@@ -127,11 +127,9 @@ impl Link {
 
     /// Sends a fire-and-forget message. Returns once the message is queued
     /// on the link; waits while the link's command queue is full (the
-    /// outbound buffer is at its bound: backpressure). Fails at once with
-    /// [`Error::FrameTooLarge`] if the frame could exceed the peer's limit,
-    /// and with [`Error::NotConnected`] if the link has ended (or
-    /// [`Error::Closed`] while it is ending). As with any fire-and-forget
-    /// message, one queued just before the link drops is lost.
+    /// outbound buffer is at its bound: backpressure). As with any
+    /// fire-and-forget message, one queued just before the link drops is
+    /// lost.
     ///
     /// While the link drains after a graceful close — ours
     /// ([`Server::shutdown`](crate::Server::shutdown),
@@ -141,12 +139,23 @@ impl Link {
     /// reading until it ends. The link drains while requests are in flight
     /// either way (a request's handler sending before it answers is
     /// covered), until the close deadline at most.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is sent on any of them: [`Error::Encode`] if `value` does
+    /// not serialize; [`Error::FrameTooLarge`] if the frame could exceed
+    /// the peer's limit; [`Error::NotConnected`] if the link has ended,
+    /// [`Error::Closed`] while it is ending.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
         self.send_raw(Arc::from(body)).await
     }
 
     /// Sends a message given as raw JSON (see [`send`](Self::send)).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), without [`Error::Encode`].
     pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
         self.check_send(&body)?;
         let weight = body.get().len();
@@ -194,6 +203,13 @@ impl Link {
     /// `pingDataObject`), or a bare ping for `None`. The peer sees
     /// [`Event::Ping`](crate::Event::Ping) and answers with a pong
     /// ([`Event::Pong`](crate::Event::Pong) here).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `data` does not serialize; [`Error::Send`] if
+    /// it is not a JSON object; [`Error::Closed`] while the link is
+    /// closing (it sends no pings then); [`Error::NotConnected`] if it has
+    /// ended.
     pub async fn ping<T: Serialize + ?Sized>(&self, data: Option<&T>) -> Result<(), Error> {
         let data = data
             .map(serde_json::value::to_raw_value)
@@ -219,62 +235,29 @@ impl Link {
             .is_ok()
     }
 
-    /// Sends a request with the configured default timeout and
-    /// deserializes the response into `R` (use `serde_json::Value` for
-    /// untyped). A response that does not fit `R` fails only this call,
-    /// with [`Error::Decode`].
-    ///
-    /// # Errors
-    ///
-    /// As [`request_raw`](Self::request_raw), and [`Error::Encode`] if
-    /// `value` does not serialize, [`Error::Decode`] if the answer does
-    /// not fit `R`.
-    pub async fn request<R, T>(&self, value: &T) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        typed_request(value, |body| self.request_raw(body, None)).await
+    request_methods! {
+        ///
+        /// # Errors
+        ///
+        /// Before anything is sent: [`Error::NotConnected`] if the link has
+        /// ended, [`Error::Closed`] while it is closing (it starts no new
+        /// requests), [`Error::Busy`] at the in-flight limit,
+        /// [`Error::FrameTooLarge`] past the peer's frame limit. After it was
+        /// sent, exactly one of: [`Error::Timeout`] (no answer in time, also
+        /// while waiting for room in the link's queue),
+        /// [`Error::ConnectionLost`] (the link ended first),
+        /// [`Error::ShuttingDown`] (we closed the link and its close deadline
+        /// passed), or the peer's error answer: [`Error::NoHandler`],
+        /// [`Error::HandlerDropped`], [`Error::Remote`].
     }
 
-    /// [`request`](Self::request) with its own timeout; one of about 30
-    /// years or more (`Duration::MAX`) means none: the request waits for
-    /// its answer or the end of the link.
-    ///
-    /// # Errors
-    ///
-    /// As [`request`](Self::request).
-    pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        typed_request(value, |body| self.request_raw(body, Some(timeout))).await
+    /// The default timeout of requests.
+    fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
-    /// Sends a request given as raw JSON; the response as raw JSON.
-    /// `timeout` defaults to the configured request timeout.
-    ///
-    /// # Errors
-    ///
-    /// Before anything is sent: [`Error::NotConnected`] if the link has
-    /// ended, [`Error::Closed`] while it is closing (it starts no new
-    /// requests), [`Error::Busy`] at the in-flight limit,
-    /// [`Error::FrameTooLarge`] past the peer's frame limit. After it was
-    /// sent, exactly one of: [`Error::Timeout`] (no answer in time, also
-    /// while waiting for room in the link's queue),
-    /// [`Error::ConnectionLost`] (the link ended first),
-    /// [`Error::ShuttingDown`] (we closed the link and its close deadline
-    /// passed), or the peer's error answer: [`Error::NoHandler`],
-    /// [`Error::HandlerDropped`], [`Error::Remote`].
-    pub async fn request_raw(
-        &self,
-        body: Box<RawValue>,
-        timeout: Option<Duration>,
-    ) -> Result<Payload, Error> {
-        let timeout = timeout.unwrap_or(self.inner.request_timeout);
-        let deadline = deadline_after(self.inner.rt.now(), timeout);
-        self.request_by(body, deadline).await
+    fn clock(&self) -> &dyn Runtime {
+        &*self.inner.rt
     }
 
     pub(crate) async fn request_by(
@@ -340,3 +323,65 @@ where
     let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
     send(body).await?.parse().map_err(Error::Decode)
 }
+
+/// The request methods of [`Link`] and [`Client`](crate::Client), over
+/// their own `request_by(body, deadline)`, `request_timeout()` (the
+/// default) and `clock()`; the attributes given are the rest of
+/// `request_raw`'s docs (its errors).
+macro_rules! request_methods {
+    ($(#[$errors:meta])*) => {
+        /// Sends a request given as raw JSON; the response as raw JSON.
+        /// `timeout` defaults to the configured request timeout.
+        $(#[$errors])*
+        pub async fn request_raw(
+            &self,
+            body: Box<serde_json::value::RawValue>,
+            timeout: Option<std::time::Duration>,
+        ) -> Result<$crate::Payload, $crate::Error> {
+            let timeout = timeout.unwrap_or_else(|| self.request_timeout());
+            let deadline = $crate::deadline::deadline_after(self.clock().now(), timeout);
+            self.request_by(body, deadline).await
+        }
+
+        /// Sends a request with the configured default timeout and
+        /// deserializes the response into `R` (`serde_json::Value` for
+        /// untyped). A response that does not fit `R` fails only this
+        /// call.
+        ///
+        /// # Errors
+        ///
+        /// As [`request_raw`](Self::request_raw), and
+        /// [`Error::Encode`](crate::Error::Encode) if `value` does not
+        /// serialize, [`Error::Decode`](crate::Error::Decode) if the answer
+        /// does not fit `R`.
+        pub async fn request<R, T>(&self, value: &T) -> Result<R, $crate::Error>
+        where
+            R: serde::de::DeserializeOwned,
+            T: serde::Serialize + ?Sized,
+        {
+            $crate::link::typed_request(value, |body| self.request_raw(body, None)).await
+        }
+
+        /// [`request`](Self::request) with its own timeout (which also
+        /// bounds a client's wait for a link in wait-for-reconnect mode);
+        /// one of about 30 years or more (`Duration::MAX`) means none: the
+        /// request waits for its answer or the end of the link.
+        ///
+        /// # Errors
+        ///
+        /// As [`request`](Self::request).
+        pub async fn request_with_timeout<R, T>(
+            &self,
+            value: &T,
+            timeout: std::time::Duration,
+        ) -> Result<R, $crate::Error>
+        where
+            R: serde::de::DeserializeOwned,
+            T: serde::Serialize + ?Sized,
+        {
+            $crate::link::typed_request(value, |body| self.request_raw(body, Some(timeout))).await
+        }
+    };
+}
+
+pub(crate) use request_methods;

@@ -227,16 +227,18 @@ where
     }
 }
 
-/// Defines, in an adapter crate whose sockets speak futures-io, the TCP
-/// half of its [`Runtime`]: `bind_tcp(addr)` for [`Runtime::bind`] and
-/// `connect_tls_tcp(addr, config, server_name)` for
-/// [`Runtime::connect_tls`], over `$listener` and `$stream` (the runtime's
-/// `TcpListener` and `TcpStream`): `TCP_NODELAY` set, TLS through
-/// futures-rustls. Used by jsonlink-async-std and jsonlink-smol.
+/// The TCP half of a [`Runtime`] whose sockets speak futures-io, for
+/// jsonlink-async-std and jsonlink-smol: `TCP_NODELAY` set, TLS through
+/// futures-rustls, over the runtime's `TcpListener` and `TcpStream`.
+///
+/// - `futures_io_tcp!(listener $listener)`, in the crate: its
+///   [`Listener`] (`FuturesListener`);
+/// - `futures_io_tcp!(methods $listener, $stream)`, in its
+///   `impl Runtime`: [`Runtime::bind`] and [`Runtime::connect_tls`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! futures_io_tcp {
-    ($listener:ty, $stream:ty) => {
+    (listener $listener:ty) => {
         /// The runtime's TCP listener.
         #[derive(Debug)]
         struct FuturesListener($listener);
@@ -254,19 +256,20 @@ macro_rules! futures_io_tcp {
                 self.0.local_addr()
             }
         }
-
-        /// Binds a TCP listener (for `Runtime::bind`).
-        fn bind_tcp(
+    };
+    (methods $listener:ty, $stream:ty) => {
+        fn bind(
+            &self,
             addr: std::net::SocketAddr,
-        ) -> $crate::BoxFuture<'static, std::io::Result<Box<dyn $crate::Listener>>> {
+        ) -> $crate::BoxFuture<'_, std::io::Result<Box<dyn $crate::Listener>>> {
             Box::pin(async move {
                 let listener = <$listener>::bind(addr).await?;
                 Ok(Box::new(FuturesListener(listener)) as Box<dyn $crate::Listener>)
             })
         }
 
-        /// TCP to `addr`, then TLS (for `Runtime::connect_tls`).
-        fn connect_tls_tcp(
+        fn connect_tls(
+            &self,
             addr: std::net::SocketAddr,
             config: std::sync::Arc<$crate::rustls::ClientConfig>,
             server_name: $crate::ServerName<'static>,

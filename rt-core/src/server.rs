@@ -82,6 +82,11 @@ impl ServerBuilder {
     }
 
     /// Binds the listener and starts accepting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the address cannot be bound (in use, not
+    /// local, not permitted).
     pub async fn bind(mut self, addr: SocketAddr) -> Result<Server, Error> {
         saturate_durations(&mut self.config);
         let listener = self.rt.bind(addr).await?;
@@ -479,11 +484,21 @@ impl Server {
     }
 
     /// Sends a message to one link.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLink`] if no authenticated link has this id; else
+    /// as [`Link::send`].
     pub async fn send<T: Serialize + ?Sized>(&self, id: u64, value: &T) -> Result<(), Error> {
         self.known_link(id)?.send(value).await
     }
 
     /// Pings one link with optional data (see [`Link::ping`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLink`] if no authenticated link has this id; else
+    /// as [`Link::ping`].
     pub async fn ping<T: Serialize + ?Sized>(
         &self,
         id: u64,
@@ -493,6 +508,11 @@ impl Server {
     }
 
     /// Sends a request to one link and deserializes the response.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLink`] if no authenticated link has this id; else
+    /// as [`Link::request`].
     pub async fn request<R, T>(&self, id: u64, value: &T) -> Result<R, Error>
     where
         R: DeserializeOwned,
@@ -502,6 +522,10 @@ impl Server {
     }
 
     /// [`request`](Self::request) with its own timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
     pub async fn request_with_timeout<R, T>(
         &self,
         id: u64,
@@ -526,6 +550,11 @@ impl Server {
     /// skipped (counted in [`Stats::broadcast_skipped`]), so one slow
     /// reader cannot stall the rest. Returns how many links it was queued
     /// to.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `value` does not serialize (then it went to
+    /// none).
     pub fn broadcast<T: Serialize + ?Sized>(&self, value: &T) -> Result<usize, Error> {
         let body: Arc<serde_json::value::RawValue> =
             Arc::from(serde_json::value::to_raw_value(value).map_err(Error::Encode)?);

@@ -31,10 +31,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use jsonlink_rt as rt;
-
-pub use jsonlink_rt::*;
-
 use smol::{Executor, Timer};
 
 jsonlink_rt::adapter_builders! {
@@ -43,7 +39,7 @@ jsonlink_rt::adapter_builders! {
     runtime = SmolRuntime::global(),
     name = "smol",
 }
-jsonlink_rt::futures_io_tcp!(smol::net::TcpListener, smol::net::TcpStream);
+jsonlink_rt::futures_io_tcp!(listener smol::net::TcpListener);
 
 /// The [`Runtime`] for smol. Tasks (link drivers, handlers) run detached on
 /// smol's global executor ([`global`](Self::global), the default) or on an
@@ -86,21 +82,10 @@ impl Runtime for SmolRuntime {
         })
     }
 
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
-        bind_tcp(addr)
-    }
-
     fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         let host = host.to_owned();
         Box::pin(async move { smol::net::resolve((host.as_str(), port)).await })
     }
 
-    fn connect_tls(
-        &self,
-        addr: SocketAddr,
-        config: Arc<rustls::ClientConfig>,
-        server_name: ServerName<'static>,
-    ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        connect_tls_tcp(addr, config, server_name)
-    }
+    jsonlink_rt::futures_io_tcp!(methods smol::net::TcpListener, smol::net::TcpStream);
 }

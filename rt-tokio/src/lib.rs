@@ -13,10 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use jsonlink_rt as rt;
-
-pub use jsonlink_rt::*;
-
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use jsonlink_proto::{Identity, Payload, Secret};
 use rustls_pki_types::ServerName;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 pub use builder::ClientBuilder;
@@ -27,7 +26,7 @@ use crate::deadline::{clamp_deadline, deadline_after, with_deadline};
 use crate::dispatch::Handlers;
 use crate::error::Error;
 use crate::event::{EventStream, event_stream_methods};
-use crate::link::{CloseOrder, Link, typed_request};
+use crate::link::{CloseOrder, Link, request_methods};
 use crate::reconnect::Reconnect;
 use crate::runtime::Runtime;
 use crate::stats::Stats;
@@ -336,55 +335,29 @@ impl Client {
         .await
     }
 
-    /// Sends a request with the default timeout and deserializes the
-    /// response into `R` (`serde_json::Value` for untyped).
-    ///
-    /// # Errors
-    ///
-    /// As [`request_raw`](Self::request_raw), and [`Error::Encode`] if
-    /// `value` does not serialize, [`Error::Decode`] if the answer does
-    /// not fit `R`.
-    pub async fn request<R, T>(&self, value: &T) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        let timeout = self.inner.shared.config.request_timeout;
-        self.request_with_timeout(value, timeout).await
+    request_methods! {
+        ///
+        /// # Errors
+        ///
+        /// Those of every command (see [Errors](Self#errors)), and those of
+        /// [`Link::request_raw`]: [`Error::Timeout`], [`Error::ConnectionLost`],
+        /// [`Error::ShuttingDown`], [`Error::Busy`], [`Error::FrameTooLarge`],
+        /// and the server's answers [`Error::NoHandler`],
+        /// [`Error::HandlerDropped`], [`Error::Remote`].
     }
 
-    /// [`request`](Self::request) with its own timeout (which also bounds
-    /// the wait for a link in wait-for-reconnect mode); one of about 30
-    /// years or more (`Duration::MAX`) means none.
-    ///
-    /// # Errors
-    ///
-    /// As [`request`](Self::request).
-    pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        typed_request(value, |body| self.request_raw(body, Some(timeout))).await
+    /// The default timeout of requests.
+    fn request_timeout(&self) -> Duration {
+        self.inner.shared.config.request_timeout
     }
 
-    /// Sends a request given as raw JSON; the response as raw JSON.
-    /// `timeout` defaults to the configured request timeout.
-    ///
-    /// # Errors
-    ///
-    /// Those of every command (see [Errors](Self#errors)), and those of
-    /// [`Link::request_raw`]: [`Error::Timeout`], [`Error::ConnectionLost`],
-    /// [`Error::ShuttingDown`], [`Error::Busy`], [`Error::FrameTooLarge`],
-    /// and the server's answers [`Error::NoHandler`],
-    /// [`Error::HandlerDropped`], [`Error::Remote`].
-    pub async fn request_raw(
-        &self,
-        body: Box<RawValue>,
-        timeout: Option<Duration>,
-    ) -> Result<Payload, Error> {
-        let timeout = timeout.unwrap_or(self.inner.shared.config.request_timeout);
-        let deadline = deadline_after(self.inner.shared.rt.now(), timeout);
+    fn clock(&self) -> &dyn Runtime {
+        &*self.inner.shared.rt
+    }
+
+    /// A request due by `deadline`, on the current link (or the next, in
+    /// wait-for-reconnect mode).
+    async fn request_by(&self, body: Box<RawValue>, deadline: Instant) -> Result<Payload, Error> {
         // Kept for another link only where commands wait for one.
         let keep = self.inner.shared.wait_for_reconnect;
         let mut body = Some(body);

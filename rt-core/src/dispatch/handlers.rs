@@ -34,6 +34,15 @@ struct HandlerTable {
     inline: HashMap<String, Arc<InlineFn>>,
 }
 
+/// A message handler, boxed.
+fn message_fn<F, Fut>(handler: F) -> Arc<MessageFn>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |m| Box::pin(handler(m)))
+}
+
 /// How a message with a handled `op` is served.
 #[derive(Clone)]
 pub(crate) enum MessageRoute {
@@ -172,6 +181,12 @@ impl Handlers {
         r
     }
 
+    /// Makes `route` the message handler for `op`.
+    fn set_message(&self, op: String, route: MessageRoute) -> &Self {
+        self.edit(|h| h.messages.insert(op, route));
+        self
+    }
+
     fn any(&self) -> bool {
         self.inner.any.load(Ordering::Acquire)
     }
@@ -198,9 +213,7 @@ impl Handlers {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
-        self.edit(|h| h.messages.insert(op.into(), MessageRoute::Ordered(f)));
-        self
+        self.set_message(op.into(), MessageRoute::Ordered(message_fn(handler)))
     }
 
     /// Handles messages with this `op` (replacing any previous handler for
@@ -216,9 +229,7 @@ impl Handlers {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
-        self.edit(|h| h.messages.insert(op.into(), MessageRoute::Concurrent(f)));
-        self
+        self.set_message(op.into(), MessageRoute::Concurrent(message_fn(handler)))
     }
 
     /// [`on_message`](Self::on_message) through a typed function: it gets

@@ -22,6 +22,10 @@ pub struct Message {
 
 impl Message {
     /// Deserializes the body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] if it does not fit `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
         self.body.parse().map_err(Error::Decode)
     }
@@ -45,16 +49,28 @@ pub struct Request {
 
 impl Request {
     /// Deserializes the body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] if it does not fit `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
         self.body.parse().map_err(Error::Decode)
     }
 
     /// Answers with a value.
+    ///
+    /// # Errors
+    ///
+    /// As [`Responder::respond`].
     pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
         self.responder.respond(value)
     }
 
     /// Answers with an error object.
+    ///
+    /// # Errors
+    ///
+    /// As [`Responder::respond_error`].
     pub fn respond_error(self, error: RemoteError) -> Result<(), Error> {
         self.responder.respond_error(error)
     }

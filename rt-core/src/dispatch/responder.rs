@@ -140,10 +140,15 @@ impl Responder {
         self.id
     }
 
-    /// Answers with a value. If it does not serialize, the peer gets an
-    /// [`internal`](RemoteError::INTERNAL) error and this returns
-    /// [`Error::Encode`]; if it is too large for the peer, see
-    /// [`Error::ResponseTooLarge`].
+    /// Answers with a value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `value` does not serialize (the peer is
+    /// answered [`internal`](RemoteError::INTERNAL));
+    /// [`Error::ResponseTooLarge`] if it is too large for the peer (the
+    /// peer gets an error answer instead); [`Error::Closed`] if the link
+    /// has ended (nothing can be answered).
     pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
         match serde_json::value::to_raw_value(value) {
             Ok(raw) => self.answer(Ok(raw)),
@@ -155,11 +160,19 @@ impl Responder {
     }
 
     /// Answers with raw JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond), without [`Error::Encode`].
     pub fn respond_raw(self, value: Payload) -> Result<(), Error> {
         self.answer(Ok(value.into_raw()))
     }
 
     /// Answers with an error object.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond), without [`Error::Encode`].
     pub fn respond_error(self, error: RemoteError) -> Result<(), Error> {
         self.answer(Err(error))
     }
