@@ -37,6 +37,18 @@ use crate::runtime::Runtime;
 /// A string that is not `host:port`, an empty address list, or a host that
 /// is no valid server name while none is given, ends the client at once
 /// with [`Error::InvalidTarget`].
+///
+/// ```no_run
+/// # async fn demo(rt: std::sync::Arc<dyn jsonlink_rt::Runtime>, tls: jsonlink_rt::rustls::ClientConfig,
+/// #     secret: jsonlink_rt::Secret) -> Result<(), jsonlink_rt::Error> {
+/// use jsonlink_rt::{Client, Identity};
+/// // Resolved before every attempt; the certificate is checked for
+/// // `db.example` (no server name given).
+/// let client = Client::builder(rt, "db.example:7000", tls, None, secret, Identity::new("c1", "app"))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Target(Kind);
 
