@@ -98,7 +98,7 @@ impl Drop for ClientInner {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("server", &self.inner.shared.target)
+            .field("server", &format_args!("{}", self.inner.shared.target))
             .field("state", &*self.inner.shared.state())
             .finish()
     }

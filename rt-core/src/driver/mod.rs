@@ -5,10 +5,10 @@
 //! Each round of a wake runs five steps, in order (after finishing a
 //! delivery that was waiting: room in the event stream, a handler slot):
 //!
-//! 1. [`take_input`](Driver::take_input): owner orders (close), then the
-//!    answers of responders, then the commands queued by handles, all at
-//!    once, given to the core in order, then the answers (taken before the
-//!    commands, applied after them: what a handler sent before it answered
+//! 1. [`take_input`](Driver::take_input): the owner's orders (close);
+//!    then the responders' answers are taken, the commands queued by
+//!    handles taken all at once and given to the core in order, and the
+//!    answers given after them (what a handler sent before it answered
 //!    goes out before its answer). A command the core refuses with
 //!    `Blocked` is held back with those behind it (they still count
 //!    against the queue's bounds, so the queue pushes back on
@@ -69,7 +69,7 @@ use timer::Timer;
 use transport::Transport;
 
 /// Rounds of work per wake before the driver yields to the executor.
-pub(crate) const ROUNDS_PER_WAKE: usize = 32;
+const ROUNDS_PER_WAKE: usize = 32;
 
 /// The owner's view of a link's life: a server keeps its registry, a
 /// client its current link. `closed` runs once, before the final event, so
