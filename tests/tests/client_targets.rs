@@ -44,7 +44,10 @@ where
         let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::current());
         within(rt.clone(), test(rt)).await;
     });
-    smol::block_on(within(jsonlink_smol::runtime(), test(jsonlink_smol::runtime())));
+    smol::block_on(within(
+        jsonlink_smol::runtime(),
+        test(jsonlink_smol::runtime()),
+    ));
     async_std::task::block_on(within(
         jsonlink_async_std::runtime(),
         test(jsonlink_async_std::runtime()),
@@ -222,7 +225,11 @@ fn a_client_dials_localhost_by_name_with_each_runtimes_resolver() {
         let server = fx.server(rt.clone()).await;
         let target = format!("localhost:{}", server.local_addr().port());
         // No server name given: the certificate is checked for the host.
-        let client = fx.client(rt, target, None).connect().await.expect("connect");
+        let client = fx
+            .client(rt, target, None)
+            .connect()
+            .await
+            .expect("connect");
         assert_eq!(
             client.link().map(|l| l.peer_addr()),
             Some(server.local_addr()),
@@ -270,7 +277,10 @@ fn a_host_is_resolved_again_on_reconnect_and_found_where_it_moved() {
         drop(first);
 
         next_authenticated_to(&client, second.local_addr()).await;
-        assert!(resolver.lookups() >= 2, "resolved again before reconnecting");
+        assert!(
+            resolver.lookups() >= 2,
+            "resolved again before reconnecting"
+        );
         assert!(echoes(&client).await, "the new link carries requests");
     });
 }
@@ -317,7 +327,9 @@ fn the_on_connect_hook_runs_once_per_authentication_before_the_link_is_handed_ov
             server.handlers().on_message(op, move |m| {
                 let seen_tx = seen_tx.clone();
                 async move {
-                    let _ = seen_tx.send((m.link.id(), m.op.map(|o| o.to_string()))).await;
+                    let _ = seen_tx
+                        .send((m.link.id(), m.op.map(|o| o.to_string())))
+                        .await;
                 }
             });
         }
@@ -329,7 +341,9 @@ fn the_on_connect_hook_runs_once_per_authentication_before_the_link_is_handed_ov
                 let counted = counted.clone();
                 async move {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    link.send(&json!({"op": "subscribe"})).await.expect("subscribe");
+                    link.send(&json!({"op": "subscribe"}))
+                        .await
+                        .expect("subscribe");
                 }
             })
             .connect()
