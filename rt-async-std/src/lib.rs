@@ -17,22 +17,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use async_std::net::{TcpListener, TcpStream};
-pub use jsonlink_rt as rt;
-use jsonlink_rt::runtime::{FuturesAccepted, futures_tls_connect};
-
-pub use jsonlink_rt::*;
-
-/// async-std as the `Arc<dyn Runtime>` that [`Server::builder`] and
-/// [`Client::builder`] take.
-pub fn runtime() -> Arc<dyn Runtime> {
-    Arc::new(AsyncStdRuntime)
+jsonlink_rt::adapter_builders! {
+    /// async-std as the `Arc<dyn Runtime>` that [`Server::builder`] and
+    /// [`Client::builder`] take.
+    runtime = AsyncStdRuntime,
+    name = "async-std",
 }
-
-jsonlink_rt::adapter_builders!(runtime(), "async-std");
+jsonlink_rt::futures_io_tcp!(listener async_std::net::TcpListener);
 
 /// The [`Runtime`] for async-std (discontinued upstream, see the crate docs).
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,46 +46,11 @@ impl Runtime for AsyncStdRuntime {
         })
     }
 
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let listener = TcpListener::bind(addr).await?;
-            Ok(Box::new(AsyncStdListener(listener)) as Box<dyn Listener>)
-        })
-    }
-
     fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         use async_std::net::ToSocketAddrs as _;
         let host = host.to_owned();
         Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
     }
 
-    fn connect_tls(
-        &self,
-        addr: SocketAddr,
-        config: Arc<rustls::ClientConfig>,
-        server_name: ServerName<'static>,
-    ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        Box::pin(async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            futures_tls_connect(tcp, addr, config, server_name).await
-        })
-    }
-}
-
-#[derive(Debug)]
-struct AsyncStdListener(TcpListener);
-
-impl Listener for AsyncStdListener {
-    fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>> {
-        Box::pin(async move {
-            let (tcp, peer_addr) = self.0.accept().await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(FuturesAccepted::new(tcp, peer_addr)) as Box<dyn Accepted>)
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
+    jsonlink_rt::futures_io_tcp!(methods async_std::net::TcpListener, async_std::net::TcpStream);
 }

@@ -151,12 +151,12 @@ impl Default for LinkOptions {
 }
 
 /// Saturates the protocol configuration's durations at about 30 years
-/// ([`NO_DEADLINE`](crate::link::NO_DEADLINE)): a longer one (`Duration::MAX`)
+/// ([`NO_DEADLINE`](crate::deadline::NO_DEADLINE)): a longer one (`Duration::MAX`)
 /// means "no deadline", and no `Instant + Duration` made from it, here or in
 /// the core, can overflow. Applied when a server binds or a client starts,
 /// after every setter (including [`proto_config`](crate::ServerBuilder::proto_config)).
 pub(crate) fn saturate_durations(config: &mut jsonlink_proto::Config) {
-    let cap = |d: &mut Duration| *d = (*d).min(crate::link::NO_DEADLINE);
+    let cap = |d: &mut Duration| *d = (*d).min(crate::deadline::NO_DEADLINE);
     cap(&mut config.handshake_timeout);
     cap(&mut config.request_timeout);
     cap(&mut config.close_timeout);

@@ -15,6 +15,12 @@ use jsonlink_proto::{CloseCode, CloseReason, RemoteError, RequestError, SendErro
 /// [`HandlerDropped`](Self::HandlerDropped) or [`Remote`](Self::Remote)
 /// (plus [`Decode`](Self::Decode) when the value does not fit the caller's
 /// type). Requests are never replayed on another connection.
+///
+/// One type serves every operation; which variants an operation can
+/// return is in its documentation, under **Errors** (a command never
+/// returns a connect-time error such as
+/// [`HandshakeTimeout`](Self::HandshakeTimeout), except the one a client
+/// stopped on).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -54,19 +60,21 @@ pub enum Error {
     /// The value to send did not serialize to JSON.
     #[error("could not encode the value: {0}")]
     Encode(#[source] serde_json::Error),
-    /// The in-flight request limit of the link is reached; nothing was sent.
+    /// As many of our requests as the link allows are in flight: nothing
+    /// was sent; retry once answers have come.
     #[error("too many requests in flight (limit {limit})")]
     Busy {
-        /// The configured limit.
+        /// The link's limit
+        /// ([`max_requests_in_flight`](crate::ClientBuilder::max_requests_in_flight)).
         limit: usize,
     },
-    /// The encoded frame would exceed the peer's maximum frame size; nothing
-    /// was sent and the link stays up.
+    /// The message or request could make a frame larger than the peer
+    /// accepts: nothing was sent, the link stays up; send less at once.
     #[error("frame of {size} bytes exceeds the peer's {limit}-byte limit")]
     FrameTooLarge {
-        /// Size of the encoded frame in bytes.
+        /// The encoded frame's size bound, in bytes.
         size: usize,
-        /// The peer's limit.
+        /// The peer's `max_frame`.
         limit: usize,
     },
     /// The answer given to a [`Responder`](crate::Responder) would exceed
@@ -103,6 +111,27 @@ pub enum Error {
     /// timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// A client's host name did not resolve (or resolved to no address).
+    /// Retried per the reconnect policy, reported once per outage.
+    #[error("could not resolve `{host}`: {error}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// What the runtime's resolver reported.
+        #[source]
+        error: io::Error,
+    },
+    /// A client's [`Target`](crate::Target) cannot be connected to: a
+    /// string that is not `host:port`, an empty address list, or a host
+    /// that is no valid TLS server name while the builder was given none.
+    /// The client stops at once.
+    #[error("invalid target `{target}`: {reason}")]
+    InvalidTarget {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The server refused a connection because a connection limit was
     /// reached (reported in the server's event stream).
     #[error("connection refused: {limit}")]

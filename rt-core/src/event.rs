@@ -178,3 +178,39 @@ impl EventStream {
         }
     }
 }
+
+/// The event-stream methods of [`Server`](crate::Server) and
+/// [`Client`](crate::Client) (each reads its `self.inner.events`).
+macro_rules! event_stream_methods {
+    () => {
+        /// The next event; `None` when the event stream is off. Messages
+        /// and requests no handler takes arrive here only if the builder
+        /// declared a consumer
+        /// ([`LinkOptions::consume_events`](crate::LinkOptions::consume_events)).
+        pub async fn next_event(&self) -> Option<$crate::Event> {
+            self.inner.events.next().await
+        }
+
+        /// Waits for the next event, then moves it and up to `max - 1`
+        /// more that are already waiting into `out` (appended); returns
+        /// how many, 0 when the event stream is off or has ended. For
+        /// consumers of many events: one wait per batch instead of one per
+        /// event, as tokio's `mpsc::Receiver::recv_many`.
+        pub async fn next_events(&self, out: &mut Vec<$crate::Event>, max: usize) -> usize {
+            self.inner.events.next_many(out, max).await
+        }
+
+        /// The next event if one is waiting.
+        pub fn try_next_event(&self) -> Option<$crate::Event> {
+            self.inner.events.try_next()
+        }
+
+        /// Waits for the next event of `kind`, discarding others (requests
+        /// discarded this way are answered `handler_dropped`).
+        pub async fn wait_for(&self, kind: $crate::EventKind) -> Option<$crate::Event> {
+            self.inner.events.wait_for(kind).await
+        }
+    };
+}
+
+pub(crate) use event_stream_methods;

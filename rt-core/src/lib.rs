@@ -49,6 +49,8 @@
 pub mod certs;
 mod client;
 mod config;
+mod context;
+mod deadline;
 #[cfg(feature = "dev-certs")]
 pub mod dev_certs;
 mod dispatch;
@@ -71,38 +73,51 @@ pub use rustls;
 /// The server name type [`Client::builder`] takes.
 pub use rustls_pki_types::ServerName;
 
-/// Defines `server(..)` and `client(..)` in an adapter crate: the
-/// [`Server::builder`] and [`Client::builder`] bound to `$runtime` (an
-/// expression giving `Arc<dyn Runtime>`). Used by jsonlink-tokio,
+/// Defines, in an adapter crate, the re-exports of this crate (all of it,
+/// and itself as `rt`), `runtime()` (the adapter's runtime as
+/// `Arc<dyn Runtime>`: `runtime = ..`, after its doc comment), and
+/// `server(..)` and `client(..)`: [`Server::builder`] and
+/// [`Client::builder`] bound to it. Used by jsonlink-tokio,
 /// jsonlink-async-std and jsonlink-smol, so the three stay identical.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! adapter_builders {
-    ($runtime:expr, $name:literal) => {
+    ($(#[$doc:meta])* runtime = $runtime:expr, name = $name:literal $(,)?) => {
+        pub use $crate as rt;
+
+        pub use $crate::*;
+
+        $(#[$doc])*
+        pub fn runtime() -> std::sync::Arc<dyn $crate::Runtime> {
+            std::sync::Arc::new($runtime)
+        }
+
         #[doc = concat!("[`Server::builder`] on ", $name, ".")]
         pub fn server(
             tls: impl Into<std::sync::Arc<$crate::rustls::ServerConfig>>,
             secret: $crate::Secret,
             identity: $crate::Identity,
         ) -> $crate::ServerBuilder {
-            $crate::Server::builder($runtime, tls, secret, identity)
+            $crate::Server::builder(runtime(), tls, secret, identity)
         }
 
-        #[doc = concat!("[`Client::builder`] on ", $name, ".")]
+        #[doc = concat!("[`Client::builder`] on ", $name, ": a client of `target`")]
+        #[doc = "(an address, a list of them, `\"host:port\"`: see [`Target`]) whose"]
+        #[doc = "certificate is checked for `server_name`, or for the target's host given `None`."]
         pub fn client(
-            addr: std::net::SocketAddr,
+            target: impl Into<$crate::Target>,
             tls: impl Into<std::sync::Arc<$crate::rustls::ClientConfig>>,
-            server_name: $crate::ServerName<'static>,
+            server_name: impl Into<Option<$crate::ServerName<'static>>>,
             secret: $crate::Secret,
             identity: $crate::Identity,
         ) -> $crate::ClientBuilder {
-            $crate::Client::builder($runtime, addr, tls, server_name, secret, identity)
+            $crate::Client::builder(runtime(), target, tls, server_name, secret, identity)
         }
     };
 }
 
 pub use certs::CertError;
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, Target};
 pub use config::{
     DEFAULT_COMMAND_BYTES, DEFAULT_COMMAND_CAPACITY, DEFAULT_EVENT_CAPACITY, DEFAULT_LINGER,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDLER_BYTES, DEFAULT_MAX_HANDLER_TASKS,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::deadline::with_deadline;
 use crate::error::Error;
 use crate::queue::{PushError, Queue};
 use crate::runtime::Runtime;
@@ -126,11 +127,9 @@ impl Link {
 
     /// Sends a fire-and-forget message. Returns once the message is queued
     /// on the link; waits while the link's command queue is full (the
-    /// outbound buffer is at its bound: backpressure). Fails at once with
-    /// [`Error::FrameTooLarge`] if the frame could exceed the peer's limit,
-    /// and with [`Error::NotConnected`] if the link has ended (or
-    /// [`Error::Closed`] while it is ending). As with any fire-and-forget
-    /// message, one queued just before the link drops is lost.
+    /// outbound buffer is at its bound: backpressure). As with any
+    /// fire-and-forget message, one queued just before the link drops is
+    /// lost.
     ///
     /// While the link drains after a graceful close — ours
     /// ([`Server::shutdown`](crate::Server::shutdown),
@@ -140,12 +139,23 @@ impl Link {
     /// reading until it ends. The link drains while requests are in flight
     /// either way (a request's handler sending before it answers is
     /// covered), until the close deadline at most.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is sent on any of them: [`Error::Encode`] if `value` does
+    /// not serialize; [`Error::FrameTooLarge`] if the frame could exceed
+    /// the peer's limit; [`Error::NotConnected`] if the link has ended,
+    /// [`Error::Closed`] while it is ending.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
         self.send_raw(Arc::from(body)).await
     }
 
     /// Sends a message given as raw JSON (see [`send`](Self::send)).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), without [`Error::Encode`].
     pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
         self.check_send(&body)?;
         let weight = body.get().len();
@@ -193,6 +203,13 @@ impl Link {
     /// `pingDataObject`), or a bare ping for `None`. The peer sees
     /// [`Event::Ping`](crate::Event::Ping) and answers with a pong
     /// ([`Event::Pong`](crate::Event::Pong) here).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `data` does not serialize; [`Error::Send`] if
+    /// it is not a JSON object; [`Error::Closed`] while the link is
+    /// closing (it sends no pings then); [`Error::NotConnected`] if it has
+    /// ended.
     pub async fn ping<T: Serialize + ?Sized>(&self, data: Option<&T>) -> Result<(), Error> {
         let data = data
             .map(serde_json::value::to_raw_value)
@@ -218,49 +235,29 @@ impl Link {
             .is_ok()
     }
 
-    /// Sends a request with the configured default timeout and
-    /// deserializes the response into `R` (use `serde_json::Value` for
-    /// untyped). A response that does not fit `R` fails only this call,
-    /// with [`Error::Decode`].
-    pub async fn request<R, T>(&self, value: &T) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        self.request_inner(value, None).await
+    request_methods! {
+        ///
+        /// # Errors
+        ///
+        /// Before anything is sent: [`Error::NotConnected`] if the link has
+        /// ended, [`Error::Closed`] while it is closing (it starts no new
+        /// requests), [`Error::Busy`] at the in-flight limit,
+        /// [`Error::FrameTooLarge`] past the peer's frame limit. After it was
+        /// sent, exactly one of: [`Error::Timeout`] (no answer in time, also
+        /// while waiting for room in the link's queue),
+        /// [`Error::ConnectionLost`] (the link ended first),
+        /// [`Error::ShuttingDown`] (we closed the link and its close deadline
+        /// passed), or the peer's error answer: [`Error::NoHandler`],
+        /// [`Error::HandlerDropped`], [`Error::Remote`].
     }
 
-    /// [`request`](Self::request) with its own timeout; one of about 30
-    /// years or more (`Duration::MAX`) means none: the request waits for
-    /// its answer or the end of the link.
-    pub async fn request_with_timeout<R, T>(&self, value: &T, timeout: Duration) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        self.request_inner(value, Some(timeout)).await
+    /// The default timeout of requests.
+    fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
-    async fn request_inner<R, T>(&self, value: &T, timeout: Option<Duration>) -> Result<R, Error>
-    where
-        R: DeserializeOwned,
-        T: Serialize + ?Sized,
-    {
-        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
-        let payload = self.request_raw(body, timeout).await?;
-        payload.parse().map_err(Error::Decode)
-    }
-
-    /// Sends a request given as raw JSON; the response as raw JSON.
-    /// `timeout` defaults to the configured request timeout.
-    pub async fn request_raw(
-        &self,
-        body: Box<RawValue>,
-        timeout: Option<Duration>,
-    ) -> Result<Payload, Error> {
-        let timeout = timeout.unwrap_or(self.inner.request_timeout);
-        let deadline = deadline_after(self.inner.rt.now(), timeout);
-        self.request_by(body, deadline).await
+    fn clock(&self) -> &dyn Runtime {
+        &*self.inner.rt
     }
 
     pub(crate) async fn request_by(
@@ -314,42 +311,77 @@ impl Link {
     }
 }
 
-/// How far ahead a deadline may lie: about 30 years. A timeout or delay
-/// longer than this (`Duration::MAX`, say) means "no deadline": the
-/// deadline is saturated here, so no clock arithmetic (ours, the core's or
-/// a runtime's timer) can overflow, and [`with_deadline`] arms no timer
-/// for it.
-pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-
-/// `now + d`, saturated at [`NO_DEADLINE`] ahead; never panics.
-pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
-    // Only a clock reading within 30 years of the end of `Instant`'s range
-    // could overflow here; none does. Then: at once rather than a panic.
-    now.checked_add(d.min(NO_DEADLINE)).unwrap_or(now)
+/// A typed request: `value` encoded, sent by `send`, and its answer
+/// decoded into `R`.
+pub(crate) async fn typed_request<R, T, F, Fut>(value: &T, send: F) -> Result<R, Error>
+where
+    R: DeserializeOwned,
+    T: Serialize + ?Sized,
+    F: FnOnce(Box<RawValue>) -> Fut,
+    Fut: Future<Output = Result<Payload, Error>>,
+{
+    let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
+    send(body).await?.parse().map_err(Error::Decode)
 }
 
-/// A caller's deadline, clamped to at most [`NO_DEADLINE`] ahead of `now`
-/// (so that adding a linger time, or a runtime's rounding, cannot
-/// overflow).
-pub(crate) fn clamp_deadline(now: Instant, deadline: Instant) -> Instant {
-    deadline.min(deadline_after(now, NO_DEADLINE))
+/// The request methods of [`Link`] and [`Client`](crate::Client), over
+/// their own `request_by(body, deadline)`, `request_timeout()` (the
+/// default) and `clock()`; the attributes given are the rest of
+/// `request_raw`'s docs (its errors).
+macro_rules! request_methods {
+    ($(#[$errors:meta])*) => {
+        /// Sends a request given as raw JSON; the response as raw JSON.
+        /// `timeout` defaults to the configured request timeout.
+        $(#[$errors])*
+        pub async fn request_raw(
+            &self,
+            body: Box<serde_json::value::RawValue>,
+            timeout: Option<std::time::Duration>,
+        ) -> Result<$crate::Payload, $crate::Error> {
+            let timeout = timeout.unwrap_or_else(|| self.request_timeout());
+            let deadline = $crate::deadline::deadline_after(self.clock().now(), timeout);
+            self.request_by(body, deadline).await
+        }
+
+        /// Sends a request with the configured default timeout and
+        /// deserializes the response into `R` (`serde_json::Value` for
+        /// untyped). A response that does not fit `R` fails only this
+        /// call.
+        ///
+        /// # Errors
+        ///
+        /// As [`request_raw`](Self::request_raw), and
+        /// [`Error::Encode`](crate::Error::Encode) if `value` does not
+        /// serialize, [`Error::Decode`](crate::Error::Decode) if the answer
+        /// does not fit `R`.
+        pub async fn request<R, T>(&self, value: &T) -> Result<R, $crate::Error>
+        where
+            R: serde::de::DeserializeOwned,
+            T: serde::Serialize + ?Sized,
+        {
+            $crate::link::typed_request(value, |body| self.request_raw(body, None)).await
+        }
+
+        /// [`request`](Self::request) with its own timeout (which also
+        /// bounds a client's wait for a link in wait-for-reconnect mode);
+        /// one of about 30 years or more (`Duration::MAX`) means none: the
+        /// request waits for its answer or the end of the link.
+        ///
+        /// # Errors
+        ///
+        /// As [`request`](Self::request).
+        pub async fn request_with_timeout<R, T>(
+            &self,
+            value: &T,
+            timeout: std::time::Duration,
+        ) -> Result<R, $crate::Error>
+        where
+            R: serde::de::DeserializeOwned,
+            T: serde::Serialize + ?Sized,
+        {
+            $crate::link::typed_request(value, |body| self.request_raw(body, Some(timeout))).await
+        }
+    };
 }
 
-/// Runs `fut` until `deadline` on `rt`'s clock; `None` if the deadline came
-/// first. A deadline half of [`NO_DEADLINE`] ahead or more is none: no
-/// timer is armed.
-pub(crate) async fn with_deadline<F: Future>(
-    rt: &dyn Runtime,
-    deadline: Instant,
-    fut: F,
-) -> Option<F::Output> {
-    if deadline.saturating_duration_since(rt.now()) >= NO_DEADLINE / 2 {
-        return Some(fut.await);
-    }
-    let sleep = rt.sleep_until(deadline);
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        sleep.await;
-        None
-    })
-    .await
-}
+pub(crate) use request_methods;

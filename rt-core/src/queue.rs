@@ -8,11 +8,11 @@
 //! bounds hold for everything queued on the link.
 //!
 //! Why not a channel: a channel hands items over one at a time, and each
-//! pop wakes one waiting sender. Under load (more callers than free slots)
-//! that was a listener registration, a lock and a task wake per message on
-//! the client; here the driver takes everything in one lock, wakes its
-//! senders once per batch, and the driver itself is woken only by the push
-//! that finds it parked.
+//! pop wakes one waiting sender, so under load (more callers than free
+//! slots) every message costs a listener registration, a lock and a task
+//! wake; here the driver takes everything in one lock, wakes its senders
+//! once per batch, and the driver itself is woken only by the push that
+//! finds it parked.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};

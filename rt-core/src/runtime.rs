@@ -7,9 +7,11 @@
 //! `tokio_util::compat`, as async-tungstenite does).
 //!
 //! Shared TLS glue lives here too: [`channel_binding`] for any rustls
-//! connection, and [`futures_tls_connect`] / [`futures_tls_accept`] /
-//! [`FuturesAccepted`] for runtimes whose sockets already speak futures-io
-//! (async-std, smol), over futures-rustls.
+//! connection ([`TlsStream::new`] derives it), [`accepted`] for an
+//! adapter's [`Accepted`] connections, and [`futures_tls_connect`] /
+//! [`futures_tls_accept`] / [`futures_accepted`] for runtimes whose sockets
+//! already speak futures-io (async-std, smol), over futures-rustls (their
+//! adapters' TCP code is the `futures_io_tcp!` macro's).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -43,6 +45,30 @@ pub struct TlsStream {
     pub channel_binding: Vec<u8>,
     /// The peer's address.
     pub peer_addr: SocketAddr,
+}
+
+impl TlsStream {
+    /// The session established over `stream` with the peer at
+    /// `peer_addr`; `session` gives the stream's rustls connection, whose
+    /// [`channel_binding`] it derives.
+    ///
+    /// Fails as [`channel_binding`] does, if the handshake has not
+    /// completed.
+    pub fn new<S, D>(
+        stream: S,
+        peer_addr: SocketAddr,
+        session: impl FnOnce(&S) -> &rustls::ConnectionCommon<D>,
+    ) -> io::Result<Self>
+    where
+        S: AsyncStream,
+    {
+        let channel_binding = channel_binding(session(&stream))?;
+        Ok(Self {
+            stream: Box::new(stream),
+            channel_binding,
+            peer_addr,
+        })
+    }
 }
 
 impl Debug for TlsStream {
@@ -130,12 +156,7 @@ where
     let tls = futures_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
         .await?;
-    let channel_binding = channel_binding(tls.get_ref().1)?;
-    Ok(TlsStream {
-        stream: Box::new(tls),
-        channel_binding,
-        peer_addr,
-    })
+    TlsStream::new(tls, peer_addr, |s| &**s.get_ref().1)
 }
 
 /// Runs the server side of TLS with futures-rustls over an accepted `tcp`
@@ -154,32 +175,45 @@ where
     let tls = futures_rustls::TlsAcceptor::from(config)
         .accept(tcp)
         .await?;
-    let channel_binding = channel_binding(tls.get_ref().1)?;
-    Ok(TlsStream {
-        stream: Box::new(tls),
-        channel_binding,
+    TlsStream::new(tls, peer_addr, |s| &**s.get_ref().1)
+}
+
+/// An [`Accepted`] connection from `peer_addr` whose server side of TLS is
+/// `handshake` (given the server's configuration at the time).
+pub fn accepted<F>(peer_addr: SocketAddr, handshake: F) -> Box<dyn Accepted>
+where
+    F: FnOnce(Arc<rustls::ServerConfig>) -> BoxFuture<'static, io::Result<TlsStream>>
+        + Send
+        + 'static,
+{
+    Box::new(AcceptedWith {
         peer_addr,
+        handshake,
     })
 }
 
 /// An [`Accepted`] connection over any futures-io TCP stream; its
 /// [`Accepted::tls`] is [`futures_tls_accept`].
-#[derive(Debug)]
-pub struct FuturesAccepted<S> {
-    stream: S,
-    peer_addr: SocketAddr,
-}
-
-impl<S> FuturesAccepted<S> {
-    /// Wraps an accepted `stream` whose peer is `peer_addr`.
-    pub fn new(stream: S, peer_addr: SocketAddr) -> Self {
-        Self { stream, peer_addr }
-    }
-}
-
-impl<S> Accepted for FuturesAccepted<S>
+pub fn futures_accepted<S>(stream: S, peer_addr: SocketAddr) -> Box<dyn Accepted>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    accepted(peer_addr, move |config| {
+        Box::pin(futures_tls_accept(stream, peer_addr, config))
+    })
+}
+
+/// What [`accepted`] makes.
+struct AcceptedWith<F> {
+    peer_addr: SocketAddr,
+    handshake: F,
+}
+
+impl<F> Accepted for AcceptedWith<F>
+where
+    F: FnOnce(Arc<rustls::ServerConfig>) -> BoxFuture<'static, io::Result<TlsStream>>
+        + Send
+        + 'static,
 {
     fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
@@ -189,6 +223,62 @@ where
         self: Box<Self>,
         config: Arc<rustls::ServerConfig>,
     ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        Box::pin(futures_tls_accept(self.stream, self.peer_addr, config))
+        (self.handshake)(config)
     }
+}
+
+/// The TCP half of a [`Runtime`] whose sockets speak futures-io, for
+/// jsonlink-async-std and jsonlink-smol: `TCP_NODELAY` set, TLS through
+/// futures-rustls, over the runtime's `TcpListener` and `TcpStream`.
+///
+/// - `futures_io_tcp!(listener $listener)`, in the crate: its
+///   [`Listener`] (`FuturesListener`);
+/// - `futures_io_tcp!(methods $listener, $stream)`, in its
+///   `impl Runtime`: [`Runtime::bind`] and [`Runtime::connect_tls`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! futures_io_tcp {
+    (listener $listener:ty) => {
+        /// The runtime's TCP listener.
+        #[derive(Debug)]
+        struct FuturesListener($listener);
+
+        impl $crate::Listener for FuturesListener {
+            fn accept(&self) -> $crate::BoxFuture<'_, std::io::Result<Box<dyn $crate::Accepted>>> {
+                Box::pin(async move {
+                    let (tcp, peer_addr) = self.0.accept().await?;
+                    tcp.set_nodelay(true)?;
+                    Ok($crate::runtime::futures_accepted(tcp, peer_addr))
+                })
+            }
+
+            fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                self.0.local_addr()
+            }
+        }
+    };
+    (methods $listener:ty, $stream:ty) => {
+        fn bind(
+            &self,
+            addr: std::net::SocketAddr,
+        ) -> $crate::BoxFuture<'_, std::io::Result<Box<dyn $crate::Listener>>> {
+            Box::pin(async move {
+                let listener = <$listener>::bind(addr).await?;
+                Ok(Box::new(FuturesListener(listener)) as Box<dyn $crate::Listener>)
+            })
+        }
+
+        fn connect_tls(
+            &self,
+            addr: std::net::SocketAddr,
+            config: std::sync::Arc<$crate::rustls::ClientConfig>,
+            server_name: $crate::ServerName<'static>,
+        ) -> $crate::BoxFuture<'static, std::io::Result<$crate::TlsStream>> {
+            Box::pin(async move {
+                let tcp = <$stream>::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                $crate::runtime::futures_tls_connect(tcp, addr, config, server_name).await
+            })
+        }
+    };
 }

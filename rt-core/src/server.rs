@@ -14,19 +14,21 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 use crate::config::{DEFAULT_MAX_CONNECTIONS, LinkOptions, proto_setters, saturate_durations};
+use crate::context::LinkCtx;
+use crate::deadline::{clamp_deadline, deadline_after, with_deadline};
 use crate::dispatch::Handlers;
-use crate::driver::{Driver, DriverSetup, LinkCtx, LinkHooks, new_link};
+use crate::driver::{Driver, DriverSetup, LinkHooks, new_link};
 use crate::error::Error;
-use crate::event::{Event, EventKind, EventStream};
-use crate::link::{CloseOrder, Link, clamp_deadline, deadline_after, with_deadline};
+use crate::event::{Event, EventStream, event_stream_methods};
+use crate::link::{CloseOrder, Link};
 use crate::runtime::{Accepted, Listener, Runtime};
-use crate::stats::{Counters, Stats, bump, drop_one};
+use crate::stats::{Stats, bump, drop_one};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before
 /// trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Configures and binds a [`Server`].
+/// Configures and binds a [`Server`]; made by [`Server::builder`].
 ///
 /// ```no_run
 /// # async fn demo(rt: std::sync::Arc<dyn jsonlink_rt::Runtime>) -> Result<(), Box<dyn std::error::Error>> {
@@ -63,25 +65,6 @@ impl fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// A builder with every default. `tls` may require client certificates
-    /// (see [`DevPki::server_config_requiring_client_cert`](crate::DevPki::server_config_requiring_client_cert)).
-    pub fn new(
-        rt: Arc<dyn Runtime>,
-        tls: impl Into<Arc<rustls::ServerConfig>>,
-        secret: Secret,
-        identity: Identity,
-    ) -> Self {
-        Self {
-            rt,
-            tls: crate::certs::require_ems_server(tls.into()),
-            config: jsonlink_proto::Config::new(secret, identity),
-            options: LinkOptions::default(),
-            handlers: Handlers::new(),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: None,
-        }
-    }
-
     proto_setters!();
 
     /// Connections open at once (including those still in TLS or
@@ -99,25 +82,17 @@ impl ServerBuilder {
     }
 
     /// Binds the listener and starts accepting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the address cannot be bound (in use, not
+    /// local, not permitted).
     pub async fn bind(mut self, addr: SocketAddr) -> Result<Server, Error> {
         saturate_durations(&mut self.config);
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (events_tx, events_rx) = if self.options.events {
-            let (tx, rx) = crate::event_queue::channel(self.options.event_capacity);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let counters = Arc::new(Counters::default());
-        let ctx = Arc::new(LinkCtx {
-            rt: self.rt.clone(),
-            handlers: self.handlers.clone(),
-            events: events_tx,
-            counters,
-            options: self.options,
-            report_handshake_errors: true,
-        });
+        let (ctx, events) =
+            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, true);
         let shared = Arc::new(ServerShared {
             rt: self.rt.clone(),
             ctx,
@@ -141,7 +116,7 @@ impl ServerBuilder {
         Ok(Server {
             inner: Arc::new(ServerInner {
                 shared,
-                events: EventStream::new(events_rx),
+                events,
                 stop_tx,
                 handlers: self.handlers,
             }),
@@ -447,14 +422,24 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// Starts configuring a server.
+    /// Starts configuring a server with every default. `tls` may require
+    /// client certificates (see
+    /// [`DevPki::server_config_requiring_client_cert`](crate::DevPki::server_config_requiring_client_cert)).
     pub fn builder(
         rt: Arc<dyn Runtime>,
         tls: impl Into<Arc<rustls::ServerConfig>>,
         secret: Secret,
         identity: Identity,
     ) -> ServerBuilder {
-        ServerBuilder::new(rt, tls, secret, identity)
+        ServerBuilder {
+            rt,
+            tls: crate::certs::require_ems_server(tls.into()),
+            config: jsonlink_proto::Config::new(secret, identity),
+            options: LinkOptions::default(),
+            handlers: Handlers::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
+        }
     }
 
     /// The address the listener is bound to.
@@ -499,11 +484,21 @@ impl Server {
     }
 
     /// Sends a message to one link.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLink`] if no authenticated link has this id; else
+    /// as [`Link::send`].
     pub async fn send<T: Serialize + ?Sized>(&self, id: u64, value: &T) -> Result<(), Error> {
         self.known_link(id)?.send(value).await
     }
 
     /// Pings one link with optional data (see [`Link::ping`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLink`] if no authenticated link has this id; else
+    /// as [`Link::ping`].
     pub async fn ping<T: Serialize + ?Sized>(
         &self,
         id: u64,
@@ -513,6 +508,11 @@ impl Server {
     }
 
     /// Sends a request to one link and deserializes the response.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLink`] if no authenticated link has this id; else
+    /// as [`Link::request`].
     pub async fn request<R, T>(&self, id: u64, value: &T) -> Result<R, Error>
     where
         R: DeserializeOwned,
@@ -522,6 +522,10 @@ impl Server {
     }
 
     /// [`request`](Self::request) with its own timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
     pub async fn request_with_timeout<R, T>(
         &self,
         id: u64,
@@ -546,6 +550,11 @@ impl Server {
     /// skipped (counted in [`Stats::broadcast_skipped`]), so one slow
     /// reader cannot stall the rest. Returns how many links it was queued
     /// to.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `value` does not serialize (then it went to
+    /// none).
     pub fn broadcast<T: Serialize + ?Sized>(&self, value: &T) -> Result<usize, Error> {
         let body: Arc<serde_json::value::RawValue> =
             Arc::from(serde_json::value::to_raw_value(value).map_err(Error::Encode)?);
@@ -560,32 +569,7 @@ impl Server {
         Ok(queued)
     }
 
-    /// The next event; `None` when the event stream is off. Messages and
-    /// requests no handler takes arrive here only if the builder declared
-    /// a consumer ([`LinkOptions::consume_events`]).
-    pub async fn next_event(&self) -> Option<Event> {
-        self.inner.events.next().await
-    }
-
-    /// Waits for the next event, then moves it and up to `max - 1` more
-    /// that are already waiting into `out` (appended); returns how many, 0
-    /// when the event stream is off or has ended. For consumers of many
-    /// events: one wait per batch instead of one per event, as tokio's
-    /// `mpsc::Receiver::recv_many`.
-    pub async fn next_events(&self, out: &mut Vec<Event>, max: usize) -> usize {
-        self.inner.events.next_many(out, max).await
-    }
-
-    /// The next event if one is waiting.
-    pub fn try_next_event(&self) -> Option<Event> {
-        self.inner.events.try_next()
-    }
-
-    /// Waits for the next event of `kind`, discarding others (requests
-    /// discarded this way are answered `handler_dropped`).
-    pub async fn wait_for(&self, kind: EventKind) -> Option<Event> {
-        self.inner.events.wait_for(kind).await
-    }
+    event_stream_methods!();
 
     /// Shuts down gracefully: stops accepting, sends every link a close
     /// frame (the going-away notice), lets requests in flight (both ways)

@@ -39,20 +39,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use jsonlink_rt as rt;
-use jsonlink_rt::runtime::{FuturesAccepted, futures_tls_connect};
-
-pub use jsonlink_rt::*;
-
-/// smol's global executor as the `Arc<dyn Runtime>` that [`Server::builder`] and
-/// [`Client::builder`] take.
-pub fn runtime() -> Arc<dyn Runtime> {
-    Arc::new(SmolRuntime::global())
-}
-
-jsonlink_rt::adapter_builders!(runtime(), "smol");
-use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer};
+
+jsonlink_rt::adapter_builders! {
+    /// smol's global executor as the `Arc<dyn Runtime>` that
+    /// [`Server::builder`] and [`Client::builder`] take.
+    runtime = SmolRuntime::global(),
+    name = "smol",
+}
+jsonlink_rt::futures_io_tcp!(listener smol::net::TcpListener);
 
 /// The [`Runtime`] for smol. Tasks (link drivers, handlers) run detached on
 /// smol's global executor ([`global`](Self::global), the default) or on an
@@ -95,45 +90,10 @@ impl Runtime for SmolRuntime {
         })
     }
 
-    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let listener = TcpListener::bind(addr).await?;
-            Ok(Box::new(SmolListener(listener)) as Box<dyn Listener>)
-        })
-    }
-
     fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         let host = host.to_owned();
         Box::pin(async move { smol::net::resolve((host.as_str(), port)).await })
     }
 
-    fn connect_tls(
-        &self,
-        addr: SocketAddr,
-        config: Arc<rustls::ClientConfig>,
-        server_name: ServerName<'static>,
-    ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        Box::pin(async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            futures_tls_connect(tcp, addr, config, server_name).await
-        })
-    }
-}
-
-#[derive(Debug)]
-struct SmolListener(TcpListener);
-
-impl Listener for SmolListener {
-    fn accept(&self) -> BoxFuture<'_, io::Result<Box<dyn Accepted>>> {
-        Box::pin(async move {
-            let (tcp, peer_addr) = self.0.accept().await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(FuturesAccepted::new(tcp, peer_addr)) as Box<dyn Accepted>)
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
+    jsonlink_rt::futures_io_tcp!(methods smol::net::TcpListener, smol::net::TcpStream);
 }

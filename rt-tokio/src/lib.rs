@@ -13,25 +13,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use jsonlink_rt as rt;
-
-pub use jsonlink_rt::*;
-
-/// The current tokio runtime as the `Arc<dyn Runtime>` that [`Server::builder`] and
-/// [`Client::builder`] take.
-///
-/// # Panics
-///
-/// If called outside a tokio runtime.
-pub fn runtime() -> Arc<dyn Runtime> {
-    Arc::new(TokioRuntime::current())
-}
-
-jsonlink_rt::adapter_builders!(runtime(), "the current tokio runtime");
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::compat::TokioAsyncReadCompatExt as _;
+
+jsonlink_rt::adapter_builders! {
+    /// The current tokio runtime as the `Arc<dyn Runtime>` that
+    /// [`Server::builder`] and [`Client::builder`] take.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a tokio runtime.
+    runtime = TokioRuntime::current(),
+    name = "the current tokio runtime",
+}
 
 /// The [`Runtime`] for tokio. Tasks are spawned on the tokio runtime whose
 /// [`Handle`] it holds, so it may be used from any thread.
@@ -98,12 +94,7 @@ impl Runtime for TokioRuntime {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
-            let channel_binding = channel_binding(tls.get_ref().1)?;
-            Ok(TlsStream {
-                stream: Box::new(tls.compat()),
-                channel_binding,
-                peer_addr: addr,
-            })
+            TlsStream::new(tls.compat(), addr, |s| &**s.get_ref().get_ref().1)
         })
     }
 }
@@ -129,44 +120,17 @@ impl Listener for TokioListener {
         in_tokio(&self.1, async move {
             let (tcp, peer_addr) = self.0.accept().await?;
             tcp.set_nodelay(true)?;
-            Ok(Box::new(TokioAccepted {
-                tcp,
-                peer_addr,
-                handle,
-            }) as Box<dyn Accepted>)
+            Ok(runtime::accepted(peer_addr, move |config| {
+                in_tokio(&handle, async move {
+                    let tls = TlsAcceptor::from(config).accept(tcp).await?;
+                    TlsStream::new(tls.compat(), peer_addr, |s| &**s.get_ref().get_ref().1)
+                })
+            }))
         })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
-    }
-}
-
-struct TokioAccepted {
-    tcp: TcpStream,
-    peer_addr: SocketAddr,
-    handle: Handle,
-}
-
-impl Accepted for TokioAccepted {
-    fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
-    }
-
-    fn tls(
-        self: Box<Self>,
-        config: Arc<rustls::ServerConfig>,
-    ) -> BoxFuture<'static, io::Result<TlsStream>> {
-        let handle = self.handle.clone();
-        in_tokio(&handle, async move {
-            let tls = TlsAcceptor::from(config).accept(self.tcp).await?;
-            let channel_binding = channel_binding(tls.get_ref().1)?;
-            Ok(TlsStream {
-                stream: Box::new(tls.compat()),
-                channel_binding,
-                peer_addr: self.peer_addr,
-            })
-        })
     }
 }
 

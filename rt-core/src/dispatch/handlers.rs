@@ -1,216 +1,26 @@
-//! Dispatch by `op`: the [`Handlers`] of handlers, and the [`Message`],
-//! [`Request`] and [`Responder`] values handlers and the event stream get.
+//! [`Handlers`]: the op → handler table shared by every link of a server
+//! or client, and how handlers are registered.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use jsonlink_proto::{Op, Payload, PeerRequestId, RemoteError};
+use jsonlink_proto::{Payload, RemoteError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
-use crate::error::Error;
+use crate::dispatch::responder::not_serialized;
+use crate::dispatch::{Message, Request};
 use crate::handler_error::HandlerError;
 use crate::link::Link;
-use crate::queue::Queue;
 use crate::runtime::BoxFuture;
-
-/// A fire-and-forget message from the peer.
-#[derive(Debug, Clone)]
-pub struct Message {
-    /// The link it came on.
-    pub link: Link,
-    /// The body's top-level `op`, if any.
-    pub op: Option<Op>,
-    /// The body.
-    pub body: Payload,
-}
-
-impl Message {
-    /// Deserializes the body.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        self.body.parse().map_err(Error::Decode)
-    }
-}
-
-/// A request from the peer. It must be answered exactly once, through
-/// [`respond`](Self::respond), [`respond_error`](Self::respond_error) or
-/// its [`Responder`]; dropping it unanswered sends
-/// [`handler_dropped`](RemoteError::HANDLER_DROPPED) at once.
-#[derive(Debug)]
-pub struct Request {
-    /// The link it came on.
-    pub link: Link,
-    /// The body's top-level `op`, if any.
-    pub op: Option<Op>,
-    /// The body.
-    pub body: Payload,
-    /// Answers the request.
-    pub responder: Responder,
-}
-
-impl Request {
-    /// Deserializes the body.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        self.body.parse().map_err(Error::Decode)
-    }
-
-    /// Answers with a value.
-    pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
-        self.responder.respond(value)
-    }
-
-    /// Answers with an error object.
-    pub fn respond_error(self, error: RemoteError) -> Result<(), Error> {
-        self.responder.respond_error(error)
-    }
-}
-
-/// One answer from a responder to the link's driver.
-pub(crate) struct Answer {
-    pub(crate) id: PeerRequestId,
-    pub(crate) result: Result<Box<RawValue>, RemoteError>,
-    /// The request's op, for the log.
-    pub(crate) op: Option<Op>,
-    /// Set (to the answer's size bound) when the answer is too large for
-    /// the peer: `result` is then not sent, the core answers with its own
-    /// error ([`Connection::respond_too_large`](jsonlink_proto::Connection::respond_too_large)).
-    pub(crate) too_large: Option<usize>,
-}
-
-/// The size bound of `result` as the answer to `id` on `link` and the
-/// peer's limit, when the bound exceeds the limit (the core would refuse
-/// the answer: PROTOCOL.md §14.2).
-pub(crate) fn too_large(
-    link: &Link,
-    id: PeerRequestId,
-    result: &Result<Box<RawValue>, RemoteError>,
-) -> Option<(usize, usize)> {
-    let auth = link.auth()?;
-    let size = auth.response_frame_bound(id, result.as_ref().map(|b| &**b));
-    (size > auth.peer_max_frame).then_some((size, auth.peer_max_frame))
-}
-
-/// Answers one peer request, exactly once. Dropping it unanswered answers
-/// [`handler_dropped`](RemoteError::HANDLER_DROPPED) at once (never a
-/// timeout on the peer's side).
-///
-/// Answering never waits: the link's answer queue has room for every
-/// request the core lets be in flight.
-///
-/// An answer too large for the requester's `max_frame` is refused at once
-/// with [`Error::ResponseTooLarge`] (checked against the peer's announced
-/// limit, as [`Link::send`] checks messages); the requester then gets an
-/// error answer at once instead (`response_too_large` where it accepted
-/// that extension, else `internal`), and the link logs a warning.
-pub struct Responder {
-    id: PeerRequestId,
-    tx: Option<Arc<Queue<Answer>>>,
-    link: Link,
-    op: Option<Op>,
-}
-
-impl fmt::Debug for Responder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Responder").field("id", &self.id).finish()
-    }
-}
-
-impl Responder {
-    pub(crate) fn new(
-        id: PeerRequestId,
-        tx: Arc<Queue<Answer>>,
-        link: Link,
-        op: Option<Op>,
-    ) -> Self {
-        Self {
-            id,
-            tx: Some(tx),
-            link,
-            op,
-        }
-    }
-
-    /// The peer's request id.
-    pub fn id(&self) -> PeerRequestId {
-        self.id
-    }
-
-    /// Answers with a value. If it does not serialize, the peer gets an
-    /// [`internal`](RemoteError::INTERNAL) error and this returns
-    /// [`Error::Encode`]; if it is too large for the peer, see
-    /// [`Error::ResponseTooLarge`].
-    pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
-        match serde_json::value::to_raw_value(value) {
-            Ok(raw) => self.answer(Ok(raw)),
-            Err(e) => {
-                let _ = self.answer(Err(not_serialized()));
-                Err(Error::Encode(e))
-            }
-        }
-    }
-
-    /// Answers with raw JSON.
-    pub fn respond_raw(self, value: Payload) -> Result<(), Error> {
-        self.answer(Ok(value.into_raw()))
-    }
-
-    /// Answers with an error object.
-    pub fn respond_error(self, error: RemoteError) -> Result<(), Error> {
-        self.answer(Err(error))
-    }
-
-    fn answer(mut self, result: Result<Box<RawValue>, RemoteError>) -> Result<(), Error> {
-        let Some(tx) = self.tx.take() else {
-            return Err(Error::Closed);
-        };
-        let over = too_large(&self.link, self.id, &result);
-        tx.try_push(
-            Answer {
-                id: self.id,
-                result,
-                op: self.op.take(),
-                too_large: over.map(|(size, _)| size),
-            },
-            0,
-        )
-        .map_err(|_| Error::Closed)?;
-        match over {
-            Some((size, limit)) => Err(Error::ResponseTooLarge { size, limit }),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let answer = Answer {
-                id: self.id,
-                result: Err(RemoteError::new(
-                    RemoteError::HANDLER_DROPPED,
-                    "the handler dropped the request without answering",
-                )),
-                op: self.op.take(),
-                too_large: None,
-            };
-            let _ = tx.try_push(answer, 0);
-        }
-    }
-}
 
 /// The answer to a typed handler's request whose body does not fit its
 /// argument type.
 fn bad_arguments(e: serde_json::Error) -> RemoteError {
     RemoteError::new(RemoteError::BAD_REQUEST, format!("invalid arguments: {e}"))
-}
-
-/// The answer when a handler's value does not serialize.
-fn not_serialized() -> RemoteError {
-    RemoteError::new(RemoteError::INTERNAL, "the response did not serialize")
 }
 
 pub(crate) type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
@@ -222,6 +32,15 @@ struct HandlerTable {
     messages: HashMap<String, MessageRoute>,
     requests: HashMap<String, Arc<RequestFn>>,
     inline: HashMap<String, Arc<InlineFn>>,
+}
+
+/// A message handler, boxed.
+fn message_fn<F, Fut>(handler: F) -> Arc<MessageFn>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |m| Box::pin(handler(m)))
 }
 
 /// How a message with a handled `op` is served.
@@ -362,6 +181,12 @@ impl Handlers {
         r
     }
 
+    /// Makes `route` the message handler for `op`.
+    fn set_message(&self, op: String, route: MessageRoute) -> &Self {
+        self.edit(|h| h.messages.insert(op, route));
+        self
+    }
+
     fn any(&self) -> bool {
         self.inner.any.load(Ordering::Acquire)
     }
@@ -388,9 +213,7 @@ impl Handlers {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
-        self.edit(|h| h.messages.insert(op.into(), MessageRoute::Ordered(f)));
-        self
+        self.set_message(op.into(), MessageRoute::Ordered(message_fn(handler)))
     }
 
     /// Handles messages with this `op` (replacing any previous handler for
@@ -406,9 +229,7 @@ impl Handlers {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let f: Arc<MessageFn> = Arc::new(move |m| Box::pin(handler(m)));
-        self.edit(|h| h.messages.insert(op.into(), MessageRoute::Concurrent(f)));
-        self
+        self.set_message(op.into(), MessageRoute::Concurrent(message_fn(handler)))
     }
 
     /// [`on_message`](Self::on_message) through a typed function: it gets
@@ -588,207 +409,6 @@ impl Handlers {
             return Some(RequestRoute::Inline(f.clone()));
         }
         h.requests.get(op).cloned().map(RequestRoute::Task)
-    }
-}
-
-/// Counts the handler calls of one link admitted and not finished (request
-/// and concurrent message handler tasks running, ordered message calls
-/// running or waiting in the link's [`Lane`]) and the body bytes they
-/// hold, so a flood of messages cannot spawn tasks, queue calls or hold
-/// bodies without bound.
-#[derive(Default)]
-pub(crate) struct HandlerBudget {
-    held: Mutex<Held>,
-    freed: event_listener::Event,
-}
-
-#[derive(Default)]
-struct Held {
-    tasks: usize,
-    bytes: usize,
-}
-
-/// The limits a [`HandlerBudget`] admits handler tasks under.
-#[derive(Clone, Copy)]
-pub(crate) struct BudgetLimits {
-    pub(crate) tasks: usize,
-    pub(crate) bytes: usize,
-}
-
-/// One admitted handler call; frees its slot and bytes on drop.
-pub(crate) struct BudgetGuard {
-    budget: Arc<HandlerBudget>,
-    bytes: usize,
-}
-
-impl Drop for BudgetGuard {
-    fn drop(&mut self) {
-        {
-            let mut held = self.budget.lock();
-            held.tasks = held.tasks.saturating_sub(1);
-            held.bytes = held.bytes.saturating_sub(self.bytes);
-        }
-        self.budget.freed.notify(usize::MAX);
-    }
-}
-
-impl HandlerBudget {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Admits a task holding `bytes` if the link is under both limits; a
-    /// task is always admitted when none runs, whatever its size.
-    pub(crate) fn try_acquire(
-        self: &Arc<Self>,
-        limits: BudgetLimits,
-        bytes: usize,
-    ) -> Option<BudgetGuard> {
-        let mut held = self.lock();
-        let fits = held.tasks == 0
-            || (held.tasks < limits.tasks.max(1)
-                && held.bytes.saturating_add(bytes) <= limits.bytes);
-        if !fits {
-            return None;
-        }
-        held.tasks += 1;
-        held.bytes = held.bytes.saturating_add(bytes);
-        Some(BudgetGuard {
-            budget: self.clone(),
-            bytes,
-        })
-    }
-
-    pub(crate) async fn acquire(
-        self: Arc<Self>,
-        limits: BudgetLimits,
-        bytes: usize,
-    ) -> BudgetGuard {
-        loop {
-            if let Some(g) = self.try_acquire(limits, bytes) {
-                return g;
-            }
-            let listener = self.freed.listen();
-            if let Some(g) = self.try_acquire(limits, bytes) {
-                return g;
-            }
-            listener.await;
-        }
-    }
-}
-
-/// Ordered calls the lane makes before it yields to the executor, so a
-/// long burst of quick handlers does not hold a thread.
-const LANE_CALLS_PER_YIELD: usize = 64;
-
-/// One link's ordered lane: the calls of its message handlers
-/// ([`Handlers::on_message`]), run one at a time in the order the messages
-/// arrived, by one task spawned when the first call arrives and ending
-/// when no call is left.
-///
-/// Bounded by the link's [`HandlerBudget`]: each waiting call holds a slot and
-/// its body's bytes from the moment the driver queues it, so when the lane
-/// is full the driver waits for a slot (the link stops reading).
-#[derive(Default)]
-pub(crate) struct Lane {
-    state: Mutex<LaneState>,
-}
-
-#[derive(Default)]
-struct LaneState {
-    calls: VecDeque<LaneCall>,
-    /// A task is draining the lane (it runs the calls pushed meanwhile).
-    draining: bool,
-}
-
-/// One message handler call waiting in a [`Lane`].
-pub(crate) struct LaneCall {
-    pub(crate) handler: Arc<MessageFn>,
-    pub(crate) message: Message,
-    pub(crate) guard: BudgetGuard,
-}
-
-impl Lane {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues a call behind those waiting. Returns the future to spawn
-    /// when no task is draining the lane (its caller spawns it), `None`
-    /// when the running one will take the call.
-    pub(crate) fn push(self: &Arc<Self>, call: LaneCall) -> Option<BoxFuture<'static, ()>> {
-        let mut s = self.lock();
-        s.calls.push_back(call);
-        if s.draining {
-            return None;
-        }
-        s.draining = true;
-        drop(s);
-        Some(Box::pin(self.clone().drain()))
-    }
-
-    /// Takes the next call, or marks the lane idle when none is left.
-    fn next(&self) -> Option<LaneCall> {
-        let mut s = self.lock();
-        let call = s.calls.pop_front();
-        if call.is_none() {
-            s.draining = false;
-        }
-        call
-    }
-
-    /// Runs the waiting calls one after the other until none is left. A
-    /// handler that panics is logged; the lane goes on with the next call.
-    async fn drain(self: Arc<Self>) {
-        use futures_lite::FutureExt as _;
-        /// If the task is dropped before the lane is empty (its runtime
-        /// shutting down), the lane is left idle with nothing waiting.
-        struct Drainer {
-            lane: Arc<Lane>,
-            idle: bool,
-        }
-        impl Drop for Drainer {
-            fn drop(&mut self) {
-                if self.idle {
-                    return;
-                }
-                let rest = {
-                    let mut s = self.lane.lock();
-                    s.draining = false;
-                    std::mem::take(&mut s.calls)
-                };
-                drop(rest);
-            }
-        }
-        let mut drainer = Drainer {
-            lane: self,
-            idle: false,
-        };
-        let mut calls = 0usize;
-        loop {
-            let Some(LaneCall {
-                handler,
-                message,
-                guard,
-            }) = drainer.lane.next()
-            else {
-                // `next` marked the lane idle under its lock: a call pushed
-                // from now on spawns a new task.
-                drainer.idle = true;
-                return;
-            };
-            // The handler is called inside the guarded future, so a panic
-            // in its synchronous part is caught as well.
-            let call = std::panic::AssertUnwindSafe(async move { handler(message).await });
-            if call.catch_unwind().await.is_err() {
-                tracing::warn!("message handler panicked");
-            }
-            drop(guard);
-            calls += 1;
-            if calls.is_multiple_of(LANE_CALLS_PER_YIELD) {
-                futures_lite::future::yield_now().await;
-            }
-        }
     }
 }
 
