@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonlink_proto::{DEFAULT_MAX_OUTBOUND, DEFAULT_PRE_AUTH_MAX_FRAME, Side};
-use jsonlink_rt::{
-    Client, DEFAULT_COMMAND_CAPACITY, DEFAULT_READ_BUFFER, DevPki, Link, Runtime, Secret,
-};
+use jsonlink_rt::{Client, DEFAULT_COMMAND_CAPACITY, DEFAULT_READ_BUFFER, Link, Runtime, Secret};
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixture::{
     Fixture, Gauges, SETTLE, add_handler, authenticated, localhost, ms, on_tokio_within,
@@ -138,11 +136,7 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
     let trickle = slow / 3;
     on_tokio_within(LOAD_LIMIT, Gauges::Exclusive, |rt| async move {
         let hex = random_hex();
-        let fx = Fixture {
-            rt: rt.clone(),
-            pki: DevPki::generate().expect("dev certs"),
-            secret: Secret::from_hex(&hex).expect("secret"),
-        };
+        let fx = Fixture::with_secret(rt.clone(), Secret::from_hex(&hex).expect("secret"));
         // A handshake deadline far past the test: every slow connection
         // stays open at once.
         let server = fx
