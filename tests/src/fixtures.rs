@@ -237,6 +237,16 @@ pub fn add_handler(server: &Server) {
         .handle_request("add", |_link, v: Add| async move { Ok(v.a + v.b) });
 }
 
+/// Asserts that `client`'s `add` request of `a` and `b` is answered with
+/// their sum (the link works, end to end).
+pub async fn assert_add_answered(client: &Client, a: i64, b: i64) {
+    let sum: i64 = client
+        .request(&serde_json::json!({"op": "add", "a": a, "b": b}))
+        .await
+        .expect("an add request is answered");
+    assert_eq!(sum, a + b, "add answers the sum of {a} and {b}");
+}
+
 /// Registers the ops most tests call: `add` (`{"a", "b"}` → `a + b`) and
 /// `echo` (its arguments back: the body without `op`, or `args`).
 pub fn common_handlers(handlers: &Handlers) {
@@ -277,6 +287,46 @@ pub fn hold_requests(handlers: &Handlers) -> HeldRequests {
         }
     });
     HeldRequests { rx, count }
+}
+
+/// A one-way signal between a test and its handlers: each
+/// [`signal`](Self::signal) lets one [`wait`](Self::wait) through (now or
+/// when it comes), [`open`](Self::open) lets every wait through for good.
+/// A handler waits at a gate the test opens; the test waits for a gate a
+/// handler signals ("started").
+#[derive(Clone)]
+pub struct Gate {
+    permits: async_channel::Sender<()>,
+    waiting: async_channel::Receiver<()>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        let (permits, waiting) = async_channel::unbounded();
+        Self { permits, waiting }
+    }
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits until a signal lets this wait through, or the gate is open.
+    pub async fn wait(&self) {
+        let _ = self.waiting.recv().await;
+    }
+
+    /// Lets one wait through.
+    pub fn signal(&self) {
+        let _ = self.permits.try_send(());
+    }
+
+    /// Lets every wait through, now and later.
+    pub fn open(&self) {
+        self.permits.close();
+    }
 }
 
 /// A close by [`Server::shutdown`], as its peer sees it.

@@ -119,3 +119,14 @@ impl jsonlink_rt::Runtime for CountingRuntime {
         self.inner.connect_tls(addr, config, server_name)
     }
 }
+
+/// Asserts that this process's open descriptors come back to `baseline`
+/// within `timeout` (a closed socket is released when its task next runs,
+/// which has no event to await).
+pub async fn assert_fds_back_to(baseline: usize, timeout: Duration) {
+    assert!(
+        crate::waits::eventually(timeout, || open_fds() == Some(baseline)).await,
+        "open fds {:?}, expected back to {baseline}",
+        open_fds()
+    );
+}

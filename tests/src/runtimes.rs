@@ -289,3 +289,22 @@ where
     );
     on_tokio_outcome
 }
+
+/// Two `#[test]`s running one async body (`async fn(Arc<dyn Runtime>)`):
+/// the first named on tokio ([`on_tokio`], gauges shared), the second on
+/// smol's global executor ([`on_smol`]). Written
+/// `tests_on_tokio_and_smol!(body => name_on_tokio, name_on_smol);`.
+#[macro_export]
+macro_rules! tests_on_tokio_and_smol {
+    ($body:path => $on_tokio:ident, $on_smol:ident) => {
+        #[test]
+        fn $on_tokio() {
+            $crate::runtimes::on_tokio($crate::runtimes::Gauges::Shared, $body);
+        }
+
+        #[test]
+        fn $on_smol() {
+            $crate::runtimes::on_smol($body);
+        }
+    };
+}

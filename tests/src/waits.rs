@@ -21,6 +21,9 @@ pub const SETTLE: Duration = Duration::from_secs(5);
 /// What "at once" means in a test (a loaded 2-core machine included).
 pub const AT_ONCE: Duration = Duration::from_secs(2);
 
+/// How long an event a test expects may take before the test fails.
+pub const EXPECT_WITHIN: Duration = Duration::from_secs(10);
+
 /// `fut`'s output, or `None` if `limit` passes first.
 pub async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
     futures_lite::future::or(async { Some(fut.await) }, async {

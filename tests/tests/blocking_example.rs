@@ -6,57 +6,27 @@
 #[path = "../../proto/examples/blocking_client.rs"]
 mod blocking_client;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jsonlink_proto::{CloseCode, CloseReason};
-use jsonlink_tokio::{DevPki, Event, EventKind, Identity, Secret};
+use jsonlink_rt::{Identity, Runtime};
+use jsonlink_tests::fixtures::{Fixture, TempDir, bind};
+use jsonlink_tests::runtimes::{Gauges, on_tokio};
+use jsonlink_tests::waits::{authenticated_with_info, closed};
 use serde_json::{Value, json};
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("jsonlink-blocking-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
+#[test]
+fn blocking_client_talks_to_an_async_server() {
+    on_tokio(Gauges::Shared, scenario);
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+async fn scenario(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt);
+    let dir = TempDir::new("blocking");
+    let [ca_pem, ..] = fx.pki.write_pem(dir.path()).expect("PEM files");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocking_client_talks_to_an_async_server() {
-    tokio::time::timeout(LIMIT, scenario())
-        .await
-        .expect("test timed out");
-}
-
-async fn scenario() {
-    let pki = DevPki::generate().unwrap();
-    let dir = TempDir::new();
-    let [ca_pem, ..] = pki.write_pem(&dir.0).unwrap();
-    let secret = Secret::generate().unwrap();
-
-    let server = jsonlink_tokio::server(
-        pki.server_config().unwrap(),
-        secret.clone(),
-        Identity::new("server-1", "blocking-test"),
-    )
-    .bind(([127, 0, 0, 1], 0).into())
-    .await
-    .unwrap();
+    let server = bind(fx.server_as(Identity::new("server-1", "blocking-test"))).await;
     let (chat_tx, mut chat_rx) = tokio::sync::mpsc::channel::<(Option<String>, Value)>(4);
     server.handlers().on_message("chat", move |m| {
         let tx = chat_tx.clone();
@@ -73,16 +43,13 @@ async fn scenario() {
 
     // The blocking client runs on its own thread, with no runtime.
     let addr = server.local_addr();
-    let client_secret = secret.clone();
+    let client_secret = fx.secret.clone();
     let client = tokio::task::spawn_blocking(move || {
         blocking_client::run(addr, &ca_pem, &client_secret).map_err(|e| e.to_string())
     });
 
     // Authenticated: the server sees the blocking client's identity.
-    let (link, info) = match server.wait_for(EventKind::Authenticated).await {
-        Some(Event::Authenticated { link, info }) => (link, info),
-        other => panic!("expected Authenticated, got {other:?}"),
-    };
+    let (link, info) = authenticated_with_info(&server).await;
     assert_eq!(info.peer, Identity::new("blocking-1", "blocking-example"));
 
     // The server asks the blocking client for its status; the client
@@ -100,10 +67,7 @@ async fn scenario() {
     assert_eq!(body["text"], json!("hello from a loop with no runtime"));
 
     // The link closed gracefully, by the client.
-    let (closed_link, reason) = match server.wait_for(EventKind::Closed).await {
-        Some(Event::Closed { link, reason }) => (link, reason),
-        other => panic!("expected Closed, got {other:?}"),
-    };
+    let (closed_link, reason) = closed(&server).await;
     assert_eq!(closed_link.id(), link.id());
     assert!(reason.is_graceful(), "{reason:?}");
     assert_eq!(

@@ -7,13 +7,15 @@ mod demo;
 
 use std::time::Duration;
 
+use jsonlink_tests::runtimes::{Gauges, on_tokio_within};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_runs_to_the_end() {
-    let outcome = tokio::time::timeout(Duration::from_secs(30), demo::run())
-        .await
-        .expect("the demo timed out")
+/// The demo's own bound (it restarts its server and waits for reconnects).
+const DEMO_LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn the_demo_runs_to_the_end() {
+    let outcome = on_tokio_within(DEMO_LIMIT, Gauges::Shared, |_rt| demo::run())
         .unwrap_or_else(|e| panic!("the demo failed: {e}"));
     assert_eq!(outcome.chat, json!({"op": "chat", "text": "hello, server"}));
     assert_eq!(outcome.sum, 5);

@@ -1,10 +1,16 @@
-//! Typed request handlers over real TLS on 127.0.0.1: they get exactly
-//! their arguments (PROTOCOL.md §11.5) — a primitive, a strict struct, a
-//! flat zetta-style body — and `?` on any error answers `internal` without
-//! sending its text (unless the table is told to expose it).
+//! Request handlers over real TLS on 127.0.0.1: typed handlers get
+//! exactly their arguments (PROTOCOL.md §11.5) — a primitive, a strict
+//! struct, a flat zetta-style body —, `?` on any error answers `internal`
+//! without sending its text (unless the table is told to expose it), and
+//! inline handlers answer from the link's own task.
 
-use jsonlink_rt::{Error, HandlerError, RemoteError};
-use jsonlink_tests::fixture::{Fixture, Gauges, authenticated, localhost, on_tokio};
+use std::sync::Arc;
+
+use jsonlink_rt::{Error, HandlerError, RemoteError, Runtime};
+use jsonlink_tests::fixtures::{Add, Fixture, bind};
+use jsonlink_tests::runtimes::{Gauges, on_tokio};
+use jsonlink_tests::tests_on_tokio_and_smol;
+use jsonlink_tests::waits::authenticated;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,7 +25,7 @@ struct Resize {
 fn typed_handlers_get_exactly_their_arguments() {
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt);
-        let server = fx.server().bind(localhost()).await.unwrap();
+        let server = bind(fx.server()).await;
         server
             .handlers()
             .handle_request_inline("neg", |_link, v: i64| Ok(-v))
@@ -31,7 +37,7 @@ fn typed_handlers_get_exactly_their_arguments() {
                 |_link, v: Vec<String>| async move { Ok(v.join(",")) },
             )
             .handle_request("echo", |_link, v: Value| async move { Ok(v) });
-        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        let client = fx.connected_client(&server).await;
         authenticated(&server).await;
 
         // A primitive travels in `args`.
@@ -91,7 +97,7 @@ fn read_job(id: u64) -> Result<String, HandlerError> {
 fn question_mark_answers_internal_without_leaking_the_error_text() {
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt);
-        let server = fx.server().bind(localhost()).await.unwrap();
+        let server = bind(fx.server()).await;
         server
             .handlers()
             .handle_request("job", |_link, id: u64| async move { read_job(id) })
@@ -100,7 +106,7 @@ fn question_mark_answers_internal_without_leaking_the_error_text() {
                 Err::<(), _>(RemoteError::new("quota", "over quota"))?;
                 Ok(())
             });
-        let client = fx.client(server.local_addr()).connect().await.unwrap();
+        let client = fx.connected_client(&server).await;
         authenticated(&server).await;
 
         for op in ["job", "job_inline"] {
@@ -146,3 +152,78 @@ fn question_mark_answers_internal_without_leaking_the_error_text() {
         server.shutdown(std::time::Instant::now()).await;
     });
 }
+
+/// Inline handlers answer from the link's own task: typed and raw, a bad
+/// argument is `bad_request`, a panic is `internal` and the link carries on,
+/// and `on_request` for the same op replaces the inline handler.
+async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt);
+    let server = bind(fx.server()).await;
+    server
+        .handlers()
+        .handle_request_inline("add", |_link, args: Add| Ok(args.a + args.b))
+        .on_request_inline("echo", |link, body| {
+            assert!(link.peer().is_some(), "the link is authenticated");
+            Ok(body)
+        })
+        .handle_request_inline("boom", |_link, _: Value| -> Result<Value, HandlerError> {
+            panic!("handler bug")
+        });
+    let client = fx.connected_client(&server).await;
+    let remote_code = |r: Result<Value, Error>| match r {
+        Err(Error::Remote(e)) => e.code,
+        other => panic!("expected a remote error, got {other:?}"),
+    };
+
+    let sum: i64 = client
+        .request(&json!({"op": "add", "a": 2, "b": 40}))
+        .await
+        .expect("inline add");
+    assert_eq!(sum, 42);
+    let body = json!({"op": "echo", "data": [1, "two", null]});
+    let back: Value = client.request(&body).await.expect("raw inline echo");
+    assert_eq!(back, body, "a raw inline handler gets the whole body");
+    assert_eq!(
+        remote_code(client.request(&json!({"op": "add", "a": "x"})).await),
+        RemoteError::BAD_REQUEST,
+        "a bad argument"
+    );
+    assert_eq!(
+        remote_code(client.request(&json!({"op": "boom"})).await),
+        RemoteError::INTERNAL,
+        "a panicking handler"
+    );
+    // The link survived the panic, and many answers in a row arrive whole.
+    for i in 0..200i64 {
+        let v: i64 = client
+            .request(&json!({"op": "add", "a": i, "b": 1}))
+            .await
+            .expect("add after a panic");
+        assert_eq!(v, i + 1);
+    }
+    // A task handler for the same op replaces the inline one.
+    server
+        .handlers()
+        .handle_request("add", |_l, v: Add| async move { Ok(v.a * v.b) });
+    let product: i64 = client
+        .request(&json!({"op": "add", "a": 6, "b": 7}))
+        .await
+        .expect("the replacing handler");
+    assert_eq!(product, 42, "the task handler replaced the inline one");
+    assert!(
+        server.handlers().remove_request("echo"),
+        "echo was registered"
+    );
+    assert!(
+        matches!(
+            client.request::<Value, _>(&json!({"op": "echo"})).await,
+            Err(Error::NoHandler(_))
+        ),
+        "a removed handler answers no_handler"
+    );
+    assert_eq!(server.stats().requests_in, 206);
+}
+
+tests_on_tokio_and_smol!(inline_handlers_answer_in_the_links_task =>
+    inline_handlers_answer_in_the_links_task_on_tokio,
+    inline_handlers_answer_in_the_links_task_on_smol);

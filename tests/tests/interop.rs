@@ -15,68 +15,17 @@
 //! `futures_lite::future::block_on` on the test thread, so neither side's
 //! executor is the one awaiting: each runtime runs its own tasks.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use jsonlink_rt::{
-    Client, DevPki, Error, Event, EventKind, Identity, Keepalive, Link, Policy, Runtime, Secret,
-    Server,
-};
-use serde::{Deserialize, Serialize};
+use jsonlink_rt::{Error, Event, EventKind, Identity, Keepalive, Link, Policy, Secret};
+use jsonlink_tests::fixtures::{ClientParts, Fixture, bind, common_handlers};
+use jsonlink_tests::runtimes::{LIMIT, RuntimeKind, block_on_within};
+use jsonlink_tests::waits::{authenticated_with_info, closed, error_event};
 use serde_json::{Value, json};
-
-/// Upper bound on one test's body.
-const LIMIT: Duration = Duration::from_secs(20);
 /// Messages sent each way.
 const MESSAGES: u64 = 10;
 /// Concurrent client → server requests.
 const REQUESTS: i64 = 16;
-
-/// One of the three runtimes an adapter crate binds to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rt {
-    Tokio,
-    AsyncStd,
-    Smol,
-}
-
-/// A started runtime; for tokio, the runtime itself is held here for the
-/// test's duration (and dropped after the test body has returned).
-struct Started {
-    rt: Arc<dyn Runtime>,
-    _tokio: Option<tokio::runtime::Runtime>,
-}
-
-impl Rt {
-    fn start(self) -> Started {
-        match self {
-            Self::Tokio => {
-                let tokio = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
-                    tokio.handle().clone(),
-                ));
-                Started {
-                    rt,
-                    _tokio: Some(tokio),
-                }
-            }
-            Self::AsyncStd => Started {
-                rt: jsonlink_async_std::runtime(),
-                _tokio: None,
-            },
-            Self::Smol => Started {
-                rt: jsonlink_smol::runtime(),
-                _tokio: None,
-            },
-        }
-    }
-}
 
 /// Whether signing and encryption are required (on) or refused (off) by
 /// both sides.
@@ -99,27 +48,6 @@ impl Protection {
     }
 }
 
-/// Drives `body` to completion on the test thread, failing after LIMIT.
-fn bounded(body: impl Future<Output = ()>) {
-    let finished = futures_lite::future::block_on(futures_lite::future::or(
-        async {
-            body.await;
-            true
-        },
-        async {
-            smol::Timer::after(LIMIT).await;
-            false
-        },
-    ));
-    assert!(finished, "test did not finish within {LIMIT:?}");
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Add {
-    a: i64,
-    b: i64,
-}
-
 /// Keepalive from the server: often enough to be seen within the test,
 /// carrying data the client checks.
 fn server_keepalive() -> Option<Keepalive> {
@@ -130,36 +58,25 @@ fn server_keepalive() -> Option<Keepalive> {
     })
 }
 
-async fn authenticated(server: &Server) -> (Link, jsonlink_rt::Authenticated) {
-    match server.wait_for(EventKind::Authenticated).await {
-        Some(Event::Authenticated { link, info }) => (link, info),
-        other => panic!("expected Authenticated, got {other:?}"),
-    }
-}
-
 /// The whole exchange between a client on `client_rt` and a server on
 /// `server_rt`.
-fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
+fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protection) {
     let server_side = server_rt.start();
     let client_side = client_rt.start();
-    let pki = DevPki::generate().expect("dev certs");
-    let secret = Secret::generate().expect("secret");
+    let server_fx = Fixture::new(server_side.rt());
+    let client_fx = server_fx.on_runtime(client_side.rt());
     let policy = protection.policy();
 
-    bounded(async {
+    block_on_within(LIMIT, async {
         // The server counts `note` messages into a channel and adds.
-        let server = Server::builder(
-            server_side.rt.clone(),
-            pki.server_config().expect("tls"),
-            secret.clone(),
-            Identity::new("server-1", format!("{server_rt:?}")),
+        let server = bind(
+            server_fx
+                .server_as(Identity::new("server-1", format!("{server_rt:?}")))
+                .signing(policy)
+                .encryption(policy)
+                .keepalive(server_keepalive()),
         )
-        .signing(policy)
-        .encryption(policy)
-        .keepalive(server_keepalive())
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
+        .await;
         let (notes_tx, notes_rx) = async_channel::bounded::<(u64, u64)>(MESSAGES as usize);
         server.handlers().on_message("note", move |m| {
             let tx = notes_tx.clone();
@@ -168,24 +85,20 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
                 tx.send((m.link.id(), n)).await.expect("test listening");
             }
         });
-        server
-            .handlers()
-            .handle_request("add", |_link, v: Add| async move { Ok(v.a + v.b) });
+        common_handlers(server.handlers());
 
         // The client answers `whoami` and counts `notice` messages.
         let client_builder = |secret: Secret| {
-            Client::builder(
-                client_side.rt.clone(),
-                server.local_addr(),
-                pki.client_config().expect("tls"),
-                pki.server_name(),
-                secret,
-                Identity::new("client-1", format!("{client_rt:?}")),
-            )
-            .signing(policy)
-            .encryption(policy)
+            client_fx
+                .client_with(ClientParts {
+                    secret,
+                    identity: Identity::new("client-1", format!("{client_rt:?}")),
+                    ..client_fx.client_parts(server.local_addr())
+                })
+                .signing(policy)
+                .encryption(policy)
         };
-        let client = client_builder(secret.clone())
+        let client = client_builder(client_fx.secret.clone())
             .connect()
             .await
             .expect("connect");
@@ -204,7 +117,7 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
             });
 
         // Both sides authenticated each other and negotiated what both asked for.
-        let (link, info) = authenticated(&server).await;
+        let (link, info) = authenticated_with_info(&server).await;
         assert_eq!(info.peer.node, "client-1");
         assert_eq!(info.peer.designation, format!("{client_rt:?}"));
         assert_eq!(
@@ -307,13 +220,9 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
         // A graceful close is seen as such by the server.
         client.close().await;
         assert!(client.is_closed());
-        match server.wait_for(EventKind::Closed).await {
-            Some(Event::Closed { link: l, reason }) => {
-                assert_eq!(l.id(), link.id());
-                assert!(reason.is_graceful(), "{reason:?}");
-            }
-            other => panic!("expected Closed, got {other:?}"),
-        }
+        let (closed_link, reason) = closed(&server).await;
+        assert_eq!(closed_link.id(), link.id());
+        assert!(reason.is_graceful(), "a graceful close: {reason:?}");
         assert_eq!(server.stats().connections, 0);
 
         // A wrong secret fails on both sides with a typed error.
@@ -330,13 +239,11 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
             }
             Ok(c) => panic!("a wrong secret authenticated: {c:?}"),
         }
-        match server.wait_for(EventKind::Error).await {
-            Some(Event::Error {
-                error: Error::Auth(reason),
-                ..
-            }) => assert_eq!(reason.code(), jsonlink_rt::CloseCode::AuthFailed),
-            other => panic!("expected an Auth error event, got {other:?}"),
-        }
+        let (_, error) = error_event(&server).await;
+        assert!(
+            matches!(&error, Error::Auth(reason) if reason.code() == jsonlink_rt::CloseCode::AuthFailed),
+            "the server reports auth_failed: {error:?}"
+        );
         assert_eq!(server.stats().authenticated, 1);
     });
 }
@@ -347,7 +254,7 @@ macro_rules! pairs {
         $(
             #[test]
             fn $name() {
-                interop(Rt::$client, Rt::$server, Protection::$protection);
+                interop(RuntimeKind::$client, RuntimeKind::$server, Protection::$protection);
             }
         )*
     };

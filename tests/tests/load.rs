@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use jsonlink_proto::{DEFAULT_MAX_OUTBOUND, DEFAULT_PRE_AUTH_MAX_FRAME, Side};
 use jsonlink_rt::{Client, DEFAULT_COMMAND_CAPACITY, DEFAULT_READ_BUFFER, Link, Runtime, Secret};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixture::{
-    Fixture, Gauges, SETTLE, add_handler, authenticated, localhost, ms, on_tokio_within,
-};
-use jsonlink_tests::{RawTlsClient, eventually, rss_bytes};
+use jsonlink_tests::fixtures::{Fixture, TempDir, add_handler, bind, ms};
+use jsonlink_tests::runtimes::{Gauges, on_tokio_within};
+use jsonlink_tests::waits::{SETTLE, authenticated, eventually};
+use jsonlink_tests::{RawTlsClient, rss_bytes};
 use peakmem_alloc::{INSTRUMENTED_SYSTEM, PeakMemAlloc, PeakMemAllocTrait as _};
 use serde_json::json;
 
@@ -103,13 +103,9 @@ async fn latencies(client: &Client, n: usize) -> Vec<Duration> {
     out
 }
 
-/// 32 random bytes as hex (the L2 adversary process gets the secret on its
-/// command line).
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
-    std::io::Read::read_exact(&mut f, &mut bytes).expect("urandom");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A secret as hex (the L2 adversary process gets it on its command line).
+fn hex_of(secret: &Secret) -> String {
+    secret.expose().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ------------------------------------------------------------------- L2
@@ -135,16 +131,11 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
     let (tcp, tls) = (slow - 2 * (slow / 3), slow / 3);
     let trickle = slow / 3;
     on_tokio_within(LOAD_LIMIT, Gauges::Exclusive, |rt| async move {
-        let hex = random_hex();
-        let fx = Fixture::with_secret(rt.clone(), Secret::from_hex(&hex).expect("secret"));
+        let fx = Fixture::new(rt.clone());
+        let hex = hex_of(&fx.secret);
         // A handshake deadline far past the test: every slow connection
         // stays open at once.
-        let server = fx
-            .server()
-            .handshake_timeout(Duration::from_secs(120))
-            .bind(localhost())
-            .await
-            .expect("bind");
+        let server = bind(fx.server().handshake_timeout(Duration::from_secs(120))).await;
         add_handler(&server);
         let addr = server.local_addr();
 
@@ -160,7 +151,8 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
         let peak = RssPeak::start();
 
         // The adversaries, in their own process.
-        let ca = std::env::temp_dir().join(format!("jsonlink-l2-{}-ca.pem", std::process::id()));
+        let dir = TempDir::new("l2");
+        let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, fx.pki.ca_cert_pem()).expect("write CA");
         let mut child = Command::new(env!("CARGO_BIN_EXE_slow_peers"))
             .args([
@@ -185,7 +177,7 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
         })
         .await
         .expect("reader thread");
-        let _ = std::fs::remove_file(&ca);
+        drop(dir);
         assert_eq!(ready.trim(), "ready", "slow_peers did not start");
 
         // The reader that never reads: the server sends to it until its
@@ -319,13 +311,12 @@ fn l3_a_client_flooding_max_size_frames_gets_bounded_memory_and_others_are_serve
         Gauges::Exclusive,
         |rt: Arc<dyn Runtime>| async move {
             let fx = Fixture::new(rt);
-            let server = fx
-                .server()
-                .max_frame(L3_MAX_FRAME)
-                .max_handler_bytes(L3_MAX_FRAME)
-                .bind(localhost())
-                .await
-                .expect("bind");
+            let server = bind(
+                fx.server()
+                    .max_frame(L3_MAX_FRAME)
+                    .max_handler_bytes(L3_MAX_FRAME),
+            )
+            .await;
             add_handler(&server);
             let (got_tx, got_rx) = async_channel::unbounded::<usize>();
             // The handler holds each body for a moment, as a slow handler

@@ -1,6 +1,8 @@
 //! The `Runtime` contract, checked on every adapter (tokio, async-std,
-//! smol on its global executor and on one of the caller's) with one body each: TLS over loopback with equal channel bindings
-//! on both ends, a foreign CA refused, `resolve`, `sleep_until`, `spawn`.
+//! smol on its global executor and on one of the caller's) with one body
+//! each, driven from the test thread outside the runtime's context: TLS
+//! over loopback with equal channel bindings on both ends, a foreign CA
+//! refused, `resolve`, `sleep_until`, `spawn`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,70 +11,22 @@ use futures_util::future::join;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use jsonlink_rt::DevPki;
 use jsonlink_rt::runtime::{EXPORTER_LEN, Runtime};
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// Runs `body` with each runtime, bounded by LIMIT. The tokio runtime is
-/// built here; async-std and smol run their own global executors, and the
-/// last smol runtime spawns on an executor that the test runs on its own
-/// thread (`SmolRuntime::on`).
-fn each_runtime<Fut: Future<Output = ()>>(body: impl Fn(Arc<dyn Runtime>) -> Fut) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = Arc::new(smol::Executor::new());
-    let runtimes: [(&str, Arc<dyn Runtime>, Option<&smol::Executor<'static>>); 4] = [
-        (
-            "tokio",
-            Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
-                tokio.handle().clone(),
-            )),
-            None,
-        ),
-        ("async-std", jsonlink_async_std::runtime(), None),
-        ("smol", jsonlink_smol::runtime(), None),
-        (
-            "smol, own executor",
-            Arc::new(jsonlink_smol::SmolRuntime::on(local.clone())),
-            Some(&*local),
-        ),
-    ];
-    for (name, rt, executor) in runtimes {
-        let timer = rt.sleep_until(rt.now() + LIMIT);
-        let test = futures_lite::future::or(
-            async {
-                body(rt.clone()).await;
-                true
-            },
-            async {
-                timer.await;
-                false
-            },
-        );
-        let done = match executor {
-            // Its tasks run only inside `run`, on this thread.
-            Some(ex) => futures_lite::future::block_on(ex.run(test)),
-            None => futures_lite::future::block_on(test),
-        };
-        assert!(done, "{name}: timed out");
-    }
-}
+use jsonlink_tests::fixtures::localhost;
+use jsonlink_tests::runtimes::on_each_runtime;
 
 #[test]
 fn tls_round_trip_with_equal_channel_bindings() {
-    each_runtime(|rt| async move { tls_round_trip(&*rt).await });
+    on_each_runtime(|rt| async move { tls_round_trip(&*rt).await });
 }
 
 #[test]
 fn a_client_trusting_another_ca_fails_tls() {
-    each_runtime(|rt| async move { untrusted_server_is_refused(&*rt).await });
+    on_each_runtime(|rt| async move { untrusted_server_is_refused(&*rt).await });
 }
 
 #[test]
 fn sleep_until_waits_for_the_deadline() {
-    each_runtime(|rt| async move {
+    on_each_runtime(|rt| async move {
         let deadline = rt.now() + Duration::from_millis(20);
         rt.sleep_until(deadline).await;
         assert!(rt.now() >= deadline);
@@ -81,7 +35,7 @@ fn sleep_until_waits_for_the_deadline() {
 
 #[test]
 fn resolve_gives_loopback_for_localhost_and_literals_as_they_are() {
-    each_runtime(|rt| async move {
+    on_each_runtime(|rt| async move {
         let addrs = rt.resolve("localhost", 4242).await.unwrap();
         assert!(
             addrs
@@ -96,7 +50,7 @@ fn resolve_gives_loopback_for_localhost_and_literals_as_they_are() {
 
 #[test]
 fn spawned_tasks_run() {
-    each_runtime(|rt| async move {
+    on_each_runtime(|rt| async move {
         let (tx, rx) = async_channel::bounded(1);
         rt.spawn(Box::pin(async move {
             let _ = tx.send(7).await;
@@ -109,7 +63,7 @@ fn spawned_tasks_run() {
 /// loopback, a few bytes each way, and equal channel bindings on both ends.
 async fn tls_round_trip(rt: &dyn Runtime) {
     let pki = DevPki::generate().unwrap();
-    let listener = rt.bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let listener = rt.bind(localhost()).await.unwrap();
     let addr = listener.local_addr().unwrap();
 
     let server = async {
@@ -152,7 +106,7 @@ async fn tls_round_trip(rt: &dyn Runtime) {
 async fn untrusted_server_is_refused(rt: &dyn Runtime) {
     let pki = DevPki::generate().unwrap();
     let stranger = DevPki::generate().unwrap();
-    let listener = rt.bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let listener = rt.bind(localhost()).await.unwrap();
     let addr = listener.local_addr().unwrap();
 
     let server = async {

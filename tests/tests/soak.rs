@@ -27,8 +27,11 @@ use std::time::{Duration, Instant};
 
 use jsonlink_rt::{Client, Error, Reconnect, RemoteError, Runtime, Server};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixture::{Fixture, Gauges, localhost, ms, on_tokio_within, rebind};
-use jsonlink_tests::{CountingRuntime, eventually, open_fds};
+use jsonlink_tests::fixtures::{Fixture, bind, hold_requests, localhost, ms};
+use jsonlink_tests::gauges::assert_fds_back_to;
+use jsonlink_tests::runtimes::{Gauges, on_tokio, on_tokio_within};
+use jsonlink_tests::waits::{authenticated, rebind};
+use jsonlink_tests::{CountingRuntime, open_fds};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -255,7 +258,7 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
                 .close_timeout(ms(200))
                 .handshake_timeout(Duration::from_secs(5))
         };
-        let mut server = server_builder().bind(localhost()).await.expect("bind");
+        let mut server = bind(server_builder()).await;
         serve(&server, &rt);
         let upstream = server.local_addr();
         let relay = Relay::start(upstream).await;
@@ -382,11 +385,7 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
             "{} jsonlink tasks still alive",
             counting.live()
         );
-        assert!(
-            eventually(Duration::from_secs(10), || open_fds() == Some(fds_before)).await,
-            "fds {:?}, baseline {fds_before}",
-            open_fds()
-        );
+        assert_fds_back_to(fds_before, Duration::from_secs(10)).await;
         eprintln!(
             "L4 (seed {seed}): {total} requests in {wall:.2?} ({:.0}/s), {CLIENTS} clients x \
              {WORKERS} workers through a relay; disruptions {disruptions:?}; client connections \
@@ -415,18 +414,11 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
 /// in wait-for-reconnect mode, goes to the next link.
 #[test]
 fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link() {
-    use jsonlink_tests::fixture::{authenticated, on_tokio};
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt.clone());
-        let server = fx.server().bind(localhost()).await.expect("bind");
+        let server = bind(fx.server()).await;
         serve(&server, &rt);
-        let (held_tx, held_rx) = async_channel::unbounded();
-        server.handlers().on_request("hold", move |req| {
-            let held = held_tx.clone();
-            async move {
-                let _ = held.send(req).await;
-            }
-        });
+        let held_by_server = hold_requests(server.handlers());
         let addr = server.local_addr();
         for wait in [false, true] {
             let client = fx
@@ -442,7 +434,7 @@ fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link
             let held = client.request::<Value, _>(&hold);
             let old = client.link().expect("link").id();
             let close_then_request = async {
-                let req = held_rx.recv().await.expect("held");
+                let req = held_by_server.next().await;
                 client.link().expect("link").close("test").await;
                 // Queued behind the close (its first poll sends the
                 // command): the closing core refuses it and sends nothing.
