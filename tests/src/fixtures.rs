@@ -3,6 +3,7 @@
 //! handlers, requests held for the test to answer, an authenticated
 //! adversary, addresses, a temporary directory.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonlink_proto::{Connection, Side};
 use jsonlink_rt::{
-    Client, ClientBuilder, CloseCode, CloseReason, DevPki, Handlers, Identity, Request, Runtime,
-    Secret, Server, ServerBuilder, ServerName,
+    Client, ClientBuilder, CloseCode, CloseReason, DevPki, Handlers, Identity, Reconnect, Request,
+    Runtime, Secret, Server, ServerBuilder, ServerName,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +24,11 @@ use crate::runtimes::LIMIT;
 /// `n` milliseconds.
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Exponential backoff from `base` up to `cap`, with full jitter.
+pub fn backoff(base: Duration, cap: Duration) -> Reconnect {
+    Reconnect::Backoff { base, cap }
 }
 
 /// 127.0.0.1 on any port.
@@ -164,10 +170,7 @@ impl Fixture {
 
     /// A client connected (authenticated) to `server`.
     pub async fn connected_client(&self, server: &Server) -> Client {
-        self.client(server.local_addr())
-            .connect()
-            .await
-            .expect("a client of the fixture connects")
+        connect(self.client(server.local_addr())).await
     }
 
     /// The TLS client configuration (trusting the dev CA).
@@ -221,6 +224,14 @@ pub async fn bind(builder: ServerBuilder) -> Server {
         .expect("a server binds to 127.0.0.1")
 }
 
+/// `builder` connected (authenticated).
+pub async fn connect(builder: ClientBuilder) -> Client {
+    builder
+        .connect()
+        .await
+        .expect("a client of the fixture connects")
+}
+
 /// The body of the `add` op.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Add {
@@ -267,6 +278,17 @@ impl HeldRequests {
         self.rx.recv().await.expect("a held request")
     }
 
+    /// Waits for the next held request, then runs `meanwhile()` while it
+    /// stays unanswered; then drops it.
+    pub async fn hold_next_during<Fut: Future<Output = ()>>(
+        &self,
+        meanwhile: impl FnOnce() -> Fut,
+    ) {
+        let request = self.next().await;
+        meanwhile().await;
+        drop(request);
+    }
+
     /// How many `hold` requests arrived so far.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
@@ -287,6 +309,29 @@ pub fn hold_requests(handlers: &Handlers) -> HeldRequests {
         }
     });
     HeldRequests { rx, count }
+}
+
+/// Registers `op` on `handlers`: each request signals `started`, waits at
+/// `gate`, then goes to `then` (to be answered there).
+pub fn on_request_at_gate<F, Fut>(
+    handlers: &Handlers,
+    op: &str,
+    started: &Gate,
+    gate: &Gate,
+    then: F,
+) where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (started, gate, then) = (started.clone(), gate.clone(), Arc::new(then));
+    handlers.on_request(op, move |req| {
+        let (started, gate, then) = (started.clone(), gate.clone(), then.clone());
+        async move {
+            started.signal();
+            gate.wait().await;
+            then(req).await;
+        }
+    });
 }
 
 /// A one-way signal between a test and its handlers: each

@@ -3,8 +3,10 @@
 //! future within a bound, and — only for counters that have no event to
 //! await — [`eventually`].
 //!
-//! The timers here are smol's (async-io), which run beside any executor,
-//! so every wait works on every runtime the harness starts.
+//! The timers here are tokio's inside a tokio runtime and smol's (async-io,
+//! which runs beside any executor) elsewhere, so every wait works on every
+//! runtime the harness starts, and a tokio test opens no descriptor for a
+//! timer reactor of its own (fd gauges stay put).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,10 +26,19 @@ pub const AT_ONCE: Duration = Duration::from_secs(2);
 /// How long an event a test expects may take before the test fails.
 pub const EXPECT_WITHIN: Duration = Duration::from_secs(10);
 
+/// Waits `d`: on tokio's timer inside a tokio runtime, else on smol's.
+async fn sleep(d: Duration) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::time::sleep(d).await;
+    } else {
+        smol::Timer::after(d).await;
+    }
+}
+
 /// `fut`'s output, or `None` if `limit` passes first.
 pub async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
     futures_lite::future::or(async { Some(fut.await) }, async {
-        smol::Timer::after(limit).await;
+        sleep(limit).await;
         None
     })
     .await
@@ -45,7 +56,7 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         if Instant::now() >= deadline {
             return false;
         }
-        smol::Timer::after(Duration::from_millis(5)).await;
+        sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -152,9 +163,7 @@ pub async fn rebind(builder: impl Fn() -> ServerBuilder, addr: SocketAddr) -> Se
                 panic!("could not bind {addr} again after {tries} tries: {e:?}")
             }
             Err(_) if tries < 100 => futures_lite::future::yield_now().await,
-            Err(_) => {
-                smol::Timer::after(Duration::from_millis(1)).await;
-            }
+            Err(_) => sleep(Duration::from_millis(1)).await,
         }
         tries += 1;
     }

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::zip;
 use futures_util::future::join_all;
-use jsonlink_rt::{Error, Event, EventKind, Message, Request};
+use jsonlink_rt::{Error, Event, EventKind, Message};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixtures::{Fixture, Gate, add_handler, assert_add_answered, bind, ms};
+use jsonlink_tests::fixtures::{
+    Fixture, Gate, add_handler, assert_add_answered, bind, connect, ms, on_request_at_gate,
+};
 use jsonlink_tests::rss_bytes;
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::waits::{authenticated, eventually, within};
@@ -30,19 +32,17 @@ fn r6_ten_thousand_requests_against_the_in_flight_limit_fail_the_excess_with_bus
         let fx = Fixture::new(rt);
         let server = bind(fx.server()).await;
         // Handlers wait at a gate (opened by the test) and echo `n`.
-        let (gate, arrived) = (Gate::new(), Gate::new());
-        {
-            let (gate, arrived) = (gate.clone(), arrived.clone());
-            server.handlers().on_request("hold", move |req: Request| {
-                let (gate, arrived) = (gate.clone(), arrived.clone());
-                async move {
-                    arrived.signal();
-                    gate.wait().await;
-                    let n = req.parse::<Value>().expect("json")["n"].clone();
-                    let _ = req.respond(&n);
-                }
-            });
-        }
+        let (arrived, gate) = (Gate::new(), Gate::new());
+        on_request_at_gate(
+            server.handlers(),
+            "hold",
+            &arrived,
+            &gate,
+            |req| async move {
+                let n = req.parse::<Value>().expect("json")["n"].clone();
+                let _ = req.respond(&n);
+            },
+        );
         let client = fx.connected_client(&server).await;
 
         let busy = Gate::new();
@@ -102,7 +102,11 @@ fn r6_ten_thousand_requests_against_the_in_flight_limit_fail_the_excess_with_bus
             (IN_FLIGHT, REQUESTS - IN_FLIGHT),
             "the limit's worth answered, the rest Busy"
         );
-        assert_eq!(client.stats().requests_in_flight, 0);
+        assert_eq!(
+            client.stats().requests_in_flight,
+            0,
+            "nothing left in flight"
+        );
         record(
             "R6",
             format!(
@@ -190,14 +194,13 @@ fn a_slow_reader_makes_send_wait_instead_of_queueing() {
         // The client's event stream holds one message; while it is full
         // the client (a declared consumer) stops reading, so TCP and then
         // the server's outbound buffer fill up.
-        let client = fx
-            .client(server.local_addr())
-            .consume_events(true)
-            .event_capacity(1)
-            .max_outbound(64 * 1024)
-            .connect()
-            .await
-            .expect("connect");
+        let client = connect(
+            fx.client(server.local_addr())
+                .consume_events(true)
+                .event_capacity(1)
+                .max_outbound(64 * 1024),
+        )
+        .await;
         let link = authenticated(&server).await;
         // Skip the client's Authenticated event so only messages queue.
         while let Some(ev) = client.try_next_event() {

@@ -31,7 +31,7 @@ async fn scenario(rt: Arc<dyn Runtime>) {
     server.handlers().on_message("chat", move |m| {
         let tx = chat_tx.clone();
         async move {
-            let body: Value = m.parse().unwrap();
+            let body: Value = m.parse().expect("a JSON body");
             let _ = tx.send((m.op.clone().map(String::from), body)).await;
         }
     });
@@ -50,44 +50,82 @@ async fn scenario(rt: Arc<dyn Runtime>) {
 
     // Authenticated: the server sees the blocking client's identity.
     let (link, info) = authenticated_with_info(&server).await;
-    assert_eq!(info.peer, Identity::new("blocking-1", "blocking-example"));
+    assert_eq!(
+        info.peer,
+        Identity::new("blocking-1", "blocking-example"),
+        "the server knows the blocking client"
+    );
 
     // The server asks the blocking client for its status; the client
     // closes only after answering it.
     let status: Value = link
         .request_with_timeout(&json!({"op": "status"}), Duration::from_secs(5))
         .await
-        .unwrap();
-    assert_eq!(status["ok"], json!(true));
-    assert_eq!(status["runtime"], json!("none"));
+        .expect("the blocking client answers status");
+    assert_eq!(status["ok"], json!(true), "the blocking client answers ok");
+    assert_eq!(
+        status["runtime"],
+        json!("none"),
+        "the blocking client has no runtime"
+    );
 
     // The message arrived and was dispatched by op.
-    let (op, body) = chat_rx.recv().await.unwrap();
-    assert_eq!(op.as_deref(), Some("chat"));
-    assert_eq!(body["text"], json!("hello from a loop with no runtime"));
+    let (op, body) = chat_rx.recv().await.expect("the chat message");
+    assert_eq!(op.as_deref(), Some("chat"), "dispatched by op");
+    assert_eq!(
+        body["text"],
+        json!("hello from a loop with no runtime"),
+        "the chat message arrived whole"
+    );
 
     // The link closed gracefully, by the client.
     let (closed_link, reason) = closed(&server).await;
-    assert_eq!(closed_link.id(), link.id());
+    assert_eq!(
+        closed_link.id(),
+        link.id(),
+        "the blocking client's link closed"
+    );
     assert!(reason.is_graceful(), "{reason:?}");
     assert_eq!(
         reason,
         CloseReason::Remote {
             code: CloseCode::Normal,
             reason: "done".into()
-        }
+        },
+        "closed by the blocking client with its reason"
     );
 
-    let summary = client.await.unwrap().unwrap();
-    assert_eq!(summary.sum, 42);
-    assert_eq!(summary.answered, ["status"]);
+    let summary = client
+        .await
+        .expect("the blocking client's thread")
+        .expect("the blocking client ran to the end");
+    assert_eq!(
+        summary.sum, 42,
+        "the blocking client's request was answered"
+    );
+    assert_eq!(
+        summary.answered,
+        ["status"],
+        "the blocking client answered the server's request"
+    );
     assert_eq!(
         summary.auth.peer,
-        Identity::new("server-1", "blocking-test")
+        Identity::new("server-1", "blocking-test"),
+        "the blocking client knows the server"
     );
-    assert_eq!(summary.auth.connection_id, link.id());
-    assert!(summary.auth.signing && summary.auth.encryption);
-    assert!(info.signing && info.encryption);
+    assert_eq!(
+        summary.auth.connection_id,
+        link.id(),
+        "both sides name the link alike"
+    );
+    assert!(
+        summary.auth.signing && summary.auth.encryption,
+        "the blocking client signs and seals"
+    );
+    assert!(
+        info.signing && info.encryption,
+        "the server signs and seals"
+    );
     assert!(
         matches!(&summary.close, CloseReason::Local { reason } if reason == "done"),
         "{:?}",
@@ -99,9 +137,9 @@ async fn scenario(rt: Arc<dyn Runtime>) {
     println!("server end of stream seen: {}", summary.peer_eof);
 
     let stats = server.stats();
-    assert_eq!(stats.messages_in, 1);
-    assert_eq!(stats.requests_in, 1);
-    assert_eq!(stats.requests_out, 1);
+    assert_eq!(stats.messages_in, 1, "messages in");
+    assert_eq!(stats.requests_in, 1, "requests in");
+    assert_eq!(stats.requests_out, 1, "requests out");
     server
         .shutdown(Instant::now() + Duration::from_secs(1))
         .await;

@@ -86,7 +86,11 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
         for c in &clients {
             assert_add_answered(c, 1, 1).await;
         }
-        assert_eq!(server.stats().connections, MAX as u64);
+        assert_eq!(
+            server.stats().connections,
+            MAX as u64,
+            "the limit's worth connected"
+        );
 
         // Churn: links closed gracefully or dropped, connections that die
         // before TLS or before authentication, replacements.
@@ -98,14 +102,18 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
                 drop(old);
             }
             closed(&server).await;
-            assert_eq!(server.stats().connections, MAX as u64 - 1);
+            assert_eq!(
+                server.stats().connections,
+                MAX as u64 - 1,
+                "a closed link frees its slot"
+            );
             match round % 3 {
                 0 => {
                     let tcp = TcpStream::connect(addr).await.expect("connect");
                     let local = tcp.local_addr().expect("addr");
                     drop(tcp);
                     let (peer, e) = error_event(&server).await;
-                    assert_eq!(peer, Some(local));
+                    assert_eq!(peer, Some(local), "the error names the connection");
                     assert!(matches!(e, Error::Io(_)), "dropped before TLS: {e:?}");
                 }
                 1 => {
@@ -116,7 +124,7 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
                     raw.shutdown().await.expect("close_notify");
                     drop(raw);
                     let (peer, e) = error_event(&server).await;
-                    assert_eq!(peer, Some(local));
+                    assert_eq!(peer, Some(local), "the error names the connection");
                     assert!(
                         matches!(e, Error::Handshake(_)),
                         "closed before authentication: {e:?}"
@@ -136,8 +144,12 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
                     .expect("a freed slot is usable"),
             );
             authenticated(&server).await;
-            assert_eq!(server.stats().connections, MAX as u64);
-            assert_eq!(server.links().len(), MAX);
+            assert_eq!(
+                server.stats().connections,
+                MAX as u64,
+                "the freed slot is taken again"
+            );
+            assert_eq!(server.links().len(), MAX, "every admitted link is listed");
         }
 
         for c in clients.drain(..) {
@@ -149,8 +161,12 @@ fn l1_the_connection_past_the_limit_is_refused_cleanly_and_counts_return_to_base
         let stats = server.stats();
         assert_eq!(stats.connections, 0, "no connection left");
         assert!(server.links().is_empty(), "no link left");
-        assert_eq!(stats.connections_refused, 2);
-        assert_eq!(stats.authenticated, (MAX + ROUNDS) as u64);
+        assert_eq!(stats.connections_refused, 2, "two refusals counted");
+        assert_eq!(
+            stats.authenticated,
+            (MAX + ROUNDS) as u64,
+            "every admitted client authenticated"
+        );
         record(
             "L1",
             format!(
@@ -243,8 +259,8 @@ fn per_ip_limit_refuses_the_extra_connection_from_one_address() {
         for c in [&a, &b] {
             assert_add_answered(c, 3, 4).await;
         }
-        assert!(b.is_connected());
-        assert_eq!(server.stats().connections_refused, 1);
+        assert!(b.is_connected(), "an admitted client stays connected");
+        assert_eq!(server.stats().connections_refused, 1, "one refusal counted");
         a.close().await;
         b.close().await;
     });

@@ -21,7 +21,7 @@ use std::time::Instant;
 use futures_lite::future::{poll_once, zip};
 use jsonlink_rt::{Client, Error, Event, EventKind, Handlers, Link, Runtime, Server};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixtures::{Fixture, Gate, bind};
+use jsonlink_tests::fixtures::{Fixture, Gate, bind, connect};
 use jsonlink_tests::runtimes::{LIMIT, on_both};
 use jsonlink_tests::waits::{AT_ONCE, SETTLE, authenticated, eventually, within};
 use serde_json::{Value, json};
@@ -145,19 +145,9 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
     }
 
     // Two clients (two links) sharing the handlers.
-    let client_a = fx
-        .client(server.local_addr())
-        .handlers(handlers.clone())
-        .connect()
-        .await
-        .expect("connect a");
+    let client_a = connect(fx.client(server.local_addr()).handlers(handlers.clone())).await;
     let link_a = authenticated(&server).await;
-    let client_b = fx
-        .client(server.local_addr())
-        .handlers(handlers.clone())
-        .connect()
-        .await
-        .expect("connect b");
+    let client_b = connect(fx.client(server.local_addr()).handlers(handlers.clone())).await;
     let link_b = authenticated(&server).await;
 
     // 1. A burst and a job on one link: run in arrival order, one at a time.
@@ -204,7 +194,8 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
         .expect("a slow request delayed a later one");
     assert_eq!(
         (slow.expect("slow"), fast.expect("fast")),
-        ("slow".to_owned(), "fast".to_owned())
+        ("slow".to_owned(), "fast".to_owned()),
+        "both requests answered"
     );
 
     // 3. Head of line: while `block` runs on A, A's next message waits
@@ -221,7 +212,10 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
         .await
         .expect("a slow message handler delayed a request")
         .expect("fast");
-    assert_eq!(fast, "fast");
+    assert_eq!(
+        fast, "fast",
+        "a request on A is answered while `block` runs"
+    );
     link_b
         .send(&json!({"op": "seq", "n": 2 * SEQ}))
         .await
@@ -230,7 +224,11 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
         .await
         .expect("a slow message handler on one link delayed another link")
         .expect("ran");
-    assert_eq!(other, ("seq".to_owned(), 2 * SEQ));
+    assert_eq!(
+        other,
+        ("seq".to_owned(), 2 * SEQ),
+        "B's message ran while A's handler was blocked"
+    );
     assert!(
         ran.try_recv().is_err(),
         "A's next message ran before `block` finished"
@@ -332,7 +330,7 @@ async fn echo(c: &Client, n: i64) {
     )
     .await
     .unwrap_or_else(|| panic!("echo {n} was not answered at once"));
-    assert_eq!(r.expect("echo")["n"], n);
+    assert_eq!(r.expect("echo")["n"], n, "echo answers its argument");
 }
 
 /// No consumer declared (the `echo_tokio` pattern): a full, unread stream
@@ -370,7 +368,10 @@ async fn r8_no_consumer(fx: &Fixture) -> String {
     );
     echo(&a, 2).await;
     let stats = server.stats();
-    assert_eq!(stats.dropped_messages, 2);
+    assert_eq!(
+        stats.dropped_messages, 2,
+        "the unhandled messages were dropped and counted"
+    );
     // The stream kept the newest lifecycle events, at most its capacity.
     let mut kept = Vec::new();
     while let Some(ev) = server.try_next_event() {
@@ -427,7 +428,10 @@ async fn r8_consumer(fx: &Fixture) -> String {
     );
     let a_echo_body = json!({"op": "echo", "n": 2});
     let mut a_echo = pin!(a.request::<Value, _>(&a_echo_body));
-    assert!(poll_once(a_echo.as_mut()).await.is_none());
+    assert!(
+        poll_once(a_echo.as_mut()).await.is_none(),
+        "A's request waits behind its paused messages"
+    );
     // Another link authenticates, pings and is answered meanwhile.
     let b = client(fx, &server).await;
     b.ping(Some(&json!({"p": 1}))).await.expect("ping");
@@ -455,7 +459,11 @@ async fn r8_consumer(fx: &Fixture) -> String {
     let (r, ()) = within(LIMIT, zip(a_echo, read))
         .await
         .expect("the consumer read and A resumed");
-    assert_eq!(r.expect("echo")["n"], 2);
+    assert_eq!(
+        r.expect("echo")["n"],
+        2,
+        "A's request answered once the consumer read"
+    );
     while let Some(ev) = server.try_next_event() {
         lifecycle.push(ev.kind());
     }
@@ -465,7 +473,11 @@ async fn r8_consumer(fx: &Fixture) -> String {
         "every message, in order"
     );
     assert_eq!(lifecycle.len(), CAPACITY, "{lifecycle:?}");
-    assert_eq!(server.stats().dropped_messages, 0);
+    assert_eq!(
+        server.stats().dropped_messages,
+        0,
+        "a consumer's messages are never dropped"
+    );
     a.close().await;
     b.close().await;
     format!(

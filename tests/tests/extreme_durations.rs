@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonlink_rt::{Error, Event, EventKind, Keepalive, LinkOptions, Reconnect, Runtime};
-use jsonlink_tests::fixtures::{Add, Fixture, add_handler, bind, closed_port, ms};
+use jsonlink_tests::fixtures::{Add, Fixture, add_handler, bind, closed_port, connect, ms};
 use jsonlink_tests::tests_on_tokio_and_smol;
 use jsonlink_tests::waits::{EXPECT_WITHIN, next_event_within, within};
 use serde_json::{Value, json};
@@ -53,17 +53,16 @@ async fn f11_body(rt: Arc<dyn Runtime>) {
     .await;
     add_handler(&server);
     let addr = server.local_addr();
-    let client = fx
-        .client(addr)
-        .handshake_timeout(max)
-        .request_timeout(max)
-        .close_timeout(max)
-        .keepalive(keepalive)
-        .link_options(options)
-        .reconnect(Reconnect::Fixed(max))
-        .connect()
-        .await
-        .expect("connect");
+    let client = connect(
+        fx.client(addr)
+            .handshake_timeout(max)
+            .request_timeout(max)
+            .close_timeout(max)
+            .keepalive(keepalive)
+            .link_options(options)
+            .reconnect(Reconnect::Fixed(max)),
+    )
+    .await;
     client
         .handlers()
         .handle_request("add", |_l, v: Add| async move { Ok(v.a + v.b) });
@@ -114,11 +113,11 @@ async fn f11_body(rt: Arc<dyn Runtime>) {
             break delay;
         }
     };
-    assert_eq!(delay, max);
+    assert_eq!(delay, max, "the backoff is Duration::MAX");
     within(EXPECT_WITHIN, client.close())
         .await
         .expect("close during a Duration::MAX backoff returns at once");
-    assert!(client.is_closed());
+    assert!(client.is_closed(), "the client closed during the backoff");
 
     // Wait mode with Duration::MAX as the default wait, then closed.
     let waiting = fx
@@ -151,7 +150,10 @@ async fn f11_body(rt: Arc<dyn Runtime>) {
     within(EXPECT_WITHIN, again.close_by(far))
         .await
         .expect("close_by(latest instant) returns once closed");
-    assert!(again.is_closed());
+    assert!(
+        again.is_closed(),
+        "close_by(latest instant) closed the client"
+    );
     within(EXPECT_WITHIN, server.shutdown(far))
         .await
         .expect("shutdown(latest instant) returns once no link is left");

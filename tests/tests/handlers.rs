@@ -44,26 +44,26 @@ fn typed_handlers_get_exactly_their_arguments() {
         let n: i64 = client
             .request(&json!({"op": "neg", "args": 5}))
             .await
-            .unwrap();
-        assert_eq!(n, -5);
+            .expect("neg is answered");
+        assert_eq!(n, -5, "a primitive in `args`");
         // A strict struct from a flat (zetta / iris) body: `op` is not an
         // unknown field.
         let a: u64 = client
             .request(&json!({"op": "area", "width": 3, "height": 4}))
             .await
-            .unwrap();
-        assert_eq!(a, 12);
+            .expect("area, flat is answered");
+        assert_eq!(a, 12, "a strict struct from a flat body");
         // The same struct in `args`.
         let a: u64 = client
             .request(&json!({"op": "area", "args": {"width": 5, "height": 6}}))
             .await
-            .unwrap();
-        assert_eq!(a, 30);
+            .expect("area in args is answered");
+        assert_eq!(a, 30, "a strict struct in `args`");
         // An unknown field is still refused, as bad_request.
         let err = client
             .request::<u64, _>(&json!({"op": "area", "width": 3, "height": 4, "depth": 5}))
             .await
-            .unwrap_err();
+            .expect_err("the handler fails");
         assert!(
             matches!(&err, Error::Remote(r) if r.code == RemoteError::BAD_REQUEST && r.message.contains("depth")),
             "{err:?}"
@@ -71,14 +71,18 @@ fn typed_handlers_get_exactly_their_arguments() {
         let s: String = client
             .request(&json!({"op": "names", "args": ["a", "b"]}))
             .await
-            .unwrap();
-        assert_eq!(s, "a,b");
+            .expect("names is answered");
+        assert_eq!(s, "a,b", "a list in `args`");
         // A flat body's arguments are the body without `op`.
         let v: Value = client
             .request(&json!({"op": "echo", "job": 7, "tags": ["x"]}))
             .await
-            .unwrap();
-        assert_eq!(v, json!({"job": 7, "tags": ["x"]}));
+            .expect("echo is answered");
+        assert_eq!(
+            v,
+            json!({"job": 7, "tags": ["x"]}),
+            "a flat body's arguments are the body without `op`"
+        );
         client.close().await;
         server.shutdown(std::time::Instant::now()).await;
     });
@@ -113,7 +117,7 @@ fn question_mark_answers_internal_without_leaking_the_error_text() {
             let err = client
                 .request::<String, _>(&json!({"op": op, "args": 7}))
                 .await
-                .unwrap_err();
+                .expect_err("the handler fails");
             let r = err.remote().expect("a remote error");
             assert_eq!(
                 (r.code.as_str(), r.message.as_str()),
@@ -125,28 +129,36 @@ fn question_mark_answers_internal_without_leaking_the_error_text() {
             let err = client
                 .request::<String, _>(&json!({"op": op, "args": 0}))
                 .await
-                .unwrap_err();
+                .expect_err("the handler fails");
             let r = err.remote().expect("a remote error");
             assert_eq!(
                 (r.code.as_str(), r.message.as_str()),
-                ("not_found", "no job 0")
+                ("not_found", "no job 0"),
+                "a constructor's answer is sent as it is"
             );
         }
         // A RemoteError through `?` keeps its code and message.
         let err = client
             .request::<(), _>(&json!({"op": "quota"}))
             .await
-            .unwrap_err();
-        assert_eq!(err.remote(), Some(&RemoteError::new("quota", "over quota")));
+            .expect_err("the handler fails");
+        assert_eq!(
+            err.remote(),
+            Some(&RemoteError::new("quota", "over quota")),
+            "a RemoteError through `?` keeps its code and message"
+        );
 
         // Exposed on request: the text is the io::Error's.
         server.handlers().expose_internal_errors(true);
         let err = client
             .request::<String, _>(&json!({"op": "job", "args": 7}))
             .await
-            .unwrap_err();
+            .expect_err("the handler fails");
         let r = err.remote().expect("a remote error");
-        assert_eq!(r.code, "internal");
+        assert_eq!(
+            r.code, "internal",
+            "an exposed error keeps the internal code"
+        );
         assert_ne!(r.message, "internal error", "{r:?}");
         client.close().await;
         server.shutdown(std::time::Instant::now()).await;
@@ -179,7 +191,7 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
         .request(&json!({"op": "add", "a": 2, "b": 40}))
         .await
         .expect("inline add");
-    assert_eq!(sum, 42);
+    assert_eq!(sum, 42, "a typed inline handler answers");
     let body = json!({"op": "echo", "data": [1, "two", null]});
     let back: Value = client.request(&body).await.expect("raw inline echo");
     assert_eq!(back, body, "a raw inline handler gets the whole body");
@@ -199,7 +211,7 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
             .request(&json!({"op": "add", "a": i, "b": 1}))
             .await
             .expect("add after a panic");
-        assert_eq!(v, i + 1);
+        assert_eq!(v, i + 1, "answer {i} arrives whole");
     }
     // A task handler for the same op replaces the inline one.
     server
@@ -221,7 +233,7 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
         ),
         "a removed handler answers no_handler"
     );
-    assert_eq!(server.stats().requests_in, 206);
+    assert_eq!(server.stats().requests_in, 206, "every request was counted");
 }
 
 tests_on_tokio_and_smol!(inline_handlers_answer_in_the_links_task =>

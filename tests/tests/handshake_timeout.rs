@@ -106,7 +106,10 @@ fn h2_silent_and_trickling_peers_are_closed_at_the_handshake_deadline_and_do_not
         );
         let trickled = trickle.await.expect("trickle task");
         assert!(trickled > 0, "the trickle sent bytes before it was closed");
-        assert!(eventually(SETTLE, || server.stats().connections == 0).await);
+        assert!(
+            eventually(SETTLE, || server.stats().connections == 0).await,
+            "every timed-out connection is released"
+        );
 
         // Many silent sockets (most bare TCP, some after TLS), kept open by a
         // long handshake deadline: a good client still gets in at once.
@@ -142,7 +145,11 @@ fn h2_silent_and_trickling_peers_are_closed_at_the_handshake_deadline_and_do_not
             "a good client took {took:?} to authenticate beside {open} silent sockets"
         );
         assert_add_answered(&client, 1, 2).await;
-        assert_eq!(server.stats().connections, open as u64 + 1);
+        assert_eq!(
+            server.stats().connections,
+            open as u64 + 1,
+            "the silent sockets stay open beside the client"
+        );
         drop(silent_tcp);
         drop(silent_tls);
 

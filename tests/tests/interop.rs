@@ -118,19 +118,32 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
 
         // Both sides authenticated each other and negotiated what both asked for.
         let (link, info) = authenticated_with_info(&server).await;
-        assert_eq!(info.peer.node, "client-1");
-        assert_eq!(info.peer.designation, format!("{client_rt:?}"));
+        assert_eq!(info.peer.node, "client-1", "the server knows the client");
+        assert_eq!(
+            info.peer.designation,
+            format!("{client_rt:?}"),
+            "the client's designation"
+        );
         assert_eq!(
             (info.signing, info.encryption),
-            (protection.on(), protection.on())
+            (protection.on(), protection.on()),
+            "the server negotiated what both asked for"
         );
         let client_link = client.link().expect("connected");
         let client_info = client_link.auth().expect("authenticated");
-        assert_eq!(client_info.peer.node, "server-1");
-        assert_eq!(client_info.connection_id, link.id());
+        assert_eq!(
+            client_info.peer.node, "server-1",
+            "the client knows the server"
+        );
+        assert_eq!(
+            client_info.connection_id,
+            link.id(),
+            "both sides name the link alike"
+        );
         assert_eq!(
             (client_info.signing, client_info.encryption),
-            (protection.on(), protection.on())
+            (protection.on(), protection.on()),
+            "the client negotiated what both asked for"
         );
 
         // Client → server messages reach the `note` handler, each once.
@@ -143,11 +156,15 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
         let mut notes = Vec::new();
         for _ in 0..MESSAGES {
             let (from, n) = notes_rx.recv().await.expect("note");
-            assert_eq!(from, link.id());
+            assert_eq!(from, link.id(), "the note came from the client's link");
             notes.push(n);
         }
         notes.sort_unstable();
-        assert_eq!(notes, (0..MESSAGES).collect::<Vec<_>>());
+        assert_eq!(
+            notes,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "every note arrived once"
+        );
 
         // Server → client messages reach the client's `notice` handler.
         for n in 0..MESSAGES {
@@ -161,7 +178,11 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
             notices.push(notices_rx.recv().await.expect("notice"));
         }
         notices.sort_unstable();
-        assert_eq!(notices, (0..MESSAGES).collect::<Vec<_>>());
+        assert_eq!(
+            notices,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "every notice arrived once"
+        );
 
         // Client → server requests, concurrent and typed.
         let sums = futures_util::future::join_all((0..REQUESTS).map(|i| {
@@ -174,7 +195,7 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
         }))
         .await;
         for (i, sum) in (0..REQUESTS).zip(sums) {
-            assert_eq!(sum.expect("add"), i + 1000);
+            assert_eq!(sum.expect("add"), i + 1000, "request {i} got its answer");
         }
 
         // Server → client request, answered by the client's handlers.
@@ -182,48 +203,59 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
             .request(link.id(), &json!({"op": "whoami"}))
             .await
             .expect("whoami");
-        assert_eq!(who, json!({"me": "client-1", "peer": "server-1"}));
+        assert_eq!(
+            who,
+            json!({"me": "client-1", "peer": "server-1"}),
+            "the client's handler answered the server"
+        );
 
         // A ping with data from the client: the server sees the data, the
         // client gets the pong.
         client.ping(Some(&json!({"load": 1}))).await.expect("ping");
         match server.wait_for(EventKind::Ping).await {
             Some(Event::Ping { link: l, data }) => {
-                assert_eq!(l.id(), link.id());
+                assert_eq!(l.id(), link.id(), "the ping came on the client's link");
                 let data: Value = data.expect("ping data").parse().expect("json");
-                assert_eq!(data, json!({"load": 1}));
+                assert_eq!(data, json!({"load": 1}), "the server saw the ping's data");
             }
             other => panic!("expected Ping, got {other:?}"),
         }
-        assert!(matches!(
-            client.wait_for(EventKind::Pong).await,
-            Some(Event::Pong { .. })
-        ));
+        assert!(
+            matches!(
+                client.wait_for(EventKind::Pong).await,
+                Some(Event::Pong { .. })
+            ),
+            "the client got the pong"
+        );
         // The server's keepalive pings carry their configured data.
         match client.wait_for(EventKind::Ping).await {
             Some(Event::Ping { data, .. }) => {
                 let data: Value = data.expect("keepalive data").parse().expect("json");
-                assert_eq!(data, json!({"hb": "server"}));
+                assert_eq!(
+                    data,
+                    json!({"hb": "server"}),
+                    "the keepalive ping carries its data"
+                );
             }
             other => panic!("expected a keepalive Ping, got {other:?}"),
         }
 
         let stats = server.stats();
-        assert_eq!(stats.connections, 1);
-        assert_eq!(stats.authenticated, 1);
-        assert_eq!(stats.messages_in, MESSAGES);
-        assert_eq!(stats.messages_out, MESSAGES);
-        assert_eq!(stats.requests_in, REQUESTS as u64);
-        assert_eq!(stats.requests_out, 1);
-        assert_eq!(stats.requests_in_flight, 0);
+        assert_eq!(stats.connections, 1, "one connection");
+        assert_eq!(stats.authenticated, 1, "one authentication");
+        assert_eq!(stats.messages_in, MESSAGES, "messages in");
+        assert_eq!(stats.messages_out, MESSAGES, "messages out");
+        assert_eq!(stats.requests_in, REQUESTS as u64, "requests in");
+        assert_eq!(stats.requests_out, 1, "requests out");
+        assert_eq!(stats.requests_in_flight, 0, "nothing left in flight");
 
         // A graceful close is seen as such by the server.
         client.close().await;
-        assert!(client.is_closed());
+        assert!(client.is_closed(), "the client is closed");
         let (closed_link, reason) = closed(&server).await;
-        assert_eq!(closed_link.id(), link.id());
+        assert_eq!(closed_link.id(), link.id(), "the client's link closed");
         assert!(reason.is_graceful(), "a graceful close: {reason:?}");
-        assert_eq!(server.stats().connections, 0);
+        assert_eq!(server.stats().connections, 0, "no connection left");
 
         // A wrong secret fails on both sides with a typed error.
         let wrong = client_builder(Secret::generate().expect("secret"))
@@ -235,7 +267,11 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
                 let Error::Auth(reason) = e else {
                     unreachable!()
                 };
-                assert_eq!(reason.code(), jsonlink_rt::CloseCode::AuthFailed);
+                assert_eq!(
+                    reason.code(),
+                    jsonlink_rt::CloseCode::AuthFailed,
+                    "the client sees auth_failed"
+                );
             }
             Ok(c) => panic!("a wrong secret authenticated: {c:?}"),
         }
@@ -244,7 +280,11 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
             matches!(&error, Error::Auth(reason) if reason.code() == jsonlink_rt::CloseCode::AuthFailed),
             "the server reports auth_failed: {error:?}"
         );
-        assert_eq!(server.stats().authenticated, 1);
+        assert_eq!(
+            server.stats().authenticated,
+            1,
+            "the wrong secret did not authenticate"
+        );
     });
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use jsonlink_rt::{CloseCode, CloseReason, Error, Reconnect};
 use jsonlink_tests::adversary::closed_by_peer;
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixtures::{Fixture, add_handler, assert_add_answered, bind};
+use jsonlink_tests::fixtures::{Fixture, add_handler, assert_add_answered, bind, connect};
 use jsonlink_tests::gauges::assert_fds_back_to;
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::waits::{SETTLE, authenticated, closed, error_event};
@@ -48,12 +48,7 @@ fn d2_dropped_clients_and_servers_leak_nothing_and_close_notify_during_the_hands
         assert_fds_back_to(fds + 1, SETTLE).await;
 
         // A server dropped without shutdown, with a client connected.
-        let client = fx
-            .client(addr)
-            .reconnect(Reconnect::Never)
-            .connect()
-            .await
-            .expect("connect");
+        let client = connect(fx.client(addr).reconnect(Reconnect::Never)).await;
         authenticated(&server).await;
         drop(server);
         let (_, reason) = closed(&client).await;

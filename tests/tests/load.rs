@@ -97,7 +97,7 @@ async fn latencies(client: &Client, n: usize) -> Vec<Duration> {
             .await
             .expect("a good client's request");
         out.push(t.elapsed());
-        assert_eq!(sum, i + 1);
+        assert_eq!(sum, i + 1, "request {i} got its answer");
     }
     out.sort();
     out
@@ -146,7 +146,10 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
         let warm = fx.client(addr).connect().await.expect("second client");
         authenticated(&server).await;
         drop(warm);
-        assert!(eventually(SETTLE, || server.stats().connections == 1).await);
+        assert!(
+            eventually(SETTLE, || server.stats().connections == 1).await,
+            "the warm-up client's connection is released"
+        );
         let baseline = rss_bytes().expect("rss");
         let peak = RssPeak::start();
 
@@ -183,7 +186,11 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
         // The reader that never reads: the server sends to it until its
         // sends wait, and keeps one waiting.
         let stuck: Link = authenticated(&server).await;
-        assert_eq!(stuck.peer().map(|p| p.node.as_str()), Some("never-reads"));
+        assert_eq!(
+            stuck.peer().map(|p| p.node.as_str()),
+            Some("never-reads"),
+            "the reader that never reads authenticated"
+        );
         let body =
             serde_json::value::to_raw_value(&json!({"op": "bulk", "pad": "x".repeat(CHUNK)}))
                 .expect("json");
@@ -230,9 +237,13 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
             .request(&json!({"op": "add", "a": 2, "b": 3}))
             .await
             .expect("add");
-        assert_eq!(sum, 5);
+        assert_eq!(sum, 5, "the newcomer is served");
         assert!(!stuck.is_closed(), "the stuck reader was closed");
-        assert_eq!(server.stats().connections, open + 1);
+        assert_eq!(
+            server.stats().connections,
+            open + 1,
+            "every slow connection is still open"
+        );
 
         let growth = peak.peak().saturating_sub(baseline);
         let per_connection = DEFAULT_PRE_AUTH_MAX_FRAME as u64 + TLS_PER_CONNECTION;

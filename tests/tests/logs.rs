@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use jsonlink_rt::{Policy, Reconnect, Secret};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixtures::{Fixture, bind, common_handlers};
+use jsonlink_tests::fixtures::{Fixture, bind, common_handlers, connect};
 use jsonlink_tests::logs::capture_logs;
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::waits::closed;
@@ -37,17 +37,12 @@ fn s6_tracing_output_never_contains_the_secret() {
         )
         .await;
         common_handlers(server.handlers());
-        let client = fx
-            .client(server.local_addr())
-            .reconnect(Reconnect::Never)
-            .connect()
-            .await
-            .expect("a signed and sealed session");
+        let client = connect(fx.client(server.local_addr()).reconnect(Reconnect::Never)).await;
         let v: Value = client
             .request(&json!({"op": "echo", "n": 1}))
             .await
             .expect("echo");
-        assert_eq!(v["n"], 1);
+        assert_eq!(v["n"], 1, "the echo answered");
         // A wrong secret too: the failure path logs as well.
         let wrong = fx
             .client_with_secret(server.local_addr(), Secret::generate().expect("secret"))

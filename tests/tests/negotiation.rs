@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use jsonlink_proto::{Extensions, RemoteError};
 use jsonlink_rt::{Error, Payload, Reconnect, Request};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixtures::{Fixture, bind, localhost};
+use jsonlink_tests::fixtures::{Fixture, bind, connect, localhost};
 use jsonlink_tests::logs::{Capture, capture_logs};
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::waits::{SETTLE, authenticated, eventually};
@@ -82,24 +82,27 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
 
         let mut outcome = Vec::new();
         for ext in [Extensions::ALL, Extensions::NONE] {
-            let client = fx
-                .client(server.local_addr())
-                .max_frame(REQUESTER_MAX_FRAME)
-                .request_timeout(REQUEST_TIMEOUT)
-                .extensions(ext)
-                .reconnect(Reconnect::Never)
-                .connect()
-                .await
-                .expect("connect");
+            let client = connect(
+                fx.client(server.local_addr())
+                    .max_frame(REQUESTER_MAX_FRAME)
+                    .request_timeout(REQUEST_TIMEOUT)
+                    .extensions(ext)
+                    .reconnect(Reconnect::Never),
+            )
+            .await;
             let link = authenticated(&server).await;
             let auth = link.auth().expect("auth").clone();
-            assert_eq!(auth.extensions, ext);
+            assert_eq!(
+                auth.extensions, ext,
+                "the server negotiated what the client offered"
+            );
             assert_eq!(
                 client
                     .link()
                     .and_then(|l| l.auth().cloned())
                     .map(|a| a.extensions),
-                Some(ext)
+                Some(ext),
+                "the client negotiated what it offered"
             );
             let want = if ext.is_empty() {
                 RemoteError::INTERNAL
@@ -146,9 +149,13 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
                     .request(&json!({"op": "r9.small", "n": n}))
                     .await
                     .expect("small request");
-                assert_eq!(v["n"], n);
+                assert_eq!(v["n"], n, "a small request answered, not busy");
             }
-            assert_eq!(client.link().map(|l| l.id()), Some(link.id()));
+            assert_eq!(
+                client.link().map(|l| l.id()),
+                Some(link.id()),
+                "still the same link"
+            );
             outcome.push(format!(
                 "{}: respond returned {} at once; the requester got Remote({}) at once for task, inline and typed handlers (not the 60 s timeout); {counted} counted in Stats::responses_too_large",
                 if ext.is_empty() { "extension not accepted" } else { "extension accepted" },

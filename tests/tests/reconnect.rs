@@ -17,7 +17,7 @@ use jsonlink_rt::{Client, Error, Event, EventKind, Reconnect};
 use jsonlink_tests::RawTlsServer;
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixtures::{
-    Fixture, add_handler, assert_add_answered, bind, closed_port, hold_requests,
+    Fixture, add_handler, assert_add_answered, backoff, bind, closed_port, hold_requests,
     is_graceful_shutdown, localhost, ms,
 };
 use jsonlink_tests::runtimes::{Gauges, LIMIT, on_tokio};
@@ -36,10 +36,7 @@ fn c1_after_a_server_restart_the_client_reconnects_within_the_jitter_envelope_an
     const IN_FLIGHT: usize = 3;
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt.clone());
-        let policy = Reconnect::Backoff {
-            base: ms(50),
-            cap: ms(400),
-        };
+        let policy = backoff(ms(50), ms(400));
         let server = bind(fx.server()).await;
         let addr = server.local_addr();
         let held = hold_requests(server.handlers());
@@ -147,13 +144,7 @@ fn the_client_reconnects_after_a_server_restart() {
         let server = bind(fx.server().close_timeout(ms(100))).await;
         let addr = server.local_addr();
         let held = hold_requests(server.handlers());
-        let client = fx
-            .client(addr)
-            .reconnect(Reconnect::Backoff {
-                base: ms(20),
-                cap: ms(200),
-            })
-            .start();
+        let client = fx.client(addr).reconnect(backoff(ms(20), ms(200))).start();
         client.wait_connected().await.expect("connected");
         authenticated(&server).await;
 
@@ -163,11 +154,7 @@ fn the_client_reconnects_after_a_server_restart() {
             let client = client.clone();
             async move { client.request::<Value, _>(&json!({"op": "hold"})).await }
         };
-        let restart = async {
-            let request = held.next().await;
-            server.shutdown(rt.now() + ms(100)).await;
-            drop(request);
-        };
+        let restart = held.hold_next_during(|| server.shutdown(rt.now() + ms(100)));
         let (r, ()) = zip(in_flight, restart).await;
         assert!(
             matches!(r, Err(Error::ConnectionLost | Error::HandlerDropped(_))),
@@ -222,13 +209,7 @@ fn c2_two_drops_within_one_reconnect_interval_do_not_stop_the_client() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let client = fx
-            .client(addr)
-            .reconnect(Reconnect::Backoff {
-                base: ms(50),
-                cap: ms(200),
-            })
-            .start();
+        let client = fx.client(addr).reconnect(backoff(ms(50), ms(200))).start();
 
         // A server that authenticates the client and hangs up at once, twice
         // in a row (the second drop comes within one backoff of the first).
@@ -279,7 +260,11 @@ fn c2_two_drops_within_one_reconnect_interval_do_not_stop_the_client() {
         );
         assert!(client.is_connected(), "the client ends connected");
         assert_add_answered(&client, 2, 2).await;
-        assert_eq!(server.stats().authenticated, 1);
+        assert_eq!(
+            server.stats().authenticated,
+            1,
+            "one link to the server that stayed up"
+        );
         record(
             "C2",
             "authenticated and dropped twice in quick succession, the client kept reconnecting \
@@ -401,9 +386,14 @@ fn c3_a_long_outage_reports_refused_once_fails_fast_or_waits_as_configured_and_s
         let (r, server) = zip(request, start_server).await;
         assert_eq!(
             r.expect("a waiting request succeeds after the reconnect"),
-            42
+            42,
+            "the waiting request's answer"
         );
-        assert_eq!(server.stats().requests_in, 1);
+        assert_eq!(
+            server.stats().requests_in,
+            1,
+            "only the waiting request reached the server"
+        );
         waiting.close().await;
 
         // An outage nobody watches: the event stream keeps its capacity and
@@ -413,7 +403,10 @@ fn c3_a_long_outage_reports_refused_once_fails_fast_or_waits_as_configured_and_s
             .event_capacity(4)
             .reconnect(Reconnect::Fixed(ms(1)))
             .start();
-        assert!(eventually(SETTLE, || unwatched.stats().connections_total >= 100).await);
+        assert!(
+            eventually(SETTLE, || unwatched.stats().connections_total >= 100).await,
+            "the unwatched client keeps retrying"
+        );
         let dropped = unwatched.stats().dropped_events;
         let mut kept = 0;
         while unwatched.try_next_event().is_some() {
@@ -473,7 +466,11 @@ fn in_wait_mode_requests_wait_for_the_reconnect_up_to_their_timeout() {
             server
         };
         let (r, _server) = zip(request, start_server).await;
-        assert_eq!(r.expect("the waiting request is answered"), 2);
+        assert_eq!(
+            r.expect("the waiting request is answered"),
+            2,
+            "the waiting request's answer"
+        );
         assert_eq!(
             client.stats().connections,
             1,
@@ -489,10 +486,7 @@ fn c4_many_clients_spread_their_reconnects_and_close_during_backoff_stops_at_onc
     const CLIENTS: usize = 20;
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt.clone());
-        let policy = Reconnect::Backoff {
-            base: ms(400),
-            cap: Duration::from_secs(2),
-        };
+        let policy = backoff(ms(400), Duration::from_secs(2));
         let server = bind(fx.server()).await;
         let addr = server.local_addr();
         let clients: Vec<Client> = (0..CLIENTS)
@@ -525,7 +519,11 @@ fn c4_many_clients_spread_their_reconnects_and_close_during_backoff_stops_at_onc
         for c in &clients {
             c.wait_connected().await.expect("reconnected");
         }
-        assert_eq!(server.stats().authenticated, CLIENTS as u64);
+        assert_eq!(
+            server.stats().authenticated,
+            CLIENTS as u64,
+            "every client reconnected"
+        );
         drop(clients);
 
         // close() during a long backoff stops the client at once; everyone
@@ -552,7 +550,7 @@ fn c4_many_clients_spread_their_reconnects_and_close_during_backoff_stops_at_onc
         assert!(matches!(wait, Err(Error::Closed)), "{wait:?}");
         assert!(matches!(send, Err(Error::Closed)), "{send:?}");
         assert!(took < backoff / 10, "close took {took:?}");
-        assert!(client.is_closed());
+        assert!(client.is_closed(), "the client is closed");
         let after = client.request::<Value, _>(&json!({"op": "x"})).await;
         assert!(matches!(after, Err(Error::Closed)), "{after:?}");
         record(

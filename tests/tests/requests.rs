@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use futures_lite::future::zip;
 use jsonlink_rt::{Client, Error, Event, EventKind, Link, Request};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixtures::{Fixture, add_handler, assert_add_answered, bind, hold_requests};
+use jsonlink_tests::fixtures::{
+    Fixture, add_handler, assert_add_answered, bind, connect, hold_requests,
+};
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::waits::authenticated;
 use serde::Deserialize;
@@ -84,8 +86,8 @@ fn r3_a_response_that_does_not_fit_the_callers_type_fails_only_that_call() {
             Some(link.id()),
             "still the same link"
         );
-        assert_eq!(server.stats().connections, 1);
-        assert_eq!(server.stats().authenticated, 1);
+        assert_eq!(server.stats().connections, 1, "one connection throughout");
+        assert_eq!(server.stats().authenticated, 1, "no reconnect");
         while let Some(ev) = server.try_next_event() {
             assert!(
                 !matches!(ev, Event::Closed { .. }),
@@ -112,12 +114,11 @@ fn r4_no_handler_and_a_dropped_responder_are_typed_errors_at_once() {
         add_handler(&server);
         forget_handler(&server);
         let held = hold_requests(server.handlers());
-        let client = fx
-            .client(server.local_addr())
-            .request_timeout(REQUEST_TIMEOUT)
-            .connect()
-            .await
-            .expect("connect");
+        let client = connect(
+            fx.client(server.local_addr())
+                .request_timeout(REQUEST_TIMEOUT),
+        )
+        .await;
         let link = authenticated(&server).await;
         let well_before_the_timeout = |t: Instant| {
             assert!(
@@ -192,12 +193,7 @@ fn no_handler_and_handler_dropped_are_typed_remote_errors() {
         let fx = Fixture::new(rt);
         let server = bind(fx.server()).await;
         forget_handler(&server);
-        let client = fx
-            .client(server.local_addr())
-            .consume_events(true)
-            .connect()
-            .await
-            .expect("connect");
+        let client = connect(fx.client(server.local_addr()).consume_events(true)).await;
 
         assert_no_handler(&client.request::<Value, _>(&json!({"op": "nope"})).await);
         assert_handler_dropped(&client.request::<Value, _>(&json!({"op": "forget"})).await);
@@ -211,7 +207,8 @@ fn no_handler_and_handler_dropped_are_typed_remote_errors() {
         // consumer, which answers it.
         assert_eq!(
             answered_from_the_event_stream(&server, &link, &client).await,
-            json!("ok")
+            json!("ok"),
+            "an op-less request is answered from the event stream"
         );
     });
 }
@@ -244,6 +241,6 @@ fn a_value_larger_than_the_peers_max_frame_fails_only_that_call() {
             .request(&json!({ "op": "len", "s": "abc" }))
             .await
             .expect("a small request on the same link");
-        assert_eq!(n, 3);
+        assert_eq!(n, 3, "a small request on the same link is answered");
     });
 }

@@ -29,22 +29,32 @@ fn sleep_until_waits_for_the_deadline() {
     on_each_runtime(|rt| async move {
         let deadline = rt.now() + Duration::from_millis(20);
         rt.sleep_until(deadline).await;
-        assert!(rt.now() >= deadline);
+        assert!(
+            rt.now() >= deadline,
+            "sleep_until returns no earlier than its deadline"
+        );
     });
 }
 
 #[test]
 fn resolve_gives_loopback_for_localhost_and_literals_as_they_are() {
     on_each_runtime(|rt| async move {
-        let addrs = rt.resolve("localhost", 4242).await.unwrap();
+        let addrs = rt
+            .resolve("localhost", 4242)
+            .await
+            .expect("resolve localhost");
         assert!(
             addrs
                 .iter()
                 .any(|a| a.ip().is_loopback() && a.port() == 4242),
             "{addrs:?}"
         );
-        let addrs = rt.resolve("127.0.0.1", 7).await.unwrap();
-        assert_eq!(addrs, [std::net::SocketAddr::from(([127, 0, 0, 1], 7))]);
+        let addrs = rt.resolve("127.0.0.1", 7).await.expect("resolve a literal");
+        assert_eq!(
+            addrs,
+            [std::net::SocketAddr::from(([127, 0, 0, 1], 7))],
+            "a literal resolves to itself"
+        );
     });
 }
 
@@ -55,66 +65,101 @@ fn spawned_tasks_run() {
         rt.spawn(Box::pin(async move {
             let _ = tx.send(7).await;
         }));
-        assert_eq!(rx.recv().await.unwrap(), 7);
+        assert_eq!(
+            rx.recv().await.expect("the task sent"),
+            7,
+            "a spawned task runs"
+        );
     });
 }
 
 /// The test's body, the same on every runtime: one TLS connection over
 /// loopback, a few bytes each way, and equal channel bindings on both ends.
 async fn tls_round_trip(rt: &dyn Runtime) {
-    let pki = DevPki::generate().unwrap();
-    let listener = rt.bind(localhost()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let pki = DevPki::generate().expect("dev certs");
+    let listener = rt
+        .bind(localhost())
+        .await
+        .expect("the runtime binds 127.0.0.1");
+    let addr = listener.local_addr().expect("the listener's address");
 
     let server = async {
-        let accepted = listener.accept().await.unwrap();
+        let accepted = listener.accept().await.expect("the runtime accepts");
         let mut tls = accepted
-            .tls(Arc::new(pki.server_config().unwrap()))
+            .tls(Arc::new(pki.server_config().expect("TLS configuration")))
             .await
-            .unwrap();
+            .expect("the server side of TLS");
         let mut ping = [0u8; 4];
-        tls.stream.read_exact(&mut ping).await.unwrap();
-        assert_eq!(&ping, b"ping");
-        tls.stream.write_all(b"pong").await.unwrap();
-        tls.stream.flush().await.unwrap();
+        tls.stream
+            .read_exact(&mut ping)
+            .await
+            .expect("the client's ping");
+        assert_eq!(&ping, b"ping", "the server read the client's bytes");
+        tls.stream
+            .write_all(b"pong")
+            .await
+            .expect("the server writes");
+        tls.stream.flush().await.expect("the server flushes");
         tls
     };
     let client = async {
-        let config = Arc::new(pki.client_config().unwrap());
+        let config = Arc::new(pki.client_config().expect("TLS configuration"));
         let mut tls = rt
             .connect_tls(addr, config, pki.server_name())
             .await
-            .unwrap();
-        assert_eq!(tls.peer_addr, addr);
-        tls.stream.write_all(b"ping").await.unwrap();
-        tls.stream.flush().await.unwrap();
+            .expect("the runtime connects over TLS");
+        assert_eq!(tls.peer_addr, addr, "the client knows whom it reached");
+        tls.stream
+            .write_all(b"ping")
+            .await
+            .expect("the client writes");
+        tls.stream.flush().await.expect("the client flushes");
         let mut pong = [0u8; 4];
-        tls.stream.read_exact(&mut pong).await.unwrap();
-        assert_eq!(&pong, b"pong");
+        tls.stream
+            .read_exact(&mut pong)
+            .await
+            .expect("the server's pong");
+        assert_eq!(&pong, b"pong", "the client read the server's bytes");
         tls
     };
     let (server, client) = join(server, client).await;
 
-    assert_eq!(server.channel_binding.len(), EXPORTER_LEN);
-    assert_eq!(EXPORTER_LEN, 32);
-    assert_eq!(server.channel_binding, client.channel_binding);
-    assert_eq!(server.peer_addr.ip(), addr.ip());
+    assert_eq!(
+        server.channel_binding.len(),
+        EXPORTER_LEN,
+        "the channel binding has the exporter length"
+    );
+    assert_eq!(EXPORTER_LEN, 32, "the exporter length of PROTOCOL.md §3");
+    assert_eq!(
+        server.channel_binding, client.channel_binding,
+        "both ends export the same binding"
+    );
+    assert_eq!(
+        server.peer_addr.ip(),
+        addr.ip(),
+        "the server knows the peer's address"
+    );
 }
 
 /// A client that trusts another CA fails the handshake with the rustls
 /// error inside, and so does the server it aborts on.
 async fn untrusted_server_is_refused(rt: &dyn Runtime) {
-    let pki = DevPki::generate().unwrap();
-    let stranger = DevPki::generate().unwrap();
-    let listener = rt.bind(localhost()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let pki = DevPki::generate().expect("dev certs");
+    let stranger = DevPki::generate().expect("dev certs");
+    let listener = rt
+        .bind(localhost())
+        .await
+        .expect("the runtime binds 127.0.0.1");
+    let addr = listener.local_addr().expect("the listener's address");
 
     let server = async {
-        let accepted = listener.accept().await.unwrap();
-        accepted.tls(Arc::new(pki.server_config().unwrap())).await
+        let accepted = listener.accept().await.expect("the runtime accepts");
+        accepted
+            .tls(Arc::new(pki.server_config().expect("TLS configuration")))
+            .await
     };
     let client = async {
-        let config = Arc::new(stranger.client_config().unwrap());
+        let config = Arc::new(stranger.client_config().expect("TLS configuration"));
         rt.connect_tls(addr, config, pki.server_name()).await
     };
     let (server, client) = join(server, client).await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jsonlink_rt::{
     CloseCode, CloseReason, Error, Event, EventKind, Keepalive, Link, Runtime, Secret,
 };
-use jsonlink_tests::fixtures::{Fixture, add_handler, bind, client_identity, ms};
+use jsonlink_tests::fixtures::{Fixture, add_handler, bind, client_identity, connect, ms};
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::tests_on_tokio_and_smol;
 use jsonlink_tests::waits::{authenticated, closed, error_event};
@@ -56,12 +56,7 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
     add_handler(&server);
 
     // The client reads its event stream's messages: it says so.
-    let client = fx
-        .client(server.local_addr())
-        .consume_events(true)
-        .connect()
-        .await
-        .expect("connect");
+    let client = connect(fx.client(server.local_addr()).consume_events(true)).await;
     client
         .handlers()
         .handle_request("whoami", |link: Link, _: Value| async move {
@@ -108,7 +103,7 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         .request(&json!({"op": "add", "a": 2, "b": 3}))
         .await
         .expect("add");
-    assert_eq!(sum, 5);
+    assert_eq!(sum, 5, "a typed request is answered");
 
     // A response that does not fit the caller's type fails only that call.
     let wrong = client
@@ -119,14 +114,18 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         .request(&json!({"op": "add", "a": 20, "b": 22}))
         .await
         .expect("add after a decode error");
-    assert_eq!(sum, json!(42));
+    assert_eq!(sum, json!(42), "the link works after a decode error");
 
     // Server → client.
     let who: Value = server
         .request(link.id(), &json!({"op": "whoami"}))
         .await
         .expect("whoami");
-    assert_eq!(who, json!({"me": "client-1", "server": "server-1"}));
+    assert_eq!(
+        who,
+        json!({"me": "client-1", "server": "server-1"}),
+        "the client's handler answered the server"
+    );
 
     // Op-less messages reach the event stream (of a declared consumer).
     server
@@ -134,7 +133,11 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         .await
         .expect("send");
     match client.wait_for(EventKind::Message).await {
-        Some(Event::Message(m)) => assert_eq!(m.body.get(), "[1,2,3]"),
+        Some(Event::Message(m)) => assert_eq!(
+            m.body.get(),
+            "[1,2,3]",
+            "an op-less message reaches the event stream"
+        ),
         other => panic!("expected a message, got {other:?}"),
     }
 
@@ -147,21 +150,28 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
         ["[0]", "[1]", "[2]", "[3]", "[4]"],
         "batches keep the order"
     );
-    assert_eq!(client.next_events(&mut Vec::new(), 0).await, 0);
+    assert_eq!(
+        client.next_events(&mut Vec::new(), 0).await,
+        0,
+        "a batch of at most 0 takes nothing"
+    );
 
     let stats = server.stats();
-    assert_eq!(stats.connections, 1);
-    assert_eq!(stats.messages_in, 1);
-    assert_eq!(stats.requests_in, 3);
-    assert_eq!(stats.requests_out, 1);
-    assert_eq!(stats.requests_in_flight, 0);
-    assert!(stats.bytes_in > 0 && stats.bytes_out > 0);
+    assert_eq!(stats.connections, 1, "one connection");
+    assert_eq!(stats.messages_in, 1, "messages in");
+    assert_eq!(stats.requests_in, 3, "requests in");
+    assert_eq!(stats.requests_out, 1, "requests out");
+    assert_eq!(stats.requests_in_flight, 0, "nothing left in flight");
+    assert!(
+        stats.bytes_in > 0 && stats.bytes_out > 0,
+        "bytes are counted both ways"
+    );
 
     client.close().await;
     let (closed_link, reason) = closed(&server).await;
-    assert_eq!(closed_link.id(), link.id());
+    assert_eq!(closed_link.id(), link.id(), "the client's link closed");
     assert!(reason.is_graceful(), "a graceful close: {reason:?}");
-    assert_eq!(server.stats().connections, 0);
+    assert_eq!(server.stats().connections, 0, "no connection left");
 }
 
 tests_on_tokio_and_smol!(authenticate_message_by_op_and_request_both_ways =>
@@ -179,7 +189,11 @@ fn a_wrong_secret_fails_on_both_sides_with_a_typed_error() {
             .connect()
             .await;
         match r {
-            Err(Error::Auth(reason)) => assert_eq!(reason.code(), CloseCode::AuthFailed),
+            Err(Error::Auth(reason)) => assert_eq!(
+                reason.code(),
+                CloseCode::AuthFailed,
+                "the client sees auth_failed"
+            ),
             other => panic!("expected Auth, got {other:?}"),
         }
         let (_, error) = error_event(&server).await;
@@ -204,14 +218,13 @@ fn a_peer_that_stops_reading_is_closed_by_keepalive_and_its_requests_fail() {
         // The client's stream holds one event and its declared consumer
         // does not read it: after two op-less messages its link stops
         // reading (and answering pings).
-        let client = fx
-            .client(server.local_addr())
-            .consume_events(true)
-            .event_capacity(1)
-            .keepalive(None)
-            .connect()
-            .await
-            .expect("connect");
+        let client = connect(
+            fx.client(server.local_addr())
+                .consume_events(true)
+                .event_capacity(1)
+                .keepalive(None),
+        )
+        .await;
         let link = authenticated(&server).await;
         link.send(&json!(["fill"])).await.expect("send");
         link.send(&json!(["block"])).await.expect("send");
@@ -221,11 +234,13 @@ fn a_peer_that_stops_reading_is_closed_by_keepalive_and_its_requests_fail() {
             "a request to a peer that stopped reading: {r:?}"
         );
         match server.wait_for(EventKind::KeepaliveTimeout).await {
-            Some(Event::KeepaliveTimeout { link: l }) => assert_eq!(l.id(), link.id()),
+            Some(Event::KeepaliveTimeout { link: l }) => {
+                assert_eq!(l.id(), link.id(), "the link that stopped reading timed out")
+            }
             other => panic!("expected KeepaliveTimeout, got {other:?}"),
         }
         let (_, reason) = closed(&server).await;
-        assert_eq!(reason, CloseReason::KeepaliveTimeout);
+        assert_eq!(reason, CloseReason::KeepaliveTimeout, "closed by keepalive");
         drop(client);
     });
 }

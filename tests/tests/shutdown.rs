@@ -16,7 +16,8 @@ use jsonlink_rt::{
 };
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixtures::{
-    Fixture, Gate, HeldRequests, bind, hold_requests, is_graceful_shutdown, ms,
+    Fixture, Gate, HeldRequests, bind, connect, hold_requests, is_graceful_shutdown, ms,
+    on_request_at_gate,
 };
 use jsonlink_tests::runtimes::{Gauges, LIMIT, on_tokio};
 use jsonlink_tests::tests_on_tokio_and_smol;
@@ -50,17 +51,16 @@ fn d1_shutdown_stops_accepting_sends_close_frames_and_fails_unfinished_requests_
         let server = bind(fx.server()).await;
         let addr = server.local_addr();
         let server_held = hold_requests(server.handlers());
-        let client = fx
-            .client(addr)
-            .reconnect(Reconnect::Never)
-            .connect()
-            .await
-            .expect("connect");
+        let client = connect(fx.client(addr).reconnect(Reconnect::Never)).await;
         let client_held = hold_requests(client.handlers());
         let good = authenticated(&server).await;
         let (mut adversary, mut adversary_conn) = fx.adversary(addr).await;
         let bad = authenticated(&server).await;
-        assert_eq!(bad.peer().map(|p| p.node.as_str()), Some("adversary"));
+        assert_eq!(
+            bad.peer().map(|p| p.node.as_str()),
+            Some("adversary"),
+            "the adversary authenticated"
+        );
 
         // Requests in flight both ways: two will be answered while the
         // server drains, two never.
@@ -83,7 +83,11 @@ fn d1_shutdown_stops_accepting_sends_close_frames_and_fails_unfinished_requests_
                     .expect("adversary read")
                 {
                     Some(jsonlink_proto::Event::Request { op, .. }) => {
-                        assert_eq!(op.as_deref(), Some("ignored"));
+                        assert_eq!(
+                            op.as_deref(),
+                            Some("ignored"),
+                            "the adversary got the server's request"
+                        );
                         break;
                     }
                     Some(_) => {}
@@ -114,8 +118,16 @@ fn d1_shutdown_stops_accepting_sends_close_frames_and_fails_unfinished_requests_
             .await;
         drop(three);
 
-        assert_eq!(r1.expect("answered during the drain"), json!("done-1"));
-        assert_eq!(r2.expect("answered during the drain"), json!("done-2"));
+        assert_eq!(
+            r1.expect("answered during the drain"),
+            json!("done-1"),
+            "answered by the server during the drain"
+        );
+        assert_eq!(
+            r2.expect("answered during the drain"),
+            json!("done-2"),
+            "answered by the client during the drain"
+        );
         assert!(
             matches!(r3, Err(Error::ShuttingDown)),
             "unanswered at the deadline: {r3:?}"
@@ -159,7 +171,10 @@ fn d1_shutdown_stops_accepting_sends_close_frames_and_fails_unfinished_requests_
             is_graceful_shutdown(&reason),
             "the unresponsive adversary saw the shutdown's close frame: {reason:?}"
         );
-        assert!(eventually(SETTLE, || server.stats().connections == 0).await);
+        assert!(
+            eventually(SETTLE, || server.stats().connections == 0).await,
+            "every link is released after the shutdown"
+        );
         record(
             "D1",
             "a new connection failed during shutdown; close frames sent (client and unresponsive \
@@ -219,7 +234,11 @@ fn shutdown_lets_requests_finish_until_the_deadline_then_fails_them_with_shuttin
             second
         };
         let (r1, (r2, second)) = zip(finished, zip(unanswered, drive)).await;
-        assert_eq!(r1.expect("answered during the drain"), json!("done"));
+        assert_eq!(
+            r1.expect("answered during the drain"),
+            json!("done"),
+            "answered during the drain"
+        );
         assert!(
             matches!(r2, Err(Error::ShuttingDown)),
             "unanswered at the deadline: {r2:?}"
@@ -240,17 +259,13 @@ fn client_close_fails_unanswered_requests_with_shutting_down() {
         let client = fx.connected_client(&server).await;
         let hold = json!({"op": "hold"});
         let pending = client.request::<Value, _>(&hold);
-        let close = async {
-            let request = held.next().await;
-            client.close_by(rt.now() + ms(100)).await;
-            drop(request);
-        };
+        let close = held.hold_next_during(|| client.close_by(rt.now() + ms(100)));
         let (r, ()) = zip(pending, close).await;
         assert!(
             matches!(r, Err(Error::ShuttingDown)),
             "unanswered at the close: {r:?}"
         );
-        assert!(client.is_closed());
+        assert!(client.is_closed(), "the client is closed");
         let r = client.request::<Value, _>(&json!({"op": "x"})).await;
         assert!(
             matches!(r, Err(Error::Closed)),
@@ -307,18 +322,17 @@ async fn d3_body(rt: Arc<dyn Runtime>) {
                 }
             });
     }
-    let client = fx
-        .client(addr)
-        .close_timeout(DRAIN)
-        .reconnect(Reconnect::Fixed(ms(20)))
-        .connect()
-        .await
-        .expect("connect");
+    let client = connect(
+        fx.client(addr)
+            .close_timeout(DRAIN)
+            .reconnect(Reconnect::Fixed(ms(20))),
+    )
+    .await;
     let got_rx = progress_and_done(&client);
-    assert!(matches!(
-        client.next_event().await,
-        Some(Event::Authenticated { .. })
-    ));
+    assert!(
+        matches!(client.next_event().await, Some(Event::Authenticated { .. })),
+        "the client authenticated first"
+    );
     let old = client.link().expect("link");
 
     // The job is in flight when the server shuts down.
@@ -396,7 +410,11 @@ async fn d3_body(rt: Arc<dyn Runtime>) {
         ["Ok(())", "Ok(())"],
         "the handler's sends during the drain"
     );
-    assert_eq!(job.expect("the job answered"), json!("finished"));
+    assert_eq!(
+        job.expect("the job answered"),
+        json!("finished"),
+        "the job's answer"
+    );
     let got = [
         got_rx.recv().await.expect("got"),
         got_rx.recv().await.expect("got"),
@@ -450,26 +468,19 @@ async fn d3_answer_order_body(rt: Arc<dyn Runtime>) {
     for round in 0..ORDER_ROUNDS {
         let server = bind(fx.server()).await;
         let (started, gate) = (Gate::new(), Gate::new());
-        {
-            let (started, gate) = (started.clone(), gate.clone());
-            server.handlers().on_request("job", move |req: Request| {
-                let (started, gate) = (started.clone(), gate.clone());
-                async move {
-                    started.signal();
-                    gate.wait().await;
-                    for i in 0..ORDER_MESSAGES {
-                        let _ = req.link.send(&json!({"op": "step", "i": i})).await;
-                    }
-                    let _ = req.respond(&json!("finished"));
+        on_request_at_gate(
+            server.handlers(),
+            "job",
+            &started,
+            &gate,
+            |req| async move {
+                for i in 0..ORDER_MESSAGES {
+                    let _ = req.link.send(&json!({"op": "step", "i": i})).await;
                 }
-            });
-        }
-        let client = fx
-            .client(server.local_addr())
-            .reconnect(Reconnect::Never)
-            .connect()
-            .await
-            .expect("connect");
+                let _ = req.respond(&json!("finished"));
+            },
+        );
+        let client = connect(fx.client(server.local_addr()).reconnect(Reconnect::Never)).await;
         client
             .handlers()
             .on_message("step", |_m: Message| async move {});

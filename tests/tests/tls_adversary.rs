@@ -172,7 +172,11 @@ fn h5_tls_plain_tcp_http_a_non_jsonlink_tls_peer_and_a_version_mismatch_fail_at_
             sent.contains(r#""code":"version_mismatch""#) && sent.contains(r#""versions":[1]"#),
             "{sent}"
         );
-        assert_eq!(server.stats().connections, 0);
+        assert_eq!(
+            server.stats().connections,
+            0,
+            "every refused connection is released"
+        );
 
         record(
             "H5/tls",
@@ -272,7 +276,11 @@ fn h6_tls_a_pre_auth_frame_over_the_limit_is_refused_before_it_is_buffered() {
             );
             results.push(error);
         }
-        assert_eq!(server.stats().connections, 0);
+        assert_eq!(
+            server.stats().connections,
+            0,
+            "every refused connection is released"
+        );
         record(
             "H6/tls",
             format!(

@@ -58,7 +58,10 @@ fn mutual_tls_requires_a_client_certificate() {
             .connect()
             .await
             .expect("a client with the CA's certificate authenticates");
-        assert!(with.is_connected());
+        assert!(
+            with.is_connected(),
+            "the client with a certificate is connected"
+        );
         with.close().await;
     });
 }
@@ -164,7 +167,11 @@ async fn c5_before_the_first_authentication(rt: Arc<dyn Runtime>) {
                 other => panic!("{what}: unexpected {other:?}"),
             }
         }
-        assert_eq!(errors, [case.error.clone()], "{what}: one Error event");
+        assert_eq!(
+            errors,
+            std::slice::from_ref(&case.error),
+            "{what}: one Error event"
+        );
         let again = client.wait_connected().await;
         assert_eq!(
             again.err().map(|e| describe(&e)),
