@@ -52,6 +52,17 @@ pub fn client_identity() -> Identity {
     Identity::new("client-1", "faults")
 }
 
+/// A secret no fixture shares (a wrong secret).
+pub fn another_secret() -> Secret {
+    Secret::generate().expect("secret")
+}
+
+/// Certificates of another CA than any fixture's (a stranger, or a
+/// renewed CA).
+pub fn another_pki() -> DevPki {
+    DevPki::generate().expect("dev certs")
+}
+
 /// Certificates, a secret, and builders wired to them.
 pub struct Fixture {
     /// The runtime servers and clients run on.
@@ -65,14 +76,14 @@ pub struct Fixture {
 impl Fixture {
     /// Fresh certificates and a random secret.
     pub fn new(rt: Arc<dyn Runtime>) -> Self {
-        Self::with_secret(rt, Secret::generate().expect("secret"))
+        Self::with_secret(rt, another_secret())
     }
 
     /// Fresh certificates and the given secret.
     pub fn with_secret(rt: Arc<dyn Runtime>, secret: Secret) -> Self {
         Self {
             rt,
-            pki: Arc::new(DevPki::generate().expect("dev certs")),
+            pki: Arc::new(another_pki()),
             secret,
         }
     }
@@ -264,6 +275,28 @@ pub fn common_handlers(handlers: &Handlers) {
     handlers
         .handle_request("add", |_link, v: Add| async move { Ok(v.a + v.b) })
         .handle_request("echo", |_link, v: Value| async move { Ok(v) });
+}
+
+/// Registers `whoami` on a client's `handlers`: it answers
+/// `{"me": "client-1", "peer": <the node of the link's peer>}`.
+pub fn whoami_handler(handlers: &Handlers) {
+    handlers.handle_request("whoami", |link: jsonlink_rt::Link, _: Value| async move {
+        Ok(serde_json::json!({"me": "client-1", "peer": link.peer().map(|p| p.node.clone())}))
+    });
+}
+
+/// Asserts that the server's `whoami` request on `link` is answered by
+/// the client's [`whoami_handler`], which knows the server as `server-1`.
+pub async fn assert_whoami_answered(server: &Server, link: &jsonlink_rt::Link) {
+    let who: Value = server
+        .request(link.id(), &serde_json::json!({"op": "whoami"}))
+        .await
+        .expect("the client answers whoami");
+    assert_eq!(
+        who,
+        serde_json::json!({"me": "client-1", "peer": "server-1"}),
+        "the client's handler answered the server"
+    );
 }
 
 /// Requests of the `hold` op, held for the test to answer or drop.

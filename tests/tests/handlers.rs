@@ -88,6 +88,20 @@ fn typed_handlers_get_exactly_their_arguments() {
     });
 }
 
+/// The error `client`'s request of `body` fails with.
+async fn failure_of(client: &jsonlink_rt::Client, body: Value) -> Error {
+    client
+        .request::<Value, _>(&body)
+        .await
+        .expect_err("the handler fails")
+}
+
+/// The code and message of a remote error.
+fn code_and_message(err: &Error) -> (String, String) {
+    let r = err.remote().expect("a remote error");
+    (r.code.to_string(), r.message.to_string())
+}
+
 /// A handler body that fails with an `io::Error` through `?`.
 fn read_job(id: u64) -> Result<String, HandlerError> {
     if id == 0 {
@@ -114,27 +128,20 @@ fn question_mark_answers_internal_without_leaking_the_error_text() {
         authenticated(&server).await;
 
         for op in ["job", "job_inline"] {
-            let err = client
-                .request::<String, _>(&json!({"op": op, "args": 7}))
-                .await
-                .expect_err("the handler fails");
-            let r = err.remote().expect("a remote error");
+            let err = failure_of(&client, json!({"op": op, "args": 7})).await;
             assert_eq!(
-                (r.code.as_str(), r.message.as_str()),
-                ("internal", "internal error"),
-                "{op}"
+                code_and_message(&err),
+                ("internal".into(), "internal error".into()),
+                "{op}: an io::Error through `?` answers internal"
             );
-            assert!(!format!("{err:?}").contains("secret-path"), "{op}: {err:?}");
-            // A constructor's answer is sent as it is.
-            let err = client
-                .request::<String, _>(&json!({"op": op, "args": 0}))
-                .await
-                .expect_err("the handler fails");
-            let r = err.remote().expect("a remote error");
+            assert!(
+                !format!("{err:?}").contains("secret-path"),
+                "{op}: the error's text is not sent: {err:?}"
+            );
             assert_eq!(
-                (r.code.as_str(), r.message.as_str()),
-                ("not_found", "no job 0"),
-                "a constructor's answer is sent as it is"
+                code_and_message(&failure_of(&client, json!({"op": op, "args": 0})).await),
+                ("not_found".into(), "no job 0".into()),
+                "{op}: a constructor's answer is sent as it is"
             );
         }
         // A RemoteError through `?` keeps its code and message.

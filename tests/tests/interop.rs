@@ -17,8 +17,11 @@
 
 use std::time::Duration;
 
-use jsonlink_rt::{Error, Event, EventKind, Identity, Keepalive, Link, Policy, Secret};
-use jsonlink_tests::fixtures::{ClientParts, Fixture, bind, common_handlers};
+use jsonlink_rt::{Error, Event, EventKind, Identity, Keepalive, Policy, Secret};
+use jsonlink_tests::fixtures::{
+    ClientParts, Fixture, another_secret, assert_whoami_answered, bind, common_handlers,
+    whoami_handler,
+};
 use jsonlink_tests::runtimes::{LIMIT, RuntimeKind, block_on_within};
 use jsonlink_tests::waits::{authenticated_with_info, closed, error_event};
 use serde_json::{Value, json};
@@ -110,11 +113,7 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
                 tx.send(n).await.expect("test listening");
             }
         });
-        client
-            .handlers()
-            .handle_request("whoami", |link: Link, _: Value| async move {
-                Ok(json!({"me": "client-1", "peer": link.peer().map(|p| p.node.clone())}))
-            });
+        whoami_handler(client.handlers());
 
         // Both sides authenticated each other and negotiated what both asked for.
         let (link, info) = authenticated_with_info(&server).await;
@@ -199,15 +198,7 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
         }
 
         // Server → client request, answered by the client's handlers.
-        let who: Value = server
-            .request(link.id(), &json!({"op": "whoami"}))
-            .await
-            .expect("whoami");
-        assert_eq!(
-            who,
-            json!({"me": "client-1", "peer": "server-1"}),
-            "the client's handler answered the server"
-        );
+        assert_whoami_answered(&server, &link).await;
 
         // A ping with data from the client: the server sees the data, the
         // client gets the pong.
@@ -258,9 +249,7 @@ fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protectio
         assert_eq!(server.stats().connections, 0, "no connection left");
 
         // A wrong secret fails on both sides with a typed error.
-        let wrong = client_builder(Secret::generate().expect("secret"))
-            .connect()
-            .await;
+        let wrong = client_builder(another_secret()).connect().await;
         match wrong {
             Err(e) => {
                 assert!(e.is_auth(), "{e:?}");

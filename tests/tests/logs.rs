@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use jsonlink_rt::{Policy, Reconnect, Secret};
+use jsonlink_rt::{Policy, Reconnect};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixtures::{Fixture, bind, common_handlers, connect};
+use jsonlink_tests::fixtures::{Fixture, another_secret, bind, common_handlers, connect};
 use jsonlink_tests::logs::capture_logs;
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::waits::closed;
@@ -45,7 +45,7 @@ fn s6_tracing_output_never_contains_the_secret() {
         assert_eq!(v["n"], 1, "the echo answered");
         // A wrong secret too: the failure path logs as well.
         let wrong = fx
-            .client_with_secret(server.local_addr(), Secret::generate().expect("secret"))
+            .client_with_secret(server.local_addr(), another_secret())
             .reconnect(Reconnect::Never)
             .connect()
             .await;

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures_util::future::join;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use jsonlink_rt::DevPki;
 use jsonlink_rt::runtime::{EXPORTER_LEN, Runtime};
-use jsonlink_tests::fixtures::localhost;
+use jsonlink_tests::fixtures::{another_pki, localhost};
 use jsonlink_tests::runtimes::on_each_runtime;
 
 #[test]
@@ -73,15 +72,21 @@ fn spawned_tasks_run() {
     });
 }
 
-/// The test's body, the same on every runtime: one TLS connection over
-/// loopback, a few bytes each way, and equal channel bindings on both ends.
-async fn tls_round_trip(rt: &dyn Runtime) {
-    let pki = DevPki::generate().expect("dev certs");
+/// A listener of `rt` on 127.0.0.1, and its address.
+async fn listening(rt: &dyn Runtime) -> (Box<dyn jsonlink_rt::Listener>, std::net::SocketAddr) {
     let listener = rt
         .bind(localhost())
         .await
         .expect("the runtime binds 127.0.0.1");
     let addr = listener.local_addr().expect("the listener's address");
+    (listener, addr)
+}
+
+/// The test's body, the same on every runtime: one TLS connection over
+/// loopback, a few bytes each way, and equal channel bindings on both ends.
+async fn tls_round_trip(rt: &dyn Runtime) {
+    let pki = another_pki();
+    let (listener, addr) = listening(rt).await;
 
     let server = async {
         let accepted = listener.accept().await.expect("the runtime accepts");
@@ -144,13 +149,8 @@ async fn tls_round_trip(rt: &dyn Runtime) {
 /// A client that trusts another CA fails the handshake with the rustls
 /// error inside, and so does the server it aborts on.
 async fn untrusted_server_is_refused(rt: &dyn Runtime) {
-    let pki = DevPki::generate().expect("dev certs");
-    let stranger = DevPki::generate().expect("dev certs");
-    let listener = rt
-        .bind(localhost())
-        .await
-        .expect("the runtime binds 127.0.0.1");
-    let addr = listener.local_addr().expect("the listener's address");
+    let (pki, stranger) = (another_pki(), another_pki());
+    let (listener, addr) = listening(rt).await;
 
     let server = async {
         let accepted = listener.accept().await.expect("the runtime accepts");

@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use jsonlink_rt::{
-    CloseCode, CloseReason, Error, Event, EventKind, Keepalive, Link, Runtime, Secret,
+use jsonlink_rt::{CloseCode, CloseReason, Error, Event, EventKind, Keepalive, Link, Runtime};
+use jsonlink_tests::fixtures::{
+    Fixture, add_handler, another_secret, assert_whoami_answered, bind, client_identity, connect,
+    ms, whoami_handler,
 };
-use jsonlink_tests::fixtures::{Fixture, add_handler, bind, client_identity, connect, ms};
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::tests_on_tokio_and_smol;
 use jsonlink_tests::waits::{authenticated, closed, error_event};
@@ -57,11 +58,7 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
 
     // The client reads its event stream's messages: it says so.
     let client = connect(fx.client(server.local_addr()).consume_events(true)).await;
-    client
-        .handlers()
-        .handle_request("whoami", |link: Link, _: Value| async move {
-            Ok(json!({ "me": "client-1", "server": link.peer().map(|p| p.node.clone()) }))
-        });
+    whoami_handler(client.handlers());
 
     // Both sides know who they talk to.
     let link = authenticated(&server).await;
@@ -117,15 +114,7 @@ async fn authenticate_message_by_op_and_request_both_ways(rt: Arc<dyn Runtime>) 
     assert_eq!(sum, json!(42), "the link works after a decode error");
 
     // Server → client.
-    let who: Value = server
-        .request(link.id(), &json!({"op": "whoami"}))
-        .await
-        .expect("whoami");
-    assert_eq!(
-        who,
-        json!({"me": "client-1", "server": "server-1"}),
-        "the client's handler answered the server"
-    );
+    assert_whoami_answered(&server, &link).await;
 
     // Op-less messages reach the event stream (of a declared consumer).
     server
@@ -183,7 +172,7 @@ fn a_wrong_secret_fails_on_both_sides_with_a_typed_error() {
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt);
         let server = bind(fx.server()).await;
-        let wrong = Secret::generate().expect("secret");
+        let wrong = another_secret();
         let r = fx
             .client_with_secret(server.local_addr(), wrong)
             .connect()

@@ -41,6 +41,24 @@ async fn next_two_by_n(held: &HeldRequests) -> (Request, Request) {
     if n(&a) <= n(&b) { (a, b) } else { (b, a) }
 }
 
+/// Asserts that `r`, a request answered while its link drained, got
+/// `answer`.
+fn assert_answered_during_the_drain(r: Result<Value, Error>, answer: &str, what: &str) {
+    match r {
+        Ok(v) => assert_eq!(v, json!(answer), "{what}: its answer arrives"),
+        Err(e) => panic!("{what}: failed instead of being answered during the drain: {e:?}"),
+    }
+}
+
+/// Asserts that `r`, a request still unanswered at the shutdown
+/// deadline, failed with `ShuttingDown` (not `ConnectionLost`).
+fn assert_shutting_down(r: &Result<Value, Error>, what: &str) {
+    assert!(
+        matches!(r, Err(Error::ShuttingDown)),
+        "{what}: fails ShuttingDown at the deadline: {r:?}"
+    );
+}
+
 // ------------------------------------------------------------------- D1
 
 #[test]
@@ -118,24 +136,10 @@ fn d1_shutdown_stops_accepting_sends_close_frames_and_fails_unfinished_requests_
             .await;
         drop(three);
 
-        assert_eq!(
-            r1.expect("answered during the drain"),
-            json!("done-1"),
-            "answered by the server during the drain"
-        );
-        assert_eq!(
-            r2.expect("answered during the drain"),
-            json!("done-2"),
-            "answered by the client during the drain"
-        );
-        assert!(
-            matches!(r3, Err(Error::ShuttingDown)),
-            "unanswered at the deadline: {r3:?}"
-        );
-        assert!(
-            matches!(r4, Err(Error::ShuttingDown)),
-            "ignored by the adversary: {r4:?}"
-        );
+        assert_answered_during_the_drain(r1, "done-1", "a request the server answered");
+        assert_answered_during_the_drain(r2, "done-2", "a request the client answered");
+        assert_shutting_down(&r3, "a request the client held past the deadline");
+        assert_shutting_down(&r4, "a request the adversary ignored");
         assert!(
             t3 >= deadline && t4 >= deadline,
             "failed before the deadline"
@@ -234,15 +238,8 @@ fn shutdown_lets_requests_finish_until_the_deadline_then_fails_them_with_shuttin
             second
         };
         let (r1, (r2, second)) = zip(finished, zip(unanswered, drive)).await;
-        assert_eq!(
-            r1.expect("answered during the drain"),
-            json!("done"),
-            "answered during the drain"
-        );
-        assert!(
-            matches!(r2, Err(Error::ShuttingDown)),
-            "unanswered at the deadline: {r2:?}"
-        );
+        assert_answered_during_the_drain(r1, "done", "a request the client answered");
+        assert_shutting_down(&r2, "a request the client held past the deadline");
         drop(second);
         closed(&client).await;
         let again = fx.client(server.local_addr()).connect().await;

@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use jsonlink_rt::{DevPki, Error, Event, EventKind, Reconnect, Runtime, ServerName};
+use jsonlink_rt::{Error, Event, EventKind, Reconnect, Runtime, ServerName};
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixtures::{
-    Fixture, add_handler, assert_add_answered, bind, ms, server_identity,
+    Fixture, add_handler, another_pki, assert_add_answered, bind, ms, server_identity,
 };
 use jsonlink_tests::runtimes::{Gauges, on_tokio};
 use jsonlink_tests::tests_on_tokio_and_smol;
@@ -73,7 +73,7 @@ fn a_replaced_certificate_serves_new_handshakes_and_keeps_old_links() {
         let server = fx.running_server().await;
         let old = fx.connected_client(&server).await;
 
-        let renewed = DevPki::generate().expect("certs");
+        let renewed = another_pki();
         server.set_tls_config(renewed.server_config().expect("tls"));
         // A client trusting only the old CA now fails TLS (a configuration
         // error: retrying cannot fix it)…
@@ -122,7 +122,7 @@ async fn c5_before_the_first_authentication(rt: Arc<dyn Runtime>) {
     let fx = Fixture::new(rt);
     let server = bind(fx.server()).await;
     let addr = server.local_addr();
-    let stranger = DevPki::generate().expect("certs");
+    let stranger = another_pki();
     let cases = [
         BadConfig {
             what: "unknown CA",
@@ -201,7 +201,7 @@ const AFTER_AUTH: &str = "after a first authentication, a server switching to a 
 
 async fn c5_after_a_first_authentication(rt: Arc<dyn Runtime>) {
     let fx = Fixture::new(rt);
-    let stranger = DevPki::generate().expect("certs");
+    let stranger = another_pki();
     let server = bind(fx.server()).await;
     add_handler(&server);
     let client = fx
