@@ -6,62 +6,32 @@
 #[path = "../../proto/examples/blocking_client.rs"]
 mod blocking_client;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jsonlink_proto::{CloseCode, CloseReason};
-use jsonlink_tokio::{DevPki, Event, EventKind, Identity, Secret};
+use jsonlink_rt::{Identity, Runtime};
+use jsonlink_tests::fixtures::{Fixture, TempDir, bind};
+use jsonlink_tests::runtimes::{Gauges, on_tokio};
+use jsonlink_tests::waits::{authenticated_with_info, closed};
 use serde_json::{Value, json};
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("jsonlink-blocking-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
+#[test]
+fn blocking_client_talks_to_an_async_server() {
+    on_tokio(Gauges::Shared, scenario);
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+async fn scenario(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt);
+    let dir = TempDir::new("blocking");
+    let [ca_pem, ..] = fx.pki.write_pem(dir.path()).expect("PEM files");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocking_client_talks_to_an_async_server() {
-    tokio::time::timeout(LIMIT, scenario())
-        .await
-        .expect("test timed out");
-}
-
-async fn scenario() {
-    let pki = DevPki::generate().unwrap();
-    let dir = TempDir::new();
-    let [ca_pem, ..] = pki.write_pem(&dir.0).unwrap();
-    let secret = Secret::generate().unwrap();
-
-    let server = jsonlink_tokio::server(
-        pki.server_config().unwrap(),
-        secret.clone(),
-        Identity::new("server-1", "blocking-test"),
-    )
-    .bind(([127, 0, 0, 1], 0).into())
-    .await
-    .unwrap();
+    let server = bind(fx.server_as(Identity::new("server-1", "blocking-test"))).await;
     let (chat_tx, mut chat_rx) = tokio::sync::mpsc::channel::<(Option<String>, Value)>(4);
     server.handlers().on_message("chat", move |m| {
         let tx = chat_tx.clone();
         async move {
-            let body: Value = m.parse().unwrap();
+            let body: Value = m.parse().expect("a JSON body");
             let _ = tx.send((m.op.clone().map(String::from), body)).await;
         }
     });
@@ -73,57 +43,89 @@ async fn scenario() {
 
     // The blocking client runs on its own thread, with no runtime.
     let addr = server.local_addr();
-    let client_secret = secret.clone();
+    let client_secret = fx.secret.clone();
     let client = tokio::task::spawn_blocking(move || {
         blocking_client::run(addr, &ca_pem, &client_secret).map_err(|e| e.to_string())
     });
 
     // Authenticated: the server sees the blocking client's identity.
-    let (link, info) = match server.wait_for(EventKind::Authenticated).await {
-        Some(Event::Authenticated { link, info }) => (link, info),
-        other => panic!("expected Authenticated, got {other:?}"),
-    };
-    assert_eq!(info.peer, Identity::new("blocking-1", "blocking-example"));
+    let (link, info) = authenticated_with_info(&server).await;
+    assert_eq!(
+        info.peer,
+        Identity::new("blocking-1", "blocking-example"),
+        "the server knows the blocking client"
+    );
 
     // The server asks the blocking client for its status; the client
     // closes only after answering it.
     let status: Value = link
         .request_with_timeout(&json!({"op": "status"}), Duration::from_secs(5))
         .await
-        .unwrap();
-    assert_eq!(status["ok"], json!(true));
-    assert_eq!(status["runtime"], json!("none"));
+        .expect("the blocking client answers status");
+    assert_eq!(status["ok"], json!(true), "the blocking client answers ok");
+    assert_eq!(
+        status["runtime"],
+        json!("none"),
+        "the blocking client has no runtime"
+    );
 
     // The message arrived and was dispatched by op.
-    let (op, body) = chat_rx.recv().await.unwrap();
-    assert_eq!(op.as_deref(), Some("chat"));
-    assert_eq!(body["text"], json!("hello from a loop with no runtime"));
+    let (op, body) = chat_rx.recv().await.expect("the chat message");
+    assert_eq!(op.as_deref(), Some("chat"), "dispatched by op");
+    assert_eq!(
+        body["text"],
+        json!("hello from a loop with no runtime"),
+        "the chat message arrived whole"
+    );
 
     // The link closed gracefully, by the client.
-    let (closed_link, reason) = match server.wait_for(EventKind::Closed).await {
-        Some(Event::Closed { link, reason }) => (link, reason),
-        other => panic!("expected Closed, got {other:?}"),
-    };
-    assert_eq!(closed_link.id(), link.id());
+    let (closed_link, reason) = closed(&server).await;
+    assert_eq!(
+        closed_link.id(),
+        link.id(),
+        "the blocking client's link closed"
+    );
     assert!(reason.is_graceful(), "{reason:?}");
     assert_eq!(
         reason,
         CloseReason::Remote {
             code: CloseCode::Normal,
             reason: "done".into()
-        }
+        },
+        "closed by the blocking client with its reason"
     );
 
-    let summary = client.await.unwrap().unwrap();
-    assert_eq!(summary.sum, 42);
-    assert_eq!(summary.answered, ["status"]);
+    let summary = client
+        .await
+        .expect("the blocking client's thread")
+        .expect("the blocking client ran to the end");
+    assert_eq!(
+        summary.sum, 42,
+        "the blocking client's request was answered"
+    );
+    assert_eq!(
+        summary.answered,
+        ["status"],
+        "the blocking client answered the server's request"
+    );
     assert_eq!(
         summary.auth.peer,
-        Identity::new("server-1", "blocking-test")
+        Identity::new("server-1", "blocking-test"),
+        "the blocking client knows the server"
     );
-    assert_eq!(summary.auth.connection_id, link.id());
-    assert!(summary.auth.signing && summary.auth.encryption);
-    assert!(info.signing && info.encryption);
+    assert_eq!(
+        summary.auth.connection_id,
+        link.id(),
+        "both sides name the link alike"
+    );
+    assert!(
+        summary.auth.signing && summary.auth.encryption,
+        "the blocking client signs and seals"
+    );
+    assert!(
+        info.signing && info.encryption,
+        "the server signs and seals"
+    );
     assert!(
         matches!(&summary.close, CloseReason::Local { reason } if reason == "done"),
         "{:?}",
@@ -135,9 +137,9 @@ async fn scenario() {
     println!("server end of stream seen: {}", summary.peer_eof);
 
     let stats = server.stats();
-    assert_eq!(stats.messages_in, 1);
-    assert_eq!(stats.requests_in, 1);
-    assert_eq!(stats.requests_out, 1);
+    assert_eq!(stats.messages_in, 1, "messages in");
+    assert_eq!(stats.requests_in, 1, "requests in");
+    assert_eq!(stats.requests_out, 1, "requests out");
     server
         .shutdown(Instant::now() + Duration::from_secs(1))
         .await;

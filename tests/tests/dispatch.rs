@@ -13,100 +13,18 @@
 //! and polls of counters that have no event to await (lifecycle events
 //! dropped by an unread stream, messages a link has dispatched).
 
-use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::future::{poll_once, zip};
 use jsonlink_rt::{Client, Error, Event, EventKind, Handlers, Link, Runtime, Server};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixture::{Fixture, Gauges, LIMIT, SETTLE, authenticated, localhost, on_tokio};
+use jsonlink_tests::fixtures::{Fixture, Gate, bind, connect};
+use jsonlink_tests::runtimes::{LIMIT, on_both};
+use jsonlink_tests::waits::{AT_ONCE, SETTLE, authenticated, eventually, within};
 use serde_json::{Value, json};
-
-// ------------------------------------------------------------ harness
-
-/// Runs `body` on tokio (multi-threaded, 2 workers) and on smol (an
-/// executor run by 2 threads); the outcomes, which must agree.
-fn on_both<F, Fut>(body: F) -> String
-where
-    F: Fn(Arc<dyn Runtime>) -> Fut,
-    Fut: Future<Output = String>,
-{
-    let mut on_tokio_outcome = None;
-    on_tokio(Gauges::Shared, |rt| {
-        let out = &mut on_tokio_outcome;
-        let body = &body;
-        async move { *out = Some(body(rt).await) }
-    });
-    let on_smol_outcome = on_smol(2, &body);
-    let on_tokio_outcome = on_tokio_outcome.expect("the tokio run finished");
-    assert_eq!(on_tokio_outcome, on_smol_outcome, "tokio and smol agree");
-    on_tokio_outcome
-}
-
-/// Runs `body` with a [`jsonlink_smol::SmolRuntime`] whose executor runs
-/// on `threads` threads of its own, failing after [`LIMIT`].
-fn on_smol<F, Fut>(threads: usize, body: &F) -> String
-where
-    F: Fn(Arc<dyn Runtime>) -> Fut,
-    Fut: Future<Output = String>,
-{
-    let ex = Arc::new(smol::Executor::new());
-    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let ex = ex.clone();
-            let stop = stop_rx.clone();
-            std::thread::spawn(move || {
-                futures_lite::future::block_on(ex.run(async {
-                    let _ = stop.recv().await;
-                }))
-            })
-        })
-        .collect();
-    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_smol::SmolRuntime::on(ex.clone()));
-    let out = futures_lite::future::block_on(within(&rt, LIMIT, body(rt.clone())))
-        .expect("smol: test did not finish within its limit");
-    drop(stop_tx);
-    for w in workers {
-        w.join().expect("executor thread");
-    }
-    out
-}
-
-/// `fut`'s output, or `None` if `limit` passes first (the runtime's timer).
-async fn within<T>(
-    rt: &Arc<dyn Runtime>,
-    limit: Duration,
-    fut: impl Future<Output = T>,
-) -> Option<T> {
-    let timer = rt.sleep_until(rt.now() + limit);
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        timer.await;
-        None
-    })
-    .await
-}
-
-/// Polls `f` every 2 ms until it holds, at most [`SETTLE`]; for counters
-/// that have no event to await.
-async fn settle(rt: &Arc<dyn Runtime>, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = rt.now() + SETTLE;
-    loop {
-        if f() {
-            return true;
-        }
-        if rt.now() >= deadline {
-            return false;
-        }
-        rt.sleep_until(rt.now() + Duration::from_millis(2)).await;
-    }
-}
-
-/// A bound on anything that should happen at once.
-const PROMPT: Duration = Duration::from_secs(2);
 
 // ------------------------------------------------------------------- R7
 
@@ -139,7 +57,7 @@ fn ordered_handlers(
     handlers: &Handlers,
     seen: &Arc<Seen>,
     ran: &async_channel::Sender<(String, i64)>,
-    gate: &async_channel::Receiver<()>,
+    gate: &Gate,
 ) {
     for op in ["seq", "progress", "done", "block"] {
         let seen = seen.clone();
@@ -154,7 +72,7 @@ fn ordered_handlers(
                 seen.peak.fetch_max(now, Ordering::SeqCst);
                 let entry = op_n(&m);
                 if entry.0 == "block" {
-                    let _ = gate.recv().await;
+                    gate.wait().await;
                 } else {
                     futures_lite::future::yield_now().await;
                 }
@@ -192,54 +110,48 @@ async fn burst_and_job(link: &Link, ran: &async_channel::Receiver<(String, i64)>
 }
 
 async fn r7_body(rt: Arc<dyn Runtime>) -> String {
-    let fx = Fixture::new(rt.clone());
-    let server = fx.server().bind(localhost()).await.expect("bind");
+    let fx = Fixture::new(rt);
+    let server = bind(fx.server()).await;
     let handlers = Handlers::new();
     let seen = Arc::new(Seen::default());
     let (ran_tx, ran) = async_channel::unbounded();
-    let (gate_tx, gate) = async_channel::unbounded::<()>();
-    ordered_handlers(&handlers, &seen, &ran_tx, &gate);
+    let block_gate = Gate::new();
+    ordered_handlers(&handlers, &seen, &ran_tx, &block_gate);
 
     // Requests: `slow` waits for the test's word, `fast` answers at once.
-    let (slow_gate_tx, slow_gate) = async_channel::unbounded::<()>();
-    handlers.on_request("slow", move |req| {
+    let slow_gate = Gate::new();
+    {
         let slow_gate = slow_gate.clone();
-        async move {
-            let _ = slow_gate.recv().await;
-            let _ = req.respond(&"slow");
-        }
-    });
+        handlers.on_request("slow", move |req| {
+            let slow_gate = slow_gate.clone();
+            async move {
+                slow_gate.wait().await;
+                let _ = req.respond(&"slow");
+            }
+        });
+    }
     handlers.handle_request("fast", |_link, _: Value| async { Ok("fast") });
     // Opt-in concurrency: both calls must be running at once to finish.
-    let (par_started_tx, par_started) = async_channel::unbounded::<()>();
-    let (par_gate_tx, par_gate) = async_channel::unbounded::<()>();
-    handlers.on_message_concurrent("par", move |_m| {
-        let started = par_started_tx.clone();
-        let gate = par_gate.clone();
-        async move {
-            let _ = started.send(()).await;
-            let _ = gate.recv().await;
-        }
-    });
+    let (par_started, par_gate) = (Gate::new(), Gate::new());
+    {
+        let (started, gate) = (par_started.clone(), par_gate.clone());
+        handlers.on_message_concurrent("par", move |_m| {
+            let (started, gate) = (started.clone(), gate.clone());
+            async move {
+                started.signal();
+                gate.wait().await;
+            }
+        });
+    }
 
     // Two clients (two links) sharing the handlers.
-    let client_a = fx
-        .client(server.local_addr())
-        .handlers(handlers.clone())
-        .connect()
-        .await
-        .expect("connect a");
+    let client_a = connect(fx.client(server.local_addr()).handlers(handlers.clone())).await;
     let link_a = authenticated(&server).await;
-    let client_b = fx
-        .client(server.local_addr())
-        .handlers(handlers.clone())
-        .connect()
-        .await
-        .expect("connect b");
+    let client_b = connect(fx.client(server.local_addr()).handlers(handlers.clone())).await;
     let link_b = authenticated(&server).await;
 
     // 1. A burst and a job on one link: run in arrival order, one at a time.
-    within(&rt, LIMIT, burst_and_job(&link_a, &ran))
+    within(LIMIT, burst_and_job(&link_a, &ran))
         .await
         .expect("every message handled");
     let log = std::mem::take(&mut *seen.log.lock().expect("log"));
@@ -274,15 +186,16 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
     let slow = link_a.request::<String, _>(&slow_body);
     let fast_then_release = async {
         let fast = link_a.request::<String, _>(&json!({"op": "fast"})).await;
-        slow_gate_tx.send(()).await.expect("release slow");
+        slow_gate.signal();
         fast
     };
-    let (slow, fast) = within(&rt, PROMPT, zip(slow, fast_then_release))
+    let (slow, fast) = within(AT_ONCE, zip(slow, fast_then_release))
         .await
         .expect("a slow request delayed a later one");
     assert_eq!(
         (slow.expect("slow"), fast.expect("fast")),
-        ("slow".to_owned(), "fast".to_owned())
+        ("slow".to_owned(), "fast".to_owned()),
+        "both requests answered"
     );
 
     // 3. Head of line: while `block` runs on A, A's next message waits
@@ -295,25 +208,32 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
         .send(&json!({"op": "seq", "n": SEQ}))
         .await
         .expect("send");
-    let fast: String = within(&rt, PROMPT, link_a.request(&json!({"op": "fast"})))
+    let fast: String = within(AT_ONCE, link_a.request(&json!({"op": "fast"})))
         .await
         .expect("a slow message handler delayed a request")
         .expect("fast");
-    assert_eq!(fast, "fast");
+    assert_eq!(
+        fast, "fast",
+        "a request on A is answered while `block` runs"
+    );
     link_b
         .send(&json!({"op": "seq", "n": 2 * SEQ}))
         .await
         .expect("send");
-    let other = within(&rt, PROMPT, ran.recv())
+    let other = within(AT_ONCE, ran.recv())
         .await
         .expect("a slow message handler on one link delayed another link")
         .expect("ran");
-    assert_eq!(other, ("seq".to_owned(), 2 * SEQ));
+    assert_eq!(
+        other,
+        ("seq".to_owned(), 2 * SEQ),
+        "B's message ran while A's handler was blocked"
+    );
     assert!(
         ran.try_recv().is_err(),
         "A's next message ran before `block` finished"
     );
-    gate_tx.send(()).await.expect("release block");
+    block_gate.signal();
     let after = (
         ran.recv().await.expect("ran"),
         ran.recv().await.expect("ran"),
@@ -327,17 +247,16 @@ async fn r7_body(rt: Arc<dyn Runtime>) -> String {
     // 4. Opt-in concurrency: two `par` calls of one link run at once.
     link_a.send(&json!({"op": "par"})).await.expect("send");
     link_a.send(&json!({"op": "par"})).await.expect("send");
-    let both = within(&rt, PROMPT, async {
-        par_started.recv().await.expect("started");
-        par_started.recv().await.expect("started");
+    let both = within(AT_ONCE, async {
+        par_started.wait().await;
+        par_started.wait().await;
     })
     .await;
     assert!(
         both.is_some(),
         "concurrent message handlers ran one at a time"
     );
-    par_gate_tx.send(()).await.expect("release");
-    par_gate_tx.send(()).await.expect("release");
+    par_gate.open();
 
     client_a.close().await;
     client_b.close().await;
@@ -373,7 +292,7 @@ async fn echo_server(fx: &Fixture, consume: bool) -> Server {
         .event_capacity(CAPACITY)
         .keepalive(None)
         .consume_events(consume);
-    let server = builder.bind(localhost()).await.expect("bind");
+    let server = bind(builder).await;
     server
         .handlers()
         .handle_request_inline("echo", |_link: &Link, v: Value| Ok(v));
@@ -391,55 +310,54 @@ async fn client(fx: &Fixture, server: &Server) -> Client {
 /// `CHURN` clients connect and leave one after the other; then waits
 /// until the server has dropped every lifecycle event past the stream's
 /// capacity (nobody reads them).
-async fn churn(rt: &Arc<dyn Runtime>, fx: &Fixture, server: &Server) {
+async fn churn(fx: &Fixture, server: &Server) {
     for _ in 0..CHURN {
         client(fx, server).await.close().await;
     }
     let dropped = (2 * CHURN - CAPACITY) as u64;
     assert!(
-        settle(rt, || server.stats().dropped_events == dropped).await,
+        eventually(SETTLE, || server.stats().dropped_events == dropped).await,
         "lifecycle events dropped: {} (expected {dropped})",
         server.stats().dropped_events
     );
 }
 
-/// An echo request answered within [`PROMPT`].
-async fn echo(rt: &Arc<dyn Runtime>, c: &Client, n: i64) {
+/// An echo request answered within [`AT_ONCE`].
+async fn echo(c: &Client, n: i64) {
     let r = within(
-        rt,
-        PROMPT,
+        AT_ONCE,
         c.request::<Value, _>(&json!({"op": "echo", "n": n})),
     )
     .await
     .unwrap_or_else(|| panic!("echo {n} was not answered at once"));
-    assert_eq!(r.expect("echo")["n"], n);
+    assert_eq!(r.expect("echo")["n"], n, "echo answers its argument");
 }
 
 /// No consumer declared (the `echo_tokio` pattern): a full, unread stream
 /// stops nothing.
-async fn r8_no_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
+async fn r8_no_consumer(fx: &Fixture) -> String {
     let server = echo_server(fx, false).await;
-    churn(rt, fx, &server).await;
+    churn(fx, &server).await;
     let a = client(fx, &server).await;
     // A message with an unhandled op, and one without an op: dropped.
     a.send(&json!({"op": "nope"})).await.expect("send");
     a.send(&json!(["no op"])).await.expect("send");
     // Dispatched (so a request sent from now on is read after them)…
     assert!(
-        settle(rt, || server.stats().messages_in == 2).await,
+        eventually(SETTLE, || server.stats().messages_in == 2).await,
         "the link stopped reading after an unhandled message"
     );
     // …and the handled op still works on the same link.
-    echo(rt, &a, 1).await;
+    echo(&a, 1).await;
     // Requests no handler takes are answered no_handler at once.
     let t = Instant::now();
-    let without_op = within(rt, PROMPT, a.request::<Value, _>(&json!(["no op"])))
+    let without_op = within(AT_ONCE, a.request::<Value, _>(&json!(["no op"])))
         .await
         .expect("a request without op waited for a reader");
-    let unhandled = within(rt, PROMPT, a.request::<Value, _>(&json!({"op": "nope"})))
+    let unhandled = within(AT_ONCE, a.request::<Value, _>(&json!({"op": "nope"})))
         .await
         .expect("a request with an unhandled op waited for a reader");
-    assert!(t.elapsed() < PROMPT, "{:?}", t.elapsed());
+    assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
     assert!(
         matches!(without_op, Err(Error::NoHandler(_))),
         "{without_op:?}"
@@ -448,9 +366,12 @@ async fn r8_no_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
         matches!(unhandled, Err(Error::NoHandler(_))),
         "{unhandled:?}"
     );
-    echo(rt, &a, 2).await;
+    echo(&a, 2).await;
     let stats = server.stats();
-    assert_eq!(stats.dropped_messages, 2);
+    assert_eq!(
+        stats.dropped_messages, 2,
+        "the unhandled messages were dropped and counted"
+    );
     // The stream kept the newest lifecycle events, at most its capacity.
     let mut kept = Vec::new();
     while let Some(ev) = server.try_next_event() {
@@ -477,9 +398,9 @@ async fn r8_no_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
 
 /// A consumer declared but not reading for now: data events wait (only
 /// their own link pauses), lifecycle events never do; then it reads.
-async fn r8_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
+async fn r8_consumer(fx: &Fixture) -> String {
     let server = echo_server(fx, true).await;
-    churn(rt, fx, &server).await;
+    churn(fx, &server).await;
     let a = client(fx, &server).await;
     let note = |n: i64| json!({"op": "note", "n": n});
     // Lifecycle events do not take the room of data: A's first messages
@@ -490,10 +411,10 @@ async fn r8_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
     }
     // Dispatched (so a request sent from now on is read after them).
     assert!(
-        settle(rt, || server.stats().messages_in == first as u64).await,
+        eventually(SETTLE, || server.stats().messages_in == first as u64).await,
         "the link stopped reading"
     );
-    echo(rt, &a, 1).await;
+    echo(&a, 1).await;
     // More than the stream holds: A pauses once the first message that
     // finds no room is dispatched, so a request sent after that is not
     // even read.
@@ -502,16 +423,19 @@ async fn r8_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
         a.send(&note(n)).await.expect("send");
     }
     assert!(
-        settle(rt, || server.stats().messages_in > CAPACITY as u64).await,
+        eventually(SETTLE, || server.stats().messages_in > CAPACITY as u64).await,
         "the link stopped reading before the stream was full"
     );
     let a_echo_body = json!({"op": "echo", "n": 2});
     let mut a_echo = pin!(a.request::<Value, _>(&a_echo_body));
-    assert!(poll_once(a_echo.as_mut()).await.is_none());
+    assert!(
+        poll_once(a_echo.as_mut()).await.is_none(),
+        "A's request waits behind its paused messages"
+    );
     // Another link authenticates, pings and is answered meanwhile.
     let b = client(fx, &server).await;
     b.ping(Some(&json!({"p": 1}))).await.expect("ping");
-    echo(rt, &b, 3).await;
+    echo(&b, 3).await;
     assert!(
         poll_once(a_echo.as_mut()).await.is_none(),
         "A's request was answered while its messages waited for the consumer"
@@ -532,10 +456,14 @@ async fn r8_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
             }
         }
     };
-    let (r, ()) = within(rt, LIMIT, zip(a_echo, read))
+    let (r, ()) = within(LIMIT, zip(a_echo, read))
         .await
         .expect("the consumer read and A resumed");
-    assert_eq!(r.expect("echo")["n"], 2);
+    assert_eq!(
+        r.expect("echo")["n"],
+        2,
+        "A's request answered once the consumer read"
+    );
     while let Some(ev) = server.try_next_event() {
         lifecycle.push(ev.kind());
     }
@@ -545,7 +473,11 @@ async fn r8_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
         "every message, in order"
     );
     assert_eq!(lifecycle.len(), CAPACITY, "{lifecycle:?}");
-    assert_eq!(server.stats().dropped_messages, 0);
+    assert_eq!(
+        server.stats().dropped_messages,
+        0,
+        "a consumer's messages are never dropped"
+    );
     a.close().await;
     b.close().await;
     format!(
@@ -560,9 +492,9 @@ async fn r8_consumer(rt: &Arc<dyn Runtime>, fx: &Fixture) -> String {
 }
 
 async fn r8_body(rt: Arc<dyn Runtime>) -> String {
-    let fx = Fixture::new(rt.clone());
-    let without = r8_no_consumer(&rt, &fx).await;
-    let with = r8_consumer(&rt, &fx).await;
+    let fx = Fixture::new(rt);
+    let without = r8_no_consumer(&fx).await;
+    let with = r8_consumer(&fx).await;
     format!("{without}; {with}")
 }
 

@@ -15,68 +15,20 @@
 //! `futures_lite::future::block_on` on the test thread, so neither side's
 //! executor is the one awaiting: each runtime runs its own tasks.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use jsonlink_rt::{
-    Client, DevPki, Error, Event, EventKind, Identity, Keepalive, Link, Policy, Runtime, Secret,
-    Server,
+use jsonlink_rt::{Error, Event, EventKind, Identity, Keepalive, Policy, Secret};
+use jsonlink_tests::fixtures::{
+    ClientParts, Fixture, another_secret, assert_whoami_answered, bind, common_handlers,
+    whoami_handler,
 };
-use serde::{Deserialize, Serialize};
+use jsonlink_tests::runtimes::{LIMIT, RuntimeKind, block_on_within};
+use jsonlink_tests::waits::{authenticated_with_info, closed, error_event};
 use serde_json::{Value, json};
-
-/// Upper bound on one test's body.
-const LIMIT: Duration = Duration::from_secs(20);
 /// Messages sent each way.
 const MESSAGES: u64 = 10;
 /// Concurrent client → server requests.
 const REQUESTS: i64 = 16;
-
-/// One of the three runtimes an adapter crate binds to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rt {
-    Tokio,
-    AsyncStd,
-    Smol,
-}
-
-/// A started runtime; for tokio, the runtime itself is held here for the
-/// test's duration (and dropped after the test body has returned).
-struct Started {
-    rt: Arc<dyn Runtime>,
-    _tokio: Option<tokio::runtime::Runtime>,
-}
-
-impl Rt {
-    fn start(self) -> Started {
-        match self {
-            Self::Tokio => {
-                let tokio = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
-                    tokio.handle().clone(),
-                ));
-                Started {
-                    rt,
-                    _tokio: Some(tokio),
-                }
-            }
-            Self::AsyncStd => Started {
-                rt: jsonlink_async_std::runtime(),
-                _tokio: None,
-            },
-            Self::Smol => Started {
-                rt: jsonlink_smol::runtime(),
-                _tokio: None,
-            },
-        }
-    }
-}
 
 /// Whether signing and encryption are required (on) or refused (off) by
 /// both sides.
@@ -99,27 +51,6 @@ impl Protection {
     }
 }
 
-/// Drives `body` to completion on the test thread, failing after LIMIT.
-fn bounded(body: impl Future<Output = ()>) {
-    let finished = futures_lite::future::block_on(futures_lite::future::or(
-        async {
-            body.await;
-            true
-        },
-        async {
-            smol::Timer::after(LIMIT).await;
-            false
-        },
-    ));
-    assert!(finished, "test did not finish within {LIMIT:?}");
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Add {
-    a: i64,
-    b: i64,
-}
-
 /// Keepalive from the server: often enough to be seen within the test,
 /// carrying data the client checks.
 fn server_keepalive() -> Option<Keepalive> {
@@ -130,36 +61,25 @@ fn server_keepalive() -> Option<Keepalive> {
     })
 }
 
-async fn authenticated(server: &Server) -> (Link, jsonlink_rt::Authenticated) {
-    match server.wait_for(EventKind::Authenticated).await {
-        Some(Event::Authenticated { link, info }) => (link, info),
-        other => panic!("expected Authenticated, got {other:?}"),
-    }
-}
-
 /// The whole exchange between a client on `client_rt` and a server on
 /// `server_rt`.
-fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
+fn interop(client_rt: RuntimeKind, server_rt: RuntimeKind, protection: Protection) {
     let server_side = server_rt.start();
     let client_side = client_rt.start();
-    let pki = DevPki::generate().expect("dev certs");
-    let secret = Secret::generate().expect("secret");
+    let server_fx = Fixture::new(server_side.rt());
+    let client_fx = server_fx.on_runtime(client_side.rt());
     let policy = protection.policy();
 
-    bounded(async {
+    block_on_within(LIMIT, async {
         // The server counts `note` messages into a channel and adds.
-        let server = Server::builder(
-            server_side.rt.clone(),
-            pki.server_config().expect("tls"),
-            secret.clone(),
-            Identity::new("server-1", format!("{server_rt:?}")),
+        let server = bind(
+            server_fx
+                .server_as(Identity::new("server-1", format!("{server_rt:?}")))
+                .signing(policy)
+                .encryption(policy)
+                .keepalive(server_keepalive()),
         )
-        .signing(policy)
-        .encryption(policy)
-        .keepalive(server_keepalive())
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
+        .await;
         let (notes_tx, notes_rx) = async_channel::bounded::<(u64, u64)>(MESSAGES as usize);
         server.handlers().on_message("note", move |m| {
             let tx = notes_tx.clone();
@@ -168,24 +88,20 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
                 tx.send((m.link.id(), n)).await.expect("test listening");
             }
         });
-        server
-            .handlers()
-            .handle_request("add", |_link, v: Add| async move { Ok(v.a + v.b) });
+        common_handlers(server.handlers());
 
         // The client answers `whoami` and counts `notice` messages.
         let client_builder = |secret: Secret| {
-            Client::builder(
-                client_side.rt.clone(),
-                server.local_addr(),
-                pki.client_config().expect("tls"),
-                pki.server_name(),
-                secret,
-                Identity::new("client-1", format!("{client_rt:?}")),
-            )
-            .signing(policy)
-            .encryption(policy)
+            client_fx
+                .client_with(ClientParts {
+                    secret,
+                    identity: Identity::new("client-1", format!("{client_rt:?}")),
+                    ..client_fx.client_parts(server.local_addr())
+                })
+                .signing(policy)
+                .encryption(policy)
         };
-        let client = client_builder(secret.clone())
+        let client = client_builder(client_fx.secret.clone())
             .connect()
             .await
             .expect("connect");
@@ -197,27 +113,36 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
                 tx.send(n).await.expect("test listening");
             }
         });
-        client
-            .handlers()
-            .handle_request("whoami", |link: Link, _: Value| async move {
-                Ok(json!({"me": "client-1", "peer": link.peer().map(|p| p.node.clone())}))
-            });
+        whoami_handler(client.handlers());
 
         // Both sides authenticated each other and negotiated what both asked for.
-        let (link, info) = authenticated(&server).await;
-        assert_eq!(info.peer.node, "client-1");
-        assert_eq!(info.peer.designation, format!("{client_rt:?}"));
+        let (link, info) = authenticated_with_info(&server).await;
+        assert_eq!(info.peer.node, "client-1", "the server knows the client");
+        assert_eq!(
+            info.peer.designation,
+            format!("{client_rt:?}"),
+            "the client's designation"
+        );
         assert_eq!(
             (info.signing, info.encryption),
-            (protection.on(), protection.on())
+            (protection.on(), protection.on()),
+            "the server negotiated what both asked for"
         );
         let client_link = client.link().expect("connected");
         let client_info = client_link.auth().expect("authenticated");
-        assert_eq!(client_info.peer.node, "server-1");
-        assert_eq!(client_info.connection_id, link.id());
+        assert_eq!(
+            client_info.peer.node, "server-1",
+            "the client knows the server"
+        );
+        assert_eq!(
+            client_info.connection_id,
+            link.id(),
+            "both sides name the link alike"
+        );
         assert_eq!(
             (client_info.signing, client_info.encryption),
-            (protection.on(), protection.on())
+            (protection.on(), protection.on()),
+            "the client negotiated what both asked for"
         );
 
         // Client → server messages reach the `note` handler, each once.
@@ -230,11 +155,15 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
         let mut notes = Vec::new();
         for _ in 0..MESSAGES {
             let (from, n) = notes_rx.recv().await.expect("note");
-            assert_eq!(from, link.id());
+            assert_eq!(from, link.id(), "the note came from the client's link");
             notes.push(n);
         }
         notes.sort_unstable();
-        assert_eq!(notes, (0..MESSAGES).collect::<Vec<_>>());
+        assert_eq!(
+            notes,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "every note arrived once"
+        );
 
         // Server → client messages reach the client's `notice` handler.
         for n in 0..MESSAGES {
@@ -248,7 +177,11 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
             notices.push(notices_rx.recv().await.expect("notice"));
         }
         notices.sort_unstable();
-        assert_eq!(notices, (0..MESSAGES).collect::<Vec<_>>());
+        assert_eq!(
+            notices,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "every notice arrived once"
+        );
 
         // Client → server requests, concurrent and typed.
         let sums = futures_util::future::join_all((0..REQUESTS).map(|i| {
@@ -261,83 +194,86 @@ fn interop(client_rt: Rt, server_rt: Rt, protection: Protection) {
         }))
         .await;
         for (i, sum) in (0..REQUESTS).zip(sums) {
-            assert_eq!(sum.expect("add"), i + 1000);
+            assert_eq!(sum.expect("add"), i + 1000, "request {i} got its answer");
         }
 
         // Server → client request, answered by the client's handlers.
-        let who: Value = server
-            .request(link.id(), &json!({"op": "whoami"}))
-            .await
-            .expect("whoami");
-        assert_eq!(who, json!({"me": "client-1", "peer": "server-1"}));
+        assert_whoami_answered(&server, &link).await;
 
         // A ping with data from the client: the server sees the data, the
         // client gets the pong.
         client.ping(Some(&json!({"load": 1}))).await.expect("ping");
         match server.wait_for(EventKind::Ping).await {
             Some(Event::Ping { link: l, data }) => {
-                assert_eq!(l.id(), link.id());
+                assert_eq!(l.id(), link.id(), "the ping came on the client's link");
                 let data: Value = data.expect("ping data").parse().expect("json");
-                assert_eq!(data, json!({"load": 1}));
+                assert_eq!(data, json!({"load": 1}), "the server saw the ping's data");
             }
             other => panic!("expected Ping, got {other:?}"),
         }
-        assert!(matches!(
-            client.wait_for(EventKind::Pong).await,
-            Some(Event::Pong { .. })
-        ));
+        assert!(
+            matches!(
+                client.wait_for(EventKind::Pong).await,
+                Some(Event::Pong { .. })
+            ),
+            "the client got the pong"
+        );
         // The server's keepalive pings carry their configured data.
         match client.wait_for(EventKind::Ping).await {
             Some(Event::Ping { data, .. }) => {
                 let data: Value = data.expect("keepalive data").parse().expect("json");
-                assert_eq!(data, json!({"hb": "server"}));
+                assert_eq!(
+                    data,
+                    json!({"hb": "server"}),
+                    "the keepalive ping carries its data"
+                );
             }
             other => panic!("expected a keepalive Ping, got {other:?}"),
         }
 
         let stats = server.stats();
-        assert_eq!(stats.connections, 1);
-        assert_eq!(stats.authenticated, 1);
-        assert_eq!(stats.messages_in, MESSAGES);
-        assert_eq!(stats.messages_out, MESSAGES);
-        assert_eq!(stats.requests_in, REQUESTS as u64);
-        assert_eq!(stats.requests_out, 1);
-        assert_eq!(stats.requests_in_flight, 0);
+        assert_eq!(stats.connections, 1, "one connection");
+        assert_eq!(stats.authenticated, 1, "one authentication");
+        assert_eq!(stats.messages_in, MESSAGES, "messages in");
+        assert_eq!(stats.messages_out, MESSAGES, "messages out");
+        assert_eq!(stats.requests_in, REQUESTS as u64, "requests in");
+        assert_eq!(stats.requests_out, 1, "requests out");
+        assert_eq!(stats.requests_in_flight, 0, "nothing left in flight");
 
         // A graceful close is seen as such by the server.
         client.close().await;
-        assert!(client.is_closed());
-        match server.wait_for(EventKind::Closed).await {
-            Some(Event::Closed { link: l, reason }) => {
-                assert_eq!(l.id(), link.id());
-                assert!(reason.is_graceful(), "{reason:?}");
-            }
-            other => panic!("expected Closed, got {other:?}"),
-        }
-        assert_eq!(server.stats().connections, 0);
+        assert!(client.is_closed(), "the client is closed");
+        let (closed_link, reason) = closed(&server).await;
+        assert_eq!(closed_link.id(), link.id(), "the client's link closed");
+        assert!(reason.is_graceful(), "a graceful close: {reason:?}");
+        assert_eq!(server.stats().connections, 0, "no connection left");
 
         // A wrong secret fails on both sides with a typed error.
-        let wrong = client_builder(Secret::generate().expect("secret"))
-            .connect()
-            .await;
+        let wrong = client_builder(another_secret()).connect().await;
         match wrong {
             Err(e) => {
                 assert!(e.is_auth(), "{e:?}");
                 let Error::Auth(reason) = e else {
                     unreachable!()
                 };
-                assert_eq!(reason.code(), jsonlink_rt::CloseCode::AuthFailed);
+                assert_eq!(
+                    reason.code(),
+                    jsonlink_rt::CloseCode::AuthFailed,
+                    "the client sees auth_failed"
+                );
             }
             Ok(c) => panic!("a wrong secret authenticated: {c:?}"),
         }
-        match server.wait_for(EventKind::Error).await {
-            Some(Event::Error {
-                error: Error::Auth(reason),
-                ..
-            }) => assert_eq!(reason.code(), jsonlink_rt::CloseCode::AuthFailed),
-            other => panic!("expected an Auth error event, got {other:?}"),
-        }
-        assert_eq!(server.stats().authenticated, 1);
+        let (_, error) = error_event(&server).await;
+        assert!(
+            matches!(&error, Error::Auth(reason) if reason.code() == jsonlink_rt::CloseCode::AuthFailed),
+            "the server reports auth_failed: {error:?}"
+        );
+        assert_eq!(
+            server.stats().authenticated,
+            1,
+            "the wrong secret did not authenticate"
+        );
     });
 }
 
@@ -347,7 +283,7 @@ macro_rules! pairs {
         $(
             #[test]
             fn $name() {
-                interop(Rt::$client, Rt::$server, Protection::$protection);
+                interop(RuntimeKind::$client, RuntimeKind::$server, Protection::$protection);
             }
         )*
     };

@@ -16,14 +16,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonlink_proto::{DEFAULT_MAX_OUTBOUND, DEFAULT_PRE_AUTH_MAX_FRAME, Side};
-use jsonlink_rt::{
-    Client, DEFAULT_COMMAND_CAPACITY, DEFAULT_READ_BUFFER, DevPki, Link, Runtime, Secret,
-};
+use jsonlink_rt::{Client, DEFAULT_COMMAND_CAPACITY, DEFAULT_READ_BUFFER, Link, Runtime, Secret};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixture::{
-    Fixture, Gauges, SETTLE, add_handler, authenticated, localhost, ms, on_tokio_within,
-};
-use jsonlink_tests::{RawTlsClient, eventually, rss_bytes};
+use jsonlink_tests::fixtures::{Fixture, TempDir, add_handler, bind, ms};
+use jsonlink_tests::runtimes::{Gauges, on_tokio_within};
+use jsonlink_tests::waits::{SETTLE, authenticated, eventually};
+use jsonlink_tests::{RawTlsClient, rss_bytes};
 use peakmem_alloc::{INSTRUMENTED_SYSTEM, PeakMemAlloc, PeakMemAllocTrait as _};
 use serde_json::json;
 
@@ -99,19 +97,15 @@ async fn latencies(client: &Client, n: usize) -> Vec<Duration> {
             .await
             .expect("a good client's request");
         out.push(t.elapsed());
-        assert_eq!(sum, i + 1);
+        assert_eq!(sum, i + 1, "request {i} got its answer");
     }
     out.sort();
     out
 }
 
-/// 32 random bytes as hex (the L2 adversary process gets the secret on its
-/// command line).
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
-    std::io::Read::read_exact(&mut f, &mut bytes).expect("urandom");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A secret as hex (the L2 adversary process gets it on its command line).
+fn hex_of(secret: &Secret) -> String {
+    secret.expose().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ------------------------------------------------------------------- L2
@@ -137,20 +131,11 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
     let (tcp, tls) = (slow - 2 * (slow / 3), slow / 3);
     let trickle = slow / 3;
     on_tokio_within(LOAD_LIMIT, Gauges::Exclusive, |rt| async move {
-        let hex = random_hex();
-        let fx = Fixture {
-            rt: rt.clone(),
-            pki: DevPki::generate().expect("dev certs"),
-            secret: Secret::from_hex(&hex).expect("secret"),
-        };
+        let fx = Fixture::new(rt.clone());
+        let hex = hex_of(&fx.secret);
         // A handshake deadline far past the test: every slow connection
         // stays open at once.
-        let server = fx
-            .server()
-            .handshake_timeout(Duration::from_secs(120))
-            .bind(localhost())
-            .await
-            .expect("bind");
+        let server = bind(fx.server().handshake_timeout(Duration::from_secs(120))).await;
         add_handler(&server);
         let addr = server.local_addr();
 
@@ -161,12 +146,16 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
         let warm = fx.client(addr).connect().await.expect("second client");
         authenticated(&server).await;
         drop(warm);
-        assert!(eventually(SETTLE, || server.stats().connections == 1).await);
+        assert!(
+            eventually(SETTLE, || server.stats().connections == 1).await,
+            "the warm-up client's connection is released"
+        );
         let baseline = rss_bytes().expect("rss");
         let peak = RssPeak::start();
 
         // The adversaries, in their own process.
-        let ca = std::env::temp_dir().join(format!("jsonlink-l2-{}-ca.pem", std::process::id()));
+        let dir = TempDir::new("l2");
+        let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, fx.pki.ca_cert_pem()).expect("write CA");
         let mut child = Command::new(env!("CARGO_BIN_EXE_slow_peers"))
             .args([
@@ -191,13 +180,17 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
         })
         .await
         .expect("reader thread");
-        let _ = std::fs::remove_file(&ca);
+        drop(dir);
         assert_eq!(ready.trim(), "ready", "slow_peers did not start");
 
         // The reader that never reads: the server sends to it until its
         // sends wait, and keeps one waiting.
         let stuck: Link = authenticated(&server).await;
-        assert_eq!(stuck.peer().map(|p| p.node.as_str()), Some("never-reads"));
+        assert_eq!(
+            stuck.peer().map(|p| p.node.as_str()),
+            Some("never-reads"),
+            "the reader that never reads authenticated"
+        );
         let body =
             serde_json::value::to_raw_value(&json!({"op": "bulk", "pad": "x".repeat(CHUNK)}))
                 .expect("json");
@@ -244,9 +237,13 @@ fn l2_a_thousand_slow_pre_auth_connections_and_a_reader_that_never_reads_stay_wi
             .request(&json!({"op": "add", "a": 2, "b": 3}))
             .await
             .expect("add");
-        assert_eq!(sum, 5);
+        assert_eq!(sum, 5, "the newcomer is served");
         assert!(!stuck.is_closed(), "the stuck reader was closed");
-        assert_eq!(server.stats().connections, open + 1);
+        assert_eq!(
+            server.stats().connections,
+            open + 1,
+            "every slow connection is still open"
+        );
 
         let growth = peak.peak().saturating_sub(baseline);
         let per_connection = DEFAULT_PRE_AUTH_MAX_FRAME as u64 + TLS_PER_CONNECTION;
@@ -325,13 +322,12 @@ fn l3_a_client_flooding_max_size_frames_gets_bounded_memory_and_others_are_serve
         Gauges::Exclusive,
         |rt: Arc<dyn Runtime>| async move {
             let fx = Fixture::new(rt);
-            let server = fx
-                .server()
-                .max_frame(L3_MAX_FRAME)
-                .max_handler_bytes(L3_MAX_FRAME)
-                .bind(localhost())
-                .await
-                .expect("bind");
+            let server = bind(
+                fx.server()
+                    .max_frame(L3_MAX_FRAME)
+                    .max_handler_bytes(L3_MAX_FRAME),
+            )
+            .await;
             add_handler(&server);
             let (got_tx, got_rx) = async_channel::unbounded::<usize>();
             // The handler holds each body for a moment, as a slow handler

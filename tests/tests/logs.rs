@@ -3,135 +3,74 @@
 //! shutdown) is captured and searched for the secret. Its own test binary,
 //! because it installs the process-wide subscriber.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use jsonlink_rt::{
-    Client, DevPki, Event, EventKind, Identity, Policy, Reconnect, Runtime, Secret, Server,
-};
+use jsonlink_rt::{Policy, Reconnect};
+use jsonlink_tests::faults::record;
+use jsonlink_tests::fixtures::{Fixture, another_secret, bind, common_handlers, connect};
+use jsonlink_tests::logs::capture_logs;
+use jsonlink_tests::runtimes::{Gauges, on_tokio};
+use jsonlink_tests::waits::closed;
+use serde_json::{Value, json};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// The ways a secret's bytes could be spelled in a log line.
+fn spellings_of(secret: &[u8]) -> [String; 4] {
+    let hex: String = secret.iter().map(|x| format!("{x:02x}")).collect();
+    [
+        hex.to_uppercase(),
+        base64::engine::general_purpose::STANDARD.encode(secret),
+        format!("{secret:?}"),
+        hex,
+    ]
 }
 
 #[test]
 fn s6_tracing_output_never_contains_the_secret() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
-
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
-        tokio.handle().clone(),
-    ));
-    let secret = Secret::generate().unwrap();
-    let secret_bytes = secret.expose().to_vec();
-    tokio.block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), async {
-            let pki = DevPki::generate().unwrap();
-            let server = Server::builder(
-                rt.clone(),
-                pki.server_config().unwrap(),
-                secret.clone(),
-                Identity::new("s", "s"),
-            )
-            .signing(Policy::Required)
-            .encryption(Policy::Required)
-            .bind(([127, 0, 0, 1], 0).into())
+    let logs = capture_logs(tracing::Level::TRACE);
+    let secret_bytes = on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = bind(
+            fx.server()
+                .signing(Policy::Required)
+                .encryption(Policy::Required),
+        )
+        .await;
+        common_handlers(server.handlers());
+        let client = connect(fx.client(server.local_addr()).reconnect(Reconnect::Never)).await;
+        let v: Value = client
+            .request(&json!({"op": "echo", "n": 1}))
             .await
-            .unwrap();
-            server
-                .handlers()
-                .handle_request("echo", |_l, v: serde_json::Value| async move { Ok(v) });
-            let client = Client::builder(
-                rt.clone(),
-                server.local_addr(),
-                pki.client_config().unwrap(),
-                pki.server_name(),
-                secret.clone(),
-                Identity::new("c", "c"),
-            )
-            .reconnect(Reconnect::Never)
-            .connect()
-            .await
-            .unwrap();
-            let v: serde_json::Value = client
-                .request(&serde_json::json!({"op": "echo", "n": 1}))
-                .await
-                .unwrap();
-            assert_eq!(v["n"], 1);
-            // A wrong secret too: the failure path logs as well.
-            let wrong = Client::builder(
-                rt.clone(),
-                server.local_addr(),
-                pki.client_config().unwrap(),
-                pki.server_name(),
-                Secret::generate().unwrap(),
-                Identity::new("w", "w"),
-            )
+            .expect("echo");
+        assert_eq!(v["n"], 1, "the echo answered");
+        // A wrong secret too: the failure path logs as well.
+        let wrong = fx
+            .client_with_secret(server.local_addr(), another_secret())
             .reconnect(Reconnect::Never)
             .connect()
             .await;
-            assert!(wrong.is_err());
-            while let Some(ev) = server.try_next_event() {
-                let _ = matches!(ev, Event::Error { .. });
-            }
-            client.close().await;
-            let _ = server.wait_for(EventKind::Closed).await;
-            server
-                .shutdown(std::time::Instant::now() + Duration::from_secs(1))
-                .await;
-        })
-        .await
-        .unwrap();
+        assert!(wrong.is_err(), "a wrong secret fails");
+        client.close().await;
+        closed(&server).await;
+        server
+            .shutdown(Instant::now() + Duration::from_secs(1))
+            .await;
+        fx.secret.expose().to_vec()
     });
 
-    let logs =
-        String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let logs = logs.text();
     assert!(
         logs.contains("authenticated"),
         "tracing captured nothing useful:\n{logs}"
     );
-    let needles = [
-        hex_of(&secret_bytes),
-        hex_of(&secret_bytes).to_uppercase(),
-        base64::engine::general_purpose::STANDARD.encode(&secret_bytes),
-        format!("{:?}", secret_bytes),
-    ];
-    for n in &needles {
+    for spelling in &spellings_of(&secret_bytes) {
         assert!(
-            !logs.contains(n.as_str()),
-            "the secret appears in the logs as {n}"
+            !logs.contains(spelling.as_str()),
+            "the secret appears in the logs as {spelling}"
         );
     }
-    jsonlink_tests::faults::record(
+    record(
         "S6/logs",
         "TRACE-level tracing output of a signed+sealed session, a wrong-secret attempt and a shutdown never contains the secret (hex, base64 or bytes)",
     );
-}
-
-fn hex_of(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

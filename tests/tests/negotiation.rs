@@ -7,62 +7,23 @@
 //! Its own test binary, because it installs the process-wide `tracing`
 //! subscriber that captures the warnings R9 checks.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use jsonlink_proto::{Extensions, RemoteError};
 use jsonlink_rt::{Error, Payload, Reconnect, Request};
-use jsonlink_tests::eventually;
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixture::{Fixture, Gauges, SETTLE, authenticated, localhost, on_tokio};
+use jsonlink_tests::fixtures::{Fixture, bind, connect, localhost};
+use jsonlink_tests::logs::{Capture, capture_logs};
+use jsonlink_tests::runtimes::{Gauges, on_tokio};
+use jsonlink_tests::waits::{SETTLE, authenticated, eventually};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Everything logged at WARN and above by this binary.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Everything this binary logs at WARN and above (the process-wide
+/// subscriber, installed by the first call).
 fn warnings() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        capture
-    })
-}
-
-/// The captured lines that mention `needle`.
-fn warned(needle: &str) -> Vec<String> {
-    let bytes = warnings()
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    String::from_utf8_lossy(&bytes)
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
+    capture_logs(tracing::Level::WARN)
 }
 
 // ------------------------------------------------------------------- R9
@@ -71,8 +32,8 @@ fn warned(needle: &str) -> Vec<String> {
 /// limit).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The requester's max_frame.
-const LIMIT: usize = 1024;
-/// A body whose answer frame is over `LIMIT`.
+const REQUESTER_MAX_FRAME: usize = 1024;
+/// A body whose answer frame is over `REQUESTER_MAX_FRAME`.
 const BIG: usize = 2000;
 
 #[test]
@@ -82,13 +43,12 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
         let fx = Fixture::new(rt);
         // Two incoming slots: a leaked slot per too-large answer would make
         // the third request `busy`.
-        let server = fx
-            .server()
-            .max_incoming_requests(2)
-            .request_timeout(REQUEST_TIMEOUT)
-            .bind(localhost())
-            .await
-            .expect("bind");
+        let server = bind(
+            fx.server()
+                .max_incoming_requests(2)
+                .request_timeout(REQUEST_TIMEOUT),
+        )
+        .await;
         let big = "y".repeat(BIG);
         // A task handler that reports what `respond` returned.
         let (said_tx, said_rx) = async_channel::unbounded::<Result<(), Error>>();
@@ -122,24 +82,27 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
 
         let mut outcome = Vec::new();
         for ext in [Extensions::ALL, Extensions::NONE] {
-            let client = fx
-                .client(server.local_addr())
-                .max_frame(LIMIT)
-                .request_timeout(REQUEST_TIMEOUT)
-                .extensions(ext)
-                .reconnect(Reconnect::Never)
-                .connect()
-                .await
-                .expect("connect");
+            let client = connect(
+                fx.client(server.local_addr())
+                    .max_frame(REQUESTER_MAX_FRAME)
+                    .request_timeout(REQUEST_TIMEOUT)
+                    .extensions(ext)
+                    .reconnect(Reconnect::Never),
+            )
+            .await;
             let link = authenticated(&server).await;
             let auth = link.auth().expect("auth").clone();
-            assert_eq!(auth.extensions, ext);
+            assert_eq!(
+                auth.extensions, ext,
+                "the server negotiated what the client offered"
+            );
             assert_eq!(
                 client
                     .link()
                     .and_then(|l| l.auth().cloned())
                     .map(|a| a.extensions),
-                Some(ext)
+                Some(ext),
+                "the client negotiated what it offered"
             );
             let want = if ext.is_empty() {
                 RemoteError::INTERNAL
@@ -164,7 +127,7 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
                     let said = said_rx.recv().await.expect("handler result");
                     match said {
                         Err(Error::ResponseTooLarge { size, limit }) => {
-                            assert!(size > BIG && limit == LIMIT, "{size} {limit}");
+                            assert!(size > BIG && limit == REQUESTER_MAX_FRAME, "{size} {limit}");
                             refused = Some(format!(
                                 "ResponseTooLarge {{ size: {size}, limit: {limit} }}"
                             ));
@@ -186,9 +149,13 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
                     .request(&json!({"op": "r9.small", "n": n}))
                     .await
                     .expect("small request");
-                assert_eq!(v["n"], n);
+                assert_eq!(v["n"], n, "a small request answered, not busy");
             }
-            assert_eq!(client.link().map(|l| l.id()), Some(link.id()));
+            assert_eq!(
+                client.link().map(|l| l.id()),
+                Some(link.id()),
+                "still the same link"
+            );
             outcome.push(format!(
                 "{}: respond returned {} at once; the requester got Remote({}) at once for task, inline and typed handlers (not the 60 s timeout); {counted} counted in Stats::responses_too_large",
                 if ext.is_empty() { "extension not accepted" } else { "extension accepted" },
@@ -198,7 +165,7 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
             client.close().await;
         }
         // One warning per replaced answer, naming the op and both sizes.
-        let lines = warned("answer too large");
+        let lines = warnings().lines_with("answer too large");
         for op in ["r9.echo", "r9.inline", "r9.typed"] {
             let mine: Vec<&String> = lines
                 .iter()
@@ -208,7 +175,7 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
             assert_eq!(mine.len(), n, "{op}: {lines:#?}");
             for l in mine {
                 assert!(l.contains("WARN"), "{l}");
-                assert!(l.contains(&format!("limit={LIMIT}")), "{l}");
+                assert!(l.contains(&format!("limit={REQUESTER_MAX_FRAME}")), "{l}");
                 assert!(l.contains("size=20"), "{l}");
             }
         }
@@ -298,7 +265,7 @@ async fn first_record(tcp: &mut TcpStream) -> (u8, u8) {
 fn a_server_refuses_tls12_without_the_extended_master_secret() {
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt);
-        let server = fx.server().bind(localhost()).await.expect("bind");
+        let server = bind(fx.server()).await;
         // The same configuration given without `require_ems` (as a caller's
         // own might be): the server sets it.
         let mut tls = fx.pki.server_config().expect("tls");
@@ -360,17 +327,11 @@ fn a_client_refuses_a_tls12_server_without_the_extended_master_secret() {
             // A client configuration without `require_ems`: the client sets it.
             let mut tls = fx.pki.client_config().expect("tls");
             tls.require_ems = false;
-            let r = jsonlink_rt::Client::builder(
-                fx.rt.clone(),
-                addr,
-                tls,
-                fx.pki.server_name(),
-                fx.secret.clone(),
-                jsonlink_rt::Identity::new("c", "ems"),
-            )
-            .reconnect(Reconnect::Never)
-            .connect()
-            .await;
+            let r = fx
+                .client_with_tls(addr, tls, fx.pki.server_name())
+                .reconnect(Reconnect::Never)
+                .connect()
+                .await;
             let e = match r {
                 Err(e) => e.to_string(),
                 Ok(_) => panic!("connected to a fake server"),

@@ -1,166 +1,165 @@
 //! The `Runtime` contract, checked on every adapter (tokio, async-std,
-//! smol on its global executor and on one of the caller's) with one body each: TLS over loopback with equal channel bindings
-//! on both ends, a foreign CA refused, `resolve`, `sleep_until`, `spawn`.
+//! smol on its global executor and on one of the caller's) with one body
+//! each, driven from the test thread outside the runtime's context: TLS
+//! over loopback with equal channel bindings on both ends, a foreign CA
+//! refused, `resolve`, `sleep_until`, `spawn`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use jsonlink_rt::DevPki;
 use jsonlink_rt::runtime::{EXPORTER_LEN, Runtime};
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// Runs `body` with each runtime, bounded by LIMIT. The tokio runtime is
-/// built here; async-std and smol run their own global executors, and the
-/// last smol runtime spawns on an executor that the test runs on its own
-/// thread (`SmolRuntime::on`).
-fn each_runtime<Fut: Future<Output = ()>>(body: impl Fn(Arc<dyn Runtime>) -> Fut) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = Arc::new(smol::Executor::new());
-    let runtimes: [(&str, Arc<dyn Runtime>, Option<&smol::Executor<'static>>); 4] = [
-        (
-            "tokio",
-            Arc::new(jsonlink_tokio::TokioRuntime::from_handle(
-                tokio.handle().clone(),
-            )),
-            None,
-        ),
-        ("async-std", jsonlink_async_std::runtime(), None),
-        ("smol", jsonlink_smol::runtime(), None),
-        (
-            "smol, own executor",
-            Arc::new(jsonlink_smol::SmolRuntime::on(local.clone())),
-            Some(&*local),
-        ),
-    ];
-    for (name, rt, executor) in runtimes {
-        let timer = rt.sleep_until(rt.now() + LIMIT);
-        let test = futures_lite::future::or(
-            async {
-                body(rt.clone()).await;
-                true
-            },
-            async {
-                timer.await;
-                false
-            },
-        );
-        let done = match executor {
-            // Its tasks run only inside `run`, on this thread.
-            Some(ex) => futures_lite::future::block_on(ex.run(test)),
-            None => futures_lite::future::block_on(test),
-        };
-        assert!(done, "{name}: timed out");
-    }
-}
+use jsonlink_tests::fixtures::{another_pki, localhost};
+use jsonlink_tests::runtimes::on_each_runtime;
 
 #[test]
 fn tls_round_trip_with_equal_channel_bindings() {
-    each_runtime(|rt| async move { tls_round_trip(&*rt).await });
+    on_each_runtime(|rt| async move { tls_round_trip(&*rt).await });
 }
 
 #[test]
 fn a_client_trusting_another_ca_fails_tls() {
-    each_runtime(|rt| async move { untrusted_server_is_refused(&*rt).await });
+    on_each_runtime(|rt| async move { untrusted_server_is_refused(&*rt).await });
 }
 
 #[test]
 fn sleep_until_waits_for_the_deadline() {
-    each_runtime(|rt| async move {
+    on_each_runtime(|rt| async move {
         let deadline = rt.now() + Duration::from_millis(20);
         rt.sleep_until(deadline).await;
-        assert!(rt.now() >= deadline);
+        assert!(
+            rt.now() >= deadline,
+            "sleep_until returns no earlier than its deadline"
+        );
     });
 }
 
 #[test]
 fn resolve_gives_loopback_for_localhost_and_literals_as_they_are() {
-    each_runtime(|rt| async move {
-        let addrs = rt.resolve("localhost", 4242).await.unwrap();
+    on_each_runtime(|rt| async move {
+        let addrs = rt
+            .resolve("localhost", 4242)
+            .await
+            .expect("resolve localhost");
         assert!(
             addrs
                 .iter()
                 .any(|a| a.ip().is_loopback() && a.port() == 4242),
             "{addrs:?}"
         );
-        let addrs = rt.resolve("127.0.0.1", 7).await.unwrap();
-        assert_eq!(addrs, [std::net::SocketAddr::from(([127, 0, 0, 1], 7))]);
+        let addrs = rt.resolve("127.0.0.1", 7).await.expect("resolve a literal");
+        assert_eq!(
+            addrs,
+            [std::net::SocketAddr::from(([127, 0, 0, 1], 7))],
+            "a literal resolves to itself"
+        );
     });
 }
 
 #[test]
 fn spawned_tasks_run() {
-    each_runtime(|rt| async move {
+    on_each_runtime(|rt| async move {
         let (tx, rx) = async_channel::bounded(1);
         rt.spawn(Box::pin(async move {
             let _ = tx.send(7).await;
         }));
-        assert_eq!(rx.recv().await.unwrap(), 7);
+        assert_eq!(
+            rx.recv().await.expect("the task sent"),
+            7,
+            "a spawned task runs"
+        );
     });
+}
+
+/// A listener of `rt` on 127.0.0.1, and its address.
+async fn listening(rt: &dyn Runtime) -> (Box<dyn jsonlink_rt::Listener>, std::net::SocketAddr) {
+    let listener = rt
+        .bind(localhost())
+        .await
+        .expect("the runtime binds 127.0.0.1");
+    let addr = listener.local_addr().expect("the listener's address");
+    (listener, addr)
 }
 
 /// The test's body, the same on every runtime: one TLS connection over
 /// loopback, a few bytes each way, and equal channel bindings on both ends.
 async fn tls_round_trip(rt: &dyn Runtime) {
-    let pki = DevPki::generate().unwrap();
-    let listener = rt.bind(([127, 0, 0, 1], 0).into()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let pki = another_pki();
+    let (listener, addr) = listening(rt).await;
 
     let server = async {
-        let accepted = listener.accept().await.unwrap();
+        let accepted = listener.accept().await.expect("the runtime accepts");
         let mut tls = accepted
-            .tls(Arc::new(pki.server_config().unwrap()))
+            .tls(Arc::new(pki.server_config().expect("TLS configuration")))
             .await
-            .unwrap();
+            .expect("the server side of TLS");
         let mut ping = [0u8; 4];
-        tls.stream.read_exact(&mut ping).await.unwrap();
-        assert_eq!(&ping, b"ping");
-        tls.stream.write_all(b"pong").await.unwrap();
-        tls.stream.flush().await.unwrap();
+        tls.stream
+            .read_exact(&mut ping)
+            .await
+            .expect("the client's ping");
+        assert_eq!(&ping, b"ping", "the server read the client's bytes");
+        tls.stream
+            .write_all(b"pong")
+            .await
+            .expect("the server writes");
+        tls.stream.flush().await.expect("the server flushes");
         tls
     };
     let client = async {
-        let config = Arc::new(pki.client_config().unwrap());
+        let config = Arc::new(pki.client_config().expect("TLS configuration"));
         let mut tls = rt
             .connect_tls(addr, config, pki.server_name())
             .await
-            .unwrap();
-        assert_eq!(tls.peer_addr, addr);
-        tls.stream.write_all(b"ping").await.unwrap();
-        tls.stream.flush().await.unwrap();
+            .expect("the runtime connects over TLS");
+        assert_eq!(tls.peer_addr, addr, "the client knows whom it reached");
+        tls.stream
+            .write_all(b"ping")
+            .await
+            .expect("the client writes");
+        tls.stream.flush().await.expect("the client flushes");
         let mut pong = [0u8; 4];
-        tls.stream.read_exact(&mut pong).await.unwrap();
-        assert_eq!(&pong, b"pong");
+        tls.stream
+            .read_exact(&mut pong)
+            .await
+            .expect("the server's pong");
+        assert_eq!(&pong, b"pong", "the client read the server's bytes");
         tls
     };
     let (server, client) = join(server, client).await;
 
-    assert_eq!(server.channel_binding.len(), EXPORTER_LEN);
-    assert_eq!(EXPORTER_LEN, 32);
-    assert_eq!(server.channel_binding, client.channel_binding);
-    assert_eq!(server.peer_addr.ip(), addr.ip());
+    assert_eq!(
+        server.channel_binding.len(),
+        EXPORTER_LEN,
+        "the channel binding has the exporter length"
+    );
+    assert_eq!(EXPORTER_LEN, 32, "the exporter length of PROTOCOL.md §3");
+    assert_eq!(
+        server.channel_binding, client.channel_binding,
+        "both ends export the same binding"
+    );
+    assert_eq!(
+        server.peer_addr.ip(),
+        addr.ip(),
+        "the server knows the peer's address"
+    );
 }
 
 /// A client that trusts another CA fails the handshake with the rustls
 /// error inside, and so does the server it aborts on.
 async fn untrusted_server_is_refused(rt: &dyn Runtime) {
-    let pki = DevPki::generate().unwrap();
-    let stranger = DevPki::generate().unwrap();
-    let listener = rt.bind(([127, 0, 0, 1], 0).into()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (pki, stranger) = (another_pki(), another_pki());
+    let (listener, addr) = listening(rt).await;
 
     let server = async {
-        let accepted = listener.accept().await.unwrap();
-        accepted.tls(Arc::new(pki.server_config().unwrap())).await
+        let accepted = listener.accept().await.expect("the runtime accepts");
+        accepted
+            .tls(Arc::new(pki.server_config().expect("TLS configuration")))
+            .await
     };
     let client = async {
-        let config = Arc::new(stranger.client_config().unwrap());
+        let config = Arc::new(stranger.client_config().expect("TLS configuration"));
         rt.connect_tls(addr, config, pki.server_name()).await
     };
     let (server, client) = join(server, client).await;

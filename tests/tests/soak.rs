@@ -27,8 +27,11 @@ use std::time::{Duration, Instant};
 
 use jsonlink_rt::{Client, Error, Reconnect, RemoteError, Runtime, Server};
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixture::{Fixture, Gauges, localhost, ms, on_tokio_within, rebind};
-use jsonlink_tests::{CountingRuntime, eventually, open_fds};
+use jsonlink_tests::fixtures::{Fixture, backoff, bind, connect, hold_requests, localhost, ms};
+use jsonlink_tests::gauges::assert_fds_back_to;
+use jsonlink_tests::runtimes::{Gauges, on_tokio, on_tokio_within};
+use jsonlink_tests::waits::{authenticated, rebind};
+use jsonlink_tests::{CountingRuntime, open_fds};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -255,7 +258,7 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
                 .close_timeout(ms(200))
                 .handshake_timeout(Duration::from_secs(5))
         };
-        let mut server = server_builder().bind(localhost()).await.expect("bind");
+        let mut server = bind(server_builder()).await;
         serve(&server, &rt);
         let upstream = server.local_addr();
         let relay = Relay::start(upstream).await;
@@ -263,10 +266,7 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
             .map(|_| {
                 fx.client(relay.addr)
                     .close_timeout(ms(200))
-                    .reconnect(Reconnect::Backoff {
-                        base: ms(5),
-                        cap: ms(50),
-                    })
+                    .reconnect(backoff(ms(5), ms(50)))
                     .events(false)
                     .start()
             })
@@ -346,8 +346,16 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
         // Exactly once: every issued request produced one outcome.
         let outcomes = tally.snapshot();
         let counted: u64 = outcomes.values().sum();
-        assert_eq!(issued.load(Ordering::Relaxed), total);
-        assert_eq!(resolved.load(Ordering::Relaxed), total);
+        assert_eq!(
+            issued.load(Ordering::Relaxed),
+            total,
+            "every request was issued"
+        );
+        assert_eq!(
+            resolved.load(Ordering::Relaxed),
+            total,
+            "every request resolved"
+        );
         assert_eq!(counted, total, "{outcomes:?}");
         let allowed = [
             "Ok",
@@ -361,9 +369,12 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
             outcomes.keys().all(|k| allowed.contains(k)),
             "unexpected outcomes: {outcomes:?}"
         );
-        assert!(outcomes.get("Ok").copied().unwrap_or(0) > total / 2);
+        assert!(
+            outcomes.get("Ok").copied().unwrap_or(0) > total / 2,
+            "most requests succeed"
+        );
         for c in &clients {
-            assert_eq!(c.stats().requests_in_flight, 0);
+            assert_eq!(c.stats().requests_in_flight, 0, "nothing left in flight");
         }
         let reconnects: u64 = clients.iter().map(|c| c.stats().connections_total).sum();
 
@@ -382,11 +393,7 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
             "{} jsonlink tasks still alive",
             counting.live()
         );
-        assert!(
-            eventually(Duration::from_secs(10), || open_fds() == Some(fds_before)).await,
-            "fds {:?}, baseline {fds_before}",
-            open_fds()
-        );
+        assert_fds_back_to(fds_before, Duration::from_secs(10)).await;
         eprintln!(
             "L4 (seed {seed}): {total} requests in {wall:.2?} ({:.0}/s), {CLIENTS} clients x \
              {WORKERS} workers through a relay; disruptions {disruptions:?}; client connections \
@@ -415,34 +422,26 @@ fn l4_soak_requests_across_random_disconnects_each_resolve_once_and_leave_nothin
 /// in wait-for-reconnect mode, goes to the next link.
 #[test]
 fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link() {
-    use jsonlink_tests::fixture::{authenticated, on_tokio};
     on_tokio(Gauges::Shared, |rt| async move {
         let fx = Fixture::new(rt.clone());
-        let server = fx.server().bind(localhost()).await.expect("bind");
+        let server = bind(fx.server()).await;
         serve(&server, &rt);
-        let (held_tx, held_rx) = async_channel::unbounded();
-        server.handlers().on_request("hold", move |req| {
-            let held = held_tx.clone();
-            async move {
-                let _ = held.send(req).await;
-            }
-        });
+        let held_by_server = hold_requests(server.handlers());
         let addr = server.local_addr();
         for wait in [false, true] {
-            let client = fx
-                .client(addr)
-                .wait_for_reconnect(wait)
-                .reconnect(Reconnect::Fixed(ms(10)))
-                .connect()
-                .await
-                .expect("connect");
+            let client = connect(
+                fx.client(addr)
+                    .wait_for_reconnect(wait)
+                    .reconnect(Reconnect::Fixed(ms(10))),
+            )
+            .await;
             authenticated(&server).await;
             // A request in flight keeps the link draining after the close.
             let hold = json!({"op": "hold"});
             let held = client.request::<Value, _>(&hold);
             let old = client.link().expect("link").id();
             let close_then_request = async {
-                let req = held_rx.recv().await.expect("held");
+                let req = held_by_server.next().await;
                 client.link().expect("link").close("test").await;
                 // Queued behind the close (its first poll sends the
                 // command): the closing core refuses it and sends nothing.
@@ -458,9 +457,17 @@ fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link
                 }
             };
             let (held, r) = futures_lite::future::zip(held, close_then_request).await;
-            assert_eq!(held.expect("drained"), json!("late"));
+            assert_eq!(
+                held.expect("drained"),
+                json!("late"),
+                "the held request drained"
+            );
             if wait {
-                assert_eq!(r.expect("sent on the next link"), 7);
+                assert_eq!(
+                    r.expect("sent on the next link"),
+                    7,
+                    "the request went on the next link"
+                );
             } else {
                 assert!(matches!(r, Err(Error::NotConnected)), "{r:?}");
             }
@@ -473,7 +480,10 @@ fn l4_a_request_on_a_closing_link_fails_not_connected_or_waits_for_the_next_link
                 "wait {wait}: next link {next:?}, closed {}",
                 next.is_closed()
             );
-            assert!(!client.is_closed());
+            assert!(
+                !client.is_closed(),
+                "a transient close does not close the client"
+            );
             // The owner's close is still Closed.
             let one = json!({"op": "echo", "n": 1});
             let closing = client.close();

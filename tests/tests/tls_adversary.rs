@@ -8,7 +8,6 @@
 //! at the latest, with a typed error event, never hang; here the deadline is
 //! set far past the test's limit, so "at once" is what is checked.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,11 @@ use jsonlink_proto::{
     Side,
 };
 use jsonlink_rt::{Error, Reconnect, Server};
+use jsonlink_tests::adversary::closed_by_peer;
 use jsonlink_tests::faults::record;
-use jsonlink_tests::fixture::{Fixture, Gauges, LIMIT, SETTLE, error_event, localhost, on_tokio};
+use jsonlink_tests::fixtures::{Fixture, bind, localhost};
+use jsonlink_tests::runtimes::{Gauges, LIMIT, on_tokio};
+use jsonlink_tests::waits::{AT_ONCE, SETTLE, error_from};
 use jsonlink_tests::{RawTlsClient, RawTlsServer, rss_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,42 +28,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// The server's handshake deadline: far past the test, so a case that
 /// waited for it would fail the test instead of passing late.
 const DEADLINE: Duration = Duration::from_secs(60);
-/// What "at once" means here (a loaded 2-core machine included).
-const AT_ONCE: Duration = Duration::from_secs(2);
-
+/// A server whose handshake deadline is [`DEADLINE`].
 async fn server(fx: &Fixture) -> Server {
-    fx.server()
-        .handshake_timeout(DEADLINE)
-        .bind(localhost())
-        .await
-        .expect("bind")
-}
-
-/// The server's `Error` event for the connection from `peer` (others, from
-/// earlier cases, are skipped).
-async fn error_for(server: &Server, peer: SocketAddr) -> Error {
-    loop {
-        let (from, error) = error_event(server).await;
-        if from == Some(peer) {
-            return error;
-        }
-    }
-}
-
-/// Reads a plain TCP socket until the peer closes it (EOF or reset);
-/// everything that came before.
-async fn until_closed(tcp: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match tokio::time::timeout(SETTLE, tcp.read(&mut buf))
-            .await
-            .expect("the server did not close the socket")
-        {
-            Ok(0) | Err(_) => return out,
-            Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
-        }
-    }
+    bind(fx.server().handshake_timeout(DEADLINE)).await
 }
 
 fn is_tls_error(e: &Error) -> bool {
@@ -108,8 +77,8 @@ fn h5_tls_plain_tcp_http_a_non_jsonlink_tls_peer_and_a_version_mismatch_fail_at_
             let mut tcp = TcpStream::connect(addr).await.expect("connect");
             let me = tcp.local_addr().expect("addr");
             tcp.write_all(bytes).await.expect("write");
-            let _alert = until_closed(&mut tcp).await;
-            let error = error_for(&server, me).await;
+            let _alert = closed_by_peer(&mut tcp).await;
+            let error = error_from(&server, me).await;
             assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
             assert!(is_tls_error(&error), "{bytes:?}: {error:?}");
             plain.push(error);
@@ -132,7 +101,7 @@ fn h5_tls_plain_tcp_http_a_non_jsonlink_tls_peer_and_a_version_mismatch_fail_at_
             text.starts_with(r#"{"t":"close","code":"invalid_json""#) && text.ends_with("}\n"),
             "{text}"
         );
-        let error = error_for(&server, me).await;
+        let error = error_from(&server, me).await;
         assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
         assert!(
             matches!(
@@ -161,7 +130,7 @@ fn h5_tls_plain_tcp_http_a_non_jsonlink_tls_peer_and_a_version_mismatch_fail_at_
             text.contains(r#""code":"version_mismatch""#) && text.contains(r#""versions":[1]"#),
             "{text}"
         );
-        let server_error = error_for(&server, me).await;
+        let server_error = error_from(&server, me).await;
         assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
         let mismatch = |e: &Error, theirs: &[u64]| {
             matches!(e, Error::Auth(CloseReason::Protocol(ProtocolError::VersionMismatch { ours, theirs: t }))
@@ -203,7 +172,11 @@ fn h5_tls_plain_tcp_http_a_non_jsonlink_tls_peer_and_a_version_mismatch_fail_at_
             sent.contains(r#""code":"version_mismatch""#) && sent.contains(r#""versions":[1]"#),
             "{sent}"
         );
-        assert_eq!(server.stats().connections, 0);
+        assert_eq!(
+            server.stats().connections,
+            0,
+            "every refused connection is released"
+        );
 
         record(
             "H5/tls",
@@ -270,7 +243,7 @@ fn h6_tls_a_pre_auth_frame_over_the_limit_is_refused_before_it_is_buffered() {
                     _ => break,
                 }
             }
-            let error = error_for(&server, me).await;
+            let error = error_from(&server, me).await;
             let took = t.elapsed();
             let growth = rss_bytes().expect("rss").saturating_sub(baseline);
             let (bytes, ended) = raw.read_to_end(SETTLE, 1 << 20).await;
@@ -303,7 +276,11 @@ fn h6_tls_a_pre_auth_frame_over_the_limit_is_refused_before_it_is_buffered() {
             );
             results.push(error);
         }
-        assert_eq!(server.stats().connections, 0);
+        assert_eq!(
+            server.stats().connections,
+            0,
+            "every refused connection is released"
+        );
         record(
             "H6/tls",
             format!(
