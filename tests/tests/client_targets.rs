@@ -7,7 +7,6 @@
 //! runtime's own resolver, and the other tests answer resolution
 //! themselves through a [`Runtime`] wrapper ([`Resolver`]).
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,51 +17,11 @@ use jsonlink_rt::{
     BoxFuture, Client, ClientBuilder, DevPki, Error, Event, EventKind, Identity, Link, Listener,
     Reconnect, Runtime, Secret, Server, ServerName, Target, TlsStream,
 };
+use jsonlink_tests::runtimes::on_each_runtime;
 use serde_json::{Value, json};
-
-/// Upper bound on one test's body.
-const LIMIT: Duration = Duration::from_secs(30);
 
 /// The reconnect policy of these tests: quick, without jitter.
 const RETRY: Reconnect = Reconnect::Fixed(Duration::from_millis(10));
-
-// ---------------------------------------------------------------- runtimes
-
-/// Runs `test` on tokio (two worker threads), smol and async-std, each
-/// failing after [`LIMIT`].
-fn on_each_runtime<F, Fut>(test: F)
-where
-    F: Fn(Arc<dyn Runtime>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    tokio.block_on(async {
-        let rt: Arc<dyn Runtime> = Arc::new(jsonlink_tokio::TokioRuntime::current());
-        within(rt.clone(), test(rt)).await;
-    });
-    smol::block_on(within(
-        jsonlink_smol::runtime(),
-        test(jsonlink_smol::runtime()),
-    ));
-    async_std::task::block_on(within(
-        jsonlink_async_std::runtime(),
-        test(jsonlink_async_std::runtime()),
-    ));
-}
-
-/// `test`, failing if it takes longer than [`LIMIT`] on `rt`'s clock.
-async fn within(rt: Arc<dyn Runtime>, test: impl Future<Output = ()>) {
-    let limit = rt.sleep_until(rt.now() + LIMIT);
-    futures_lite::future::or(test, async {
-        limit.await;
-        panic!("the test did not finish within {LIMIT:?}");
-    })
-    .await;
-}
 
 /// A runtime whose resolver answers what the test says (and counts the
 /// questions); everything else is `inner`'s.
