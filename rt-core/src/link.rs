@@ -59,6 +59,8 @@ pub(crate) struct LinkInner {
     /// What the core takes now ([`TAKES_ALL`], [`TAKES_MESSAGES`] or
     /// [`TAKES_NOTHING`]); kept by the driver so handles can refuse early.
     pub(crate) accepting: std::sync::atomic::AtomicU8,
+    /// On a server, the server (weakly: see [`Link::server`]).
+    pub(crate) server: Option<std::sync::Weak<crate::server::ServerInner>>,
 }
 
 /// Not authenticated yet, or ended: the core takes no command.
@@ -120,6 +122,20 @@ impl Link {
         self.inner.auth.get()
     }
 
+    /// On a server, the [`Server`](crate::Server) this link belongs to, so
+    /// a handler can broadcast or reach other links:
+    /// `link.server().map(|s| s.broadcast(&note))`. `None` on a client, and
+    /// once the application has dropped its last `Server` handle: links
+    /// (and the handlers holding them) keep only a weak reference, so they
+    /// never keep the listener alive. Hold the returned handle only as long
+    /// as needed, for the same reason.
+    pub fn server(&self) -> Option<crate::Server> {
+        self.inner
+            .server
+            .as_ref()
+            .and_then(crate::Server::from_weak)
+    }
+
     /// Whether the link's driver has ended.
     pub fn is_closed(&self) -> bool {
         self.inner.cmd.is_closed()
@@ -149,6 +165,18 @@ impl Link {
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
         self.send_raw(Arc::from(body)).await
+    }
+
+    /// Sends the message `{"op": op, <args>}` with typed arguments
+    /// (PROTOCOL.md §11.5; see [`call`](Self::call) for the shape): a
+    /// `handle_message` handler on the other side gets exactly `args`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_op<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Result<(), Error> {
+        let body = Payload::call(op, args).map_err(Error::Encode)?;
+        self.send_raw(Arc::from(body.into_raw())).await
     }
 
     /// Sends a message given as raw JSON (see [`send`](Self::send)).
@@ -380,6 +408,51 @@ macro_rules! request_methods {
             T: serde::Serialize + ?Sized,
         {
             $crate::link::typed_request(value, |body| self.request_raw(body, Some(timeout))).await
+        }
+
+        /// Calls `op` with typed arguments: sends the request
+        /// `{"op": op, <args>}` (PROTOCOL.md §11.5: an object's members
+        /// beside `op`, zetta-rpc's flat shape, or `{"op": op, "args":
+        /// args}` for any other value) with the configured default timeout,
+        /// and deserializes the answer into `R`. A typed handler on the
+        /// other side (`handle_request`) gets exactly `args`.
+        ///
+        /// # Errors
+        ///
+        /// As [`request`](Self::request).
+        pub async fn call<R, A>(&self, op: &str, args: &A) -> Result<R, $crate::Error>
+        where
+            R: serde::de::DeserializeOwned,
+            A: serde::Serialize + ?Sized,
+        {
+            let body = $crate::Payload::call(op, args).map_err($crate::Error::Encode)?;
+            self.request_raw(body.into_raw(), None)
+                .await?
+                .parse()
+                .map_err($crate::Error::Decode)
+        }
+
+        /// [`call`](Self::call) with its own timeout (as
+        /// [`request_with_timeout`](Self::request_with_timeout)).
+        ///
+        /// # Errors
+        ///
+        /// As [`request`](Self::request).
+        pub async fn call_with_timeout<R, A>(
+            &self,
+            op: &str,
+            args: &A,
+            timeout: std::time::Duration,
+        ) -> Result<R, $crate::Error>
+        where
+            R: serde::de::DeserializeOwned,
+            A: serde::Serialize + ?Sized,
+        {
+            let body = $crate::Payload::call(op, args).map_err($crate::Error::Encode)?;
+            self.request_raw(body.into_raw(), Some(timeout))
+                .await?
+                .parse()
+                .map_err($crate::Error::Decode)
         }
     };
 }

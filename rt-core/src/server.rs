@@ -106,6 +106,7 @@ impl ServerBuilder {
             shutting_down: AtomicBool::new(false),
             listening: AtomicBool::new(true),
             local_addr,
+            handle: std::sync::OnceLock::new(),
         });
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let span = tracing::info_span!("jsonlink.server", addr = %local_addr);
@@ -113,14 +114,14 @@ impl ServerBuilder {
             accept_loop(shared.clone(), listener, stop_rx).instrument(span),
         ));
         tracing::info!(addr = %local_addr, "listening");
-        Ok(Server {
-            inner: Arc::new(ServerInner {
-                shared,
-                events,
-                stop_tx,
-                handlers: self.handlers,
-            }),
-        })
+        let inner = Arc::new(ServerInner {
+            shared: shared.clone(),
+            events,
+            stop_tx,
+            handlers: self.handlers,
+        });
+        let _ = shared.handle.set(Arc::downgrade(&inner));
+        Ok(Server { inner })
     }
 }
 
@@ -154,6 +155,9 @@ struct ServerShared {
     /// the accept task drops it).
     listening: AtomicBool,
     local_addr: SocketAddr,
+    /// The server's handle, for its links' [`Link::server`]: weak, so
+    /// links and the handlers holding them do not keep the listener alive.
+    handle: std::sync::OnceLock<std::sync::Weak<ServerInner>>,
 }
 
 impl ServerShared {
@@ -321,6 +325,7 @@ async fn serve(
         peer_addr,
         shared.config.request_timeout,
         &shared.ctx.options,
+        shared.handle.get().cloned(),
     );
     let driver = Driver::new(DriverSetup {
         conn,
@@ -393,7 +398,15 @@ pub struct Server {
     inner: Arc<ServerInner>,
 }
 
-struct ServerInner {
+impl Server {
+    /// The server a link's [`Link::server`] reaches, while a user handle
+    /// keeps it.
+    pub(crate) fn from_weak(weak: &std::sync::Weak<ServerInner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+}
+
+pub(crate) struct ServerInner {
     shared: Arc<ServerShared>,
     events: EventStream,
     stop_tx: async_channel::Sender<()>,

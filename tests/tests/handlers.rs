@@ -246,3 +246,150 @@ async fn inline_handlers_answer_in_the_links_task(rt: Arc<dyn Runtime>) {
 tests_on_tokio_and_smol!(inline_handlers_answer_in_the_links_task =>
     inline_handlers_answer_in_the_links_task_on_tokio,
     inline_handlers_answer_in_the_links_task_on_smol);
+
+/// Issue 13: a typed way to send `{"op": .., <args>}` from Rust, the same
+/// on a link and on a client, for messages and requests.
+#[test]
+fn send_op_and_call_carry_typed_arguments_to_typed_handlers() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = bind(fx.server()).await;
+        let (seen_tx, seen_rx) = async_channel::unbounded::<Size>();
+        server
+            .handlers()
+            .handle_request_inline("neg", |_link, v: i64| Ok(-v))
+            .handle_request("add", |_link, a: Add| async move { Ok(a.a + a.b) })
+            .handle_message("resize", move |_link, r: Size| {
+                let seen_tx = seen_tx.clone();
+                async move {
+                    let _ = seen_tx.send(r).await;
+                }
+            });
+        let client = fx.connected_client(&server).await;
+        // A primitive goes in `args`, a struct flat beside `op`.
+        let n: i64 = client.call("neg", &5).await.expect("neg answered");
+        assert_eq!(n, -5);
+        let sum: i64 = client
+            .call("add", &Add { a: 2, b: 40 })
+            .await
+            .expect("add answered");
+        assert_eq!(sum, 42);
+        let link = client.link().expect("connected");
+        let n: i64 = link
+            .call_with_timeout("neg", &-7, std::time::Duration::from_secs(5))
+            .await
+            .expect("neg answered on the link");
+        assert_eq!(n, 7);
+        client
+            .send_op(
+                "resize",
+                &Size {
+                    width: 3,
+                    height: 4,
+                },
+            )
+            .await
+            .expect("message sent");
+        link.send_op(
+            "resize",
+            &Size {
+                width: 5,
+                height: 6,
+            },
+        )
+        .await
+        .expect("message sent on the link");
+        let got = [seen_rx.recv().await.unwrap(), seen_rx.recv().await.unwrap()];
+        assert_eq!(
+            got,
+            [
+                Size {
+                    width: 3,
+                    height: 4
+                },
+                Size {
+                    width: 5,
+                    height: 6
+                }
+            ],
+            "the typed message handler got exactly the arguments, in order"
+        );
+        client.close().await;
+        server.shutdown(std::time::Instant::now()).await;
+    });
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Size {
+    width: u32,
+    height: u32,
+}
+
+/// Issue 13: a handler reaches its server through its link (to broadcast),
+/// and the links it holds do not keep the listener alive once the last
+/// user handle is dropped.
+#[test]
+fn handlers_reach_the_server_without_keeping_its_listener_alive() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = bind(fx.server()).await;
+        let addr = server.local_addr();
+        let (held_tx, held_rx) = async_channel::unbounded::<jsonlink_rt::Link>();
+        server
+            .handlers()
+            .handle_request("announce", |link, text: String| async move {
+                let server = link.server().expect("a server link reaches its server");
+                let sent = server.broadcast(&json!({"op": "notice", "text": text}))?;
+                Ok(sent)
+            })
+            .handle_request("hold", move |link, _: Value| {
+                let held_tx = held_tx.clone();
+                async move {
+                    // The handler keeps its context (the link) after answering.
+                    let _ = held_tx.send(link).await;
+                    Ok(())
+                }
+            });
+        let (notes_tx, notes_rx) = async_channel::unbounded::<String>();
+        let listener_of = |tx: async_channel::Sender<String>| {
+            move |_link: jsonlink_rt::Link, n: Value| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(n["text"].as_str().unwrap_or("").to_owned()).await;
+                }
+            }
+        };
+        let a = fx.client(addr).connect().await.expect("client a");
+        a.handlers()
+            .handle_message("notice", listener_of(notes_tx.clone()));
+        let b = fx.client(addr).connect().await.expect("client b");
+        b.handlers().handle_message("notice", listener_of(notes_tx));
+        authenticated(&server).await;
+        authenticated(&server).await;
+        let sent: usize = a.call("announce", "maintenance").await.expect("announced");
+        assert_eq!(sent, 2, "broadcast reached both links");
+        assert_eq!(notes_rx.recv().await.unwrap(), "maintenance");
+        assert_eq!(notes_rx.recv().await.unwrap(), "maintenance");
+        // A client's link has no server.
+        assert!(a.link().expect("connected").server().is_none());
+
+        let () = a.call("hold", &()).await.expect("held");
+        let held = held_rx.recv().await.expect("the handler's link");
+        drop(server);
+        let closed = jsonlink_tests::waits::eventually(std::time::Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_err()
+        })
+        .await;
+        assert!(
+            closed,
+            "the listener closed after the last Server handle dropped, while a handler held its link"
+        );
+        assert!(
+            held.server().is_none(),
+            "the held link no longer reaches a server"
+        );
+        a.close().await;
+        b.close().await;
+    });
+}

@@ -304,6 +304,17 @@ impl Client {
         self.send_raw(Arc::from(body)).await
     }
 
+    /// Sends the message `{"op": op, <args>}` with typed arguments (see
+    /// [`Link::send_op`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_op<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Result<(), Error> {
+        let body = Payload::call(op, args).map_err(Error::Encode)?;
+        self.send_raw(Arc::from(body.into_raw())).await
+    }
+
     /// Sends a message given as raw JSON.
     ///
     /// # Errors

@@ -249,6 +249,7 @@ async fn run_attempt(
         tls.peer_addr,
         shared.config.request_timeout,
         &shared.ctx.options,
+        None,
     );
     let (link_order_tx, link_order_rx) = async_channel::bounded(1);
     // Without reconnecting there is nothing to do meanwhile: the link

@@ -101,6 +101,7 @@ pub(crate) fn new_link(
     peer_addr: std::net::SocketAddr,
     request_timeout: std::time::Duration,
     options: &LinkOptions,
+    server: Option<std::sync::Weak<crate::server::ServerInner>>,
 ) -> Link {
     Link {
         inner: Arc::new(LinkInner {
@@ -111,6 +112,7 @@ pub(crate) fn new_link(
             rt,
             request_timeout,
             accepting: std::sync::atomic::AtomicU8::new(TAKES_NOTHING),
+            server,
         }),
     }
 }
