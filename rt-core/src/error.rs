@@ -101,7 +101,7 @@ pub enum Error {
     Closed,
     /// The jsonlink handshake was rejected: wrong secret, a channel-binding
     /// mismatch, no common version, or failed feature negotiation.
-    #[error("authentication failed: {0}")]
+    #[error("{}", auth_failure(.0))]
     Auth(CloseReason),
     /// The link ended before authentication for another reason (protocol
     /// error, EOF during the handshake).
@@ -171,6 +171,31 @@ pub enum Error {
     /// Another refusal by the core, e.g. ping data that is not an object.
     #[error(transparent)]
     Send(SendError),
+}
+
+/// One line saying why the handshake was rejected and what usually causes
+/// it (for [`Error::Auth`]).
+fn auth_failure(reason: &CloseReason) -> String {
+    use jsonlink_proto::ProtocolError;
+    const SECRET_HINT: &str =
+        "a different secret on each side, or a TLS-terminating proxy between them";
+    match reason {
+        CloseReason::Protocol(ProtocolError::AuthFailed) => {
+            format!("authentication failed: the peer's proof did not verify ({SECRET_HINT})")
+        }
+        CloseReason::Remote {
+            code: CloseCode::AuthFailed,
+            ..
+        } => format!("authentication failed: the peer rejected our proof ({SECRET_HINT})"),
+        CloseReason::Protocol(e) => format!("authentication failed: {e}"),
+        CloseReason::Remote { code, reason } if reason.is_empty() => {
+            format!("authentication failed: the peer refused the handshake ({code})")
+        }
+        CloseReason::Remote { code, reason } => {
+            format!("authentication failed: the peer refused the handshake ({code}: {reason})")
+        }
+        other => format!("authentication failed: {other}"),
+    }
 }
 
 impl Error {
@@ -324,6 +349,39 @@ mod tests {
             Error::from_request(RequestError::ClosedLocally),
             Error::ShuttingDown
         ));
+    }
+
+    #[test]
+    fn an_authentication_failure_is_one_clear_line() {
+        use jsonlink_proto::ProtocolError;
+        let ours = Error::Auth(CloseReason::Protocol(ProtocolError::AuthFailed)).to_string();
+        assert_eq!(
+            ours,
+            "authentication failed: the peer's proof did not verify (a different secret on \
+             each side, or a TLS-terminating proxy between them)"
+        );
+        let theirs = Error::Auth(CloseReason::Remote {
+            code: CloseCode::AuthFailed,
+            reason: "authentication failed".into(),
+        })
+        .to_string();
+        assert!(
+            theirs.starts_with("authentication failed: the peer rejected our proof"),
+            "{theirs}"
+        );
+        for text in [ours, theirs] {
+            assert_eq!(text.matches("authentication failed").count(), 1, "{text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
+        let refused = Error::Auth(CloseReason::Remote {
+            code: CloseCode::NegotiationFailed,
+            reason: "signing required".into(),
+        })
+        .to_string();
+        assert_eq!(
+            refused,
+            "authentication failed: the peer refused the handshake (negotiation_failed: signing required)"
+        );
     }
 
     #[test]
