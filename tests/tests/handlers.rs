@@ -393,3 +393,41 @@ fn handlers_reach_the_server_without_keeping_its_listener_alive() {
         b.close().await;
     });
 }
+
+/// An answer nested deeper than the depth limit (which the core refuses
+/// to write: the requester could not parse it) is answered `internal` at
+/// once, not left to the requester's timeout.
+#[test]
+fn an_answer_nested_too_deep_is_answered_internal_at_once() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = bind(fx.server()).await;
+        server
+            .handlers()
+            .on_request("deep", |req: jsonlink_rt::Request| async move {
+                let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+                let raw = serde_json::value::RawValue::from_string(deep).expect("valid JSON");
+                let _ = req.responder.respond_raw(jsonlink_rt::Payload::new(raw));
+            });
+        let client = fx
+            .client(server.local_addr())
+            .request_timeout(std::time::Duration::from_secs(60))
+            .connect()
+            .await
+            .expect("connected");
+        let started = std::time::Instant::now();
+        let err = client
+            .request::<Value, _>(&json!({"op": "deep"}))
+            .await
+            .expect_err("a too-deep answer is not delivered");
+        let r = err.remote().expect("an error answer");
+        assert_eq!(r.code, RemoteError::INTERNAL, "{err:?}");
+        assert!(r.message.contains("depth limit"), "{r:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "answered at once, not at the 60 s timeout"
+        );
+        client.close().await;
+        server.shutdown(std::time::Instant::now()).await;
+    });
+}

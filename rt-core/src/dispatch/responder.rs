@@ -75,6 +75,26 @@ impl Answer {
             Err(SendError::ResponseTooLarge { size, limit }) => {
                 warn_too_large(self.id, self.op.as_deref(), size, limit);
             }
+            Err(SendError::TooDeep { depth, limit }) => {
+                // The core refused the answer and the request is still
+                // open: answer it with an error now, not at the requester's
+                // timeout (the error answer is shallow).
+                let op: String = self.op.as_deref().unwrap_or("").chars().take(64).collect();
+                tracing::warn!(
+                    id = %self.id, op = ?op, depth, limit,
+                    "answer nested deeper than max_depth: answered `internal` instead"
+                );
+                let err = RemoteError::new(
+                    RemoteError::INTERNAL,
+                    format!("the answer was nested deeper than the {limit}-level depth limit"),
+                );
+                if let Err(SendError::Blocked) = conn.respond(self.id, Err(&err)) {
+                    return Some(Self {
+                        result: Err(err),
+                        ..self
+                    });
+                }
+            }
             Err(e) => tracing::debug!(id = %self.id, error = %e, "answer not sent"),
         }
         None
