@@ -5,8 +5,13 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{assert_closed_last, connected, messages, raw, requests, resolutions};
-use jsonlink_proto::{CloseCode, CloseReason, Event, RemoteError, RequestError, SendError};
+use jsonlink_proto::{
+    CloseCode, CloseReason, Config, Connection, ConnectionParams, Event, RemoteError, RequestError,
+    SendError, Side,
+};
 
 /// The closing side (A, here the server shutting down) keeps a peer request
 /// in flight, so it drains; its handler's messages sent meanwhile reach the
@@ -170,4 +175,88 @@ fn a_request_crossing_the_close_of_a_side_that_already_ended_fails_connection_lo
             ..
         }))
     ));
+}
+
+#[test]
+fn close_handshake_before_auth_ends_at_once() {
+    let cfg = std::sync::Arc::new(Config::new(
+        jsonlink_proto::Secret::from_bytes(vec![1]).unwrap(),
+        Default::default(),
+    ));
+    let mut c = Connection::new(
+        cfg,
+        Side::Client,
+        Instant::now(),
+        ConnectionParams::default(),
+    );
+    c.close(Instant::now(), "never mind");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn graceful_close_with_requests_in_flight() {
+    let mut p = connected();
+    let now = p.now;
+    let a = p.client.conn.request(now, &raw("1"), None).unwrap();
+    let b = p.client.conn.request(now, &raw("2"), None).unwrap();
+    let s = p.server.conn.request(now, &raw("3"), None).unwrap();
+    p.drive();
+    p.client.conn.close(now, "bye");
+    // Nothing new is started (messages still go out while draining: see
+    // tests/closing.rs).
+    assert_eq!(
+        p.client.conn.request(now, &raw("4"), None),
+        Err(SendError::Closed)
+    );
+    assert_eq!(p.client.conn.ping(None), Err(SendError::Closed));
+    p.drive();
+    // The server learns of the close; its new requests are refused.
+    assert_eq!(
+        p.server.conn.request(p.now, &raw("1"), None),
+        Err(SendError::Closed)
+    );
+    let sreq = requests(&p.server);
+    // Answer one now; the client answers the server's request.
+    p.server.conn.respond(sreq[0].0, Ok(&raw("10"))).unwrap();
+    let creq = requests(&p.client);
+    p.client.conn.respond(creq[0].0, Ok(&raw("30"))).unwrap();
+    p.drive();
+    assert!(p.client.closed().is_none(), "still draining request b");
+    p.server.conn.respond(sreq[1].0, Ok(&raw("20"))).unwrap();
+    p.drive();
+    let r = resolutions(&p.client);
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|(_, r)| r.is_ok()));
+    assert_eq!(r[0].0, a);
+    assert_eq!(r[1].0, b);
+    assert_eq!(
+        resolutions(&p.server),
+        vec![(s, Ok(jsonlink_proto::Payload::from_json("30").unwrap()))]
+    );
+    assert_eq!(
+        p.client.closed(),
+        Some(&CloseReason::Local {
+            reason: "bye".into()
+        })
+    );
+    assert!(p.server.closed().is_some_and(CloseReason::is_graceful));
+    assert_closed_last(&p.client);
+    assert_closed_last(&p.server);
+}
+
+#[test]
+fn close_deadline_fails_unanswered_requests_locally() {
+    let mut p = connected();
+    let now = p.now;
+    let a = p.client.conn.request(now, &raw("1"), None).unwrap();
+    p.drive();
+    p.client
+        .conn
+        .close_by(now, "shutdown", now + Duration::from_secs(1));
+    p.advance(Duration::from_secs(1));
+    assert_eq!(
+        resolutions(&p.client),
+        vec![(a, Err(RequestError::ClosedLocally))]
+    );
+    assert_closed_last(&p.client);
 }
