@@ -1,4 +1,5 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
+#![allow(clippy::disallowed_methods)] // the test takes one real Instant as the base of virtual time
 //! Fault cases F1–F3, F6–F8 and F12 of tests/faults/FAULTS.md (framing):
 //! lines, envelopes and close frames the peer gets wrong.
 
@@ -7,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
+use jsonlink_proto::testing::{Pair, Who};
 use jsonlink_proto::{CloseReason, ProtocolError, RequestError, SendError};
 
 #[test]
@@ -16,25 +17,25 @@ fn f1_unterminated_line_over_limit() {
     let max = jsonlink_proto::DEFAULT_MAX_FRAME;
     let now = p.now;
     let mut fed = 0usize;
-    let byte = [b'x'];
     while !p.server.conn.is_closed() {
-        p.server.conn.handle_input(now, &byte);
+        p.server.conn.handle_input(now, b"x");
         fed += 1;
         assert!(fed <= max + 1, "kept buffering past the limit");
     }
-    // Rejected exactly when the buffer would pass max.
-    assert_eq!(fed, max + 1);
-    while let Some(e) = p.server.conn.poll_event() {
-        p.server.events.push(e);
-    }
+    assert_eq!(
+        fed,
+        max + 1,
+        "refused exactly when the buffer would pass max"
+    );
+    poll_events(&mut p.server);
     assert_eq!(
         closed_with(&p.server),
         CloseReason::Protocol(ProtocolError::FrameTooLarge { limit: max })
     );
-    // The peer is told why.
-    let mut w = Vec::new();
-    p.server.conn.poll_transmit(&mut w);
-    assert!(String::from_utf8_lossy(&w).contains(r#""code":"frame_too_large""#));
+    assert!(
+        take_output_text(&mut p.server).contains(r#""code":"frame_too_large""#),
+        "the peer is told why"
+    );
     record(
         "F1",
         format!(
@@ -46,13 +47,8 @@ fn f1_unterminated_line_over_limit() {
 
 #[test]
 fn f2_exact_limit_accepted_one_more_rejected() {
-    for (extra, ok) in [(0usize, true), (1, false)] {
-        let mut c = client_config(1);
-        let mut s = server_config(1);
-        c.max_frame = 4096;
-        s.max_frame = 4096;
-        let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-        p.connect();
+    for (extra, accepted) in [(0usize, true), (1, false)] {
+        let mut p = Setup::seed(1).both(|c| c.max_frame = 4096).connected();
         // {"t":"msg","d":"xxx…"} sized to exactly max (+extra).
         let overhead = r#"{"t":"msg","d":""}"#.len();
         let frame = format!(
@@ -60,14 +56,15 @@ fn f2_exact_limit_accepted_one_more_rejected() {
             "x".repeat(4096 - overhead + extra)
         );
         assert_eq!(frame.len(), 4096 + extra);
-        p.inject(Who::Server, format!("{frame}\n").as_bytes());
-        if ok {
-            assert_eq!(messages(&p.server).len(), 1);
-            assert!(p.server.closed().is_none());
+        inject_line(&mut p, Who::Server, &frame);
+        if accepted {
+            assert_eq!(messages(&p.server).len(), 1, "max_frame bytes delivered");
+            assert!(p.server.closed().is_none(), "the link stays up");
         } else {
             assert_eq!(
                 closed_with(&p.server),
-                CloseReason::Protocol(ProtocolError::FrameTooLarge { limit: 4096 })
+                CloseReason::Protocol(ProtocolError::FrameTooLarge { limit: 4096 }),
+                "one byte more is too large"
             );
         }
     }
@@ -75,40 +72,45 @@ fn f2_exact_limit_accepted_one_more_rejected() {
 
 #[test]
 fn f2_any_split_gives_identical_events_once() {
-    // Record a client's wire for a handshake plus a mix of frames, then
-    // replay it into fresh servers split at every offset.
+    // A client's frames after the handshake, replayed into fresh servers
+    // split at every offset.
     let start = Instant::now();
-    let mut p = Pair::seeded(start, 2);
-    p.connect();
-    let wire_hs_len = p.client.written;
-    let w = client_wire(&mut p, |c| {
+    let fresh = || {
+        let mut q = Pair::seeded(start, 2);
+        q.connect();
+        q
+    };
+    let w = client_writes(&mut fresh(), |c| {
         c.send(&raw(r#"{"op":"a","v":"}\n{"}"#)).unwrap();
         c.request(start, &raw("[1,{}]"), None).unwrap();
         c.send(&raw(r#""é""#)).unwrap();
         c.ping(None).unwrap();
     });
-    let _ = wire_hs_len;
     let reference = {
-        let mut q = Pair::seeded(start, 2);
-        q.connect();
+        let mut q = fresh();
         q.inject(Who::Server, &w);
         q.server.take_events()
     };
-    assert_eq!(reference.len(), 4, "{reference:?}");
+    assert_eq!(reference.len(), 4, "one event per frame: {reference:?}");
     for cut in 0..=w.len() {
-        let mut q = Pair::seeded(start, 2);
-        q.connect();
+        let mut q = fresh();
         q.inject(Who::Server, &w[..cut]);
         q.inject(Who::Server, &w[cut..]);
-        assert_eq!(q.server.take_events(), reference, "split at {cut}");
+        assert_eq!(
+            q.server.take_events(),
+            reference,
+            "the same events, once, when split at {cut}"
+        );
     }
-    // Byte by byte, too.
-    let mut q = Pair::seeded(start, 2);
-    q.connect();
+    let mut q = fresh();
     for b in &w {
         q.inject(Who::Server, std::slice::from_ref(b));
     }
-    assert_eq!(q.server.take_events(), reference);
+    assert_eq!(
+        q.server.take_events(),
+        reference,
+        "the same events, once, when fed byte by byte"
+    );
     record(
         "F2",
         format!(
@@ -140,17 +142,17 @@ fn f3_invalid_utf8_and_non_objects_before_and_after_auth() {
     ];
     for (input, check) in cases {
         for authed in [false, true] {
-            let mut p = pair();
-            if authed {
-                p.connect();
+            let mut p = if authed {
+                connected()
             } else {
-                p.client.conn.poll_transmit(&mut Vec::new()); // hello never arrives
-            }
-            p.inject(Who::Server, input);
-            let CloseReason::Protocol(e) = closed_with(&p.server) else {
-                panic!("{input:?}: {:?}", p.server.events)
+                awaiting_hello()
             };
-            assert!(check(&e), "{input:?} (authed {authed}): {e:?}");
+            p.inject(Who::Server, input);
+            let e = protocol_error(&p.server);
+            assert!(
+                check(&e),
+                "the right error for {input:?} (authed {authed}): {e:?}"
+            );
         }
     }
     record(
@@ -172,18 +174,22 @@ fn f6_duplicate_keys_and_bad_request_ids() {
     ];
     for (frame, field) in bad {
         let mut p = connected();
-        p.inject(Who::Server, format!("{frame}\n").as_bytes());
+        inject_line(&mut p, Who::Server, frame);
         let named = match closed_with(&p.server) {
             CloseReason::Protocol(ProtocolError::DuplicateField { field }) => field,
             CloseReason::Protocol(ProtocolError::InvalidField { field, .. }) => field,
             other => panic!("{frame}: {other:?}"),
         };
-        assert_eq!(named, field, "{frame}");
+        assert_eq!(named, field, "the error names the field: {frame}");
         assert!(
             requests(&p.server).is_empty(),
+            "no request delivered: {frame}"
+        );
+        assert_eq!(
+            p.server.conn.incoming_in_flight(),
+            0,
             "request table untouched: {frame}"
         );
-        assert_eq!(p.server.conn.incoming_in_flight(), 0);
     }
     record(
         "F6",
@@ -193,28 +199,31 @@ fn f6_duplicate_keys_and_bad_request_ids() {
 
 #[test]
 fn f7_value_larger_than_peers_max_frame() {
-    let mut s = server_config(1);
-    s.max_frame = 2048;
-    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
-    p.connect();
-    assert_eq!(p.client.conn.peer_max_frame(), 2048);
+    let mut p = Setup::seed(1).server(|s| s.max_frame = 2048).connected();
+    assert_eq!(
+        p.client.conn.peer_max_frame(),
+        2048,
+        "the peer's limit is known"
+    );
     let big = raw(&format!("\"{}\"", "y".repeat(4000)));
     let before = p.client.conn.outbound_len();
     let err = p.client.conn.send(&big).unwrap_err();
     assert!(
         matches!(err, SendError::FrameTooLarge { limit: 2048, .. }),
-        "{err:?}"
+        "send refused: {err:?}"
     );
     assert_eq!(p.client.conn.outbound_len(), before, "nothing written");
-    assert!(matches!(
-        p.client.conn.request(p.now, &big, None),
-        Err(SendError::FrameTooLarge { .. })
-    ));
-    assert_eq!(p.client.conn.requests_in_flight(), 0);
-    // The link stays up and works.
+    assert!(
+        matches!(
+            p.client.conn.request(p.now, &big, None),
+            Err(SendError::FrameTooLarge { .. })
+        ),
+        "request refused"
+    );
+    assert_eq!(p.client.conn.requests_in_flight(), 0, "no request pending");
     p.client.conn.send(&raw("1")).unwrap();
     p.drive();
-    assert_eq!(messages(&p.server), vec!["1"]);
+    assert_eq!(messages(&p.server), vec!["1"], "the link still works");
     assert!(p.client.closed().is_none() && p.server.closed().is_none());
     record(
         "F7",
@@ -226,43 +235,46 @@ fn f7_value_larger_than_peers_max_frame() {
 fn f8_eof_mid_frame_fails_pending_requests() {
     let mut p = connected();
     let now = p.now;
-    let ids: Vec<_> = (0..3)
+    let lost: Vec<_> = (0..3)
         .map(|_| p.server.conn.request(now, &raw("1"), None).unwrap())
+        .map(|id| Resolution::failed(id, RequestError::ConnectionLost))
         .collect();
     p.drive();
     p.inject(Who::Server, br#"{"t":"msg","d""#);
     p.cut(Who::Client);
     assert_eq!(closed_with(&p.server), CloseReason::UnexpectedEof);
-    let r = resolutions(&p.server);
-    assert_eq!(r.len(), 3);
-    for (i, (id, res)) in r.iter().enumerate() {
-        assert_eq!(*id, ids[i]);
-        assert_eq!(*res, Err(RequestError::ConnectionLost));
-    }
+    assert_eq!(
+        resolutions(&p.server),
+        lost,
+        "every pending request failed ConnectionLost, in order"
+    );
     record(
         "F8",
         format!(
             "{:?}; {} pending requests failed ConnectionLost",
             p.server.closed().unwrap(),
-            r.len()
+            lost.len()
         ),
     );
 }
 
-/// The close reason `p.server` ended with after `frame` arrived, as Debug
-/// text (so the comparison states the exact variant and fields).
+/// The close reason the server ended with after `frame` arrived (before
+/// or after the handshake), as Debug text, so that a comparison states the
+/// exact variant and fields.
 fn close_seen(authed: bool, frame: &str) -> String {
-    let mut p = pair();
-    if authed {
-        p.connect();
+    let mut p = if authed {
+        connected()
     } else {
-        p.client.conn.poll_transmit(&mut Vec::new()); // hello never arrives
-    }
-    p.inject(Who::Server, format!("{frame}\n").as_bytes());
+        awaiting_hello()
+    };
+    inject_line(&mut p, Who::Server, frame);
     let reason = closed_with(&p.server);
-    // `code()` agrees with the variant's own code.
     if let CloseReason::Remote { code, .. } = &reason {
-        assert_eq!(&reason.code(), code);
+        assert_eq!(
+            &reason.code(),
+            code,
+            "code() agrees with the variant's code"
+        );
     }
     format!("{reason:?}")
 }
@@ -270,28 +282,30 @@ fn close_seen(authed: bool, frame: &str) -> String {
 #[test]
 fn f12_unknown_or_missing_close_code_and_long_reason() {
     for authed in [true, false] {
-        // An unknown code keeps the peer's text.
         assert_eq!(
             close_seen(authed, r#"{"t":"close","code":"x","reason":"bye"}"#),
-            r#"Remote { code: Other("x"), reason: "bye" }"#
+            r#"Remote { code: Other("x"), reason: "bye" }"#,
+            "an unknown code keeps the peer's text"
         );
-        // A missing code is reported as missing, not as an unknown one.
         assert_eq!(
             close_seen(authed, r#"{"t":"close","reason":"bye"}"#),
-            r#"Remote { code: Missing, reason: "bye" }"#
+            r#"Remote { code: Missing, reason: "bye" }"#,
+            "a missing code is missing, not unknown"
         );
         assert_eq!(
             close_seen(authed, r#"{"t":"close"}"#),
-            r#"Remote { code: Missing, reason: "" }"#
+            r#"Remote { code: Missing, reason: "" }"#,
+            "a missing reason is empty"
         );
-        // Escapes are decoded; known codes are still known.
         assert_eq!(
             close_seen(authed, r#"{"t":"close","code":"\u0078y","reason":"r"}"#),
-            r#"Remote { code: Other("xy"), reason: "r" }"#
+            r#"Remote { code: Other("xy"), reason: "r" }"#,
+            "escapes are decoded"
         );
         assert_eq!(
             close_seen(authed, r#"{"t":"close","code":"integrity","reason":"r"}"#),
-            r#"Remote { code: Integrity, reason: "r" }"#
+            r#"Remote { code: Integrity, reason: "r" }"#,
+            "known codes are still known"
         );
     }
     // A reason (and an unknown code's text) longer than 256 bytes is
@@ -308,12 +322,12 @@ fn f12_unknown_or_missing_close_code_and_long_reason() {
     let CloseReason::Remote { code, reason } = closed_with(&p.server) else {
         panic!("{:?}", p.server.events)
     };
-    assert_eq!(reason, "a".repeat(255));
-    assert_eq!(code.to_string(), "a".repeat(255));
-    // The Display form names the peer's code.
+    assert_eq!(reason, "a".repeat(255), "the reason clipped");
+    assert_eq!(code.to_string(), "a".repeat(255), "the code's text clipped");
     assert_eq!(
         p.server.closed().unwrap().to_string(),
-        format!("closed by peer ({}): {}", "a".repeat(255), "a".repeat(255))
+        format!("closed by peer ({}): {}", "a".repeat(255), "a".repeat(255)),
+        "the Display form names the peer's code"
     );
     record(
         "F12",

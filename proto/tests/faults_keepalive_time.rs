@@ -1,40 +1,59 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! Fault cases K1–K3 and F11 of tests/faults/FAULTS.md: silent peers, ping
 //! floods, deadlines that fall due together, and durations that overflow.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use jsonlink_proto::testing::{Pair, client_config, server_config};
-use jsonlink_proto::{CloseReason, Event};
+use jsonlink_proto::testing::Pair;
+use jsonlink_proto::{CloseReason, Keepalive, RequestId};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// How many pings are in `bytes`.
+fn pings_in(bytes: &[u8]) -> usize {
+    String::from_utf8_lossy(bytes)
+        .matches(r#"{"t":"ping"}"#)
+        .count()
+}
 
 #[test]
 fn k2_ping_flood_never_queues_pongs_beyond_the_bound() {
-    let mut s = server_config(1);
-    s.max_outbound = 64 * 1024;
-    s.keepalive = None;
-    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
-    p.connect();
+    let mut p = Setup::seed(1)
+        .server(|s| {
+            s.max_outbound = 64 * 1024;
+            s.keepalive = None;
+        })
+        .connected();
     let flood = b"{\"t\":\"ping\"}\n".repeat(100_000);
     let now = p.now;
     // The peer floods pings and never reads our pongs.
     for chunk in flood.chunks(16 * 1024) {
         p.server.conn.handle_input(now, chunk);
         while p.server.conn.poll_event().is_some() {}
-        assert!(p.server.conn.outbound_len() <= 64 * 1024);
+        assert!(
+            p.server.conn.outbound_len() <= 64 * 1024,
+            "outbound within its bound"
+        );
     }
-    // One coalesced pong is all that goes out.
-    let mut w = Vec::new();
-    p.server.conn.poll_transmit(&mut w);
-    assert_eq!(w, b"{\"t\":\"pong\"}\n");
-    // Real frames still get through both ways.
+    assert_eq!(
+        take_output(&mut p.server),
+        b"{\"t\":\"pong\"}\n",
+        "one coalesced pong is all that goes out"
+    );
     p.server.conn.send(&raw(r#""still here""#)).unwrap();
     p.client.conn.send(&raw(r#""me too""#)).unwrap();
     p.drive();
-    assert_eq!(messages(&p.client), vec![r#""still here""#]);
-    assert!(!p.server.conn.is_closed());
+    assert_eq!(
+        messages(&p.client),
+        vec![r#""still here""#],
+        "real frames still get through"
+    );
+    assert!(!p.server.conn.is_closed(), "the link stays up");
     record(
         "K2",
         "100000 pings: one coalesced pong, outbound within bound, real frames delivered",
@@ -47,11 +66,11 @@ fn k1_silent_peer_closes_within_interval_plus_timeout() {
     let start = p.now;
     p.server.reading = false;
     p.client.reading = false;
-    p.advance(Duration::from_secs(24));
-    assert!(p.client.closed().is_none());
-    p.advance(Duration::from_secs(1));
+    p.advance(secs(24));
+    assert!(p.client.closed().is_none(), "still up after 24 s");
+    p.advance(secs(1));
     assert_eq!(p.client.closed(), Some(&CloseReason::KeepaliveTimeout));
-    assert!(p.now - start <= Duration::from_secs(25));
+    assert!(p.now - start <= secs(25), "within interval + timeout");
     record(
         "K1",
         format!(
@@ -61,39 +80,27 @@ fn k1_silent_peer_closes_within_interval_plus_timeout() {
     );
 }
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
 /// A connected pair whose server never reads (so it answers no ping and
 /// no request) and runs no keepalive of its own.
 fn deaf_server() -> Pair {
-    let mut s = server_config(1);
-    s.keepalive = None;
-    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
-    p.connect();
+    let mut p = Setup::seed(1).server(|s| s.keepalive = None).connected();
     p.server.reading = false;
     p
 }
 
-/// The outcomes among `events`, in order: each request failure's error and
-/// the close reason.
-fn outcomes(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::RequestFailed { id, error } => Some(format!("#{} {error:?}", id.0)),
-            Event::Response { id, .. } => Some(format!("#{} answered", id.0)),
-            Event::Closed(r) => Some(format!("Closed({r:?})")),
-            _ => None,
-        })
-        .collect()
-}
-
-fn pings_in(bytes: &[u8]) -> usize {
-    String::from_utf8_lossy(bytes)
-        .matches(r#"{"t":"ping"}"#)
-        .count()
+/// The client of `p` sends requests `1`, `2`, … due these many seconds
+/// from now.
+fn requests_due<const N: usize>(p: &mut Pair, due: [u64; N]) -> [RequestId; N] {
+    let now = p.now;
+    let mut body = 0;
+    due.map(|s| {
+        body += 1;
+        let timeout = Some(secs(s));
+        p.client
+            .conn
+            .request(now, &raw(&body.to_string()), timeout)
+            .unwrap()
+    })
 }
 
 #[test]
@@ -104,20 +111,19 @@ fn k3_everything_due_fires_in_deadline_order() {
     // one due after it (+50 s) ConnectionLost.
     let mut p = deaf_server();
     let t0 = p.now;
-    let a = p
-        .client
-        .conn
-        .request(t0, &raw("1"), Some(secs(21)))
-        .unwrap();
-    let b = p
-        .client
-        .conn
-        .request(t0, &raw("2"), Some(secs(50)))
-        .unwrap();
+    let [a, b] = requests_due(&mut p, [21, 50]);
     p.advance(secs(15));
-    assert_eq!(pings_in(&p.client.in_flight), 1);
-    assert_eq!(p.client.conn.poll_timeout(), Some(t0 + secs(21)));
-    assert!(p.client.take_events().is_empty());
+    assert_eq!(
+        pings_in(&p.client.in_flight),
+        1,
+        "the ping went out on time"
+    );
+    assert_eq!(
+        p.client.conn.poll_timeout(),
+        Some(t0 + secs(21)),
+        "the request is due next"
+    );
+    assert!(p.client.take_events().is_empty(), "nothing happened yet");
     p.jump(secs(15));
     let stalled = outcomes(&p.client.events);
     assert_eq!(
@@ -126,7 +132,8 @@ fn k3_everything_due_fires_in_deadline_order() {
             format!("#{} Timeout", a.0),
             format!("#{} ConnectionLost", b.0),
             "Closed(KeepaliveTimeout)".to_owned(),
-        ]
+        ],
+        "everything due fired, in deadline order"
     );
     assert_closed_last(&p.client);
 
@@ -135,8 +142,7 @@ fn k3_everything_due_fires_in_deadline_order() {
     // deadline ends the second.
     let mut p = deaf_server();
     let t0 = p.now;
-    let a = p.client.conn.request(t0, &raw("1"), Some(secs(2))).unwrap();
-    let b = p.client.conn.request(t0, &raw("2"), Some(secs(8))).unwrap();
+    let [a, b] = requests_due(&mut p, [2, 8]);
     p.client.conn.close_by(t0, "bye", t0 + secs(5));
     p.jump(secs(10));
     let closing = outcomes(&p.client.events);
@@ -146,7 +152,8 @@ fn k3_everything_due_fires_in_deadline_order() {
             format!("#{} Timeout", a.0),
             format!("#{} ClosedLocally", b.0),
             r#"Closed(Local { reason: "bye" })"#.to_owned(),
-        ]
+        ],
+        "the request due first timed out, the drain deadline ended the other"
     );
     assert_closed_last(&p.client);
 
@@ -166,37 +173,30 @@ fn k3_everything_due_fires_in_deadline_order() {
 fn k3_late_ping() -> String {
     let mut p = deaf_server();
     let t0 = p.now;
-    let a = p
-        .client
-        .conn
-        .request(t0, &raw("1"), Some(secs(21)))
-        .unwrap();
-    p.client
-        .conn
-        .request(t0, &raw("2"), Some(secs(50)))
-        .unwrap();
+    let [a, _] = requests_due(&mut p, [21, 50]);
     // Suspended from +0 to +30 s: the ping (due +15 s) and the request
     // (due +21 s) are both late.
     p.jump(secs(30));
-    assert_eq!(outcomes(&p.client.events), [format!("#{} Timeout", a.0)]);
-    assert_eq!(pings_in(&p.client.in_flight), 1);
+    assert_eq!(
+        outcomes(&p.client.events),
+        [format!("#{} Timeout", a.0)],
+        "the late request timed out"
+    );
+    assert_eq!(pings_in(&p.client.in_flight), 1, "the late ping went out");
     let pong_deadline = p.client.conn.poll_timeout().unwrap() - t0;
-    assert_eq!(pong_deadline, secs(40));
+    assert_eq!(
+        pong_deadline,
+        secs(40),
+        "the pong deadline counts from +30 s"
+    );
     p.advance(secs(9));
-    assert!(p.client.closed().is_none());
+    assert!(p.client.closed().is_none(), "still up at +39 s");
     // The pong arrives before +40 s: the link stays up past it.
     p.server.reading = true;
     p.drive();
-    assert_eq!(
-        p.client
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::Pong))
-            .count(),
-        1
-    );
+    assert_eq!(pongs(&p.client), 1, "the pong arrived");
     p.advance(secs(5));
-    assert!(p.client.closed().is_none());
+    assert!(p.client.closed().is_none(), "the link stays up");
     format!(
         "a ping due at +15 s sent at +30 s after a suspend: pong deadline +{} s, link up",
         pong_deadline.as_secs()
@@ -230,13 +230,16 @@ fn f11_requests() -> String {
     let mut ids = Vec::new();
     for d in OVERFLOWING {
         ids.push(p.client.conn.request(now, &raw("1"), Some(d)).unwrap());
-        // No deadline: the next timer is still the keepalive's.
-        assert_eq!(p.client.conn.poll_timeout(), keepalive);
+        assert_eq!(
+            p.client.conn.poll_timeout(),
+            keepalive,
+            "no deadline: the next timer is still the keepalive's"
+        );
     }
     p.drive();
     // Answered, hours later.
     p.advance(secs(3 * 3600));
-    let first = requests(&p.server)[0].0;
+    let first = requests(&p.server)[0].id;
     p.server.conn.respond(first, Ok(&raw("\"ok\""))).unwrap();
     p.drive();
     // The others end with the connection, at the close deadline.
@@ -252,9 +255,10 @@ fn f11_requests() -> String {
             format!("#{} ClosedLocally", ids[1].0),
             format!("#{} ClosedLocally", ids[2].0),
             r#"Closed(Local { reason: "bye" })"#.to_owned(),
-        ]
+        ],
+        "one answered after hours, the others ended by the close"
     );
-    assert_eq!(p.now - now, secs(5));
+    assert_eq!(p.now - now, secs(5), "at the close deadline");
     format!(
         "as request timeouts: no deadline; {} after 3 h, {} at the {} s close deadline",
         got[0],
@@ -267,35 +271,34 @@ fn f11_requests() -> String {
 fn f11_config_durations_that_overflow_mean_no_deadline() {
     let mut observed = Vec::new();
     for d in OVERFLOWING {
-        let mut c = client_config(1);
-        let mut s = server_config(1);
-        for cfg in [&mut c, &mut s] {
-            cfg.handshake_timeout = d;
-            cfg.request_timeout = d;
-            cfg.close_timeout = d;
-            cfg.keepalive = Some(jsonlink_proto::Keepalive {
-                interval: d,
-                timeout: d,
-                data: None,
-            });
-        }
-        let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-        // No handshake deadline.
-        assert_eq!(p.next_deadline(), None);
+        let mut p = Setup::seed(1)
+            .both(|cfg| {
+                cfg.handshake_timeout = d;
+                cfg.request_timeout = d;
+                cfg.close_timeout = d;
+                cfg.keepalive = Some(Keepalive {
+                    interval: d,
+                    timeout: d,
+                    data: None,
+                });
+            })
+            .pair();
+        assert_eq!(p.next_deadline(), None, "no handshake deadline");
         p.connect();
-        // No keepalive ping.
-        assert_eq!(p.next_deadline(), None);
+        assert_eq!(p.next_deadline(), None, "no keepalive ping");
         let now = p.now;
         let id = p.client.conn.request(now, &raw("1"), None).unwrap();
-        assert_eq!(p.next_deadline(), None);
+        assert_eq!(p.next_deadline(), None, "no request deadline");
         p.drive();
-        // A close with no drain deadline waits for the request.
         p.client.conn.close(now, "bye");
         p.drive();
-        assert_eq!(p.next_deadline(), None);
+        assert_eq!(p.next_deadline(), None, "no close deadline");
         p.advance(Duration::MAX);
-        assert!(!p.client.conn.is_closed());
-        let req = requests(&p.server)[0].0;
+        assert!(
+            !p.client.conn.is_closed(),
+            "the drain waits for the request"
+        );
+        let req = requests(&p.server)[0].id;
         p.server.conn.respond(req, Ok(&raw("2"))).unwrap();
         p.drive();
         let got = outcomes(&p.client.events);
@@ -304,43 +307,57 @@ fn f11_config_durations_that_overflow_mean_no_deadline() {
             [
                 format!("#{} answered", id.0),
                 r#"Closed(Local { reason: "bye" })"#.to_owned()
-            ]
+            ],
+            "answered, then closed"
         );
         observed.push(got.join(", "));
     }
     observed.dedup();
-    assert_eq!(observed.len(), 1);
+    assert_eq!(observed.len(), 1, "the same for every overflowing duration");
 
     // Keepalive pings on time but never gives up on the pong; a close_by
     // deadline tightens a drain that had none.
-    let mut c = client_config(1);
-    c.keepalive = Some(jsonlink_proto::Keepalive {
-        interval: secs(1),
-        timeout: Duration::MAX,
-        data: None,
-    });
-    c.close_timeout = Duration::MAX;
-    let mut s = server_config(1);
-    s.keepalive = None;
-    let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-    p.connect();
+    let mut p = Setup::seed(1)
+        .client(|c| {
+            c.keepalive = Some(Keepalive {
+                interval: secs(1),
+                timeout: Duration::MAX,
+                data: None,
+            });
+            c.close_timeout = Duration::MAX;
+        })
+        .server(|s| s.keepalive = None)
+        .connected();
     p.server.reading = false;
     p.advance(secs(1));
-    assert_eq!(pings_in(&p.client.in_flight), 1);
-    assert_eq!(p.client.conn.poll_timeout(), None);
+    assert_eq!(
+        pings_in(&p.client.in_flight),
+        1,
+        "the ping went out on time"
+    );
+    assert_eq!(p.client.conn.poll_timeout(), None, "no pong deadline");
     let now = p.now;
     let id = p.client.conn.request(now, &raw("1"), None).unwrap();
     p.client.conn.close(now, "bye");
-    assert_eq!(p.client.conn.poll_timeout(), Some(now + secs(30)));
+    assert_eq!(
+        p.client.conn.poll_timeout(),
+        Some(now + secs(30)),
+        "only the request's deadline"
+    );
     p.client.conn.close_by(now, "bye", now + secs(2));
-    assert_eq!(p.client.conn.poll_timeout(), Some(now + secs(2)));
+    assert_eq!(
+        p.client.conn.poll_timeout(),
+        Some(now + secs(2)),
+        "close_by tightens the drain"
+    );
     p.advance(Duration::MAX);
     assert_eq!(
         outcomes(&p.client.events),
         [
             format!("#{} ClosedLocally", id.0),
             r#"Closed(Local { reason: "bye" })"#.to_owned()
-        ]
+        ],
+        "the drain deadline ended the request"
     );
     record(
         "F11",

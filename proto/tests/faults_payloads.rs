@@ -1,16 +1,23 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! Fault cases F9 and F10 of tests/faults/FAULTS.md: what a payload may
 //! hold (one `op`, a bounded nesting depth), from the peer and from the caller.
 
 mod common;
 
-use std::time::Instant;
-
 use common::*;
-use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
-use jsonlink_proto::{
-    CloseReason, Event, Policy, ProtocolError, RemoteError, RequestError, SendError,
-};
+use jsonlink_proto::testing::{Pair, Who};
+use jsonlink_proto::{CloseReason, Event, ProtocolError, RemoteError, RequestError, SendError};
+
+/// The events the server of a connected plain pair saw after `line`
+/// arrived, and the close code it sent back (`none` without one).
+fn server_refusal(line: &str) -> (Vec<Event>, String) {
+    let mut p = connected();
+    inject_line(&mut p, Who::Server, line);
+    let code = string_member(&take_output_text(&mut p.server), "code")
+        .unwrap_or("none")
+        .to_owned();
+    (p.server.take_events(), code)
+}
 
 #[test]
 fn f9_duplicate_op_in_a_body_is_refused() {
@@ -29,11 +36,10 @@ fn f9_duplicate_op_in_a_body_is_refused() {
             format!(r#"{{"t":"req", "d":{body}, "id":1}}"#),
         ] {
             let (events, code) = server_refusal(&line);
-            // Nothing delivered (no message, no request): only Closed.
             let [Event::Closed(reason)] = events.as_slice() else {
-                panic!("{line}: {events:?}")
+                panic!("nothing delivered, only Closed: {line}: {events:?}")
             };
-            assert_eq!(code, "invalid_frame", "{line}");
+            assert_eq!(code, "invalid_frame", "the close code for {line}");
             seen.push(format!("{reason:?}"));
         }
     }
@@ -43,13 +49,17 @@ fn f9_duplicate_op_in_a_body_is_refused() {
         [r#"Protocol(DuplicateField { field: "d.op" })"#],
         "one outcome for every case"
     );
-    // The request table is untouched.
     let mut p = connected();
-    p.inject(
+    inject_line(
+        &mut p,
         Who::Server,
-        b"{\"t\":\"req\",\"id\":1,\"d\":{\"op\":\"a\",\"op\":\"b\"}}\n",
+        r#"{"t":"req","id":1,"d":{"op":"a","op":"b"}}"#,
     );
-    assert_eq!(p.server.conn.incoming_in_flight(), 0);
+    assert_eq!(
+        p.server.conn.incoming_in_flight(),
+        0,
+        "the request table is untouched"
+    );
 
     // A single op is the op serde_json reads from the delivered body,
     // whatever its spelling, beside nested ones.
@@ -62,10 +72,7 @@ fn f9_duplicate_op_in_a_body_is_refused() {
         (r#"[{"op":"a"},{"op":"b"}]"#, None),
     ];
     for (body, _) in accepted {
-        p.inject(
-            Who::Server,
-            format!("{{\"t\":\"msg\",\"d\":{body}}}\n").as_bytes(),
-        );
+        inject_line(&mut p, Who::Server, &format!(r#"{{"t":"msg","d":{body}}}"#));
     }
     let got: Vec<(Option<String>, serde_json::Value)> = p
         .server
@@ -76,9 +83,9 @@ fn f9_duplicate_op_in_a_body_is_refused() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(got.len(), accepted.len());
+    assert_eq!(got.len(), accepted.len(), "every message delivered");
     for ((op, value), (body, want)) in got.iter().zip(accepted) {
-        assert_eq!(op.as_deref(), want, "{body}");
+        assert_eq!(op.as_deref(), want, "the op dispatched for {body}");
         let handler_sees = value.get("op").and_then(serde_json::Value::as_str);
         assert_eq!(
             op.as_deref(),
@@ -90,20 +97,15 @@ fn f9_duplicate_op_in_a_body_is_refused() {
     let now = p.now;
     let id = p.server.conn.request(now, &raw("1"), None).unwrap();
     p.drive();
-    p.inject(
+    inject_line(
+        &mut p,
         Who::Server,
-        format!(
-            "{{\"t\":\"res\",\"id\":{},\"d\":{{\"op\":1,\"op\":2}}}}\n",
-            id.0
-        )
-        .as_bytes(),
+        &format!(r#"{{"t":"res","id":{},"d":{{"op":1,"op":2}}}}"#, id.0),
     );
     assert_eq!(
-        resolutions(&p.server)
-            .into_iter()
-            .map(|(i, r)| (i, r.map(|b| b.get().to_owned())))
-            .collect::<Vec<_>>(),
-        [(id, Ok(r#"{"op":1,"op":2}"#.to_owned()))]
+        resolutions(&p.server),
+        [Resolution::answered(id, r#"{"op":1,"op":2}"#)],
+        "an answer with op twice is delivered as it is"
     );
 
     // The caller's own such body: refused, nothing written, link up.
@@ -114,13 +116,18 @@ fn f9_duplicate_op_in_a_body_is_refused() {
     let request = p.client.conn.request(now, &dup, None);
     assert_eq!(
         format!("{send:?} / {request:?}"),
-        "Err(DuplicateOp) / Err(DuplicateOp)"
+        "Err(DuplicateOp) / Err(DuplicateOp)",
+        "send and request refuse it"
     );
     assert_eq!(p.client.conn.outbound_len(), before, "nothing written");
-    assert_eq!(p.client.conn.requests_in_flight(), 0);
+    assert_eq!(p.client.conn.requests_in_flight(), 0, "no request pending");
     p.client.conn.send(&raw(r#"{"op":"a"}"#)).unwrap();
     p.drive();
-    assert_eq!(messages(&p.server), [r#"{"op":"a"}"#]);
+    assert_eq!(
+        messages(&p.server),
+        [r#"{"op":"a"}"#],
+        "the link still works"
+    );
     assert!(p.client.closed().is_none() && p.server.closed().is_none());
     record(
         "F9",
@@ -141,62 +148,82 @@ fn nest_obj(n: usize) -> String {
     format!("{}{{}}{}", r#"{"a":"#.repeat(n - 1), "}".repeat(n - 1))
 }
 
+/// An error answer whose `data` is nested `depth` deep.
+fn deep_error(depth: usize) -> RemoteError {
+    RemoteError {
+        data: Some(nest(depth)),
+        ..RemoteError::new("c", "m")
+    }
+}
+
 const TOO_DEEP: &str =
     r#"Protocol(InvalidJson { detail: "nested deeper than the 127-level depth limit" })"#;
 
-/// A pair in `mode` (0 plain, 1 signed, 2 sealed) whose client sends
-/// values of any depth (its own limit raised), so that the server's limit
-/// is what is tested, inside the signed or sealed wrapping too.
-fn deep_sender(mode: u8) -> Pair {
-    let mut c = client_config(5);
-    let mut s = server_config(5);
-    c.max_depth = usize::MAX;
-    let policy = |on| if on { Policy::Required } else { Policy::Off };
-    c.signing = policy(mode == 1);
-    s.signing = policy(mode == 1);
-    c.encryption = policy(mode == 2);
-    s.encryption = policy(mode == 2);
-    let mut p = Pair::new(Instant::now(), c, s, vec![9; 32], vec![9; 32]);
-    p.connect();
-    p
+/// Where a deep value travels.
+#[derive(Debug, Clone, Copy)]
+enum Carrier {
+    Message,
+    Request,
+    Answer,
+    ErrorData,
+    PingData,
+}
+
+impl Carrier {
+    const ALL: [Self; 5] = [
+        Self::Message,
+        Self::Request,
+        Self::Answer,
+        Self::ErrorData,
+        Self::PingData,
+    ];
+}
+
+/// A connected pair (seed 5, a channel binding) in `mode` whose client
+/// sends values of any depth (its own limit raised), so that the server's
+/// limit is what is tested, inside the signed or sealed wrapping too.
+fn deep_sender(mode: Protection) -> Pair {
+    Setup::seed(5)
+        .binding(9)
+        .protection(mode)
+        .client(|c| c.max_depth = usize::MAX)
+        .connected()
 }
 
 /// What the server of a [`deep_sender`] pair saw when its client sent
-/// a value of `depth` one way: the outcome as text, events included.
-fn deep_value_outcome(mode: u8, carrier: &str, depth: usize) -> String {
+/// a value of `depth` one way: `delivered` (and parsed), or the close
+/// reason.
+fn deep_value_outcome(mode: Protection, carrier: Carrier, depth: usize) -> String {
     let mut p = deep_sender(mode);
     let now = p.now;
     let v = raw(&nest(depth));
-    let data = raw(&nest_obj(depth));
     match carrier {
-        "msg" => p.client.conn.send(&v).unwrap(),
-        "req" => {
+        Carrier::Message => p.client.conn.send(&v).unwrap(),
+        Carrier::Request => {
             p.client.conn.request(now, &v, None).unwrap();
         }
-        "res" | "err.data" => {
-            p.server.conn.request(now, &raw("1"), None).unwrap();
-            p.drive();
-            let id = requests(&p.client)[0].0;
+        Carrier::Answer | Carrier::ErrorData => {
+            let req = deliver_request(&mut p, Who::Server, "1");
             p.client.take_events();
             p.server.take_events();
-            let err = RemoteError {
-                data: Some(nest(depth)),
-                ..RemoteError::new("c", "m")
+            let err = deep_error(depth);
+            let answer = match carrier {
+                Carrier::Answer => Ok(&*v),
+                _ => Err(&err),
             };
-            let answer = if carrier == "res" { Ok(&*v) } else { Err(&err) };
-            p.client.conn.respond(id, answer).unwrap();
+            p.client.conn.respond(req.peer_id, answer).unwrap();
         }
-        "ping" => p.client.conn.ping(Some(&data)).unwrap(),
-        other => panic!("{other}"),
+        Carrier::PingData => p.client.conn.ping(Some(&raw(&nest_obj(depth)))).unwrap(),
     }
     p.drive();
+    let parses = |json: &str| serde_json::from_str::<serde_json::Value>(json).is_ok();
     let events = p.server.take_events();
     match events.as_slice() {
         // Delivered: the application can parse what it got.
         [Event::Message { body, .. }]
         | [Event::Request { body, .. }]
         | [Event::Response { body, .. }] => {
-            serde_json::from_str::<serde_json::Value>(body.get()).unwrap();
+            assert!(parses(body.get()), "what is delivered parses");
             "delivered".into()
         }
         [
@@ -205,49 +232,52 @@ fn deep_value_outcome(mode: u8, carrier: &str, depth: usize) -> String {
                 ..
             },
         ] => {
-            serde_json::from_str::<serde_json::Value>(e.data.as_deref().unwrap()).unwrap();
+            assert!(parses(e.data.as_deref().unwrap()), "error data parses");
             "delivered".into()
         }
         [Event::Ping { data: Some(d) }] => {
-            serde_json::from_str::<serde_json::Value>(d.get()).unwrap();
+            assert!(parses(d.get()), "ping data parses");
             "delivered".into()
         }
         // Refused: nothing delivered; a pending request fails.
-        [Event::Closed(r)] => format!("{r:?}"),
-        [
+        [Event::Closed(r)]
+        | [
             Event::RequestFailed {
                 error: RequestError::ConnectionLost,
                 ..
             },
             Event::Closed(r),
-        ] => {
-            format!("{r:?}")
-        }
+        ] => format!("{r:?}"),
         other => format!("{other:?}"),
     }
 }
 
 #[test]
 fn f10_deep_values_from_the_peer_are_invalid_json() {
-    // The default is exactly serde_json's: 127 levels parse, 128 do not.
-    assert!(serde_json::from_str::<serde_json::Value>(&nest(127)).is_ok());
-    assert!(serde_json::from_str::<serde_json::Value>(&nest(128)).is_err());
-    assert!(serde_json::from_str::<serde_json::Value>(&nest_obj(127)).is_ok());
-    assert!(serde_json::from_str::<serde_json::Value>(&nest_obj(128)).is_err());
-    assert_eq!(jsonlink_proto::DEFAULT_MAX_DEPTH, 127);
+    let parses = |json: &str| serde_json::from_str::<serde_json::Value>(json).is_ok();
+    assert!(
+        parses(&nest(127)) && parses(&nest_obj(127)),
+        "serde_json parses 127"
+    );
+    assert!(!parses(&nest(128)) && !parses(&nest_obj(128)), "not 128");
+    assert_eq!(
+        jsonlink_proto::DEFAULT_MAX_DEPTH,
+        127,
+        "the default is serde_json's"
+    );
 
     // Through the API of a client that sends anything, in every mode.
-    for mode in [0, 1, 2] {
-        for carrier in ["msg", "req", "res", "err.data", "ping"] {
+    for mode in Protection::MODES {
+        for carrier in Carrier::ALL {
             assert_eq!(
                 deep_value_outcome(mode, carrier, 127),
                 "delivered",
-                "{mode} {carrier}"
+                "depth 127: {mode:?} {carrier:?}"
             );
             assert_eq!(
                 deep_value_outcome(mode, carrier, 128),
                 TOO_DEEP,
-                "{mode} {carrier}"
+                "depth 128: {mode:?} {carrier:?}"
             );
         }
     }
@@ -271,23 +301,26 @@ fn f10_deep_values_from_the_peer_are_invalid_json() {
             true,
         ),
     ] {
-        assert!(line.len() < jsonlink_proto::DEFAULT_MAX_FRAME);
+        assert!(
+            line.len() < jsonlink_proto::DEFAULT_MAX_FRAME,
+            "under the frame limit"
+        );
         let (events, code) = server_refusal(&line);
         if ok {
             assert!(
                 matches!(events.as_slice(), [Event::Message { .. }]),
-                "{events:?}"
+                "delivered: {events:?}"
             );
         } else {
             let [Event::Closed(r)] = events.as_slice() else {
-                panic!("{events:?}")
+                panic!("nothing delivered, only Closed: {events:?}")
             };
             assert_eq!(format!("{r:?}"), TOO_DEEP);
-            assert_eq!(code, "invalid_json");
+            assert_eq!(code, "invalid_json", "the close code");
         }
     }
-    // Before authentication: a member of the hello (server) or of the
-    // challenge (client).
+    // Before authentication: a member of the hello (at the server) or of
+    // the challenge (at the client).
     for (who, n) in [
         (Who::Server, 127),
         (Who::Server, 128),
@@ -295,24 +328,21 @@ fn f10_deep_values_from_the_peer_are_invalid_json() {
         (Who::Client, 128),
     ] {
         let mut p = pair();
-        let mut hello = Vec::new();
-        p.client.conn.poll_transmit(&mut hello);
-        let mut line = hello.clone();
-        if who == Who::Client {
+        let hello = take_output(&mut p.client);
+        let mut line = if who == Who::Client {
             p.server.conn.handle_input(p.now, &hello);
-            line.clear();
-            p.server.conn.poll_transmit(&mut line);
-        }
+            take_output(&mut p.server)
+        } else {
+            hello
+        };
         let end = line.len() - 2; // before `}\n`
         line.splice(end..end, format!(r#","x":{}"#, nest(n)).into_bytes());
         p.inject(who, &line);
         let peer = p.peer(who);
-        while let Some(e) = peer.conn.poll_event() {
-            peer.events.push(e);
-        }
+        poll_events(peer);
         match (n, peer.closed()) {
             (127, None) => {}
-            (128, Some(r)) => assert_eq!(format!("{r:?}"), TOO_DEEP),
+            (128, Some(r)) => assert_eq!(format!("{r:?}"), TOO_DEEP, "{who:?} at 128"),
             other => panic!("{who:?} {n}: {other:?}"),
         }
     }
@@ -327,31 +357,17 @@ fn f10_deep_values_from_the_peer_are_invalid_json() {
 #[test]
 fn f10_the_callers_own_deep_value_is_refused_locally() {
     let mut outcomes = Vec::new();
-    for mode in [0, 1, 2] {
-        let mut c = client_config(5);
-        let mut s = server_config(5);
-        let policy = |on| if on { Policy::Required } else { Policy::Off };
-        c.signing = policy(mode == 1);
-        s.signing = policy(mode == 1);
-        c.encryption = policy(mode == 2);
-        s.encryption = policy(mode == 2);
-        let mut p = Pair::new(Instant::now(), c, s, vec![9; 32], vec![9; 32]);
-        p.connect();
+    for mode in Protection::MODES {
+        let mut p = Setup::seed(5).binding(9).protection(mode).connected();
         let now = p.now;
-        p.server.conn.request(now, &raw("1"), None).unwrap();
-        p.drive();
-        let id = requests(&p.client)[0].0;
+        let req = deliver_request(&mut p, Who::Server, "1");
         let before = p.client.conn.outbound_len();
         let deep = raw(&nest(128));
-        let err = RemoteError {
-            data: Some(nest(128)),
-            ..RemoteError::new("c", "m")
-        };
         let got = [
             p.client.conn.send(&deep),
             p.client.conn.request(now, &deep, None).map(drop),
-            p.client.conn.respond(id, Ok(&deep)),
-            p.client.conn.respond(id, Err(&err)),
+            p.client.conn.respond(req.peer_id, Ok(&deep)),
+            p.client.conn.respond(req.peer_id, Err(&deep_error(128))),
             p.client.conn.ping(Some(&raw(&nest_obj(128)))),
         ];
         let mut each: Vec<String> = got.iter().map(|r| format!("{r:?}")).collect();
@@ -359,22 +375,25 @@ fn f10_the_callers_own_deep_value_is_refused_locally() {
         assert_eq!(
             each,
             ["Err(TooDeep { depth: 128, limit: 127 })"],
-            "mode {mode}"
+            "every command refuses it: {mode:?}"
         );
         outcomes.extend(each);
         assert_eq!(p.client.conn.outbound_len(), before, "nothing written");
-        assert_eq!(p.client.conn.requests_in_flight(), 0);
+        assert_eq!(p.client.conn.requests_in_flight(), 0, "no request pending");
         assert_eq!(p.client.conn.incoming_in_flight(), 1, "still answerable");
         // The link is up, and the sequence numbers were not used up.
         p.client.conn.send(&raw(&nest(127))).unwrap();
-        p.client.conn.respond(id, Ok(&raw(&nest(127)))).unwrap();
+        p.client
+            .conn
+            .respond(req.peer_id, Ok(&raw(&nest(127))))
+            .unwrap();
         p.drive();
-        assert_eq!(messages(&p.server), [nest(127)]);
-        assert_eq!(resolutions(&p.server).len(), 1);
+        assert_eq!(messages(&p.server), [nest(127)], "a message still arrives");
+        assert_eq!(resolutions(&p.server).len(), 1, "the answer still arrives");
         assert!(p.client.closed().is_none() && p.server.closed().is_none());
     }
     outcomes.dedup();
-    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes.len(), 1, "one outcome in every mode");
     record(
         "F10/local",
         format!(
@@ -386,22 +405,19 @@ fn f10_the_callers_own_deep_value_is_refused_locally() {
 
 #[test]
 fn f10_the_depth_limit_is_configurable() {
-    let mut c = client_config(1);
-    let mut s = server_config(1);
-    c.max_depth = 3;
-    s.max_depth = 3;
-    let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-    p.connect();
+    let mut p = Setup::seed(1).both(|c| c.max_depth = 3).connected();
     p.client.conn.send(&raw(&nest(3))).unwrap();
     assert_eq!(
         p.client.conn.send(&raw(&nest(4))),
-        Err(SendError::TooDeep { depth: 4, limit: 3 })
+        Err(SendError::TooDeep { depth: 4, limit: 3 }),
+        "one level more is refused"
     );
     p.drive();
-    assert_eq!(messages(&p.server), [nest(3)]);
-    p.inject(
+    assert_eq!(messages(&p.server), [nest(3)], "the limit's depth arrives");
+    inject_line(
+        &mut p,
         Who::Server,
-        format!("{{\"t\":\"msg\",\"d\":{}}}\n", nest(4)).as_bytes(),
+        &format!(r#"{{"t":"msg","d":{}}}"#, nest(4)),
     );
     assert_eq!(
         closed_with(&p.server),
@@ -410,15 +426,13 @@ fn f10_the_depth_limit_is_configurable() {
         })
     );
     // 0 acts as 1: the handshake's lists still fit.
-    let mut c = client_config(1);
-    let mut s = server_config(1);
-    c.max_depth = 0;
-    s.max_depth = 0;
-    let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-    p.connect();
+    let mut p = Setup::seed(1).both(|c| c.max_depth = 0).connected();
     p.client.conn.send(&raw("[1]")).unwrap();
-    assert!(matches!(
-        p.client.conn.send(&raw("[[1]]")),
-        Err(SendError::TooDeep { depth: 2, limit: 1 })
-    ));
+    assert!(
+        matches!(
+            p.client.conn.send(&raw("[[1]]")),
+            Err(SendError::TooDeep { depth: 2, limit: 1 })
+        ),
+        "0 acts as 1"
+    );
 }

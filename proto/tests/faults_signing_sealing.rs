@@ -1,27 +1,27 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! Fault cases S1–S6 of tests/faults/FAULTS.md: signed and sealed frames
 //! that were flipped, stripped, replayed or forged, and secrets kept out of
 //! every output.
 
 mod common;
 
-use std::time::Instant;
+use std::collections::HashSet;
 
 use common::*;
-use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
-use jsonlink_proto::{CloseReason, ConnectionParams, Policy, ProtocolError};
+use jsonlink_proto::crypto::{self, SessionKeys};
+use jsonlink_proto::testing::{TEST_SECRET, Who, client_config};
+use jsonlink_proto::{CloseReason, ConnectionParams, ProtocolError};
 
 #[test]
 fn s1_every_bit_flip_of_a_protected_frame_is_detected() {
-    for (sign, seal) in [(true, false), (false, true), (true, true)] {
-        let mut base = protected(sign, seal);
-        let w = client_wire(&mut base, |c| {
+    for mode in Protection::PROTECTED {
+        let w = client_writes(&mut protected(mode), |c| {
             c.send(&raw(r#"{"op":"x","v":[1,2]}"#)).unwrap()
         });
         let body_len = w.len() - 1; // not the final '\n'
         for bit in 0..body_len * 8 {
-            let mut p = protected(sign, seal);
-            let _ = client_wire(&mut p, |_| {});
+            let mut p = protected(mode);
+            take_output(&mut p.client);
             let mut t = w.clone();
             t[bit / 8] ^= 1 << (bit % 8);
             p.inject(Who::Server, &t);
@@ -29,9 +29,9 @@ fn s1_every_bit_flip_of_a_protected_frame_is_detected() {
             let r = closed_with(&p.server);
             assert!(
                 matches!(r, CloseReason::Protocol(ProtocolError::Integrity)),
-                "sign {sign} seal {seal} bit {bit}: {r:?}"
+                "{mode:?} bit {bit} flipped: {r:?}"
             );
-            assert!(messages(&p.server).is_empty());
+            assert!(messages(&p.server).is_empty(), "nothing delivered");
         }
     }
     record(
@@ -43,14 +43,13 @@ fn s1_every_bit_flip_of_a_protected_frame_is_detected() {
 #[test]
 fn s2_missing_or_empty_tag_is_integrity() {
     for frame in [
-        r#"{"t":"msg","d":1}"#.to_owned(),
-        r#"{"q":0,"f":{"t":"msg","d":1}}"#.to_owned(),
-        r#"{"q":0,"s":"","f":{"t":"msg","d":1}}"#.to_owned(),
-        r#"{"f":{"t":"msg","d":1},"q":0,"s":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#
-            .to_owned(),
+        r#"{"t":"msg","d":1}"#,
+        r#"{"q":0,"f":{"t":"msg","d":1}}"#,
+        r#"{"q":0,"s":"","f":{"t":"msg","d":1}}"#,
+        r#"{"f":{"t":"msg","d":1},"q":0,"s":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#,
     ] {
-        let mut p = protected(true, false);
-        p.inject(Who::Server, format!("{frame}\n").as_bytes());
+        let mut p = protected(Protection::Signed);
+        inject_line(&mut p, Who::Server, frame);
         assert_eq!(
             closed_with(&p.server),
             CloseReason::Protocol(ProtocolError::Integrity),
@@ -62,30 +61,29 @@ fn s2_missing_or_empty_tag_is_integrity() {
 
 #[test]
 fn s3_replay_swap_and_drop_are_detected() {
-    for seal in [false, true] {
-        let mut p = protected(true, seal);
-        let w = client_wire(&mut p, |c| {
+    for mode in [Protection::Signed, Protection::SignedSealed] {
+        let w = client_writes(&mut protected(mode), |c| {
             c.send(&raw("1")).unwrap();
             c.send(&raw("2")).unwrap();
             c.send(&raw("3")).unwrap();
         });
         let lines: Vec<&[u8]> = w.split_inclusive(|b| *b == b'\n').collect();
-        assert_eq!(lines.len(), 3);
-        let scenarios: [(&[usize], u64, u64); 3] = [
-            (&[0, 0], 1, 0), // replay
-            (&[1, 0], 0, 1), // swap
-            (&[0, 2], 1, 2), // drop
+        assert_eq!(lines.len(), 3, "one line per message");
+        let scenarios: [(&str, &[usize], u64, u64); 3] = [
+            ("replay", &[0, 0], 1, 0),
+            ("swap", &[1, 0], 0, 1),
+            ("drop", &[0, 2], 1, 2),
         ];
-        for (order, expected, got) in scenarios {
-            let mut q = protected(true, seal);
-            let _ = client_wire(&mut q, |_| {});
+        for (scenario, order, expected, got) in scenarios {
+            let mut q = protected(mode);
+            take_output(&mut q.client);
             for i in order {
                 q.inject(Who::Server, lines[*i]);
             }
             assert_eq!(
                 closed_with(&q.server),
                 CloseReason::Protocol(ProtocolError::Sequence { expected, got }),
-                "seal {seal} order {order:?}"
+                "{scenario} ({mode:?}, lines {order:?})"
             );
         }
     }
@@ -103,20 +101,17 @@ fn s4_bad_padding_and_bad_mac_give_the_same_error() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut outcomes = Vec::new();
     for valid_mac in [true, false] {
-        let mut c = client_config(5);
-        let mut sc = server_config(5);
-        c.encryption = Policy::Required;
-        sc.encryption = Policy::Required;
-        let mut p = Pair::new(Instant::now(), c, sc, vec![9; 32], vec![9; 32]);
-        p.record();
+        let mut p = Setup::seed(5)
+            .binding(9)
+            .protection(Protection::Sealed)
+            .recorded();
         p.connect();
         // Recompute the client's c2s keys from the recorded transcript with
         // the public derivation, to forge frames with a valid MAC.
-        let first_line = |log: &[u8]| log.split(|b| *b == b'\n').next().unwrap().to_vec();
-        let hello = first_line(p.client.log.as_deref().unwrap());
-        let challenge = first_line(p.server.log.as_deref().unwrap());
-        let th = jsonlink_proto::crypto::transcript_hash(&hello, &challenge, &[9; 32]);
-        let keys = jsonlink_proto::crypto::SessionKeys::derive(&client_config(5).secret, &th).c2s;
+        let hello = log_text(&p.client).lines().next().unwrap().to_owned();
+        let challenge = log_text(&p.server).lines().next().unwrap().to_owned();
+        let th = crypto::transcript_hash(hello.as_bytes(), challenge.as_bytes(), &[9; 32]);
+        let keys = SessionKeys::derive(&client_config(5).secret, &th).c2s;
         let iv = [5u8; 16];
         // One block of zeros: its "padding" byte is 0x00, invalid PKCS#7.
         let mut block = [0u8; 16];
@@ -140,10 +135,14 @@ fn s4_bad_padding_and_bad_mac_give_the_same_error() {
             b64.encode(&tag),
             b64.encode(&ct)
         );
-        p.inject(Who::Server, format!("{frame}\n").as_bytes());
+        inject_line(&mut p, Who::Server, &frame);
         outcomes.push(closed_with(&p.server));
     }
-    assert_eq!(outcomes[0], CloseReason::Protocol(ProtocolError::Integrity));
+    assert_eq!(
+        outcomes[0],
+        CloseReason::Protocol(ProtocolError::Integrity),
+        "bad padding is Integrity"
+    );
     assert_eq!(
         outcomes[0], outcomes[1],
         "bad padding and bad MAC are indistinguishable"
@@ -159,30 +158,16 @@ fn s4_bad_padding_and_bad_mac_give_the_same_error() {
 
 #[test]
 fn s5_seal_is_randomized_and_malformed_ciphertext_is_integrity() {
-    let mut p = protected(false, true);
-    let mut seen_iv = std::collections::HashSet::new();
-    let mut seen_ct = std::collections::HashSet::new();
+    let mut p = protected(Protection::Sealed);
+    let mut seen_iv = HashSet::new();
+    let mut seen_ct = HashSet::new();
     for _ in 0..200 {
-        let w = client_wire(&mut p, |c| c.send(&raw(r#""same""#)).unwrap());
+        let w = client_writes(&mut p, |c| c.send(&raw(r#""same""#)).unwrap());
         let text = String::from_utf8(w).unwrap();
-        let iv = text
-            .split(r#""iv":""#)
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
-        let ct = text
-            .split(r#""c":""#)
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
-        assert!(seen_iv.insert(iv));
-        assert!(seen_ct.insert(ct));
+        let iv = string_member(&text, "iv").unwrap().to_owned();
+        let ct = string_member(&text, "c").unwrap().to_owned();
+        assert!(seen_iv.insert(iv), "a fresh IV: {text}");
+        assert!(seen_ct.insert(ct), "a fresh ciphertext: {text}");
     }
     let iv = "AAAAAAAAAAAAAAAAAAAAAA==";
     let tag = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
@@ -193,13 +178,16 @@ fn s5_seal_is_randomized_and_malformed_ciphertext_is_integrity() {
         "!!!!",
         "AAAAAAAAAAAAAAAAAAAAAA==",
     ] {
-        let mut q = protected(false, true);
-        let frame = format!(r#"{{"q":0,"iv":"{iv}","s":"{tag}","c":"{ct}"}}"#);
-        q.inject(Who::Server, format!("{frame}\n").as_bytes());
+        let mut q = protected(Protection::Sealed);
+        inject_line(
+            &mut q,
+            Who::Server,
+            &format!(r#"{{"q":0,"iv":"{iv}","s":"{tag}","c":"{ct}"}}"#),
+        );
         assert_eq!(
             closed_with(&q.server),
             CloseReason::Protocol(ProtocolError::Integrity),
-            "{ct}"
+            "malformed ciphertext {ct:?}"
         );
     }
     record(
@@ -210,13 +198,12 @@ fn s5_seal_is_randomized_and_malformed_ciphertext_is_integrity() {
 
 #[test]
 fn s6_debug_and_errors_never_show_secrets() {
-    let secret_hex = hex_of(&jsonlink_proto::testing::TEST_SECRET);
-    let mut p = protected(true, true);
+    let mut p = protected(Protection::SignedSealed);
     let now = p.now;
     p.client.conn.request(now, &raw("1"), None).unwrap();
     p.drive();
     let cfg = client_config(1);
-    let keys = jsonlink_proto::crypto::SessionKeys::derive(&cfg.secret, &[3; 32]);
+    let keys = SessionKeys::derive(&cfg.secret, &[3; 32]);
     let outputs = [
         format!("{cfg:?}"),
         format!("{:?}", cfg.secret),
@@ -228,11 +215,11 @@ fn s6_debug_and_errors_never_show_secrets() {
         format!("{}", CloseReason::Protocol(ProtocolError::Integrity)),
     ];
     let needles = [
-        secret_hex,
-        String::from_utf8_lossy(&jsonlink_proto::testing::TEST_SECRET).into_owned(),
+        hex_of(&TEST_SECRET),
+        String::from_utf8_lossy(&TEST_SECRET).into_owned(),
         hex_of(keys.c2s.mac.expose()),
         hex_of(keys.s2c.enc.expose()),
-        format!("{:?}", jsonlink_proto::testing::TEST_SECRET),
+        format!("{TEST_SECRET:?}"),
         format!("{:?}", keys.c2s.mac.expose()),
     ];
     for o in &outputs {
@@ -240,10 +227,13 @@ fn s6_debug_and_errors_never_show_secrets() {
             assert!(!o.contains(n.as_str()), "{o} leaks {n}");
         }
     }
-    assert!(format!("{:?}", cfg.secret).contains("redacted"));
+    assert!(
+        format!("{:?}", cfg.secret).contains("redacted"),
+        "a secret's Debug says it is redacted"
+    );
     fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
     zeroize_on_drop::<jsonlink_proto::Secret>();
-    zeroize_on_drop::<jsonlink_proto::crypto::Key>();
+    zeroize_on_drop::<crypto::Key>();
     record(
         "S6",
         "no secret, key or proof bytes in Debug/Display/errors; Secret and Key zeroize on drop",

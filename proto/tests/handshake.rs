@@ -1,39 +1,28 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! The handshake on the pair: a wrong secret, a version mismatch, a
 //! mismatched channel binding, the handshake deadline, and commands given
 //! before it ends.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
-use jsonlink_proto::{CloseCode, CloseReason, ProtocolError, Secret, SendError};
+use jsonlink_proto::testing::Who;
+use jsonlink_proto::{CloseCode, CloseReason, ProtocolError, SendError};
 
 #[test]
 fn h1_wrong_secret_fails_on_both_sides() {
-    let mut c = client_config(1);
-    c.secret = Secret::from_bytes(b"not the secret".to_vec()).unwrap();
-    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
+    let mut p = Setup::seed(1).client_secret(b"not the secret").pair();
     p.drive();
-    assert_eq!(
-        p.server.closed(),
-        Some(&CloseReason::Protocol(ProtocolError::AuthFailed))
-    );
-    assert_eq!(
-        p.client.closed().map(CloseReason::code),
-        Some(CloseCode::AuthFailed)
-    );
-    assert_closed_last(&p.client);
-    assert_closed_last(&p.server);
+    assert_auth_failed(&p, "a wrong secret");
+    assert_both_closed_last(&p);
 }
 
 #[test]
 fn h5_version_mismatch_names_both_versions() {
-    let mut p = pair();
-    // Replace the client's hello with one offering only version 2.
-    p.client.conn.poll_transmit(&mut Vec::new());
+    // The client's hello replaced by one offering only versions 2 and 3.
+    let mut p = awaiting_hello();
     p.inject(
         Who::Server,
         br#"{"t":"hello","versions":[2,3],"nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","node":"n","designation":"d","max_frame":8388608,"sign":"optional","sign_alg":"hmac-sha256","seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256"}
@@ -44,25 +33,28 @@ fn h5_version_mismatch_names_both_versions() {
         Some(&CloseReason::Protocol(ProtocolError::VersionMismatch {
             ours: vec![1],
             theirs: vec![2, 3]
-        }))
+        })),
+        "the server names both"
     );
-    let mut wire = Vec::new();
-    p.server.conn.poll_transmit(&mut wire);
-    let text = String::from_utf8(wire).unwrap();
-    assert!(text.contains(r#""code":"version_mismatch""#), "{text}");
-    assert!(text.contains(r#""versions":[1]"#), "{text}");
-    // The client, fed that close frame, reports a version mismatch naming both.
+    let text = take_output_text(&mut p.server);
+    assert!(
+        text.contains(r#""code":"version_mismatch""#),
+        "the close says why: {text}"
+    );
+    assert!(
+        text.contains(r#""versions":[1]"#),
+        "and lists the server's versions: {text}"
+    );
+    // The client, fed that close frame, reports a mismatch naming both.
     p.client.conn.handle_input(p.now, text.as_bytes());
-    while let Some(e) = p.client.conn.poll_event() {
-        p.client.events.push(e);
-    }
+    poll_events(&mut p.client);
     let Some(CloseReason::Remote { code, reason }) = p.client.closed() else {
         panic!("{:?}", p.client.events)
     };
     assert_eq!(*code, CloseCode::VersionMismatch);
     assert!(
         reason.contains("[1]") && reason.contains("[2, 3]"),
-        "{reason}"
+        "the client names both: {reason}"
     );
 }
 
@@ -71,7 +63,7 @@ fn handshake_deadline_closes_both_roles() {
     let mut p = pair();
     p.client.reading = false; // the client never sees the challenge
     p.advance(Duration::from_secs(9));
-    assert!(p.client.closed().is_none());
+    assert!(p.client.closed().is_none(), "still waiting at 9 s");
     p.advance(Duration::from_secs(1));
     assert_eq!(p.client.closed(), Some(&CloseReason::HandshakeTimeout));
     assert_eq!(p.server.closed(), Some(&CloseReason::HandshakeTimeout));
@@ -79,22 +71,9 @@ fn handshake_deadline_closes_both_roles() {
 
 #[test]
 fn h4_channel_binding_mismatch_fails_auth() {
-    let mut p = Pair::new(
-        Instant::now(),
-        client_config(1),
-        server_config(1),
-        vec![1; 32],
-        vec![2; 32],
-    );
+    let mut p = Setup::seed(1).bindings(1, 2).pair();
     p.drive();
-    assert_eq!(
-        p.server.closed(),
-        Some(&CloseReason::Protocol(ProtocolError::AuthFailed))
-    );
-    assert_eq!(
-        p.client.closed().map(CloseReason::code),
-        Some(CloseCode::AuthFailed)
-    );
+    assert_auth_failed(&p, "another channel binding");
 }
 
 #[test]

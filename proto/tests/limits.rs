@@ -1,100 +1,103 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! What a full table or queue does on the pair: the in-flight request
 //! limits of either side and outbound backpressure.
 
 mod common;
 
-use std::time::Instant;
-
 use common::*;
-use jsonlink_proto::testing::{Pair, client_config, server_config};
-use jsonlink_proto::{Event, RemoteError, RequestError, SendError};
+use jsonlink_proto::testing::Who;
+use jsonlink_proto::{Event, RemoteError, SendError};
 
 #[test]
 fn in_flight_limit_returns_busy() {
-    let mut c = client_config(1);
-    c.max_requests_in_flight = 3;
-    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
-    p.connect();
-    let now = p.now;
+    let mut p = Setup::seed(1)
+        .client(|c| c.max_requests_in_flight = 3)
+        .connected();
     for _ in 0..3 {
-        p.client.conn.request(now, &raw("1"), None).unwrap();
+        send_request(&mut p, Who::Client, "1");
     }
     assert_eq!(
-        p.client.conn.request(now, &raw("1"), None),
-        Err(SendError::Busy { limit: 3 })
+        p.client.conn.request(p.now, &raw("1"), None),
+        Err(SendError::Busy { limit: 3 }),
+        "a fourth request is refused"
     );
 }
 
 #[test]
 fn peer_over_incoming_limit_gets_busy_answers() {
-    let mut s = server_config(1);
-    s.max_incoming_requests = 2;
-    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
-    p.connect();
-    let now = p.now;
+    let mut p = Setup::seed(1)
+        .server(|s| s.max_incoming_requests = 2)
+        .connected();
     let ids: Vec<_> = (0..5)
-        .map(|_| p.client.conn.request(now, &raw("1"), None).unwrap())
+        .map(|_| send_request(&mut p, Who::Client, "1"))
         .collect();
     p.drive();
-    assert_eq!(requests(&p.server).len(), 2);
-    let r = resolutions(&p.client);
-    assert_eq!(r.len(), 3);
-    for (id, res) in &r {
-        assert!(ids[2..].contains(id));
-        assert!(matches!(res, Err(RequestError::Remote(e)) if e.code == RemoteError::BUSY));
+    assert_eq!(requests(&p.server).len(), 2, "two delivered");
+    let refused = resolutions(&p.client);
+    assert_eq!(refused.len(), 3, "three answered at once");
+    for r in &refused {
+        assert!(ids[2..].contains(&r.id), "the later three: {r:?}");
+        assert!(
+            r.remote_error()
+                .is_some_and(|e| e.code == RemoteError::BUSY),
+            "answered busy: {r:?}"
+        );
     }
-    assert_eq!(p.server.conn.stats().rejected_requests, 3);
-    // The refused requests left nothing behind: two in flight, answerable.
-    assert_eq!(p.server.conn.incoming_in_flight(), 2);
-    for (rid, _, _) in requests(&p.server) {
-        p.server.conn.respond(rid, Ok(&raw("2"))).unwrap();
+    assert_eq!(p.server.conn.stats().rejected_requests, 3, "and counted");
+    assert_eq!(
+        p.server.conn.incoming_in_flight(),
+        2,
+        "the refused requests left nothing behind"
+    );
+    for id in request_ids(&p.server) {
+        p.server.conn.respond(id, Ok(&raw("2"))).unwrap();
     }
-    assert_eq!(p.server.conn.incoming_in_flight(), 0);
+    assert_eq!(p.server.conn.incoming_in_flight(), 0, "both answerable");
     p.drive();
-    assert_eq!(resolutions(&p.client).len(), 5);
+    assert_eq!(resolutions(&p.client).len(), 5, "every request resolved");
 }
 
 #[test]
 fn an_answer_refused_for_backpressure_leaves_the_request_answerable() {
-    let mut s = server_config(1);
-    s.max_outbound = 2048;
-    let mut p = Pair::new(Instant::now(), client_config(1), s, vec![], vec![]);
-    p.connect();
-    let now = p.now;
-    let id = p.client.conn.request(now, &raw("1"), None).unwrap();
-    p.drive();
-    let (rid, _, _) = requests(&p.server)[0].clone();
+    let mut p = Setup::seed(1).server(|s| s.max_outbound = 2048).connected();
+    let req = deliver_request(&mut p, Who::Client, "1");
     // Fill the server's outbound buffer past its bound.
     let body = raw(&format!("\"{}\"", "x".repeat(3000)));
     p.server.conn.send(&body).unwrap();
     assert_eq!(
-        p.server.conn.respond(rid, Ok(&raw("3"))),
-        Err(SendError::Blocked)
+        p.server.conn.respond(req.peer_id, Ok(&raw("3"))),
+        Err(SendError::Blocked),
+        "the answer waits for room"
     );
     assert_eq!(
-        p.server.conn.respond_too_large(rid, 9999),
-        Err(SendError::Blocked)
+        p.server.conn.respond_too_large(req.peer_id, 9999),
+        Err(SendError::Blocked),
+        "so does the too-large notice"
     );
-    assert_eq!(p.server.conn.incoming_in_flight(), 1);
+    assert_eq!(p.server.conn.incoming_in_flight(), 1, "still pending");
     p.drive();
-    p.server.conn.respond(rid, Ok(&raw("3"))).unwrap();
+    p.server.conn.respond(req.peer_id, Ok(&raw("3"))).unwrap();
     assert_eq!(
-        p.server.conn.respond(rid, Ok(&raw("3"))),
-        Err(SendError::UnknownRequest(rid.0))
+        p.server.conn.respond(req.peer_id, Ok(&raw("3"))),
+        Err(SendError::UnknownRequest(req.peer_id.0)),
+        "answered once"
     );
     p.drive();
-    assert_eq!(resolutions(&p.client).len(), 1);
-    assert_eq!(resolutions(&p.client)[0].0, id);
-    assert_eq!(p.server.conn.stats().responses_too_large, 0);
+    assert_eq!(
+        resolutions(&p.client),
+        [Resolution::answered(req.id, "3")],
+        "the answer arrives"
+    );
+    assert_eq!(
+        p.server.conn.stats().responses_too_large,
+        0,
+        "nothing counted as too large"
+    );
 }
 
 #[test]
 fn backpressure_blocks_then_unblocks() {
-    let mut c = client_config(1);
-    c.max_outbound = 4096;
-    let mut p = Pair::new(Instant::now(), c, server_config(1), vec![], vec![]);
-    p.connect();
+    let mut p = Setup::seed(1).client(|c| c.max_outbound = 4096).connected();
     let body = raw(&format!("\"{}\"", "x".repeat(1000)));
     let mut sent = 0;
     loop {
@@ -104,10 +107,19 @@ fn backpressure_blocks_then_unblocks() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert!((4..=5).contains(&sent), "{sent}");
-    assert!(p.client.conn.outbound_len() < 4096 + 1100);
+    assert!(
+        (4..=5).contains(&sent),
+        "blocked once the bound is passed: {sent}"
+    );
+    assert!(
+        p.client.conn.outbound_len() < 4096 + 1100,
+        "by at most one frame"
+    );
     p.drive();
-    assert!(p.client.events.contains(&Event::SendUnblocked));
-    assert_eq!(messages(&p.server).len(), sent);
+    assert!(
+        p.client.events.contains(&Event::SendUnblocked),
+        "unblocked once written"
+    );
+    assert_eq!(messages(&p.server).len(), sent, "everything sent arrives");
     p.client.conn.send(&body).unwrap();
 }

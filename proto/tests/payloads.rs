@@ -1,33 +1,37 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! Payloads on the pair (PROTOCOL.md §5): passed through as exact JSON
 //! text, and unable to break the framing however they are formatted.
 
 mod common;
 
-use std::time::Instant;
-
 use common::*;
-use jsonlink_proto::testing::{Pair, client_config, server_config};
-use jsonlink_proto::{Event, Policy, RemoteError, RequestError};
+use jsonlink_proto::{Event, RemoteError};
 
 #[test]
 fn non_compact_payloads_cannot_break_framing() {
     let mut p = connected();
-    let pretty = raw("{\n  \"op\": \"x\",\n  \"v\": [1,\n 2]\n}");
-    p.client.conn.send(&pretty).unwrap();
+    let pretty = "{\n  \"op\": \"x\",\n  \"v\": [1,\n 2]\n}";
     let now = p.now;
-    p.client.conn.request(now, &pretty, None).unwrap();
-    p.client.conn.ping(Some(&pretty)).unwrap();
+    p.client.conn.send(&raw(pretty)).unwrap();
+    p.client.conn.request(now, &raw(pretty), None).unwrap();
+    p.client.conn.ping(Some(&raw(pretty))).unwrap();
     p.drive();
     assert!(p.server.closed().is_none(), "{:?}", p.server.events);
     let m = messages(&p.server);
     let v: serde_json::Value = serde_json::from_str(&m[0]).unwrap();
-    assert_eq!(v, serde_json::json!({"op": "x", "v": [1, 2]}));
-    let (rid, op, _) = requests(&p.server)[0].clone();
-    assert_eq!(op.as_deref(), Some("x"));
-    p.server.conn.respond(rid, Ok(&pretty)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"op": "x", "v": [1, 2]}),
+        "the message arrives whole"
+    );
+    let [req] = requests(&p.server).try_into().unwrap();
+    assert_eq!(req.op.as_deref(), Some("x"), "the request's op is found");
+    p.server.conn.respond(req.id, Ok(&raw(pretty))).unwrap();
     p.drive();
-    assert!(resolutions(&p.client)[0].1.is_ok());
+    assert!(
+        resolutions(&p.client)[0].answer().is_some(),
+        "the answer arrives"
+    );
 }
 
 /// PROTOCOL.md §5: payloads are JSON text, passed through as exact bytes.
@@ -52,14 +56,8 @@ fn payload_bytes_pass_through_unchanged() {
         r#"{"op":"x\u0041","a":1.0,"b":[1e400,-0,{}],"c":"\u00e9\"","d":null}"#,
         r#"[ 1 , 2.50 ]"#,
     ];
-    for (sign, seal) in [(false, false), (true, false), (false, true)] {
-        let mut c = client_config(3);
-        let mut s = server_config(3);
-        let policy = |on| if on { Policy::Required } else { Policy::Off };
-        (c.signing, s.signing) = (policy(sign), policy(sign));
-        (c.encryption, s.encryption) = (policy(seal), policy(seal));
-        let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-        p.connect();
+    for mode in Protection::MODES {
+        let mut p = Setup::seed(3).protection(mode).connected();
         let now = p.now;
         for v in values {
             p.client.conn.send(&raw(v)).unwrap();
@@ -82,9 +80,9 @@ fn payload_bytes_pass_through_unchanged() {
             else {
                 panic!("{v}: {events:?}")
             };
-            assert_eq!((m.get(), b1.get()), (v, v));
-            assert_eq!(d.get(), format!(r#"{{"v":{v}}}"#));
-            // Answers and error data, back the other way.
+            assert_eq!(m.get(), v, "{mode:?}: a message body as sent");
+            assert_eq!(b1.get(), v, "{mode:?}: a request body as sent");
+            assert_eq!(d.get(), format!(r#"{{"v":{v}}}"#), "{mode:?}: ping data");
             p.server.conn.respond(*r1, Ok(&raw(v))).unwrap();
             let err = RemoteError {
                 data: Some(v.to_owned()),
@@ -92,13 +90,14 @@ fn payload_bytes_pass_through_unchanged() {
             };
             p.server.conn.respond(*r2, Err(&err)).unwrap();
             p.drive();
-            let r = resolutions(&p.client);
+            let [answer, error] = resolutions(&p.client).try_into().unwrap();
             p.client.take_events();
-            let [(_, Ok(answer)), (_, Err(RequestError::Remote(e)))] = r.as_slice() else {
-                panic!("{v}: {r:?}")
-            };
-            assert_eq!(answer.get(), v);
-            assert_eq!(e.data.as_deref(), Some(v));
+            assert_eq!(answer.answer(), Some(v), "{mode:?}: an answer as sent");
+            assert_eq!(
+                error.remote_error().and_then(|e| e.data.as_deref()),
+                Some(v),
+                "{mode:?}: error data as sent"
+            );
         }
     }
 }

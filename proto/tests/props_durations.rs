@@ -1,22 +1,16 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
+#![allow(clippy::disallowed_methods)] // the test takes one real Instant as the base of virtual time
 //! F11 as a property (proptest): arbitrary durations in every public entry
 //! that takes one never panic and give sane deadlines.
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use jsonlink_proto::Config;
-use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
+use jsonlink_proto::Keepalive;
+use jsonlink_proto::testing::Who;
 use proptest::prelude::*;
-
-fn who() -> impl Strategy<Value = Who> {
-    prop_oneof![Just(Who::Client), Just(Who::Server)]
-}
-
-// ---------------------------------------------------- durations from callers
 
 /// A duration for [`f11_arbitrary_durations_never_panic`]; `Edge` is
 /// relative to the largest offset the base instant can take, resolved at
@@ -117,28 +111,35 @@ proptest! {
     ) {
         let t0 = Instant::now();
         let edge = max_offset(t0);
-        let mk = |mut c: Config| {
-            c.handshake_timeout = handshake.get(edge);
-            c.request_timeout = request_timeout.get(edge);
-            c.close_timeout = close_timeout.get(edge);
-            // At least a second between pings, so `Pair::advance` stays
-            // cheap (the timer model above covers shorter intervals).
-            c.keepalive = keepalive.map(|(i, t)| jsonlink_proto::Keepalive {
-                interval: i.get(edge).max(Duration::from_secs(1)),
-                timeout: t.get(edge),
-                data: None,
-            });
-            c
-        };
-        let mut p = Pair::new(t0, mk(client_config(10)), mk(server_config(10)), vec![], vec![]);
-        prop_assert_eq!(p.client.conn.poll_timeout(), t0.checked_add(handshake.get(edge)));
+        let mut p = Setup::seed(10)
+            .both(|c| {
+                c.handshake_timeout = handshake.get(edge);
+                c.request_timeout = request_timeout.get(edge);
+                c.close_timeout = close_timeout.get(edge);
+                // At least a second between pings, so `Pair::advance` stays
+                // cheap (the timer model of props_timers.rs covers shorter
+                // intervals).
+                c.keepalive = keepalive.map(|(i, t)| Keepalive {
+                    interval: i.get(edge).max(Duration::from_secs(1)),
+                    timeout: t.get(edge),
+                    data: None,
+                });
+            })
+            .pair_at(t0);
+        prop_assert_eq!(
+            p.client.conn.poll_timeout(),
+            t0.checked_add(handshake.get(edge)),
+            "the handshake deadline, if it can be represented"
+        );
         p.connect();
         let keepalive_at = keepalive
             .and_then(|(i, _)| t0.checked_add(i.get(edge).max(Duration::from_secs(1))));
-        prop_assert_eq!(p.client.conn.poll_timeout(), keepalive_at);
-        let mut issued: HashMap<(bool, u64), u32> = HashMap::new();
-        let mut resolved: HashMap<(bool, u64), u32> = HashMap::new();
-        let mut seen = [0usize; 2];
+        prop_assert_eq!(
+            p.client.conn.poll_timeout(),
+            keepalive_at,
+            "the first ping's deadline, if it can be represented"
+        );
+        let mut ledger = Ledger::default();
         for op in ops {
             let now = p.now;
             match op {
@@ -147,9 +148,9 @@ proptest! {
                     let before = c.poll_timeout();
                     let timeout = d.map_or(request_timeout.get(edge), |d| d.get(edge));
                     if let Ok(id) = c.request(now, &raw("1"), d.map(|d| d.get(edge))) {
-                        *issued.entry((w == Who::Client, id.0)).or_default() += 1;
+                        ledger.issue(w, id);
                         let want = min_deadline(before, now.checked_add(timeout));
-                        prop_assert_eq!(c.poll_timeout(), want);
+                        prop_assert_eq!(c.poll_timeout(), want, "now + timeout, if it can be represented");
                     }
                 }
                 DurationOp::Advance(d) => {
@@ -168,8 +169,7 @@ proptest! {
                 }
                 DurationOp::Answer(w) => {
                     let peer = p.peer(w);
-                    let ids: Vec<_> = requests(peer).into_iter().map(|(id, _, _)| id).collect();
-                    for id in ids {
+                    for id in request_ids(peer) {
                         let _ = peer.conn.respond(id, Ok(&raw("2")));
                     }
                 }
@@ -178,10 +178,10 @@ proptest! {
                 }
             }
             p.drive();
-            count(&p, &mut resolved, &mut seen)?;
+            ledger.tally(&p)?;
             if matches!(op, DurationOp::Advance(_) | DurationOp::Jump(_)) {
                 // Whatever was due at `now` has fired.
-                prop_assert!(p.next_deadline().is_none_or(|t| t >= p.now));
+                prop_assert!(p.next_deadline().is_none_or(|t| t >= p.now), "no deadline left in the past");
             }
         }
         // Wind down: a drain deadline of now ends both sides at once.
@@ -189,13 +189,10 @@ proptest! {
         p.client.conn.close_by(now, "end", now);
         p.server.conn.close_by(now, "end", now);
         p.jump(Duration::ZERO);
-        count(&p, &mut resolved, &mut seen)?;
-        prop_assert!(p.client.conn.is_closed() && p.server.conn.is_closed());
+        ledger.tally(&p)?;
+        prop_assert!(p.client.conn.is_closed() && p.server.conn.is_closed(), "both ended");
         assert_closed_last(&p.client);
         assert_closed_last(&p.server);
-        for k in issued.keys() {
-            prop_assert_eq!(resolved.get(k).copied().unwrap_or(0), 1, "request {:?}", k);
-        }
-        prop_assert_eq!(issued.len(), resolved.len());
+        ledger.each_resolved_exactly_once()?;
     }
 }

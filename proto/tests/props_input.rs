@@ -1,18 +1,64 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
+#![allow(clippy::disallowed_methods)] // the test takes one real Instant as the base of virtual time
 //! Properties of input handling (proptest): frames split anywhere give the
 //! same events, any bytes are refused without a panic or overbuffering,
 //! and any flipped bit of a protected frame is detected.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
+use jsonlink_proto::testing::{Pair, Who, client_config};
 use jsonlink_proto::{
     CloseReason, Connection, ConnectionParams, Event, Policy, ProtocolError, Side,
 };
 use proptest::prelude::*;
+
+/// A pair (seed 4, no keepalive) whose client prefers signing and/or
+/// sealing, before its handshake.
+fn split_pair(sign: bool, seal: bool) -> Pair {
+    Setup::seed(4)
+        .client(|c| {
+            if sign {
+                c.signing = Policy::Preferred;
+            }
+            if seal {
+                c.encryption = Policy::Preferred;
+            }
+        })
+        .both(|c| c.keepalive = None)
+        .pair()
+}
+
+/// The client sends one message per body (its text as the op and inside a
+/// list) and the pair delivers them: the server's events.
+fn send_bodies(p: &mut Pair, bodies: &[String]) -> Vec<Event> {
+    for b in bodies {
+        let v = serde_json::to_string(b).unwrap();
+        p.client
+            .conn
+            .send(&raw(&format!(r#"{{"op":{v},"x":[{v}]}}"#)))
+            .unwrap();
+    }
+    p.drive();
+    p.server.take_events()
+}
+
+/// A connected pair (seed 6, the server without keepalive) whose client
+/// requires signing, and sealing if `seal`.
+fn flip_pair(seal: bool) -> Pair {
+    Setup::seed(6)
+        .client(|c| {
+            c.signing = Policy::Required;
+            if seal {
+                c.encryption = Policy::Required;
+            }
+        })
+        .server(|s| s.keepalive = None)
+        .connected()
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
@@ -25,34 +71,14 @@ proptest! {
         sign in any::<bool>(),
         seal in any::<bool>(),
     ) {
-        let start = Instant::now();
-        let mk = || {
-            let mut c = client_config(4);
-            let mut s = server_config(4);
-            if sign { c.signing = Policy::Preferred; }
-            if seal { c.encryption = Policy::Preferred; }
-            s.keepalive = None;
-            c.keepalive = None;
-            Pair::new(start, c, s, vec![], vec![])
-        };
-        let mut p = mk();
+        let mut p = split_pair(sign, seal);
         p.connect();
-        for b in &bodies {
-            let v = serde_json::to_string(b).unwrap();
-            p.client.conn.send(&raw(&format!(r#"{{"op":{v},"x":[{v}]}}"#))).unwrap();
-        }
-        p.drive();
-        let whole = p.server.take_events();
-        prop_assert_eq!(whole.len(), bodies.len());
-        let mut q = mk();
+        let whole = send_bodies(&mut p, &bodies);
+        prop_assert_eq!(whole.len(), bodies.len(), "one event per message");
+        let mut q = split_pair(sign, seal);
         q.deliver_in_chunks(Who::Client, chunks);
         q.connect();
-        for b in &bodies {
-            let v = serde_json::to_string(b).unwrap();
-            q.client.conn.send(&raw(&format!(r#"{{"op":{v},"x":[{v}]}}"#))).unwrap();
-        }
-        q.drive();
-        prop_assert_eq!(q.server.take_events(), whole);
+        prop_assert_eq!(send_bodies(&mut q, &bodies), whole, "the same events in chunks");
     }
 
     /// Any bytes fed to either role: no panic, bounded buffering, `Closed`
@@ -67,45 +93,41 @@ proptest! {
         cfg.pre_auth_max_frame = 1024;
         let side = if server { Side::Server } else { Side::Client };
         let now = Instant::now();
-        let mut c = Connection::new(std::sync::Arc::new(cfg), side, now, ConnectionParams::default());
+        let mut c = Connection::new(Arc::new(cfg), side, now, ConnectionParams::default());
         let mut events = Vec::new();
         for chunk in input.chunks(split) {
             c.handle_input(now, chunk);
-            prop_assert!(c.input_buffered() <= 1024);
+            prop_assert!(c.input_buffered() <= 1024, "buffering within the pre-auth limit");
             while let Some(e) = c.poll_event() { events.push(e); }
             c.poll_transmit(&mut Vec::new());
         }
         let closed = events.iter().filter(|e| matches!(e, Event::Closed(_))).count();
-        prop_assert!(closed <= 1);
-        if closed == 1 { prop_assert!(matches!(events.last(), Some(Event::Closed(_)))); }
-        let app = events.iter().any(|e| matches!(e, Event::Message { .. } | Event::Request { .. } | Event::Authenticated(_)));
+        prop_assert!(closed <= 1, "Closed at most once");
+        if closed == 1 {
+            prop_assert!(matches!(events.last(), Some(Event::Closed(_))), "Closed last");
+        }
+        let app = events.iter().any(|e| {
+            matches!(e, Event::Message { .. } | Event::Request { .. } | Event::Authenticated(_))
+        });
         prop_assert!(!app, "application event from garbage");
     }
 
     /// Flipping any bit of a signed or sealed frame is detected.
     #[test]
     fn bit_flips_are_detected(body in "[ -~]{0,64}", bit in any::<usize>(), seal in any::<bool>()) {
-        let mk = || {
-            let mut c = client_config(6);
-            let mut s = server_config(6);
-            c.signing = Policy::Required;
-            if seal { c.encryption = Policy::Required; }
-            s.keepalive = None;
-            let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-            p.connect();
-            p
-        };
-        let mut p = mk();
-        p.client.conn.send(&raw(&serde_json::to_string(&body).unwrap())).unwrap();
-        let mut w = Vec::new();
-        p.client.conn.poll_transmit(&mut w);
+        let mut w = client_writes(&mut flip_pair(seal), |c| {
+            c.send(&raw(&serde_json::to_string(&body).unwrap())).unwrap()
+        });
         let bit = bit % ((w.len() - 1) * 8);
         w[bit / 8] ^= 1 << (bit % 8);
-        let mut q = mk();
+        let mut q = flip_pair(seal);
         q.inject(Who::Server, &w);
         q.inject(Who::Server, b"\n");
-        prop_assert_eq!(q.server.closed(), Some(&CloseReason::Protocol(ProtocolError::Integrity)));
-        prop_assert!(messages(&q.server).is_empty());
+        prop_assert_eq!(
+            q.server.closed(),
+            Some(&CloseReason::Protocol(ProtocolError::Integrity)),
+            "bit {} flipped", bit
+        );
+        prop_assert!(messages(&q.server).is_empty(), "nothing delivered");
     }
-
 }

@@ -1,20 +1,15 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! R1 as a property (proptest): random operation sequences never get the
 //! pair stuck, and every request resolves exactly once.
 
 mod common;
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use jsonlink_proto::testing::{Pair, Who, client_config, server_config};
-use jsonlink_proto::{Event, Policy, RemoteError};
+use jsonlink_proto::testing::{Pair, Who};
+use jsonlink_proto::{Policy, RemoteError};
 use proptest::prelude::*;
-
-fn who() -> impl Strategy<Value = Who> {
-    prop_oneof![Just(Who::Client), Just(Who::Server)]
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
@@ -23,37 +18,27 @@ proptest! {
     /// request resolves exactly once.
     #[test]
     fn r1_random_ops_resolve_every_request_exactly_once(ops in proptest::collection::vec(op(), 1..60), sign in any::<bool>()) {
-        let mut c = client_config(8);
-        let mut s = server_config(8);
-        if sign { c.signing = Policy::Required; }
-        c.max_outbound = 2048;
-        s.max_outbound = 2048;
-        let mut p = Pair::new(Instant::now(), c, s, vec![], vec![]);
-        let mut issued: HashMap<(bool, u64), u32> = HashMap::new();
-        let mut resolved: HashMap<(bool, u64), u32> = HashMap::new();
-        let mut seen = [0usize; 2];
+        let mut p = Setup::seed(8)
+            .client(|c| if sign { c.signing = Policy::Required })
+            .both(|c| c.max_outbound = 2048)
+            .pair();
+        let mut ledger = Ledger::default();
         p.drive();
         for op in ops {
-            apply(&mut p, op, &mut issued);
+            apply(&mut p, op, &mut ledger);
             prop_assert!(p.drive_bounded(10_000), "stuck");
-            count(&p, &mut resolved, &mut seen)?;
+            ledger.tally(&p)?;
         }
         // Wind down: close both, let every deadline pass.
         let now = p.now;
         p.client.conn.close(now, "end");
         p.server.conn.close(now, "end");
         p.advance(Duration::from_secs(120));
-        count(&p, &mut resolved, &mut seen)?;
-        prop_assert!(p.client.conn.is_closed() && p.server.conn.is_closed());
-        for (k, n) in &issued {
-            prop_assert_eq!(*n, 1);
-            prop_assert_eq!(resolved.get(k).copied().unwrap_or(0), 1, "request {:?} resolved {:?} times", k, resolved.get(k));
-        }
-        for k in resolved.keys() {
-            prop_assert!(issued.contains_key(k));
-        }
+        ledger.tally(&p)?;
+        prop_assert!(p.client.conn.is_closed() && p.server.conn.is_closed(), "both ended");
+        ledger.each_resolved_exactly_once()?;
         if std::env::var_os("JSONLINK_PROP_STATS").is_some() {
-            eprintln!("issued {} resolved {}", issued.len(), resolved.len());
+            eprintln!("issued {} resolved {}", ledger.issued(), ledger.resolved());
         }
         assert_closed_last(&p.client);
         assert_closed_last(&p.server);
@@ -61,13 +46,18 @@ proptest! {
     }
 }
 
+/// One step of R1's random sequences.
 #[derive(Debug, Clone)]
 enum Op {
+    /// A message of this many bytes.
     Send(Who, usize),
+    /// A request with this timeout (ms).
     Request(Who, u64),
+    /// Every request received so far answered, with a value or an error.
     Respond(Who, bool),
     Advance(u64),
     Chunks(Who, Vec<usize>),
+    /// One byte of the next delivery flipped.
     Tamper(Who, usize),
     Cut(Who),
     Close(Who),
@@ -88,32 +78,21 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn apply(p: &mut Pair, op: Op, issued: &mut HashMap<(bool, u64), u32>) {
+fn apply(p: &mut Pair, op: Op, ledger: &mut Ledger) {
     let now = p.now;
     match op {
         Op::Send(w, n) => {
             let _ = p.peer(w).conn.send(&raw(&format!("\"{}\"", "s".repeat(n))));
         }
         Op::Request(w, t) => {
-            if let Ok(id) =
-                p.peer(w)
-                    .conn
-                    .request(now, &raw("{\"op\":\"r\"}"), Some(Duration::from_millis(t)))
-            {
-                *issued.entry((w == Who::Client, id.0)).or_default() += 1;
+            let timeout = Some(Duration::from_millis(t));
+            if let Ok(id) = p.peer(w).conn.request(now, &raw("{\"op\":\"r\"}"), timeout) {
+                ledger.issue(w, id);
             }
         }
         Op::Respond(w, ok) => {
             let peer = p.peer(w);
-            let pending: Vec<_> = peer
-                .events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Request { id, .. } => Some(*id),
-                    _ => None,
-                })
-                .collect();
-            for id in pending {
+            for id in request_ids(peer) {
                 let _ = if ok {
                     peer.conn.respond(id, Ok(&raw("1")))
                 } else {

@@ -1,4 +1,4 @@
-#![allow(clippy::disallowed_methods)] // tests take one real Instant as the base of virtual time
+#![forbid(unsafe_code)]
 //! K3 as a property (proptest): the client's timers against a reference
 //! model of armed deadlines.
 
@@ -7,11 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use jsonlink_proto::testing::{Pair, client_config, server_config};
-use jsonlink_proto::{CloseReason, Event, RequestError};
+use jsonlink_proto::testing::Pair;
+use jsonlink_proto::{CloseCode, CloseReason, Event, Keepalive, RequestError};
 use proptest::prelude::*;
-
-// ------------------------------------------------------------------ timers
+use proptest::test_runner::TestCaseError;
 
 /// A duration in the reference model: milliseconds, or `None` for one too
 /// large to add to an `Instant` (`Duration::MAX`: no deadline).
@@ -113,6 +112,32 @@ enum Due {
 }
 
 impl TimerModel {
+    /// The model of a client with these timeouts (`keepalive`: interval and
+    /// timeout), its handshake started at 0.
+    fn new(
+        handshake: Ms,
+        keepalive: Option<(Ms, Ms)>,
+        request_timeout: Ms,
+        close_timeout: Ms,
+    ) -> Self {
+        Self {
+            phase: Phase::Handshaking,
+            now: 0,
+            request_timeout,
+            close_timeout,
+            keepalive,
+            handshake,
+            keepalive_send: None,
+            keepalive_deadline: None,
+            close: None,
+            pending: Default::default(),
+            next_id: 1,
+            answered: Default::default(),
+            pings: 0,
+            seen: Vec::new(),
+        }
+    }
+
     fn after(&self, d: Ms) -> Option<u64> {
         d.map(|d| self.now + d)
     }
@@ -224,6 +249,118 @@ fn seen_of(events: impl IntoIterator<Item = Event>) -> Vec<Seen> {
         .collect()
 }
 
+/// Applies `op` to the client of `p` (whose virtual time started at `t0`)
+/// and to the model alike.
+fn apply(p: &mut Pair, m: &mut TimerModel, op: TimerOp, t0: Instant) -> Result<(), TestCaseError> {
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let now = at(m.now);
+    // Frames from the peer only after authentication (before it
+    // they are a protocol error, not a timer matter).
+    let open = matches!(m.phase, Phase::Established | Phase::Closing(_));
+    match op {
+        TimerOp::Jump(ms) => {
+            let to = m.now + ms;
+            p.client.conn.handle_timeout(at(to));
+            m.handle_timeout(to);
+        }
+        TimerOp::ToNext => {
+            if let Some(to) = m.next_deadline() {
+                let to = to.max(m.now);
+                p.client.conn.handle_timeout(at(to));
+                m.handle_timeout(to);
+            }
+        }
+        TimerOp::Auth => {
+            if m.phase == Phase::Handshaking {
+                p.now = now;
+                p.drive();
+                prop_assert!(p.client.conn.is_established());
+                m.phase = Phase::Established;
+                m.handshake = None;
+                m.keepalive_send = m.keepalive.and_then(|(i, _)| m.after(i));
+            }
+        }
+        TimerOp::Request(timeout) => {
+            let r = p
+                .client
+                .conn
+                .request(now, &raw("1"), timeout.map(to_duration));
+            prop_assert_eq!(r.is_ok(), m.phase == Phase::Established, "{:?}", r);
+            if let Ok(id) = r {
+                prop_assert_eq!(id.0, m.next_id);
+                let deadline = m.after(timeout.unwrap_or(m.request_timeout));
+                m.pending.insert(m.next_id, deadline);
+                m.next_id += 1;
+            }
+        }
+        TimerOp::Answer(n) => {
+            if open {
+                p.client.conn.handle_input(
+                    now,
+                    format!("{{\"t\":\"res\",\"id\":{n},\"d\":1}}\n").as_bytes(),
+                );
+                if let Some(deadline) = m.pending.remove(&n) {
+                    m.answered.extend(deadline);
+                    m.seen.push(Seen::Answered(n));
+                    m.check_drained();
+                }
+            }
+        }
+        TimerOp::Pong => {
+            if open {
+                p.client.conn.handle_input(now, b"{\"t\":\"pong\"}\n");
+                m.keepalive_deadline = None;
+                if m.phase == Phase::Established {
+                    m.keepalive_send = m.keepalive.and_then(|(i, _)| m.after(i));
+                }
+            }
+        }
+        TimerOp::Close(by) => {
+            let reason = CloseReason::Local {
+                reason: "bye".into(),
+            };
+            let deadline = match by {
+                Some(ms) => {
+                    p.client.conn.close_by(now, "bye", at(m.now + ms));
+                    Some(m.now + ms)
+                }
+                None => {
+                    p.client.conn.close(now, "bye");
+                    m.after(m.close_timeout)
+                }
+            };
+            match &m.phase {
+                Phase::Established => m.start_closing(reason, deadline),
+                Phase::Closing(_) => {
+                    m.close = match (m.close, deadline) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Phase::Handshaking => m.terminate(reason),
+                Phase::Closed => {}
+            }
+        }
+        TimerOp::PeerClose => {
+            if open {
+                p.client.conn.handle_input(
+                    now,
+                    b"{\"t\":\"close\",\"code\":\"normal\",\"reason\":\"peer\"}\n",
+                );
+                if m.phase == Phase::Established {
+                    let reason = CloseReason::Remote {
+                        code: CloseCode::Normal,
+                        reason: "peer".into(),
+                    };
+                    let deadline = m.after(m.close_timeout);
+                    m.start_closing(reason, deadline);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -241,144 +378,36 @@ proptest! {
         close_timeout in model_duration(),
         ops in proptest::collection::vec(timer_op(), 1..80),
     ) {
-        let mut c = client_config(9);
-        c.handshake_timeout = to_duration(handshake);
-        c.request_timeout = to_duration(request_timeout);
-        c.close_timeout = to_duration(close_timeout);
-        c.keepalive = keepalive.map(|(i, t)| jsonlink_proto::Keepalive {
-            interval: to_duration(i),
-            timeout: to_duration(t),
-            data: None,
-        });
-        let mut s = server_config(9);
-        s.keepalive = None;
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut p = Pair::new(t0, c, s, vec![], vec![]);
-        let mut m = TimerModel {
-            phase: Phase::Handshaking,
-            now: 0,
-            request_timeout,
-            close_timeout,
-            keepalive,
-            handshake,
-            keepalive_send: None,
-            keepalive_deadline: None,
-            close: None,
-            pending: Default::default(),
-            next_id: 1,
-            answered: Default::default(),
-            pings: 0,
-            seen: Vec::new(),
-        };
+        let mut p = Setup::seed(9)
+            .client(|c| {
+                c.handshake_timeout = to_duration(handshake);
+                c.request_timeout = to_duration(request_timeout);
+                c.close_timeout = to_duration(close_timeout);
+                c.keepalive = keepalive.map(|(i, t)| Keepalive {
+                    interval: to_duration(i),
+                    timeout: to_duration(t),
+                    data: None,
+                });
+            })
+            .server(|s| s.keepalive = None)
+            .pair();
+        let t0 = p.now;
+        let mut m = TimerModel::new(handshake, keepalive, request_timeout, close_timeout);
         let mut seen = Vec::new();
         let mut pings = 0;
         for op in ops {
-            let now = at(m.now);
-            // Frames from the peer only after authentication (before it
-            // they are a protocol error, not a timer matter).
-            let open = matches!(m.phase, Phase::Established | Phase::Closing(_));
-            match op {
-                TimerOp::Jump(ms) => {
-                    let to = m.now + ms;
-                    p.client.conn.handle_timeout(at(to));
-                    m.handle_timeout(to);
-                }
-                TimerOp::ToNext => {
-                    if let Some(to) = m.next_deadline() {
-                        let to = to.max(m.now);
-                        p.client.conn.handle_timeout(at(to));
-                        m.handle_timeout(to);
-                    }
-                }
-                TimerOp::Auth => {
-                    if m.phase == Phase::Handshaking {
-                        p.now = now;
-                        p.drive();
-                        prop_assert!(p.client.conn.is_established());
-                        m.phase = Phase::Established;
-                        m.handshake = None;
-                        m.keepalive_send = m.keepalive.and_then(|(i, _)| m.after(i));
-                    }
-                }
-                TimerOp::Request(timeout) => {
-                    let r = p.client.conn.request(now, &raw("1"), timeout.map(to_duration));
-                    prop_assert_eq!(r.is_ok(), m.phase == Phase::Established, "{:?}", r);
-                    if let Ok(id) = r {
-                        prop_assert_eq!(id.0, m.next_id);
-                        let deadline = m.after(timeout.unwrap_or(m.request_timeout));
-                        m.pending.insert(m.next_id, deadline);
-                        m.next_id += 1;
-                    }
-                }
-                TimerOp::Answer(n) => {
-                    if open {
-                        p.client.conn.handle_input(now, format!("{{\"t\":\"res\",\"id\":{n},\"d\":1}}\n").as_bytes());
-                        if let Some(deadline) = m.pending.remove(&n) {
-                            m.answered.extend(deadline);
-                            m.seen.push(Seen::Answered(n));
-                            m.check_drained();
-                        }
-                    }
-                }
-                TimerOp::Pong => {
-                    if open {
-                        p.client.conn.handle_input(now, b"{\"t\":\"pong\"}\n");
-                        m.keepalive_deadline = None;
-                        if m.phase == Phase::Established {
-                            m.keepalive_send = m.keepalive.and_then(|(i, _)| m.after(i));
-                        }
-                    }
-                }
-                TimerOp::Close(by) => {
-                    let reason = CloseReason::Local { reason: "bye".into() };
-                    let deadline = match by {
-                        Some(ms) => {
-                            p.client.conn.close_by(now, "bye", at(m.now + ms));
-                            Some(m.now + ms)
-                        }
-                        None => {
-                            p.client.conn.close(now, "bye");
-                            m.after(m.close_timeout)
-                        }
-                    };
-                    match &m.phase {
-                        Phase::Established => m.start_closing(reason, deadline),
-                        Phase::Closing(_) => {
-                            m.close = match (m.close, deadline) {
-                                (Some(a), Some(b)) => Some(a.min(b)),
-                                (a, b) => a.or(b),
-                            };
-                        }
-                        Phase::Handshaking => m.terminate(reason),
-                        Phase::Closed => {}
-                    }
-                }
-                TimerOp::PeerClose => {
-                    if open {
-                        p.client.conn.handle_input(now, b"{\"t\":\"close\",\"code\":\"normal\",\"reason\":\"peer\"}\n");
-                        if m.phase == Phase::Established {
-                            let reason = CloseReason::Remote {
-                                code: jsonlink_proto::CloseCode::Normal,
-                                reason: "peer".into(),
-                            };
-                            let deadline = m.after(m.close_timeout);
-                            m.start_closing(reason, deadline);
-                        }
-                    }
-                }
-            }
+            apply(&mut p, &mut m, op, t0)?;
             // What the client did: events, pings written, next deadline.
             seen.extend(seen_of(p.client.take_events()));
             seen.extend(seen_of(std::iter::from_fn(|| p.client.conn.poll_event())));
             if m.phase != Phase::Handshaking {
-                let mut w = Vec::new();
-                p.client.conn.poll_transmit(&mut w);
-                pings += String::from_utf8_lossy(&w).matches(r#"{"t":"ping"}"#).count();
+                pings += String::from_utf8_lossy(&take_output(&mut p.client))
+                    .matches(r#"{"t":"ping"}"#)
+                    .count();
             }
-            prop_assert_eq!(&seen, &m.seen, "{:?}", m);
-            prop_assert_eq!(pings, m.pings);
-            prop_assert_eq!(p.client.conn.is_closed(), m.phase == Phase::Closed);
+            prop_assert_eq!(&seen, &m.seen, "the same outcomes in the same order: {:?}", m);
+            prop_assert_eq!(pings, m.pings, "the same pings");
+            prop_assert_eq!(p.client.conn.is_closed(), m.phase == Phase::Closed, "closed alike");
             // The model's next deadline, or earlier only for an answered
             // request's deadline: never late.
             let next = p.client.conn.poll_timeout().map(|n| (n - t0).as_millis() as u64);
@@ -386,7 +415,7 @@ proptest! {
             let early_ok = next.is_some_and(|n| m.answered.contains(&n) && want.is_none_or(|w| n < w));
             prop_assert!(next == want || early_ok, "poll_timeout {:?}, model {:?}", next, want);
             if m.phase == Phase::Closed {
-                prop_assert_eq!(next, None);
+                prop_assert_eq!(next, None, "no timer once closed");
             }
         }
     }

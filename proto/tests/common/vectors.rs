@@ -1,11 +1,16 @@
 //! PROTOCOL.md's test vectors (its "Test vectors" section, §17) as
 //! constants, the document parsed, and what the vector tests share
 //! (`vectors.rs`, `vector_sessions.rs`, `wire_examples.rs`).
+#![allow(clippy::disallowed_methods)] // a pair takes one real Instant as the base of virtual time
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
+use jsonlink_proto::crypto;
+use jsonlink_proto::testing::Pair;
 use jsonlink_proto::{Config, Identity, Secret};
 
+/// PROTOCOL.md.
 pub const DOC: &str = include_str!("../../../PROTOCOL.md");
 
 // ------------------------------------------------------------ inputs
@@ -213,36 +218,88 @@ pub fn document_vectors() -> BTreeMap<String, String> {
     map
 }
 
+/// The 32 bytes a hex vector names.
 pub fn hex32(s: &str) -> [u8; 32] {
     hex::decode(s).unwrap().try_into().unwrap()
 }
 
+/// The vector secret.
 pub fn secret() -> Secret {
     Secret::from_hex(SECRET).unwrap()
 }
 
+/// The session keys of the vector transcript (`transcript_hash`).
+pub fn vector_keys() -> crypto::SessionKeys {
+    crypto::SessionKeys::derive(&secret(), &hex32(TRANSCRIPT_HASH))
+}
+
+/// The vector channel binding's bytes.
+pub fn channel_binding() -> Vec<u8> {
+    hex::decode(CHANNEL_BINDING).unwrap()
+}
+
+/// `bytes` in standard base64, as frames carry them.
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The `auth` line the documented formula gives for transcript hash `th`.
+pub fn auth_line(th: &[u8; 32]) -> String {
+    let proof = b64(&crypto::client_proof(&secret(), th));
+    format!(r#"{{"t":"auth","proof":"{proof}"}}"#)
+}
+
+/// The `ok` line the documented formula gives for transcript hash `th`.
+pub fn ok_line(th: &[u8; 32]) -> String {
+    let proof = b64(&crypto::server_proof(&secret(), th));
+    format!(r#"{{"t":"ok","proof":"{proof}"}}"#)
+}
+
 /// Prints a generated vector as PROTOCOL.md writes it, when
 /// `JSONLINK_PRINT_VECTORS` is set (to regenerate the document after a
-/// deliberate change: run the test with `--nocapture`).
+/// deliberate change: run the vector tests with `--nocapture`).
 pub fn show(name: &str, value: &str) {
     if std::env::var_os("JSONLINK_PRINT_VECTORS").is_some() {
         eprintln!("{name} = {value}");
     }
 }
 
-/// Splits a peer's recorded output into lines (each must end in `\n`).
-pub fn lines(log: &[u8]) -> Vec<String> {
-    let text = std::str::from_utf8(log).unwrap();
-    assert!(text.is_empty() || text.ends_with('\n'), "{text}");
-    text.lines().map(str::to_owned).collect()
+/// The vector sessions' client configuration: the vector secret, identity
+/// `node-c1` / `vector-client`, the session's client RNG seed, no keepalive.
+pub fn vector_client() -> Config {
+    vector_config(
+        Identity::new("node-c1", "vector-client"),
+        SESSION_CLIENT_SEED,
+    )
 }
 
-pub fn vector_config(identity: Identity, seed: &str) -> Config {
+/// The vector sessions' server configuration: the vector secret, identity
+/// `node-s1` / `vector-server`, the session's server RNG seed, no keepalive.
+pub fn vector_server() -> Config {
+    vector_config(
+        Identity::new("node-s1", "vector-server"),
+        SESSION_SERVER_SEED,
+    )
+}
+
+/// A recording pair of [`vector_client`] and [`vector_server`] as `client`
+/// and `server` adjust them, both sides seeing `binding`, before its
+/// handshake; virtual time starts now.
+pub fn vector_pair(
+    binding: &[u8],
+    client: impl FnOnce(&mut Config),
+    server: impl FnOnce(&mut Config),
+) -> Pair {
+    let (mut c, mut s) = (vector_client(), vector_server());
+    client(&mut c);
+    server(&mut s);
+    let mut p = Pair::new(Instant::now(), c, s, binding.to_vec(), binding.to_vec());
+    p.record();
+    p
+}
+
+fn vector_config(identity: Identity, seed: &str) -> Config {
     let mut c = Config::new(secret(), identity);
     c.rng_seed = Some(hex32(seed));
     c.keepalive = None;
