@@ -1,7 +1,7 @@
 //! What the handshake negotiates, over real TLS on 127.0.0.1: R9 of
 //! tests/faults/FAULTS.md (an answer too large for the requester, with and
 //! without the `response_too_large` extension; the core half is
-//! proto/tests/faults.rs `r9_*`), and PROTOCOL.md §3's TLS 1.2 rule (no
+//! proto/tests/faults_requests.rs `r9_*`), and PROTOCOL.md §3's TLS 1.2 rule (no
 //! session without the extended master secret, on either side).
 //!
 //! Its own test binary, because it installs the process-wide `tracing`

@@ -1,7 +1,7 @@
 //! The TLS-level half of H5 and H6 (tests/faults/FAULTS.md): a real `Server` (and, for
 //! the version mismatch, a real `Client`) on 127.0.0.1 against the
 //! adversarial raw-TLS peer of `jsonlink_tests`. The core halves (the same
-//! bytes fed to a `Connection`) are in proto/tests/faults.rs; these rows are
+//! bytes fed to a `Connection`) are in proto/tests/faults_handshake.rs; these rows are
 //! `H5/tls` and `H6/tls` in the fault table.
 //!
 //! Every case must end within one round trip or at the handshake deadline
