@@ -141,42 +141,28 @@ impl Link {
         self.inner.cmd.is_closed()
     }
 
-    /// Sends a fire-and-forget message. Returns once the message is queued
-    /// on the link; waits while the link's command queue is full (the
-    /// outbound buffer is at its bound: backpressure). As with any
-    /// fire-and-forget message, one queued just before the link drops is
-    /// lost.
-    ///
-    /// While the link drains after a graceful close — ours
-    /// ([`Server::shutdown`](crate::Server::shutdown),
-    /// [`Client::close`](crate::Client::close), [`close`](Self::close)) or
-    /// the peer's — messages are still sent, so a handler still running
-    /// (a job's last `progress`, its `done`) reaches the peer, which keeps
-    /// reading until it ends. The link drains while requests are in flight
-    /// either way (a request's handler sending before it answers is
-    /// covered), until the close deadline at most.
-    ///
-    /// # Errors
-    ///
-    /// Nothing is sent on any of them: [`Error::Encode`] if `value` does
-    /// not serialize; [`Error::FrameTooLarge`] if the frame could exceed
-    /// the peer's limit; [`Error::NotConnected`] if the link has ended,
-    /// [`Error::Closed`] while it is ending.
-    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
-        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
-        self.send_raw(Arc::from(body)).await
-    }
-
-    /// Sends the message `{"op": op, <args>}` with typed arguments
-    /// (PROTOCOL.md §11.5; see [`call`](Self::call) for the shape): a
-    /// `handle_message` handler on the other side gets exactly `args`.
-    ///
-    /// # Errors
-    ///
-    /// As [`send`](Self::send).
-    pub async fn send_op<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Result<(), Error> {
-        let body = Payload::call(op, args).map_err(Error::Encode)?;
-        self.send_raw(Arc::from(body.into_raw())).await
+    send_methods! {
+        /// Sends a fire-and-forget message. Returns once the message is queued
+        /// on the link; waits while the link's command queue is full (the
+        /// outbound buffer is at its bound: backpressure). As with any
+        /// fire-and-forget message, one queued just before the link drops is
+        /// lost.
+        ///
+        /// While the link drains after a graceful close — ours
+        /// ([`Server::shutdown`](crate::Server::shutdown),
+        /// [`Client::close`](crate::Client::close), [`close`](Self::close)) or
+        /// the peer's — messages are still sent, so a handler still running
+        /// (a job's last `progress`, its `done`) reaches the peer, which keeps
+        /// reading until it ends. The link drains while requests are in flight
+        /// either way (a request's handler sending before it answers is
+        /// covered), until the close deadline at most.
+        ///
+        /// # Errors
+        ///
+        /// Nothing is sent on any of them: [`Error::Encode`] if `value` does
+        /// not serialize; [`Error::FrameTooLarge`] if the frame could exceed
+        /// the peer's limit; [`Error::NotConnected`] if the link has ended,
+        /// [`Error::Closed`] while it is ending.
     }
 
     /// Sends a message given as raw JSON (see [`send`](Self::send)).
@@ -351,6 +337,39 @@ where
     let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
     send(body).await?.parse().map_err(Error::Decode)
 }
+
+/// `send` and `send_op` of [`Link`] and [`Client`](crate::Client), over
+/// their own `send_raw`; the attributes given are `send`'s docs.
+macro_rules! send_methods {
+    ($(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub async fn send<T: serde::Serialize + ?Sized>(
+            &self,
+            value: &T,
+        ) -> Result<(), $crate::Error> {
+            let body = serde_json::value::to_raw_value(value).map_err($crate::Error::Encode)?;
+            self.send_raw(std::sync::Arc::from(body)).await
+        }
+
+        /// Sends the message `{"op": op, <args>}` with typed arguments
+        /// (PROTOCOL.md §11.5; see [`call`](Self::call) for the shape): a
+        /// `handle_message` handler on the other side gets exactly `args`.
+        ///
+        /// # Errors
+        ///
+        /// As [`send`](Self::send).
+        pub async fn send_op<A: serde::Serialize + ?Sized>(
+            &self,
+            op: &str,
+            args: &A,
+        ) -> Result<(), $crate::Error> {
+            let body = $crate::Payload::call(op, args).map_err($crate::Error::Encode)?;
+            self.send_raw(std::sync::Arc::from(body.into_raw())).await
+        }
+    };
+}
+
+pub(crate) use send_methods;
 
 /// The request methods of [`Link`] and [`Client`](crate::Client), over
 /// their own `request_by(body, deadline)`, `request_timeout()` (the

@@ -26,7 +26,7 @@ use crate::deadline::{clamp_deadline, deadline_after, with_deadline};
 use crate::dispatch::Handlers;
 use crate::error::Error;
 use crate::event::{EventStream, event_stream_methods};
-use crate::link::{CloseOrder, Link, request_methods};
+use crate::link::{CloseOrder, Link, request_methods, send_methods};
 use crate::reconnect::Reconnect;
 use crate::runtime::Runtime;
 use crate::stats::Stats;
@@ -291,28 +291,15 @@ impl Client {
         Wait::For(self.inner.shared.config.request_timeout)
     }
 
-    /// Sends a message on the current link (see [`Link::send`]).
-    ///
-    /// # Errors
-    ///
-    /// Those of every command (see [Errors](Self#errors)), and
-    /// [`Error::Encode`] if `value` does not serialize,
-    /// [`Error::FrameTooLarge`] if the frame could exceed the server's
-    /// limit.
-    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
-        let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
-        self.send_raw(Arc::from(body)).await
-    }
-
-    /// Sends the message `{"op": op, <args>}` with typed arguments (see
-    /// [`Link::send_op`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`send`](Self::send).
-    pub async fn send_op<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Result<(), Error> {
-        let body = Payload::call(op, args).map_err(Error::Encode)?;
-        self.send_raw(Arc::from(body.into_raw())).await
+    send_methods! {
+        /// Sends a message on the current link (see [`Link::send`]).
+        ///
+        /// # Errors
+        ///
+        /// Those of every command (see [Errors](Self#errors)), and
+        /// [`Error::Encode`] if `value` does not serialize,
+        /// [`Error::FrameTooLarge`] if the frame could exceed the server's
+        /// limit.
     }
 
     /// Sends a message given as raw JSON.
