@@ -21,7 +21,9 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! ```
+//! # // Any runtime: smol's here (rt-core's doctests run on jsonlink-smol).
+//! # smol::block_on(demo(jsonlink_smol::runtime())).unwrap();
 //! # async fn demo(rt: std::sync::Arc<dyn jsonlink_rt::Runtime>) -> Result<(), jsonlink_rt::Error> {
 //! use jsonlink_rt::{Client, DevPki, Identity, Secret, Server};
 //! use serde_json::{Value, json};
@@ -42,6 +44,8 @@
 //!     .await?;
 //! let sum: i64 = client.request(&json!({"op": "add", "a": 2, "b": 3})).await?;
 //! assert_eq!(sum, 5);
+//! client.close().await;
+//! server.shutdown(std::time::Instant::now()).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

@@ -30,7 +30,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Configures and binds a [`Server`]; made by [`Server::builder`].
 ///
-/// ```no_run
+/// ```
+/// # smol::block_on(demo(jsonlink_smol::runtime())).unwrap();
 /// # async fn demo(rt: std::sync::Arc<dyn jsonlink_rt::Runtime>) -> Result<(), Box<dyn std::error::Error>> {
 /// use jsonlink_rt::{DevPki, Identity, Secret, Server};
 /// let pki = DevPki::generate()?;
@@ -41,6 +42,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// server.handlers().handle_request("add", |_link, v: serde_json::Value| async move {
 ///     Ok(v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0))
 /// });
+/// # server.shutdown(std::time::Instant::now()).await;
 /// # Ok(()) }
 /// ```
 pub struct ServerBuilder {
