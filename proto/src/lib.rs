@@ -57,8 +57,6 @@ pub mod frame;
 mod secret;
 mod wire;
 
-#[cfg(feature = "testing")]
-pub mod fuzz;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -1,7 +1,10 @@
-//! Fuzz bodies. The cargo-fuzz targets in `fuzz/` are one line each and call
-//! these; `tests/fuzz_corpus.rs` replays the committed corpus through them on
-//! every `cargo test`, so the targets never rot. Behind the `testing`
-//! feature; not a stable API.
+//! # jsonlink-fuzz-bodies
+//!
+//! The bodies of the cargo-fuzz targets. The targets in `fuzz/` are one
+//! line each and call these; `tests/corpus.rs` replays the committed corpus
+//! through them on every `cargo test`, so the targets never rot. They drive
+//! `jsonlink-proto` through its public API and its `testing` feature; this
+//! crate is not published.
 //!
 //! The bodies read no clock: the caller passes a base [`Instant`] and all
 //! time is virtual from there, so a run depends on the input bytes only.
@@ -30,7 +33,7 @@
 //!   11 inject bytes into the other side, 12 answer every open request,
 //!   13–15 one step.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -39,9 +42,9 @@ use std::time::{Duration, Instant};
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use crate::frame::{Line, LineReader};
-use crate::testing::{Pair, Peer, Who, client_config, server_config};
-use crate::{
+use jsonlink_proto::frame::{Line, LineReader};
+use jsonlink_proto::testing::{Pair, Peer, Who, client_config, server_config};
+use jsonlink_proto::{
     CloseReason, Config, Connection, ConnectionParams, Event, Keepalive, PeerRequestId, Policy,
     ProtocolError, RemoteError, RequestError, RequestId, SendError, Side,
 };
@@ -365,6 +368,8 @@ impl Observer {
                 self.closed = Some(r);
                 self.incoming.clear();
             }
+            // `Event` is non-exhaustive: a new event needs its rules here.
+            other => panic!("an event this body does not know: {other:?}"),
         }
     }
 }
@@ -690,6 +695,8 @@ fn on_event(me: &mut Book, peer: &mut Book, clean: bool, ev: Event) {
             me.open.clear();
             me.blocked = false;
         }
+        // `Event` is non-exhaustive: a new event needs its rules here.
+        other => panic!("{name}: an event this body does not know: {other:?}"),
     }
 }
 

@@ -1,11 +1,10 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and every
-//! saved crash (`fuzz/regressions/<target>/`) through the fuzz bodies in
-//! `jsonlink_proto::fuzz`, so each `cargo test` runs them and the targets
-//! never rot.
+//! saved crash (`fuzz/regressions/<target>/`) through the fuzz bodies of
+//! this crate, so each `cargo test` runs them and the targets never rot.
 //!
-//! The hand-written seeds (`seed-*`) come from [`write_seed_corpus`]; run it
-//! again when an input layout changes:
-//! `cargo test -p jsonlink-proto --test fuzz_corpus -- --ignored write_seed_corpus`.
+//! The hand-written seeds (`seed-*`) are what [`seed_corpus_is_up_to_date`]
+//! generates; rewrite them when an input layout changes:
+//! `JSONLINK_WRITE_SEEDS=1 cargo test -p jsonlink-fuzz-bodies --test corpus seed_corpus`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -14,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jsonlink_proto::testing::{client_config, server_config};
-use jsonlink_proto::{Connection, ConnectionParams, Side, fuzz};
+use jsonlink_fuzz_bodies as fuzz;
+use jsonlink_proto::{Connection, ConnectionParams, Side};
 
 type Body = fn(Instant, &[u8]);
 
@@ -150,7 +150,7 @@ fn fr(limit: u16, flags: u8, sizes: &[u8], stream: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Session operations (see `jsonlink_proto::fuzz::session`).
+/// Session operations (see `jsonlink_fuzz_bodies::session`).
 struct Ops(Vec<u8>);
 
 const SRV: u8 = 0x80;
