@@ -9,12 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use jsonlink_proto::testing::{client_config, server_config};
 use jsonlink_fuzz_bodies as fuzz;
-use jsonlink_proto::{Connection, ConnectionParams, Side};
+use jsonlink_proto::Side;
+use jsonlink_proto::testing::{client_config, server_config};
 
 type Body = fn(Instant, &[u8]);
 
@@ -85,46 +84,15 @@ fn session() {
 // ------------------------------------------------------------- seed corpus
 
 /// The lines an honest peer (seed 1, default policies) writes to a
-/// connection on `side` with default policies.
+/// connection on `side` with default policies (seed 1).
 fn honest_lines(side: Side) -> Vec<Vec<u8>> {
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
-    let params = |s: Side| ConnectionParams {
-        channel_binding: Vec::new(),
-        connection_id: if s == Side::Server { 7 } else { 0 },
+    let ours = match side {
+        Side::Client => client_config(1),
+        Side::Server => server_config(1),
     };
-    let mut c = Connection::new(
-        Arc::new(client_config(1)),
-        Side::Client,
-        now,
-        params(Side::Client),
-    );
-    let mut s = Connection::new(
-        Arc::new(server_config(1)),
-        Side::Server,
-        now,
-        params(Side::Server),
-    );
-    let (mut to_client, mut to_server) = (Vec::new(), Vec::new());
-    loop {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        c.poll_transmit(&mut x);
-        s.poll_transmit(&mut y);
-        if x.is_empty() && y.is_empty() {
-            break;
-        }
-        to_server.extend_from_slice(&x);
-        to_client.extend_from_slice(&y);
-        s.handle_input(now, &x);
-        c.handle_input(now, &y);
-    }
-    assert!(c.is_authenticated() && s.is_authenticated());
-    let bytes = if side == Side::Client {
-        to_client
-    } else {
-        to_server
-    };
-    bytes
+    fuzz::honest_peer_lines(now, side, &ours, usize::MAX)
         .split_inclusive(|&b| b == b'\n')
         .map(<[u8]>::to_vec)
         .collect()
