@@ -1,7 +1,7 @@
 //! The `framer` body: the line reader fed in chunks against a model.
 
 use jsonlink_proto::ProtocolError;
-use jsonlink_proto::frame::{Line, LineReader};
+use jsonlink_proto::internals::{Line, LineReader};
 use jsonlink_proto::testing::chunks;
 
 use crate::input::Input;

@@ -14,7 +14,7 @@ use crate::config::{Config, Extension, Extensions, Identity, MAX_IDENTITY_LEN, P
 use crate::crypto::{self, FrameMac, IV_LEN, NONCE_LEN, Sealer, SessionKeys, TAG_LEN};
 use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
 use crate::event::{Authenticated, Event, Payload, PeerRequestId, RequestId};
-use crate::frame::{Line, LineReader};
+use crate::line_reader::{Line, LineReader};
 use crate::wire::{self, Envelope, Key};
 
 /// Protocol versions this implementation speaks.
@@ -575,7 +575,7 @@ impl Connection {
         check_dispatchable(body)?;
         self.queue_frame(|o| {
             o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
-            crypto::push_u64(o, id);
+            wire::push_u64(o, id);
             o.extend_from_slice(b",\"d\":");
             let payload = push_json(o, body.get());
             o.push(b'}');
@@ -1039,13 +1039,13 @@ impl Connection {
         line.extend_from_slice(b"{\"t\":\"hello\",\"versions\":");
         push_u64_list(&mut line, SUPPORTED_VERSIONS);
         line.extend_from_slice(b",\"nonce\":\"");
-        crypto::push_b64(&mut line, &nonce);
+        wire::push_b64(&mut line, &nonce);
         line.extend_from_slice(b"\",\"node\":");
         wire::push_str(&mut line, &c.identity.node);
         line.extend_from_slice(b",\"designation\":");
         wire::push_str(&mut line, &c.identity.designation);
         line.extend_from_slice(b",\"max_frame\":");
-        crypto::push_u64(&mut line, c.max_frame as u64);
+        wire::push_u64(&mut line, c.max_frame as u64);
         line.extend_from_slice(b",\"sign\":\"");
         line.extend_from_slice(c.signing.as_str().as_bytes());
         line.extend_from_slice(b"\",\"sign_alg\":");
@@ -1309,17 +1309,17 @@ impl Connection {
         let c = self.config.clone();
         let mut ch = Vec::with_capacity(256);
         ch.extend_from_slice(b"{\"t\":\"challenge\",\"version\":");
-        crypto::push_u64(&mut ch, version);
+        wire::push_u64(&mut ch, version);
         ch.extend_from_slice(b",\"nonce\":\"");
-        crypto::push_b64(&mut ch, &nonce);
+        wire::push_b64(&mut ch, &nonce);
         ch.extend_from_slice(b"\",\"node\":");
         wire::push_str(&mut ch, &c.identity.node);
         ch.extend_from_slice(b",\"designation\":");
         wire::push_str(&mut ch, &c.identity.designation);
         ch.extend_from_slice(b",\"conn\":");
-        crypto::push_u64(&mut ch, self.params.connection_id);
+        wire::push_u64(&mut ch, self.params.connection_id);
         ch.extend_from_slice(b",\"max_frame\":");
-        crypto::push_u64(&mut ch, c.max_frame as u64);
+        wire::push_u64(&mut ch, c.max_frame as u64);
         ch.extend_from_slice(b",\"sign\":");
         ch.extend_from_slice(if signing { b"true" } else { b"false" });
         if let Some(alg) = sign_alg {
@@ -1394,7 +1394,7 @@ impl Connection {
         self.params.connection_id = conn;
         self.peer_max_frame = peer_max;
         self.out.extend_from_slice(b"{\"t\":\"auth\",\"proof\":\"");
-        crypto::push_b64(&mut self.out, &proof);
+        wire::push_b64(&mut self.out, &proof);
         self.out.extend_from_slice(b"\"}\n");
         self.stats.frames_out += 1;
         self.state = State::AwaitOk;
@@ -1412,7 +1412,7 @@ impl Connection {
         }
         let ours = crypto::server_proof(&self.config.secret, &hs.transcript);
         self.out.extend_from_slice(b"{\"t\":\"ok\",\"proof\":\"");
-        crypto::push_b64(&mut self.out, &ours);
+        wire::push_b64(&mut self.out, &ours);
         self.out.extend_from_slice(b"\"}\n");
         self.stats.frames_out += 1;
         self.establish(now, *hs);
@@ -1504,7 +1504,7 @@ pub(crate) fn encode_response(
     result: Result<&RawValue, &RemoteError>,
 ) -> Encoded {
     o.extend_from_slice(b"{\"t\":\"res\",\"id\":");
-    crypto::push_u64(o, id);
+    wire::push_u64(o, id);
     let mut payload = None;
     match result {
         Ok(v) => {
@@ -1581,7 +1581,7 @@ fn push_u64_list(o: &mut Vec<u8>, v: &[u64]) {
         if i > 0 {
             o.push(b',');
         }
-        crypto::push_u64(o, *x);
+        wire::push_u64(o, *x);
     }
     o.push(b']');
 }
