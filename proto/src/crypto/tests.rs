@@ -9,7 +9,8 @@ use super::seal::Aes256CbcEnc;
 use super::sign::ct_eq;
 use super::*;
 use crate::error::ProtocolError;
-use crate::wire::{self, B64, push_b64};
+use crate::wire::encode::push_b64;
+use crate::wire::{self, B64};
 use crate::{Secret, SignAlg};
 
 thread_local! {

@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 
 use super::B64;
 use super::skim::{DuplicateOp, body_op, depth_within};
-use crate::error::ProtocolError;
+use crate::MIN_PEER_MAX_FRAME;
+use crate::config::{Identity, MAX_IDENTITY_LEN, Policy};
+use crate::error::{ProtocolError, RemoteError};
 use crate::event::Op;
 
 /// Envelope keys we know. Unknown keys are ignored (forward compatible);
@@ -231,6 +233,14 @@ impl<'a> Envelope<'a> {
         self.fields.get(k as usize).copied().flatten()
     }
 
+    /// A required field's raw value.
+    fn required(&self, k: Key) -> Result<&'a RawValue, ProtocolError> {
+        self.raw(k).ok_or(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "missing",
+        })
+    }
+
     /// A required string field.
     pub(crate) fn str(&self, k: Key) -> Result<Cow<'a, str>, ProtocolError> {
         self.opt_str(k)?.ok_or(ProtocolError::InvalidField {
@@ -266,25 +276,11 @@ impl<'a> Envelope<'a> {
     /// A required field that is a string or a list of at most `max`
     /// strings (a string is a list of one).
     pub(crate) fn str_or_list(&self, k: Key, max: usize) -> Result<Vec<String>, ProtocolError> {
-        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
-            field: k.name(),
-            detail: "missing",
-        })?;
+        let r = self.required(k)?;
         if !r.get().starts_with('[') {
             return Ok(vec![self.str(k)?.into_owned()]);
         }
-        let list: Vec<String> =
-            serde_json::from_str(r.get()).map_err(|_| ProtocolError::InvalidField {
-                field: k.name(),
-                detail: "expected a string or a list of strings",
-            })?;
-        if list.len() > max {
-            return Err(ProtocolError::InvalidField {
-                field: k.name(),
-                detail: "too many entries",
-            });
-        }
-        Ok(list)
+        list(k, r, max, "expected a string or a list of strings")
     }
 
     /// An optional field that is a list of at most `max` strings (absent:
@@ -294,21 +290,9 @@ impl<'a> Envelope<'a> {
         k: Key,
         max: usize,
     ) -> Result<Option<Vec<String>>, ProtocolError> {
-        let Some(r) = self.raw(k) else {
-            return Ok(None);
-        };
-        let list: Vec<String> =
-            serde_json::from_str(r.get()).map_err(|_| ProtocolError::InvalidField {
-                field: k.name(),
-                detail: "expected a list of strings",
-            })?;
-        if list.len() > max {
-            return Err(ProtocolError::InvalidField {
-                field: k.name(),
-                detail: "too many entries",
-            });
-        }
-        Ok(Some(list))
+        self.raw(k)
+            .map(|r| list(k, r, max, "expected a list of strings"))
+            .transpose()
     }
 
     /// A required non-negative integer that fits in 64 bits.
@@ -316,10 +300,7 @@ impl<'a> Envelope<'a> {
         if let (Key::Id, Some(id)) = (k, self.known_id) {
             return Ok(id);
         }
-        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
-            field: k.name(),
-            detail: "missing",
-        })?;
+        let r = self.required(k)?;
         serde_json::from_str::<u64>(r.get()).map_err(|_| ProtocolError::InvalidField {
             field: k.name(),
             detail: "expected an integer in 0..2^64",
@@ -328,34 +309,16 @@ impl<'a> Envelope<'a> {
 
     /// A required boolean.
     pub(crate) fn bool(&self, k: Key) -> Result<bool, ProtocolError> {
-        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
-            field: k.name(),
-            detail: "missing",
-        })?;
+        let r = self.required(k)?;
         serde_json::from_str::<bool>(r.get()).map_err(|_| ProtocolError::InvalidField {
             field: k.name(),
             detail: "expected a boolean",
         })
     }
 
-    /// A required array of u64.
+    /// A required array of at most 16 u64.
     pub(crate) fn u64_list(&self, k: Key) -> Result<Vec<u64>, ProtocolError> {
-        let r = self.raw(k).ok_or(ProtocolError::InvalidField {
-            field: k.name(),
-            detail: "missing",
-        })?;
-        let v: Vec<u64> =
-            serde_json::from_str(r.get()).map_err(|_| ProtocolError::InvalidField {
-                field: k.name(),
-                detail: "expected an array of integers",
-            })?;
-        if v.len() > 16 {
-            return Err(ProtocolError::InvalidField {
-                field: k.name(),
-                detail: "too many entries",
-            });
-        }
-        Ok(v)
+        list(k, self.required(k)?, 16, "expected an array of integers")
     }
 
     /// A required base64 field decoding to exactly `N` bytes.
@@ -368,6 +331,67 @@ impl<'a> Envelope<'a> {
         };
         let v = B64.decode(s.as_bytes()).map_err(|_| bad.clone())?;
         v.try_into().map_err(|_| bad)
+    }
+
+    /// A policy (`sign` or `seal` of `hello`).
+    pub(crate) fn policy(&self, k: Key) -> Result<Policy, ProtocolError> {
+        Policy::parse(&self.str(k)?).ok_or(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "expected off, optional, preferred or required",
+        })
+    }
+
+    /// Who the peer is: `node` and `designation`, each at most
+    /// [`MAX_IDENTITY_LEN`] bytes.
+    pub(crate) fn identity(&self) -> Result<Identity, ProtocolError> {
+        let node = self.str(Key::Node)?;
+        let designation = self.str(Key::Designation)?;
+        for (field, v) in [("node", &node), ("designation", &designation)] {
+            if v.len() > MAX_IDENTITY_LEN {
+                return Err(ProtocolError::InvalidField {
+                    field,
+                    detail: "longer than 256 bytes",
+                });
+            }
+        }
+        Ok(Identity {
+            node: node.into_owned(),
+            designation: designation.into_owned(),
+        })
+    }
+
+    /// The largest frame the peer accepts: `max_frame`, at least
+    /// [`MIN_PEER_MAX_FRAME`].
+    pub(crate) fn max_frame(&self) -> Result<usize, ProtocolError> {
+        let v = self.u64(Key::MaxFrame)?;
+        if v < MIN_PEER_MAX_FRAME {
+            return Err(ProtocolError::InvalidField {
+                field: "max_frame",
+                detail: "below the 1024-byte minimum",
+            });
+        }
+        Ok(usize::try_from(v).unwrap_or(usize::MAX))
+    }
+
+    /// The payload `d` that `msg` and `req` require.
+    pub(crate) fn body(&self) -> Result<&'a RawValue, ProtocolError> {
+        self.raw(Key::D).ok_or(ProtocolError::InvalidField {
+            field: "d",
+            detail: "missing",
+        })
+    }
+
+    /// A response's outcome: its value `d` or its error `err`
+    /// (`{"code":…,"message":…}`, `data` optional), exactly one of them.
+    pub(crate) fn outcome(&self) -> Result<Result<&'a RawValue, RemoteError>, ProtocolError> {
+        match (self.raw(Key::D), self.raw(Key::Err)) {
+            (Some(d), None) => Ok(Ok(d)),
+            (None, Some(e)) => Ok(Err(remote_error(e)?)),
+            _ => Err(ProtocolError::InvalidField {
+                field: "d",
+                detail: "a response needs exactly one of `d` and `err`",
+            }),
+        }
     }
 
     /// The body's op (PROTOCOL.md §11.1): the value of the top-level
@@ -390,6 +414,50 @@ impl<'a> Envelope<'a> {
         }
         self.str(Key::T)
     }
+}
+
+/// A list field of at most `max` entries; `detail` says what was expected
+/// where the value is not such a list.
+fn list<T: serde::de::DeserializeOwned>(
+    k: Key,
+    r: &RawValue,
+    max: usize,
+    detail: &'static str,
+) -> Result<Vec<T>, ProtocolError> {
+    let list: Vec<T> = serde_json::from_str(r.get()).map_err(|_| ProtocolError::InvalidField {
+        field: k.name(),
+        detail,
+    })?;
+    if list.len() > max {
+        return Err(ProtocolError::InvalidField {
+            field: k.name(),
+            detail: "too many entries",
+        });
+    }
+    Ok(list)
+}
+
+/// The error of a `res`: `{"code":string,"message":string}`, `data`
+/// optional (`"data":null` is the same as none).
+fn remote_error(raw: &RawValue) -> Result<RemoteError, ProtocolError> {
+    #[derive(serde::Deserialize)]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        code: Cow<'a, str>,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    let w: Wire<'_> = serde_json::from_str(raw.get()).map_err(|_| ProtocolError::InvalidField {
+        field: "err",
+        detail: "expected {\"code\":string,\"message\":string}",
+    })?;
+    Ok(RemoteError {
+        code: w.code.into_owned(),
+        message: w.message.into_owned(),
+        data: w.data.map(|d| d.get().to_owned()),
+    })
 }
 
 #[cfg(test)]

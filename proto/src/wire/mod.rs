@@ -3,12 +3,11 @@
 //! every frame encoded ([`encode`]), and the protected frames' wrappers
 //! written and matched ([`protected`]).
 
-mod encode;
+pub(crate) mod encode;
 mod envelope;
 mod protected;
 mod skim;
 
-pub(crate) use encode::{push_b64, push_str, push_u64};
 pub(crate) use envelope::{Envelope, Key, parse};
 #[cfg(test)]
 pub(crate) use protected::B64_ALPHABET;

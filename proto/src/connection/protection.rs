@@ -1,0 +1,154 @@
+//! How frames are protected once authenticated (PROTOCOL.md §10): plain,
+//! signed or sealed, the same way for every frame each way. Every frame we
+//! send but the four of the handshake is encoded through here, and every
+//! line received is opened here.
+
+use std::time::Instant;
+
+use rand_core::Rng as _;
+
+use super::Connection;
+use crate::crypto::{self, FrameMac, IV_LEN, Sealer};
+use crate::error::{ProtocolError, SendError};
+use crate::wire::{self, encode::PayloadAt};
+
+/// The protection of a link's frames, with each direction's prepared keys.
+pub(super) enum Protection {
+    Plain,
+    Signed {
+        send: Box<FrameMac>,
+        recv: Box<FrameMac>,
+    },
+    Sealed {
+        send: Box<Sealer>,
+        recv: Box<Sealer>,
+    },
+}
+
+impl Connection {
+    pub(super) fn queue_frame(
+        &mut self,
+        inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
+    ) -> Result<(), SendError> {
+        let mut out = std::mem::take(&mut self.out);
+        let r = self.encode_into(&mut out, inner);
+        self.out = out;
+        r
+    }
+
+    /// Encodes one frame (protected as negotiated) plus `\n` into `out`;
+    /// rolls back and fails if `inner` refuses its payload, if a payload
+    /// nests deeper than [`Config::max_depth`] (checked before signing or
+    /// sealing), or if the line would exceed the peer's limit.
+    pub(super) fn encode_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
+    ) -> Result<(), SendError> {
+        let start = out.len();
+        let depth_limit = self.max_depth();
+        // The frame's payload (it has at most one), where the encoder put
+        // it, nests at most `max_depth` levels.
+        let checked = |buf: &[u8], payload: PayloadAt| {
+            let Some(payload) = payload.and_then(|range| buf.get(range)) else {
+                return Ok(());
+            };
+            if wire::depth_within(payload, depth_limit) {
+                return Ok(());
+            }
+            Err(SendError::TooDeep {
+                depth: wire::depth(payload, usize::MAX),
+                limit: depth_limit,
+            })
+        };
+        let encoded = match &self.protection {
+            Protection::Plain => {
+                let r = inner(out);
+                checked(out, r)
+            }
+            Protection::Signed { send, .. } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                let r = inner(&mut scratch);
+                let r = checked(&scratch, r);
+                if r.is_ok() {
+                    crypto::sign_with(send, self.send_seq, &scratch, out);
+                }
+                self.scratch = scratch;
+                r
+            }
+            Protection::Sealed { send, .. } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                let r = inner(&mut scratch);
+                let r = checked(&scratch, r);
+                if r.is_ok() {
+                    let mut iv = [0u8; IV_LEN];
+                    self.rng.fill_bytes(&mut iv);
+                    crypto::seal_with(send, self.send_seq, &iv, &scratch, out);
+                }
+                self.scratch = scratch;
+                r
+            }
+        };
+        if let Err(e) = encoded {
+            out.truncate(start);
+            if self.scratch.capacity() > 64 * 1024 {
+                self.scratch = Vec::new();
+            }
+            return Err(e);
+        }
+        let size = out.len() - start;
+        let limit = if self.peer.is_some() {
+            self.peer_max_frame
+        } else {
+            usize::MAX
+        };
+        if size > limit {
+            out.truncate(start);
+            return Err(SendError::FrameTooLarge { size, limit });
+        }
+        if self.scratch.capacity() > 64 * 1024 {
+            self.scratch = Vec::new();
+        }
+        out.push(b'\n');
+        if !matches!(self.protection, Protection::Plain) {
+            self.send_seq += 1;
+        }
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
+    pub(super) fn handle_line(&mut self, now: Instant, line: &[u8]) {
+        self.stats.frames_in += 1;
+        let r = match &self.protection {
+            Protection::Plain => self.handle_plain(now, line),
+            Protection::Signed { recv, .. } => match crypto::open_signed_with(recv, line) {
+                Ok((seq, inner)) => self
+                    .check_seq(seq)
+                    .and_then(|()| self.handle_plain(now, inner)),
+                Err(e) => Err(e),
+            },
+            Protection::Sealed { recv, .. } => match crypto::open_sealed_with(recv, line) {
+                Ok((seq, inner)) => self
+                    .check_seq(seq)
+                    .and_then(|()| self.handle_plain(now, &inner)),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = r {
+            self.fail(e);
+        }
+    }
+
+    fn check_seq(&mut self, seq: u64) -> Result<(), ProtocolError> {
+        if seq != self.recv_seq {
+            return Err(ProtocolError::Sequence {
+                expected: self.recv_seq,
+                got: seq,
+            });
+        }
+        self.recv_seq += 1;
+        Ok(())
+    }
+}
