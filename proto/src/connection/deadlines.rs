@@ -76,12 +76,7 @@ impl<T: Ord + Copy> Deadlines<T> {
     /// with no deadline was never here). With answers in deadline order it
     /// is the front, dropped at once with no lookup; otherwise it stays
     /// until [`settle`](Self::settle) or a compaction drops it.
-    pub(super) fn remove(
-        &mut self,
-        deadline: Option<T>,
-        id: u64,
-        pending: &FxHashMap<u64, Option<T>>,
-    ) {
+    pub(super) fn remove(&mut self, deadline: Option<T>, id: u64, pending: &Pending<T>) {
         if let Some(deadline) = deadline {
             let entry = (deadline, id);
             if self.queue.front() == Some(&entry) {
@@ -95,21 +90,13 @@ impl<T: Ord + Copy> Deadlines<T> {
 
     /// The deadline of the earliest live request if it is `now` or before
     /// (the one [`pop_expired`](Self::pop_expired) would take).
-    pub(super) fn first_expired(
-        &mut self,
-        now: T,
-        pending: &FxHashMap<u64, Option<T>>,
-    ) -> Option<T> {
+    pub(super) fn first_expired(&mut self, now: T, pending: &Pending<T>) -> Option<T> {
         self.settle(pending);
         self.first().filter(|d| *d <= now)
     }
 
     /// Takes the earliest request whose deadline is `now` or before.
-    pub(super) fn pop_expired(
-        &mut self,
-        now: T,
-        pending: &FxHashMap<u64, Option<T>>,
-    ) -> Option<u64> {
+    pub(super) fn pop_expired(&mut self, now: T, pending: &Pending<T>) -> Option<u64> {
         self.settle(pending);
         match self.front() {
             Some(((d, id), in_queue)) if d <= now => {
@@ -125,7 +112,7 @@ impl<T: Ord + Copy> Deadlines<T> {
     }
 
     /// Drops dead entries from both fronts, so the earliest entry is live.
-    fn settle(&mut self, pending: &FxHashMap<u64, Option<T>>) {
+    fn settle(&mut self, pending: &Pending<T>) {
         while self.queue.front().is_some_and(|e| !is_live(e, pending)) {
             self.queue.pop_front();
         }
@@ -141,7 +128,7 @@ impl<T: Ord + Copy> Deadlines<T> {
     /// Drops every dead entry once they outnumber the live ones, which
     /// bounds the entries held to about twice the requests in flight at an
     /// amortized cost of one lookup per removal.
-    fn compact(&mut self, pending: &FxHashMap<u64, Option<T>>) {
+    fn compact(&mut self, pending: &Pending<T>) {
         if self.len() > 2 * pending.len() + 32 {
             self.queue.retain(|e| is_live(e, pending));
             self.heap.retain(|Reverse(e)| is_live(e, pending));
@@ -159,9 +146,13 @@ impl<T: Ord + Copy> Deadlines<T> {
     }
 }
 
+/// Our pending requests, by id, with their deadlines (`None`: none): the
+/// connection's table, which tells live entries from dead ones.
+type Pending<T> = FxHashMap<u64, Option<T>>;
+
 /// Whether a deadline entry still belongs to a pending request (an answered
 /// or expired one is gone from `pending`; an id is never reused).
-fn is_live<T: PartialEq>((deadline, id): &(T, u64), pending: &FxHashMap<u64, Option<T>>) -> bool {
+fn is_live<T: PartialEq>((deadline, id): &(T, u64), pending: &Pending<T>) -> bool {
     pending
         .get(id)
         .is_some_and(|d| d.as_ref() == Some(deadline))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::timers::{Timer, deadline_after};
-use super::{Connection, MAX_REASON_LEN, State};
+use super::{Connection, Handled, MAX_REASON_LEN, State};
 use crate::config::Extension;
 use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
 use crate::event::{Event, Payload, PeerRequestId, RequestId};
@@ -262,11 +262,7 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn on_close(
-        &mut self,
-        now: Instant,
-        env: &Envelope<'_>,
-    ) -> Result<(), ProtocolError> {
+    pub(super) fn on_close(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
         // An unknown code keeps its text; a missing one is reported as
         // missing (PROTOCOL.md §14.1). The reason is clipped (§6.10).
         let code = match env.opt_str(Key::Code)? {
@@ -300,7 +296,7 @@ impl Connection {
         now: Instant,
         env: &Envelope<'_>,
         t: std::borrow::Cow<'_, str>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Handled {
         match &*t {
             "msg" => {
                 let d = env.body()?;

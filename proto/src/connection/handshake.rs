@@ -8,7 +8,9 @@ use rand_core::Rng as _;
 
 use super::protection::Protection;
 use super::timers::{Timer, deadline_after};
-use super::{Connection, MAX_EXTENSIONS, MAX_SIGN_ALGS, SEAL_ALG, SUPPORTED_VERSIONS, Side, State};
+use super::{
+    Connection, Handled, MAX_EXTENSIONS, MAX_SIGN_ALGS, SEAL_ALG, SUPPORTED_VERSIONS, Side, State,
+};
 use crate::config::{Extension, Extensions, Identity, Policy, SignAlg};
 use crate::crypto::{self, FrameMac, NONCE_LEN, Sealer, SessionKeys, TAG_LEN};
 use crate::error::ProtocolError;
@@ -60,11 +62,7 @@ impl Connection {
         }));
     }
 
-    pub(super) fn on_hello(
-        &mut self,
-        env: &Envelope<'_>,
-        line: &[u8],
-    ) -> Result<(), ProtocolError> {
+    pub(super) fn on_hello(&mut self, env: &Envelope<'_>, line: &[u8]) -> Handled {
         let theirs = env.u64_list(Key::Versions)?;
         if theirs.is_empty() {
             return Err(ProtocolError::InvalidField {
@@ -117,11 +115,7 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn on_challenge(
-        &mut self,
-        env: &Envelope<'_>,
-        line: &[u8],
-    ) -> Result<(), ProtocolError> {
+    pub(super) fn on_challenge(&mut self, env: &Envelope<'_>, line: &[u8]) -> Handled {
         let version = env.u64(Key::Version)?;
         if !SUPPORTED_VERSIONS.contains(&version) {
             return Err(ProtocolError::VersionMismatch {
@@ -172,19 +166,9 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn on_auth(
-        &mut self,
-        now: Instant,
-        env: &Envelope<'_>,
-    ) -> Result<(), ProtocolError> {
-        let proof: [u8; TAG_LEN] = env.b64(Key::Proof)?;
-        let Some(hs) = self.hs.take() else {
-            return Err(ProtocolError::AuthFailed);
-        };
-        if !crypto::verify_proof(&self.config.secret, true, &hs.transcript, &proof) {
-            // No proof of ours goes to a client that failed.
-            return Err(ProtocolError::AuthFailed);
-        }
+    pub(super) fn on_auth(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
+        // No proof of ours goes to a client that failed.
+        let hs = self.take_proven(env, Side::Client)?;
         let ours = crypto::server_proof(&self.config.secret, &hs.transcript);
         encode::ok(&mut self.out, &ours);
         self.out.push(b'\n');
@@ -193,16 +177,28 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn on_ok(&mut self, now: Instant, env: &Envelope<'_>) -> Result<(), ProtocolError> {
+    pub(super) fn on_ok(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
+        let hs = self.take_proven(env, Side::Server)?;
+        self.establish(now, *hs);
+        Ok(())
+    }
+
+    /// The handshake, once the `proof` of `env` is `prover`'s proof over
+    /// its transcript; [`ProtocolError::AuthFailed`] if it is not.
+    fn take_proven(
+        &mut self,
+        env: &Envelope<'_>,
+        prover: Side,
+    ) -> Result<Box<Handshake>, ProtocolError> {
         let proof: [u8; TAG_LEN] = env.b64(Key::Proof)?;
         let Some(hs) = self.hs.take() else {
             return Err(ProtocolError::AuthFailed);
         };
-        if !crypto::verify_proof(&self.config.secret, false, &hs.transcript, &proof) {
+        let client = prover == Side::Client;
+        if !crypto::verify_proof(&self.config.secret, client, &hs.transcript, &proof) {
             return Err(ProtocolError::AuthFailed);
         }
-        self.establish(now, *hs);
-        Ok(())
+        Ok(hs)
     }
 
     fn establish(&mut self, now: Instant, hs: Handshake) {

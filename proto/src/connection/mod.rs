@@ -47,6 +47,10 @@ pub const MIN_PEER_MAX_FRAME: u64 = 1024;
 /// kept ([`CloseCode::Other`]).
 pub const MAX_REASON_LEN: usize = 256;
 
+/// What handling one received frame gives: `Err` when the peer broke the
+/// protocol, which ends the connection with that error.
+type Handled = Result<(), ProtocolError>;
+
 /// Which end of the link this is. The client opens the handshake; after it,
 /// both sides are equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,7 +500,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn handle_plain(&mut self, now: Instant, line: &[u8]) -> Result<(), ProtocolError> {
+    pub(super) fn handle_plain(&mut self, now: Instant, line: &[u8]) -> Handled {
         let env = wire::parse(line, self.max_depth())?;
         let t = env.frame_type();
         if matches!(t.as_deref(), Ok("close")) {

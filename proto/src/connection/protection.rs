@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use rand_chacha::ChaCha20Rng;
 use rand_core::Rng as _;
 
 use super::Connection;
@@ -23,6 +24,22 @@ pub(super) enum Protection {
         send: Box<Sealer>,
         recv: Box<Sealer>,
     },
+}
+
+impl Protection {
+    /// Appends the encoded frame `inner` to `out` protected at sequence
+    /// number `seq`: as it is, signed, or sealed under a fresh IV.
+    fn wrap(&self, seq: u64, rng: &mut ChaCha20Rng, inner: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Self::Plain => out.extend_from_slice(inner),
+            Self::Signed { send, .. } => crypto::sign_with(send, seq, inner, out),
+            Self::Sealed { send, .. } => {
+                let mut iv = [0u8; IV_LEN];
+                rng.fill_bytes(&mut iv);
+                crypto::seal_with(send, seq, &iv, inner, out);
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -61,35 +78,20 @@ impl Connection {
                 limit: depth_limit,
             })
         };
-        let encoded = match &self.protection {
-            Protection::Plain => {
-                let r = inner(out);
-                checked(out, r)
+        let encoded = if let Protection::Plain = self.protection {
+            let r = inner(out);
+            checked(out, r)
+        } else {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            let r = inner(&mut scratch);
+            let r = checked(&scratch, r);
+            if r.is_ok() {
+                self.protection
+                    .wrap(self.send_seq, &mut self.rng, &scratch, out);
             }
-            Protection::Signed { send, .. } => {
-                let mut scratch = std::mem::take(&mut self.scratch);
-                scratch.clear();
-                let r = inner(&mut scratch);
-                let r = checked(&scratch, r);
-                if r.is_ok() {
-                    crypto::sign_with(send, self.send_seq, &scratch, out);
-                }
-                self.scratch = scratch;
-                r
-            }
-            Protection::Sealed { send, .. } => {
-                let mut scratch = std::mem::take(&mut self.scratch);
-                scratch.clear();
-                let r = inner(&mut scratch);
-                let r = checked(&scratch, r);
-                if r.is_ok() {
-                    let mut iv = [0u8; IV_LEN];
-                    self.rng.fill_bytes(&mut iv);
-                    crypto::seal_with(send, self.send_seq, &iv, &scratch, out);
-                }
-                self.scratch = scratch;
-                r
-            }
+            self.scratch = scratch;
+            r
         };
         if let Err(e) = encoded {
             out.truncate(start);

@@ -62,14 +62,8 @@ pub(crate) struct Challenge<'a> {
 pub(crate) fn hello(o: &mut Vec<u8>, h: &Hello<'_>) {
     o.extend_from_slice(b"{\"t\":\"hello\",\"versions\":");
     push_u64_list(o, h.versions);
-    o.extend_from_slice(b",\"nonce\":\"");
-    push_b64(o, h.nonce);
-    o.extend_from_slice(b"\",\"node\":");
-    push_str(o, &h.identity.node);
-    o.extend_from_slice(b",\"designation\":");
-    push_str(o, &h.identity.designation);
-    o.extend_from_slice(b",\"max_frame\":");
-    push_u64(o, h.max_frame);
+    push_nonce_and_identity(o, h.nonce, h.identity);
+    push_u64_member(o, b",\"max_frame\":", h.max_frame);
     o.extend_from_slice(b",\"sign\":\"");
     o.extend_from_slice(h.sign.as_str().as_bytes());
     o.extend_from_slice(b"\",\"sign_alg\":");
@@ -92,16 +86,9 @@ pub(crate) fn hello(o: &mut Vec<u8>, h: &Hello<'_>) {
 pub(crate) fn challenge(o: &mut Vec<u8>, c: &Challenge<'_>) {
     o.extend_from_slice(b"{\"t\":\"challenge\",\"version\":");
     push_u64(o, c.version);
-    o.extend_from_slice(b",\"nonce\":\"");
-    push_b64(o, c.nonce);
-    o.extend_from_slice(b"\",\"node\":");
-    push_str(o, &c.identity.node);
-    o.extend_from_slice(b",\"designation\":");
-    push_str(o, &c.identity.designation);
-    o.extend_from_slice(b",\"conn\":");
-    push_u64(o, c.conn);
-    o.extend_from_slice(b",\"max_frame\":");
-    push_u64(o, c.max_frame);
+    push_nonce_and_identity(o, c.nonce, c.identity);
+    push_u64_member(o, b",\"conn\":", c.conn);
+    push_u64_member(o, b",\"max_frame\":", c.max_frame);
     o.extend_from_slice(b",\"sign\":");
     o.extend_from_slice(if c.sign_alg.is_some() {
         b"true"
@@ -216,6 +203,23 @@ pub(crate) fn close(
     }
     o.push(b'}');
     None
+}
+
+/// `,"nonce":…,"node":…,"designation":…`, as `hello` and `challenge` have
+/// them.
+fn push_nonce_and_identity(o: &mut Vec<u8>, nonce: &[u8], identity: &Identity) {
+    o.extend_from_slice(b",\"nonce\":\"");
+    push_b64(o, nonce);
+    o.extend_from_slice(b"\",\"node\":");
+    push_str(o, &identity.node);
+    o.extend_from_slice(b",\"designation\":");
+    push_str(o, &identity.designation);
+}
+
+/// Appends a member with a number: `key` (`,"name":`), then `v`.
+fn push_u64_member(o: &mut Vec<u8>, key: &[u8], v: u64) {
+    o.extend_from_slice(key);
+    push_u64(o, v);
 }
 
 /// Appends JSON text to a frame and returns where it went. A raw `\n` in

@@ -36,9 +36,7 @@ pub(crate) fn write_signed(out: &mut Vec<u8>, seq: u64, tag_text: &[u8], inner: 
 /// The sequence number, tag text (`tag_len` characters) and inner frame of
 /// a signed line, borrowed from it; `None` for any other layout.
 pub(crate) fn match_signed(line: &[u8], tag_len: usize) -> Option<(u64, &[u8], &[u8])> {
-    let mut c = Cursor(line);
-    c.lit(b"{\"q\":")?;
-    let seq = c.u64()?;
+    let (mut c, seq) = Cursor::after_seq(line)?;
     c.lit(b",\"s\":\"")?;
     let tag = c.take(tag_len)?;
     c.lit(b"\",\"f\":")?;
@@ -75,9 +73,7 @@ pub(crate) struct Sealed {
 /// The members of a sealed line, decoded; `None` for any other layout or
 /// base64 that does not decode to the right length.
 pub(crate) fn match_sealed(line: &[u8]) -> Option<Sealed> {
-    let mut c = Cursor(line);
-    c.lit(b"{\"q\":")?;
-    let seq = c.u64()?;
+    let (mut c, seq) = Cursor::after_seq(line)?;
     c.lit(b",\"iv\":\"")?;
     let iv = c.take(IV_B64_LEN)?;
     c.lit(b"\",\"s\":\"")?;
@@ -140,6 +136,15 @@ pub(crate) fn tag_text(tag: &[u8], out: &mut [u8; TAG_B64_LEN]) -> usize {
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
+    /// Matches `{"q":<seq>`, which both wrappers start with; the cursor
+    /// after it, and the sequence number.
+    fn after_seq(line: &'a [u8]) -> Option<(Self, u64)> {
+        let mut c = Self(line);
+        c.lit(b"{\"q\":")?;
+        let seq = c.u64()?;
+        Some((c, seq))
+    }
+
     fn lit(&mut self, l: &[u8]) -> Option<()> {
         self.0 = self.0.strip_prefix(l)?;
         Some(())
