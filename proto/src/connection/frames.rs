@@ -262,6 +262,8 @@ impl Connection {
         Ok(())
     }
 
+    /// A `close` came, at any stage: a graceful one (`normal`) while
+    /// established starts the drain, any other ends the connection.
     pub(super) fn on_close(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
         // An unknown code keeps its text; a missing one is reported as
         // missing (PROTOCOL.md §14.1). The reason is clipped (§6.10).
@@ -291,6 +293,8 @@ impl Connection {
         Ok(())
     }
 
+    /// A frame of type `t` came after the handshake (while established or
+    /// draining).
     pub(super) fn on_app_frame(
         &mut self,
         now: Instant,

@@ -31,6 +31,7 @@ pub(super) struct Handshake {
 }
 
 impl Connection {
+    /// Client: queues `hello` and keeps its line for the transcript.
     pub(super) fn send_hello(&mut self) {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
@@ -62,6 +63,7 @@ impl Connection {
         }));
     }
 
+    /// Server: `hello` came; negotiates and answers with `challenge`.
     pub(super) fn on_hello(&mut self, env: &Envelope<'_>, line: &[u8]) -> Handled {
         let theirs = env.u64_list(Key::Versions)?;
         if theirs.is_empty() {
@@ -76,13 +78,14 @@ impl Connection {
                 theirs,
             });
         };
-        let client_nonce: [u8; NONCE_LEN] = env.b64(Key::Nonce)?;
+        // Each nonce enters the proofs with its whole line, through the
+        // transcript; here only its form is checked.
+        let _client_nonce: [u8; NONCE_LEN] = env.b64(Key::Nonce)?;
         let peer = env.identity()?;
         let peer_max = env.max_frame()?;
         let sign_alg = negotiate_signing(env, self.config.signing, &self.config.sign_algs)?;
         let encryption = negotiate_sealing(env, self.config.encryption)?;
         let extensions = accept_extensions(env, self.config.extensions)?;
-        let _ = client_nonce;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         let mut ch = Vec::with_capacity(256);
@@ -115,6 +118,8 @@ impl Connection {
         Ok(())
     }
 
+    /// Client: `challenge` came; checks the server's decisions and proves
+    /// with `auth`.
     pub(super) fn on_challenge(&mut self, env: &Envelope<'_>, line: &[u8]) -> Handled {
         let version = env.u64(Key::Version)?;
         if !SUPPORTED_VERSIONS.contains(&version) {
@@ -166,6 +171,8 @@ impl Connection {
         Ok(())
     }
 
+    /// Server: `auth` came; checks the client's proof, proves with `ok`
+    /// and is authenticated.
     pub(super) fn on_auth(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
         // No proof of ours goes to a client that failed.
         let hs = self.take_proven(env, Side::Client)?;
@@ -177,6 +184,7 @@ impl Connection {
         Ok(())
     }
 
+    /// Client: `ok` came; checks the server's proof and is authenticated.
     pub(super) fn on_ok(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
         let hs = self.take_proven(env, Side::Server)?;
         self.establish(now, *hs);
@@ -201,6 +209,8 @@ impl Connection {
         Ok(hs)
     }
 
+    /// Authenticated: keys the protection agreed on, starts keepalive and
+    /// reports the peer.
     fn establish(&mut self, now: Instant, hs: Handshake) {
         if hs.sign_alg.is_some() || hs.encryption {
             let keys = SessionKeys::derive(&self.config.secret, &hs.transcript);

@@ -4,7 +4,8 @@
 //! frames after it ([`frames`]), the protection of frames once
 //! authenticated ([`protection`]), the fixed timers ([`timers`]) and the
 //! request deadlines ([`deadlines`]). This file holds the state, the
-//! getters, the inputs and outputs, and how the connection ends. What the
+//! getters, the inputs (each line opened as negotiated and dispatched by
+//! the state) and outputs, and how the connection ends. What the
 //! frames look like on the wire is [`crate::wire`]'s.
 
 mod deadlines;
@@ -26,6 +27,7 @@ use self::handshake::Handshake;
 use self::protection::Protection;
 use self::timers::{Timer, Timers, deadline_after};
 use crate::config::{Config, Extensions, Identity};
+use crate::crypto;
 use crate::error::{CloseCode, CloseReason, ProtocolError, RequestError};
 use crate::event::{Event, RequestId};
 use crate::line_reader::{Line, LineReader};
@@ -498,6 +500,39 @@ impl Connection {
             let reason = reason.clone();
             self.terminate(reason);
         }
+    }
+
+    fn handle_line(&mut self, now: Instant, line: &[u8]) {
+        self.stats.frames_in += 1;
+        let r = match &self.protection {
+            Protection::Plain => self.handle_plain(now, line),
+            Protection::Signed { recv, .. } => match crypto::open_signed_with(recv, line) {
+                Ok((seq, inner)) => self
+                    .check_seq(seq)
+                    .and_then(|()| self.handle_plain(now, inner)),
+                Err(e) => Err(e),
+            },
+            Protection::Sealed { recv, .. } => match crypto::open_sealed_with(recv, line) {
+                Ok((seq, inner)) => self
+                    .check_seq(seq)
+                    .and_then(|()| self.handle_plain(now, &inner)),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = r {
+            self.fail(e);
+        }
+    }
+
+    fn check_seq(&mut self, seq: u64) -> Result<(), ProtocolError> {
+        if seq != self.recv_seq {
+            return Err(ProtocolError::Sequence {
+                expected: self.recv_seq,
+                got: seq,
+            });
+        }
+        self.recv_seq += 1;
+        Ok(())
     }
 
     pub(super) fn handle_plain(&mut self, now: Instant, line: &[u8]) -> Handled {

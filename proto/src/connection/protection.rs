@@ -1,16 +1,14 @@
-//! How frames are protected once authenticated (PROTOCOL.md §10): plain,
-//! signed or sealed, the same way for every frame each way. Every frame we
-//! send but the four of the handshake is encoded through here, and every
-//! line received is opened here.
-
-use std::time::Instant;
+//! How the frames we send are protected once authenticated (PROTOCOL.md
+//! §10): plain, signed or sealed, the same way for every frame each way.
+//! Every frame we send but the four of the handshake is encoded through
+//! here. (The connection opens what it receives in `handle_line`.)
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng as _;
 
 use super::Connection;
 use crate::crypto::{self, FrameMac, IV_LEN, Sealer};
-use crate::error::{ProtocolError, SendError};
+use crate::error::SendError;
 use crate::wire::{self, encode::PayloadAt};
 
 /// The protection of a link's frames, with each direction's prepared keys.
@@ -43,6 +41,8 @@ impl Protection {
 }
 
 impl Connection {
+    /// Encodes one frame into the outbound buffer, as [`encode_into`](Self::encode_into)
+    /// does.
     pub(super) fn queue_frame(
         &mut self,
         inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
@@ -118,39 +118,6 @@ impl Connection {
             self.send_seq += 1;
         }
         self.stats.frames_out += 1;
-        Ok(())
-    }
-
-    pub(super) fn handle_line(&mut self, now: Instant, line: &[u8]) {
-        self.stats.frames_in += 1;
-        let r = match &self.protection {
-            Protection::Plain => self.handle_plain(now, line),
-            Protection::Signed { recv, .. } => match crypto::open_signed_with(recv, line) {
-                Ok((seq, inner)) => self
-                    .check_seq(seq)
-                    .and_then(|()| self.handle_plain(now, inner)),
-                Err(e) => Err(e),
-            },
-            Protection::Sealed { recv, .. } => match crypto::open_sealed_with(recv, line) {
-                Ok((seq, inner)) => self
-                    .check_seq(seq)
-                    .and_then(|()| self.handle_plain(now, &inner)),
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = r {
-            self.fail(e);
-        }
-    }
-
-    fn check_seq(&mut self, seq: u64) -> Result<(), ProtocolError> {
-        if seq != self.recv_seq {
-            return Err(ProtocolError::Sequence {
-                expected: self.recv_seq,
-                got: seq,
-            });
-        }
-        self.recv_seq += 1;
         Ok(())
     }
 }

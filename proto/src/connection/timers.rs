@@ -44,7 +44,7 @@ pub(super) struct Timers {
 }
 
 impl Timers {
-    pub(super) fn slot(&mut self, t: Timer) -> &mut Option<Instant> {
+    fn slot(&mut self, t: Timer) -> &mut Option<Instant> {
         match t {
             Timer::Handshake => &mut self.handshake,
             Timer::KeepaliveSend => &mut self.keepalive_send,
@@ -76,7 +76,7 @@ impl Timers {
 
     /// The earliest timer due at `now` and its deadline; on a tie the
     /// first in [`TIMERS`] order.
-    pub(super) fn next_due(&self, now: Instant) -> Option<(Instant, Timer)> {
+    fn next_due(&self, now: Instant) -> Option<(Instant, Timer)> {
         let mut due: Option<(Instant, Timer)> = None;
         for t in TIMERS {
             if let Some(at) = self.get(t)
