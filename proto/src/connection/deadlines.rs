@@ -15,8 +15,9 @@ use rustc_hash::FxHashMap;
 /// or after the previous one, so it is appended to the queue, and answers
 /// mostly come back in that order, so each is dropped from the queue's
 /// front: both O(1), where a heap costs a sift of log₂(in flight) levels
-/// each way, which shows at many requests in flight. A deadline earlier than the queue's last (a shorter per-request timeout)
-/// goes to the heap; the earliest deadline is the smaller of the two fronts.
+/// each way, which shows at many requests in flight. A deadline earlier
+/// than the queue's last (a shorter per-request timeout) goes to the heap;
+/// the earliest deadline is the smaller of the two fronts.
 ///
 /// An answered request is dropped at once when it is the earliest entry
 /// (answers in order); otherwise it stays until it is (then

@@ -21,8 +21,9 @@ impl Connection {
     /// reading until it ends; refused with [`SendError::Closed`] once ended.
     ///
     /// Refused with [`SendError::TooDeep`] for a body nested deeper than
-    /// [`Config::max_depth`](crate::Config::max_depth), [`SendError::DuplicateOp`] for an object body
-    /// with `op` more than once (the peer would refuse either frame).
+    /// [`Config::max_depth`](crate::Config::max_depth),
+    /// [`SendError::DuplicateOp`] for an object body with `op` more than
+    /// once (the peer would refuse either frame).
     pub fn send(&mut self, body: &RawValue) -> Result<(), SendError> {
         self.check_can_send()?;
         check_dispatchable(body)?;
@@ -31,10 +32,10 @@ impl Connection {
 
     /// Sends a request; its outcome arrives as exactly one
     /// [`Event::Response`] or [`Event::RequestFailed`]. `timeout` defaults
-    /// to [`Config::request_timeout`](crate::Config::request_timeout). A timeout too large to add to `now`
-    /// (such as `Duration::MAX`) means no deadline: the request waits for
-    /// its answer or fails when the connection ends. The body is refused as
-    /// by [`send`](Self::send).
+    /// to [`Config::request_timeout`](crate::Config::request_timeout). A
+    /// timeout too large to add to `now` (such as `Duration::MAX`) means no
+    /// deadline: the request waits for its answer or fails when the
+    /// connection ends. The body is refused as by [`send`](Self::send).
     pub fn request(
         &mut self,
         now: Instant,
@@ -88,9 +89,9 @@ impl Connection {
     /// sent: the request is answered with an error in its place
     /// (PROTOCOL.md §14.2: `response_too_large` where that extension is
     /// on, else `internal`), its slot is freed, it is counted in
-    /// [`Stats::responses_too_large`](crate::Stats::responses_too_large), and this returns
-    /// [`SendError::ResponseTooLarge`]. The other errors leave the request
-    /// answerable.
+    /// [`Stats::responses_too_large`](crate::Stats::responses_too_large),
+    /// and this returns [`SendError::ResponseTooLarge`]. The other errors
+    /// leave the request answerable.
     pub fn respond(
         &mut self,
         id: PeerRequestId,
@@ -118,9 +119,10 @@ impl Connection {
     /// the answer over: the same error answer, freed slot and count as
     /// [`respond`](Self::respond) gives such an answer. For a layer above
     /// that checks answers itself before passing them on (with
-    /// [`Authenticated::response_frame_bound`](crate::Authenticated::response_frame_bound)), so that its caller learns
-    /// the outcome at once. `Ok` once the error answer is queued; the
-    /// errors are those of `respond` and leave the request answerable.
+    /// [`Authenticated::response_frame_bound`](crate::Authenticated::response_frame_bound)),
+    /// so that its caller learns the outcome at once. `Ok` once the error
+    /// answer is queued; the errors are those of `respond` and leave the
+    /// request answerable.
     pub fn respond_too_large(&mut self, id: PeerRequestId, size: usize) -> Result<(), SendError> {
         self.take_incoming(id)?;
         self.queue_too_large(id.0, size, self.peer_max_frame);
@@ -141,8 +143,8 @@ impl Connection {
     /// Closes gracefully: sends a close frame, refuses new requests and
     /// pings (messages may still be sent while it drains), lets
     /// requests in flight (both ways) finish for up to
-    /// [`Config::close_timeout`](crate::Config::close_timeout), then ends with
-    /// [`CloseReason::Local`]. Before authentication it ends at once. A
+    /// [`Config::close_timeout`](crate::Config::close_timeout), then ends
+    /// with [`CloseReason::Local`]. Before authentication it ends at once. A
     /// close timeout too large to add to `now` means no drain deadline: the
     /// connection ends once nothing is in flight (or at a later
     /// [`close_by`](Self::close_by) deadline).

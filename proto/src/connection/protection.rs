@@ -13,11 +13,14 @@ use crate::wire::{self, encode::PayloadAt};
 
 /// The protection of a link's frames, with each direction's prepared keys.
 pub(super) enum Protection {
+    /// Frames go as they are (also before authentication).
     Plain,
+    /// Each frame wrapped with its tag.
     Signed {
         send: Box<FrameMac>,
         recv: Box<FrameMac>,
     },
+    /// Each frame encrypted, then tagged.
     Sealed {
         send: Box<Sealer>,
         recv: Box<Sealer>,
@@ -41,8 +44,8 @@ impl Protection {
 }
 
 impl Connection {
-    /// Encodes one frame into the outbound buffer, as [`encode_into`](Self::encode_into)
-    /// does.
+    /// Encodes one frame into the outbound buffer, as
+    /// [`encode_into`](Self::encode_into) does.
     pub(super) fn queue_frame(
         &mut self,
         inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
@@ -53,10 +56,11 @@ impl Connection {
         r
     }
 
-    /// Encodes one frame (protected as negotiated) plus `\n` into `out`;
-    /// rolls back and fails if `inner` refuses its payload, if a payload
-    /// nests deeper than [`Config::max_depth`] (checked before signing or
-    /// sealing), or if the line would exceed the peer's limit.
+    /// Encodes one frame (`inner` writes it, protected here as negotiated)
+    /// plus `\n` into `out`; rolls back and fails if its payload nests
+    /// deeper than [`Config::max_depth`](crate::Config::max_depth) (checked
+    /// before signing or sealing) or if the line would exceed the peer's
+    /// limit.
     pub(super) fn encode_into(
         &mut self,
         out: &mut Vec<u8>,

@@ -28,11 +28,13 @@ pub(crate) struct Hello<'a> {
     pub(crate) identity: &'a Identity,
     /// The largest frame the client accepts.
     pub(crate) max_frame: u64,
-    /// The client's signing policy and the algorithms it offers.
+    /// The client's signing policy.
     pub(crate) sign: Policy,
+    /// The signing algorithms it offers, in its order of preference.
     pub(crate) sign_algs: &'a [SignAlg],
-    /// The client's sealing policy and the algorithm it offers.
+    /// The client's sealing policy.
     pub(crate) seal: Policy,
+    /// The sealing algorithm it offers.
     pub(crate) seal_alg: &'a str,
     /// The extensions offered.
     pub(crate) extensions: Extensions,

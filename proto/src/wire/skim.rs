@@ -80,9 +80,9 @@ pub(crate) fn has_duplicate_op(body: &RawValue) -> bool {
 /// needs a `p` or an escape, so once the first `op` is found, a rest
 /// without either holds no second one (one memchr pass): the walk usually
 /// stops there, as the op comes first in most bodies; and a body whose
-/// first member is not `op` is looked at the same way for any `op`. Escaped names and values are decoded
-/// by serde_json. A serde-based probe in the tests is the reference it is
-/// property-tested against.
+/// first member is not `op` is looked at the same way for any `op`.
+/// Escaped names and values are decoded by serde_json. A serde-based probe
+/// in the tests is the reference it is property-tested against.
 pub(crate) fn body_op(body: &RawValue) -> Result<Option<Op>, DuplicateOp> {
     let text = body.get();
     let s = text.as_bytes();
