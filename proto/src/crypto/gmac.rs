@@ -1,4 +1,5 @@
 //! AES-256-GMAC, one of the two signing algorithms (PROTOCOL.md §10.3).
+//! The tag is `#[inline]`, for the reason `wire::protected` gives.
 
 use aes::cipher::KeyInit as _;
 use zeroize::Zeroize;
@@ -53,6 +54,7 @@ impl Gmac {
     }
 
     /// The tag over `aad` with the nonce `domain || 000000 || u64be(seq)`.
+    #[inline]
     pub(super) fn tag(&self, seq: u64, aad: &[u8]) -> [u8; GMAC_TAG_LEN] {
         use aes::cipher::BlockCipherEncrypt as _;
         use polyval::universal_hash::{UhfBackend as _, UniversalHash as _};

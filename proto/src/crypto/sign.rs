@@ -1,5 +1,6 @@
 //! Signed frames (PROTOCOL.md §10.3): the frame MAC of either algorithm,
-//! keyed once per session, and signing and verifying one frame.
+//! keyed once per session, and signing and verifying one frame. What runs
+//! per frame is `#[inline]`, for the reason `wire::protected` gives.
 
 use std::fmt;
 
@@ -57,6 +58,7 @@ impl FrameMac {
 
     /// The signed-frame tag over `inner` at `seq`, written into `tag`;
     /// returns its length.
+    #[inline]
     pub(super) fn sign(&self, seq: u64, inner: &[u8], tag: &mut [u8; TAG_LEN]) -> usize {
         match &self.0 {
             Keyed::Hmac(m) => {
@@ -77,6 +79,7 @@ impl FrameMac {
     }
 
     /// Length of this MAC's tag in base64.
+    #[inline]
     pub(super) fn tag_b64_len(&self) -> usize {
         match self.0 {
             Keyed::Hmac(_) => wire::TAG_B64_LEN,
@@ -91,6 +94,7 @@ impl FrameMac {
     /// cheaper for a 24- or 44-character tag than decoding the received
     /// one, and accepts exactly the same texts as a strict decode would:
     /// only the canonical encoding of the right tag.
+    #[inline]
     pub(super) fn verify(&self, seq: u64, inner: &[u8], tag_b64: &[u8]) -> bool {
         let mut text = [0u8; wire::TAG_B64_LEN];
         let m = self.tag_text(seq, inner, &mut text);
@@ -99,6 +103,7 @@ impl FrameMac {
 
     /// The tag over `inner` at `seq` as a signed frame carries it (canonical
     /// base64), written into `text`; returns its length.
+    #[inline]
     fn tag_text(&self, seq: u64, inner: &[u8], text: &mut [u8; wire::TAG_B64_LEN]) -> usize {
         let mut tag = [0u8; TAG_LEN];
         let n = self.sign(seq, inner, &mut tag);
@@ -112,6 +117,7 @@ impl FrameMac {
 /// once with `subtle` (whose comparison of slices puts an optimisation
 /// barrier after every byte, which for a tag costs more than the rest of
 /// the check).
+#[inline]
 pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq as _;
     if a.len() != b.len() {
@@ -170,6 +176,7 @@ pub fn open_signed_with<'a>(
     }
 }
 
+#[inline]
 fn parse_signed<'a>(mac: &FrameMac, line: &'a [u8]) -> Option<(u64, &'a [u8])> {
     let (seq, tag, inner) = wire::match_signed(line, mac.tag_b64_len())?;
     mac.verify(seq, inner, tag).then_some((seq, inner))

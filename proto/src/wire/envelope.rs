@@ -190,6 +190,7 @@ fn parse_canonical(line: &[u8], max_depth: usize) -> Option<Envelope<'_>> {
 
 /// A u64 in canonical decimal (no sign, no leading zero, no overflow) at
 /// the start of `s`, and what follows it.
+#[inline]
 pub(super) fn canonical_u64(s: &[u8]) -> Option<(u64, &[u8])> {
     let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
     let (num, rest) = s.split_at(digits);

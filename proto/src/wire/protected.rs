@@ -3,6 +3,12 @@
 //! `{"q":<seq>,"iv":"<iv>","s":"<tag>","c":"<ciphertext>"}`, written and
 //! matched byte for byte: a line in any other layout is not a protected
 //! frame. What the tags are is [`crate::crypto`]'s business.
+//!
+//! What runs for every signed frame here and in `crypto` is `#[inline]`:
+//! in other modules than their callers (other codegen units) the compiler
+//! inlines such functions only when asked, as it did unasked when they
+//! shared a file, and a signed frame then costs about 60 instructions more
+//! (BENCHMARKS.md, "Shape change").
 
 use base64::Engine as _;
 
@@ -19,6 +25,7 @@ pub(crate) const GMAC_TAG_B64_LEN: usize = 24;
 const IV_B64_LEN: usize = 24;
 
 /// Appends a signed frame line (without `\n`): `{"q":<seq>,"s":"<tag_text>","f":<inner>}`.
+#[inline]
 pub(crate) fn write_signed(out: &mut Vec<u8>, seq: u64, tag_text: &[u8], inner: &[u8]) {
     let mut digits = itoa::Buffer::new();
     let seq = digits.format(seq).as_bytes();
@@ -35,6 +42,7 @@ pub(crate) fn write_signed(out: &mut Vec<u8>, seq: u64, tag_text: &[u8], inner: 
 
 /// The sequence number, tag text (`tag_len` characters) and inner frame of
 /// a signed line, borrowed from it; `None` for any other layout.
+#[inline]
 pub(crate) fn match_signed(line: &[u8], tag_len: usize) -> Option<(u64, &[u8], &[u8])> {
     let (mut c, seq) = Cursor::after_seq(line)?;
     c.lit(b",\"s\":\"")?;
@@ -112,6 +120,7 @@ pub(crate) const B64_ALPHABET: &[u8; 64] =
 /// its cost, and this runs for every frame a signed link sends or receives
 /// (BENCHMARKS.md has the figures). The tests check it against [`B64`] at
 /// every length up to 33 bytes.
+#[inline]
 pub(crate) fn tag_text(tag: &[u8], out: &mut [u8; TAG_B64_LEN]) -> usize {
     let sym = |v: u32| B64_ALPHABET.get((v & 63) as usize).copied().unwrap_or(b'=');
     let (triples, rest) = tag.as_chunks::<3>();
@@ -138,6 +147,7 @@ struct Cursor<'a>(&'a [u8]);
 impl<'a> Cursor<'a> {
     /// Matches `{"q":<seq>`, which both wrappers start with; the cursor
     /// after it, and the sequence number.
+    #[inline]
     fn after_seq(line: &'a [u8]) -> Option<(Self, u64)> {
         let mut c = Self(line);
         c.lit(b"{\"q\":")?;
@@ -145,11 +155,13 @@ impl<'a> Cursor<'a> {
         Some((c, seq))
     }
 
+    #[inline]
     fn lit(&mut self, l: &[u8]) -> Option<()> {
         self.0 = self.0.strip_prefix(l)?;
         Some(())
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
@@ -160,6 +172,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A decimal u64 without sign, leading zeros or overflow.
+    #[inline]
     fn u64(&mut self) -> Option<u64> {
         let (v, rest) = canonical_u64(self.0)?;
         self.0 = rest;
