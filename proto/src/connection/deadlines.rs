@@ -37,7 +37,7 @@ pub(super) struct Deadlines<T = Instant> {
     heap: BinaryHeap<Reverse<(T, u64)>>,
 }
 
-impl<T> Default for Deadlines<T> {
+impl<T: Ord> Default for Deadlines<T> {
     fn default() -> Self {
         Self {
             queue: VecDeque::new(),
