@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| jsonlink_proto::fuzz::framer(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| jsonlink_fuzz_bodies::framer(data));

@@ -1,3 +1,3 @@
 #![no_main]
-use jsonlink_proto::fuzz::handshake_server;
+use jsonlink_fuzz_bodies::handshake_server;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| handshake_server(std::time::Instant::now(), data));

@@ -1,3 +1,3 @@
 #![no_main]
-use jsonlink_proto::fuzz::session;
+use jsonlink_fuzz_bodies::session;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| session(std::time::Instant::now(), data));

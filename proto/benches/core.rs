@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonlink_proto::crypto::{self, SessionKeys};
-use jsonlink_proto::frame::{Line, LineReader};
+use jsonlink_proto::internals::{self, Line, LineReader};
 use jsonlink_proto::testing::{client_config, server_config};
 use jsonlink_proto::{Config, Connection, ConnectionParams, Event, Policy, Secret, Side, SignAlg};
 use serde_json::value::RawValue;
@@ -207,20 +207,20 @@ fn bench_crypto(cr: &mut Criterion) {
         let mut out = Vec::with_capacity(inner.len() * 2);
         // Keyed once, as a connection does: the per-frame cost.
         for alg in SignAlg::ALL {
-            let mac = crypto::FrameMac::new(alg, &keys.c2s.mac);
+            let mac = internals::FrameMac::new(alg, &keys.c2s.mac);
             g.bench_function(format!("sign/{alg}/{size_name}"), |bn| {
                 bn.iter(|| {
                     out.clear();
-                    crypto::sign_with(&mac, 5, black_box(&inner), &mut out);
+                    internals::sign_with(&mac, 5, black_box(&inner), &mut out);
                     out.len()
                 })
             });
             out.clear();
-            crypto::sign_with(&mac, 5, &inner, &mut out);
+            internals::sign_with(&mac, 5, &inner, &mut out);
             let signed = out.clone();
             g.bench_function(format!("verify/{alg}/{size_name}"), |bn| {
                 bn.iter(|| {
-                    crypto::open_signed_with(&mac, black_box(&signed))
+                    internals::open_signed_with(&mac, black_box(&signed))
                         .unwrap()
                         .1
                         .len()

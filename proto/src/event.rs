@@ -233,7 +233,7 @@ impl Authenticated {
             Err(e) => {
                 let mut o = Vec::new();
                 // Only its length matters here (the depth check is encode_into's).
-                let _ = crate::connection::encode_response(&mut o, id.0, Err(e));
+                let _ = crate::wire::encode::res(&mut o, id.0, Err(e));
                 o.len()
             }
         };

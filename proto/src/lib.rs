@@ -53,12 +53,12 @@ mod connection;
 pub mod crypto;
 mod error;
 mod event;
-pub mod frame;
+mod line_reader;
 mod secret;
 mod wire;
 
 #[cfg(feature = "testing")]
-pub mod fuzz;
+pub mod internals;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -47,7 +47,7 @@ pub struct Peer {
     /// Bytes written by this peer and not yet delivered to the other.
     pub in_flight: Vec<u8>,
     /// When set, each delivery of this peer's bytes is cut into these
-    /// chunk sizes (cycled); `0` entries are skipped.
+    /// chunk sizes (cycled; `0` entries are skipped), as [`chunks`] does.
     pub chunks: Option<Vec<usize>>,
     /// Applied to this peer's bytes before delivery.
     #[allow(clippy::type_complexity)]
@@ -144,28 +144,17 @@ impl Pair {
         cb_client: Vec<u8>,
         cb_server: Vec<u8>,
     ) -> Self {
-        let c = Connection::new(
-            Arc::new(client),
-            Side::Client,
-            start,
-            ConnectionParams {
-                channel_binding: cb_client,
-                connection_id: 0,
-            },
-        );
-        let s = Connection::new(
-            Arc::new(server),
-            Side::Server,
-            start,
-            ConnectionParams {
-                channel_binding: cb_server,
-                connection_id: 7,
-            },
-        );
+        let peer = |config, side, channel_binding, connection_id| {
+            let params = ConnectionParams {
+                channel_binding,
+                connection_id,
+            };
+            Peer::new(Connection::new(Arc::new(config), side, start, params))
+        };
         Self {
             now: start,
-            client: Peer::new(c),
-            server: Peer::new(s),
+            client: peer(client, Side::Client, cb_client, 0),
+            server: peer(server, Side::Server, cb_server, 7),
         }
     }
 
@@ -334,22 +323,22 @@ fn deliver(now: Instant, from: &mut Peer, to: &mut Peer) -> bool {
     if let Some(t) = from.tamper.as_mut() {
         t(&mut bytes);
     }
-    match &from.chunks {
-        Some(sizes) if sizes.iter().any(|&s| s > 0) => {
-            let mut rest = &bytes[..];
-            let mut i = 0;
-            while !rest.is_empty() {
-                let s = sizes[i % sizes.len()];
-                i += 1;
-                if s == 0 {
-                    continue;
-                }
-                let (a, b) = rest.split_at(s.min(rest.len()));
-                to.conn.handle_input(now, a);
-                rest = b;
-            }
-        }
-        _ => to.conn.handle_input(now, &bytes),
+    for chunk in chunks(&bytes, from.chunks.as_deref().unwrap_or_default()) {
+        to.conn.handle_input(now, chunk);
     }
     true
+}
+
+/// Cuts `bytes` into chunks of `sizes` (cycled; zero sizes skipped): the
+/// whole as one chunk when no size is positive, none when it is empty.
+pub fn chunks<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+    let mut sizes = sizes.iter().copied().filter(|&s| s > 0).cycle();
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(sizes.next().unwrap_or(rest.len()).min(rest.len()));
+        out.push(chunk);
+        rest = tail;
+    }
+    out
 }

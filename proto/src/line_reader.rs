@@ -9,6 +9,7 @@ use crate::error::ProtocolError;
 
 /// One complete line (without its `\n`).
 #[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub enum Line<'a> {
     /// The whole line lay in the input slice.
     Input(&'a [u8]),
@@ -19,12 +20,14 @@ pub enum Line<'a> {
 
 /// Splits a byte stream into lines.
 #[derive(Debug, Default)]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub struct LineReader {
     buf: Vec<u8>,
     /// A line is complete in `buf` and awaits `consume_buffered`.
     ready: bool,
 }
 
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 impl LineReader {
     /// An empty reader.
     pub fn new() -> Self {
@@ -85,7 +88,9 @@ impl LineReader {
         self.buf.extend_from_slice(data);
     }
 
-    /// The assembled line after [`Line::Buffered`].
+    /// The assembled line after [`Line::Buffered`] (the connection takes it
+    /// with [`Self::take_buffered`] instead).
+    #[cfg(any(test, feature = "testing"))]
     pub fn buffered(&self) -> &[u8] {
         &self.buf
     }
@@ -107,6 +112,7 @@ impl LineReader {
     }
 
     /// Drops the assembled line.
+    #[cfg(any(test, feature = "testing"))]
     pub fn consume_buffered(&mut self) {
         self.ready = false;
         self.buf.clear();

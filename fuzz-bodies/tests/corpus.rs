@@ -1,20 +1,19 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and every
-//! saved crash (`fuzz/regressions/<target>/`) through the fuzz bodies in
-//! `jsonlink_proto::fuzz`, so each `cargo test` runs them and the targets
-//! never rot.
+//! saved crash (`fuzz/regressions/<target>/`) through the fuzz bodies of
+//! this crate, so each `cargo test` runs them and the targets never rot.
 //!
-//! The hand-written seeds (`seed-*`) come from [`write_seed_corpus`]; run it
-//! again when an input layout changes:
-//! `cargo test -p jsonlink-proto --test fuzz_corpus -- --ignored write_seed_corpus`.
+//! The hand-written seeds (`seed-*`) are what [`seed_corpus_is_up_to_date`]
+//! generates; rewrite them when an input layout changes:
+//! `JSONLINK_WRITE_SEEDS=1 cargo test -p jsonlink-fuzz-bodies --test corpus seed_corpus`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
+use jsonlink_fuzz_bodies as fuzz;
+use jsonlink_proto::Side;
 use jsonlink_proto::testing::{client_config, server_config};
-use jsonlink_proto::{Connection, ConnectionParams, Side, fuzz};
 
 type Body = fn(Instant, &[u8]);
 
@@ -85,46 +84,15 @@ fn session() {
 // ------------------------------------------------------------- seed corpus
 
 /// The lines an honest peer (seed 1, default policies) writes to a
-/// connection on `side` with default policies.
+/// connection on `side` with default policies (seed 1).
 fn honest_lines(side: Side) -> Vec<Vec<u8>> {
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
-    let params = |s: Side| ConnectionParams {
-        channel_binding: Vec::new(),
-        connection_id: if s == Side::Server { 7 } else { 0 },
+    let ours = match side {
+        Side::Client => client_config(1),
+        Side::Server => server_config(1),
     };
-    let mut c = Connection::new(
-        Arc::new(client_config(1)),
-        Side::Client,
-        now,
-        params(Side::Client),
-    );
-    let mut s = Connection::new(
-        Arc::new(server_config(1)),
-        Side::Server,
-        now,
-        params(Side::Server),
-    );
-    let (mut to_client, mut to_server) = (Vec::new(), Vec::new());
-    loop {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        c.poll_transmit(&mut x);
-        s.poll_transmit(&mut y);
-        if x.is_empty() && y.is_empty() {
-            break;
-        }
-        to_server.extend_from_slice(&x);
-        to_client.extend_from_slice(&y);
-        s.handle_input(now, &x);
-        c.handle_input(now, &y);
-    }
-    assert!(c.is_authenticated() && s.is_authenticated());
-    let bytes = if side == Side::Client {
-        to_client
-    } else {
-        to_server
-    };
-    bytes
+    fuzz::honest_peer_lines(now, side, &ours, usize::MAX)
         .split_inclusive(|&b| b == b'\n')
         .map(<[u8]>::to_vec)
         .collect()
@@ -150,7 +118,7 @@ fn fr(limit: u16, flags: u8, sizes: &[u8], stream: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Session operations (see `jsonlink_proto::fuzz::session`).
+/// Session operations (see `jsonlink_fuzz_bodies::session`).
 struct Ops(Vec<u8>);
 
 const SRV: u8 = 0x80;
