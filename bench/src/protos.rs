@@ -4,7 +4,7 @@
 //!   `{"t":"req","id":N,"d":…}`, `{"t":"res","id":N,"d":…}`), with no
 //!   protocol at all: lines split with memchr, each parsed with serde_json
 //!   into a small envelope struct whose body is an owned `Box<RawValue>`
-//!   (the same validation and copy jsonlink's `Payload` costs), request ids
+//!   (the same validation and copy jsonlink's `RawJson` costs), request ids
 //!   correlated in a `HashMap<u64, Instant>`.
 //! - **core**: [`jsonlink_proto::Connection`] fed by a hand-written loop
 //!   (handshake, optional signing/sealing, request table, timers).

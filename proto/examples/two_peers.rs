@@ -49,7 +49,7 @@ fn main() {
         client.poll_event(),
         Some(Event::Response {
             id,
-            body: jsonlink_proto::Payload::from_json("5").unwrap()
+            body: jsonlink_proto::RawJson::from_json("5").unwrap()
         })
     );
     println!("request {id} answered: 5");

@@ -10,7 +10,7 @@
 //!   → `{"a":2,"b":3}`): the flat shape zetta-rpc and iris-rpc send;
 //! - a body without `op` is its own arguments.
 //!
-//! [`Payload::call`] builds the body that decodes back to the same value:
+//! [`RawJson::call`] builds the body that decodes back to the same value:
 //! a JSON object is flattened beside `op` unless it has a member named `op`
 //! or consists of `args` alone (those are sent as `{"op":…,"args":…}`), and
 //! any other value goes in `args`. Members keep their order and their exact
@@ -23,7 +23,7 @@ use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::Payload;
+use crate::RawJson;
 
 /// The members of a JSON object in their order, values as raw JSON.
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
@@ -54,16 +54,16 @@ fn push_key(out: &mut String, s: &str) -> Result<(), serde_json::Error> {
     Ok(())
 }
 
-impl Payload {
+impl RawJson {
     /// Deserializes this body's **arguments** (the module docs of
     /// [`args`](crate::args) give the rule): the `args` member of an
     /// `{"op":…,"args":…}` body, otherwise the body without `op`.
     ///
     /// ```
-    /// use jsonlink_proto::Payload;
-    /// let neg = Payload::from_json(r#"{"op":"neg","args":5}"#).unwrap();
+    /// use jsonlink_proto::RawJson;
+    /// let neg = RawJson::from_json(r#"{"op":"neg","args":5}"#).unwrap();
     /// assert_eq!(neg.args::<i64>().unwrap(), 5);
-    /// let add = Payload::from_json(r#"{"op":"add","a":2,"b":3}"#).unwrap();
+    /// let add = RawJson::from_json(r#"{"op":"add","a":2,"b":3}"#).unwrap();
     /// let v: std::collections::BTreeMap<String, i64> = add.args().unwrap();
     /// assert_eq!(v.len(), 2);
     /// ```
@@ -108,10 +108,10 @@ impl Payload {
     /// `{"op": op, "args": args}`.
     ///
     /// ```
-    /// use jsonlink_proto::Payload;
-    /// assert_eq!(Payload::call("neg", &5).unwrap().get(), r#"{"op":"neg","args":5}"#);
+    /// use jsonlink_proto::RawJson;
+    /// assert_eq!(RawJson::call("neg", &5).unwrap().get(), r#"{"op":"neg","args":5}"#);
     /// let add = serde_json::json!({"a": 2, "b": 3});
-    /// assert_eq!(Payload::call("add", &add).unwrap().get(), r#"{"op":"add","a":2,"b":3}"#);
+    /// assert_eq!(RawJson::call("add", &add).unwrap().get(), r#"{"op":"add","a":2,"b":3}"#);
     /// ```
     pub fn call<T: Serialize + ?Sized>(op: &str, args: &T) -> Result<Self, serde_json::Error> {
         let value = serde_json::value::to_raw_value(args)?;
@@ -152,10 +152,10 @@ mod tests {
     use serde::{Deserialize, Serialize};
     use serde_json::{Value, json};
 
-    use crate::Payload;
+    use crate::RawJson;
 
-    fn body(s: &str) -> Payload {
-        Payload::from_json(s).unwrap()
+    fn body(s: &str) -> RawJson {
+        RawJson::from_json(s).unwrap()
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -225,14 +225,14 @@ mod tests {
             json!({"a": {"op": "nested"}}),
         ];
         for args in cases {
-            let b = Payload::call("go", &args).unwrap();
+            let b = RawJson::call("go", &args).unwrap();
             assert_eq!(b.parse::<Value>().unwrap()["op"], "go", "{}", b.get());
             assert_eq!(b.args::<Value>().unwrap(), args, "{}", b.get());
         }
-        let b = Payload::call("add", &Add { a: 2, b: 3 }).unwrap();
+        let b = RawJson::call("add", &Add { a: 2, b: 3 }).unwrap();
         assert_eq!(b.get(), r#"{"op":"add","a":2,"b":3}"#);
         assert_eq!(b.args::<Add>().unwrap(), Add { a: 2, b: 3 });
-        let b = Payload::call("q\"uote", &1).unwrap();
+        let b = RawJson::call("q\"uote", &1).unwrap();
         assert_eq!(b.parse::<Value>().unwrap()["op"], "q\"uote");
     }
 

@@ -115,19 +115,19 @@ impl PartialEq<String> for Op {
 }
 
 /// A JSON payload exactly as it crossed the wire (compact JSON text).
-/// Deserialize it into your own type with [`Payload::parse`].
+/// Deserialize it into your own type with [`RawJson::parse`].
 #[derive(Clone)]
-pub struct Payload(Box<RawValue>);
+pub struct RawJson(Box<RawValue>);
 
-impl PartialEq for Payload {
+impl PartialEq for RawJson {
     fn eq(&self, other: &Self) -> bool {
         self.0.get() == other.0.get()
     }
 }
 
-impl Eq for Payload {}
+impl Eq for RawJson {}
 
-impl Payload {
+impl RawJson {
     /// Wraps raw JSON.
     pub fn new(raw: Box<RawValue>) -> Self {
         Self(raw)
@@ -164,18 +164,18 @@ impl Payload {
     }
 }
 
-impl fmt::Debug for Payload {
+impl fmt::Debug for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0.get();
         if s.len() > 128 {
             write!(
                 f,
-                "Payload({}… {} bytes)",
+                "RawJson({}… {} bytes)",
                 crate::wire::clip(s, 128),
                 s.len()
             )
         } else {
-            write!(f, "Payload({s})")
+            write!(f, "RawJson({s})")
         }
     }
 }
@@ -274,7 +274,7 @@ pub enum Event {
         /// The body's top-level `op` string, if it is an object with one.
         op: Option<Op>,
         /// The body.
-        body: Payload,
+        body: RawJson,
     },
     /// A request the peer expects exactly one answer to, via
     /// [`Connection::respond`](crate::Connection::respond).
@@ -284,14 +284,14 @@ pub enum Event {
         /// The body's top-level `op` string, if any.
         op: Option<Op>,
         /// The body.
-        body: Payload,
+        body: RawJson,
     },
     /// A response to one of our requests.
     Response {
         /// Which request.
         id: RequestId,
         /// The response value.
-        body: Payload,
+        body: RawJson,
     },
     /// One of our requests failed (remote error, timeout, link lost, or
     /// closed locally).
@@ -304,7 +304,7 @@ pub enum Event {
     /// The peer pinged (a pong is sent automatically).
     Ping {
         /// The ping's data object, if any.
-        data: Option<Payload>,
+        data: Option<RawJson>,
     },
     /// The peer answered a ping.
     Pong,

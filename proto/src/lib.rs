@@ -69,5 +69,5 @@ pub use connection::{
     MIN_PEER_MAX_FRAME, SEAL_ALG, SUPPORTED_VERSIONS, Side, Stats,
 };
 pub use error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
-pub use event::{Authenticated, Event, Op, Payload, PeerRequestId, RequestId};
+pub use event::{Authenticated, Event, Op, PeerRequestId, RawJson, RequestId};
 pub use secret::{GENERATED_SECRET_LEN, Secret, SecretError};

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jsonlink_proto::{Authenticated, CloseReason, Payload};
+use jsonlink_proto::{Authenticated, CloseReason, RawJson};
 
 use crate::dispatch::{Message, Request};
 use crate::error::Error;
@@ -52,7 +52,7 @@ pub enum Event {
         /// The link.
         link: Link,
         /// The ping's data object, if any.
-        data: Option<Payload>,
+        data: Option<RawJson>,
     },
     /// The peer answered one of our pings.
     Pong {

@@ -134,8 +134,8 @@ pub use error::Error;
 pub use event::{Event, EventKind};
 pub use handler_error::HandlerError;
 pub use jsonlink_proto::{
-    Authenticated, CloseCode, CloseReason, Extension, Extensions, Identity, Keepalive, Op, Payload,
-    PeerRequestId, Policy, RemoteError, Secret, SecretError, SignAlg,
+    Authenticated, CloseCode, CloseReason, Extension, Extensions, Identity, Keepalive, Op,
+    PeerRequestId, Policy, RawJson, RemoteError, Secret, SecretError, SignAlg,
 };
 pub use link::Link;
 pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use jsonlink_proto::{Authenticated, Identity, Payload};
+use jsonlink_proto::{Authenticated, Identity, RawJson};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -28,7 +28,7 @@ pub(crate) enum Command {
     Request {
         body: Box<RawValue>,
         deadline: Instant,
-        reply: oneshot::Sender<Result<Payload, Error>>,
+        reply: oneshot::Sender<Result<RawJson, Error>>,
     },
     /// A ping with optional data (a JSON object); `ack` learns whether the
     /// core accepted it.
@@ -278,7 +278,7 @@ impl Link {
         &self,
         body: Box<RawValue>,
         deadline: Instant,
-    ) -> Result<Payload, Error> {
+    ) -> Result<RawJson, Error> {
         let (tx, rx) = oneshot::channel();
         let weight = body.get().len();
         let cmd = Command::Request {
@@ -332,7 +332,7 @@ where
     R: DeserializeOwned,
     T: Serialize + ?Sized,
     F: FnOnce(Box<RawValue>) -> Fut,
-    Fut: Future<Output = Result<Payload, Error>>,
+    Fut: Future<Output = Result<RawJson, Error>>,
 {
     let body = serde_json::value::to_raw_value(value).map_err(Error::Encode)?;
     send(body).await?.parse().map_err(Error::Decode)
@@ -363,7 +363,7 @@ macro_rules! send_methods {
             op: &str,
             args: &A,
         ) -> Result<(), $crate::Error> {
-            let body = $crate::Payload::call(op, args).map_err($crate::Error::Encode)?;
+            let body = $crate::RawJson::call(op, args).map_err($crate::Error::Encode)?;
             self.send_raw(std::sync::Arc::from(body.into_raw())).await
         }
     };
@@ -384,7 +384,7 @@ macro_rules! request_methods {
             &self,
             body: Box<serde_json::value::RawValue>,
             timeout: Option<std::time::Duration>,
-        ) -> Result<$crate::Payload, $crate::Error> {
+        ) -> Result<$crate::RawJson, $crate::Error> {
             let timeout = timeout.unwrap_or_else(|| self.request_timeout());
             let deadline = $crate::deadline::deadline_after(self.clock().now(), timeout);
             self.request_by(body, deadline).await
@@ -444,7 +444,7 @@ macro_rules! request_methods {
             R: serde::de::DeserializeOwned,
             A: serde::Serialize + ?Sized,
         {
-            let body = $crate::Payload::call(op, args).map_err($crate::Error::Encode)?;
+            let body = $crate::RawJson::call(op, args).map_err($crate::Error::Encode)?;
             self.request_raw(body.into_raw(), None)
                 .await?
                 .parse()
@@ -467,7 +467,7 @@ macro_rules! request_methods {
             R: serde::de::DeserializeOwned,
             A: serde::Serialize + ?Sized,
         {
-            let body = $crate::Payload::call(op, args).map_err($crate::Error::Encode)?;
+            let body = $crate::RawJson::call(op, args).map_err($crate::Error::Encode)?;
             self.request_raw(body.into_raw(), Some(timeout))
                 .await?
                 .parse()

@@ -407,7 +407,7 @@ fn an_answer_nested_too_deep_is_answered_internal_at_once() {
             .on_request("deep", |req: jsonlink_rt::Request| async move {
                 let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
                 let raw = serde_json::value::RawValue::from_string(deep).expect("valid JSON");
-                let _ = req.responder.respond_raw(jsonlink_rt::Payload::new(raw));
+                let _ = req.responder.respond_raw(jsonlink_rt::RawJson::new(raw));
             });
         let client = fx
             .client(server.local_addr())

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use jsonlink_proto::{Extensions, RemoteError};
-use jsonlink_rt::{Error, Payload, Reconnect, Request};
+use jsonlink_rt::{Error, RawJson, Reconnect, Request};
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixtures::{Fixture, bind, connect, localhost};
 use jsonlink_tests::logs::{Capture, capture_logs};
@@ -67,7 +67,7 @@ fn r9_an_answer_over_the_requesters_max_frame_fails_at_once_is_counted_logged_an
         server
             .handlers()
             .on_request_inline("r9.inline", move |_l, _b| {
-                Ok(Payload::from_value(&body).expect("json"))
+                Ok(RawJson::from_value(&body).expect("json"))
             });
         let body = big.clone();
         server

@@ -10,7 +10,7 @@ use super::timers::{Timer, deadline_after};
 use super::{Connection, Handled, MAX_REASON_LEN, State};
 use crate::config::Extension;
 use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
-use crate::event::{Event, Payload, PeerRequestId, RequestId};
+use crate::event::{Event, PeerRequestId, RawJson, RequestId};
 use crate::wire::{self, Envelope, Key, encode};
 
 /// Commands (C): what the application sends.
@@ -308,7 +308,7 @@ impl Connection {
                 let d = env.body()?;
                 self.events.push_back(Event::Message {
                     op: env.op()?,
-                    body: Payload::new(d.to_owned()),
+                    body: RawJson::new(d.to_owned()),
                 });
             }
             "req" => {
@@ -346,7 +346,7 @@ impl Connection {
                 self.events.push_back(Event::Request {
                     id: PeerRequestId(id),
                     op,
-                    body: Payload::new(d.to_owned()),
+                    body: RawJson::new(d.to_owned()),
                 });
             }
             "res" => {
@@ -358,7 +358,7 @@ impl Connection {
                         self.events.push_back(match result {
                             Ok(d) => Event::Response {
                                 id: RequestId(id),
-                                body: Payload::new(d.to_owned()),
+                                body: RawJson::new(d.to_owned()),
                             },
                             Err(e) => Event::RequestFailed {
                                 id: RequestId(id),
@@ -381,7 +381,7 @@ impl Connection {
                 }
                 self.pong_owed = true;
                 self.events.push_back(Event::Ping {
-                    data: data.map(|d| Payload::new(d.to_owned())),
+                    data: data.map(|d| RawJson::new(d.to_owned())),
                 });
             }
             "pong" => {

@@ -2,7 +2,7 @@
 
 use jsonlink_proto::testing::{Pair, Peer};
 use jsonlink_proto::{
-    Authenticated, CloseCode, CloseReason, Event, Payload, PeerRequestId, ProtocolError,
+    Authenticated, CloseCode, CloseReason, Event, PeerRequestId, ProtocolError, RawJson,
     RemoteError, RequestError, RequestId,
 };
 
@@ -78,7 +78,7 @@ pub struct Resolution {
     /// The request's id.
     pub id: RequestId,
     /// Its answer, or why it failed (a remote error included).
-    pub outcome: Result<Payload, RequestError>,
+    pub outcome: Result<RawJson, RequestError>,
 }
 
 impl Resolution {
@@ -86,7 +86,7 @@ impl Resolution {
     pub fn answered(id: RequestId, json: &str) -> Self {
         Self {
             id,
-            outcome: Ok(Payload::from_json(json).unwrap()),
+            outcome: Ok(RawJson::from_json(json).unwrap()),
         }
     }
 
@@ -100,7 +100,7 @@ impl Resolution {
 
     /// The answer's JSON text, if it was answered.
     pub fn answer(&self) -> Option<&str> {
-        self.outcome.as_ref().ok().map(Payload::get)
+        self.outcome.as_ref().ok().map(RawJson::get)
     }
 
     /// The peer's error answer, if it sent one.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use jsonlink_proto::{Identity, Payload, Secret};
+use jsonlink_proto::{Identity, RawJson, Secret};
 use rustls_pki_types::ServerName;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -355,7 +355,7 @@ impl Client {
 
     /// A request due by `deadline`, on the current link (or the next, in
     /// wait-for-reconnect mode).
-    async fn request_by(&self, body: Box<RawValue>, deadline: Instant) -> Result<Payload, Error> {
+    async fn request_by(&self, body: Box<RawValue>, deadline: Instant) -> Result<RawJson, Error> {
         // Kept for another link only where commands wait for one.
         let keep = self.inner.shared.wait_for_reconnect;
         let mut body = Some(body);

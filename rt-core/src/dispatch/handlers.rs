@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use jsonlink_proto::{Payload, RemoteError};
+use jsonlink_proto::{RawJson, RemoteError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,7 +25,7 @@ fn bad_arguments(e: serde_json::Error) -> RemoteError {
 
 pub(crate) type MessageFn = dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync;
 type RequestFn = dyn Fn(Request) -> BoxFuture<'static, ()> + Send + Sync;
-pub(crate) type InlineFn = dyn Fn(&Link, Payload) -> Result<Payload, RemoteError> + Send + Sync;
+pub(crate) type InlineFn = dyn Fn(&Link, RawJson) -> Result<RawJson, RemoteError> + Send + Sync;
 
 #[derive(Default)]
 struct HandlerTable {
@@ -295,7 +295,7 @@ impl Handlers {
     /// apply: nothing is held past the call.
     pub fn on_request_inline<F>(&self, op: impl Into<String>, handler: F) -> &Self
     where
-        F: Fn(&Link, Payload) -> Result<Payload, RemoteError> + Send + Sync + 'static,
+        F: Fn(&Link, RawJson) -> Result<RawJson, RemoteError> + Send + Sync + 'static,
     {
         let f: Arc<InlineFn> = Arc::new(handler);
         let op = op.into();
@@ -325,7 +325,7 @@ impl Handlers {
             let value = handler(link, args)
                 .map_err(|e| e.into_answer(&name, expose.load(Ordering::Relaxed)))?;
             serde_json::value::to_raw_value(&value)
-                .map(Payload::new)
+                .map(RawJson::new)
                 .map_err(|_| not_serialized())
         })
     }

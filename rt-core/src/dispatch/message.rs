@@ -1,7 +1,7 @@
 //! What handlers and the event stream get from the peer: a [`Message`],
 //! or a [`Request`] to answer through its [`Responder`].
 
-use jsonlink_proto::{Op, Payload, RemoteError};
+use jsonlink_proto::{Op, RawJson, RemoteError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -17,7 +17,7 @@ pub struct Message {
     /// The body's top-level `op`, if any.
     pub op: Option<Op>,
     /// The body.
-    pub body: Payload,
+    pub body: RawJson,
 }
 
 impl Message {
@@ -42,7 +42,7 @@ pub struct Request {
     /// The body's top-level `op`, if any.
     pub op: Option<Op>,
     /// The body.
-    pub body: Payload,
+    pub body: RawJson,
     /// Answers the request.
     pub responder: Responder,
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use jsonlink_proto::{Connection, Op, Payload, PeerRequestId, RemoteError, SendError};
+use jsonlink_proto::{Connection, Op, PeerRequestId, RawJson, RemoteError, SendError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -184,7 +184,7 @@ impl Responder {
     /// # Errors
     ///
     /// As [`respond`](Self::respond), without [`Error::Encode`].
-    pub fn respond_raw(self, value: Payload) -> Result<(), Error> {
+    pub fn respond_raw(self, value: RawJson) -> Result<(), Error> {
         self.answer(Ok(value.into_raw()))
     }
 

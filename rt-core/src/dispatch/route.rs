@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Context;
 
-use jsonlink_proto::{Op, Payload, PeerRequestId, RemoteError};
+use jsonlink_proto::{Op, PeerRequestId, RawJson, RemoteError};
 use tracing::Instrument as _;
 
 use crate::context::LinkCtx;
@@ -92,7 +92,7 @@ impl Dispatcher {
 
     /// A message from the peer: to the handler of its op (the link's
     /// ordered lane, or a task of its own), else to the event stream.
-    pub(crate) fn message(&mut self, op: Option<Op>, body: Payload) {
+    pub(crate) fn message(&mut self, op: Option<Op>, body: RawJson) {
         bump(&self.ctx.counters.messages_in, 1);
         let handler = op
             .as_deref()
@@ -118,7 +118,7 @@ impl Dispatcher {
         &mut self,
         id: PeerRequestId,
         op: Option<Op>,
-        body: Payload,
+        body: RawJson,
     ) -> Option<Answer> {
         bump(&self.ctx.counters.requests_in, 1);
         let handler = match op
@@ -161,7 +161,7 @@ impl Dispatcher {
         id: PeerRequestId,
         op: Option<Op>,
         f: &InlineFn,
-        body: Payload,
+        body: RawJson,
     ) -> Answer {
         let link = &self.link;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(link, body)))
@@ -172,7 +172,7 @@ impl Dispatcher {
                     "the request handler failed",
                 ))
             })
-            .map(Payload::into_raw);
+            .map(RawJson::into_raw);
         Answer::new(link, id, result, op)
     }
 

@@ -1,7 +1,7 @@
 //! Our requests the core has taken, each waiting for its one outcome.
 
 use futures_channel::oneshot;
-use jsonlink_proto::{Payload, RequestId};
+use jsonlink_proto::{RawJson, RequestId};
 use rustc_hash::FxHashMap;
 
 use crate::context::LinkCtx;
@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::stats::{bump, drop_one};
 
 /// Where a request's caller waits for its outcome.
-pub(crate) type Reply = oneshot::Sender<Result<Payload, Error>>;
+pub(crate) type Reply = oneshot::Sender<Result<RawJson, Error>>;
 
 /// The callers of our requests in flight, by the core's request id, each
 /// counted in [`Stats::requests_in_flight`](crate::Stats::requests_in_flight)
@@ -34,7 +34,7 @@ impl Requests {
         &mut self,
         ctx: &LinkCtx,
         id: RequestId,
-        outcome: Result<Payload, Error>,
+        outcome: Result<RawJson, Error>,
     ) {
         if let Some(reply) = self.table.remove(&id) {
             drop_one(&ctx.counters.requests_in_flight);
