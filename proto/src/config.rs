@@ -391,6 +391,27 @@ pub struct Config {
 }
 
 impl Config {
+    /// Checks a message or request body as [`Connection::send`](crate::Connection::send)
+    /// and [`request`](crate::Connection::request) will: nested at most
+    /// [`max_depth`](Self::max_depth) levels ([`SendError::TooDeep`](crate::SendError::TooDeep)
+    /// otherwise) and, as an object, with `op` at most once
+    /// ([`SendError::DuplicateOp`](crate::SendError::DuplicateOp)). For a
+    /// layer that queues bodies before they reach the connection, so the
+    /// caller learns at once that the body would be refused.
+    pub fn check_body(&self, body: &serde_json::value::RawValue) -> Result<(), crate::SendError> {
+        let text = body.get().as_bytes();
+        if !crate::wire::depth_within(text, self.max_depth) {
+            return Err(crate::SendError::TooDeep {
+                depth: crate::wire::depth(text, usize::MAX),
+                limit: self.max_depth,
+            });
+        }
+        if crate::wire::has_duplicate_op(body) {
+            return Err(crate::SendError::DuplicateOp);
+        }
+        Ok(())
+    }
+
     /// A configuration with the given secret and identity and all defaults.
     pub fn new(secret: Secret, identity: Identity) -> Self {
         Self {

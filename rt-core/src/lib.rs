@@ -135,7 +135,7 @@ pub use event::{Event, EventKind};
 pub use handler_error::HandlerError;
 pub use jsonlink_proto::{
     Authenticated, CloseCode, CloseReason, Extension, Extensions, Identity, Keepalive, Op,
-    PeerRequestId, Policy, RawJson, RemoteError, Secret, SecretError, SignAlg,
+    PeerRequestId, Policy, RawJson, RemoteError, Secret, SecretError, SendError, SignAlg,
 };
 pub use link::Link;
 pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};

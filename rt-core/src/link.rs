@@ -56,6 +56,8 @@ pub(crate) struct LinkInner {
     pub(crate) cmd: Queue<Command>,
     pub(crate) rt: Arc<dyn Runtime>,
     pub(crate) request_timeout: Duration,
+    /// The link's protocol configuration (for checks before queueing).
+    pub(crate) config: Arc<jsonlink_proto::Config>,
     /// What the core takes now ([`TAKES_ALL`], [`TAKES_MESSAGES`] or
     /// [`TAKES_NOTHING`]); kept by the driver so handles can refuse early.
     pub(crate) accepting: std::sync::atomic::AtomicU8,
@@ -160,8 +162,13 @@ impl Link {
         /// # Errors
         ///
         /// Nothing is sent on any of them: [`Error::Encode`] if `value` does
-        /// not serialize; [`Error::FrameTooLarge`] if the frame could exceed
-        /// the peer's limit; [`Error::NotConnected`] if the link has ended,
+        /// not serialize; [`Error::Send`] with
+        /// [`SendError::TooDeep`](jsonlink_proto::SendError::TooDeep) for a
+        /// value nested deeper than `max_depth`, or
+        /// [`SendError::DuplicateOp`](jsonlink_proto::SendError::DuplicateOp)
+        /// for a body with `op` twice (the peer would refuse either);
+        /// [`Error::FrameTooLarge`] if the frame could exceed the peer's
+        /// limit; [`Error::NotConnected`] if the link has ended,
         /// [`Error::Closed`] while it is ending.
     }
 
@@ -201,6 +208,12 @@ impl Link {
                 Error::Closed
             });
         }
+        // What the core would refuse when it takes the message from the
+        // queue, refused now, where the caller can still see it.
+        self.inner
+            .config
+            .check_body(body)
+            .map_err(Error::from_send)?;
         if let Some(auth) = self.auth() {
             let size = auth.message_frame_bound(body.get().len());
             if size > auth.peer_max_frame {

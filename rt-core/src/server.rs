@@ -325,7 +325,7 @@ async fn serve(
         rt.clone(),
         id,
         peer_addr,
-        shared.config.request_timeout,
+        &shared.config,
         &shared.ctx.options,
         shared.handle.get().cloned(),
     );

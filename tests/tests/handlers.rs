@@ -431,3 +431,48 @@ fn an_answer_nested_too_deep_is_answered_internal_at_once() {
         server.shutdown(std::time::Instant::now()).await;
     });
 }
+
+/// A message the core would refuse (nested deeper than `max_depth`, or a
+/// body with `op` twice) is refused by `send` at once, where the caller
+/// sees it, instead of being queued and dropped; the link stays up.
+#[test]
+fn a_message_the_core_would_refuse_fails_send_at_once() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = bind(fx.server()).await;
+        server
+            .handlers()
+            .handle_request_inline("neg", |_link, v: i64| Ok(-v));
+        let client = fx.connected_client(&server).await;
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep = serde_json::value::RawValue::from_string(deep).expect("valid JSON");
+        let err = client
+            .send_raw(Arc::from(deep))
+            .await
+            .expect_err("too deep");
+        assert!(
+            matches!(
+                err,
+                Error::Send(jsonlink_rt::SendError::TooDeep {
+                    depth: 200,
+                    limit: 127
+                })
+            ),
+            "{err:?}"
+        );
+        let twice = serde_json::value::RawValue::from_string(r#"{"op":"a","op":"b"}"#.into())
+            .expect("valid JSON");
+        let err = client
+            .send_raw(Arc::from(twice))
+            .await
+            .expect_err("op twice");
+        assert!(
+            matches!(err, Error::Send(jsonlink_rt::SendError::DuplicateOp)),
+            "{err:?}"
+        );
+        let n: i64 = client.call("neg", &1).await.expect("the link is still up");
+        assert_eq!(n, -1);
+        client.close().await;
+        server.shutdown(std::time::Instant::now()).await;
+    });
+}

@@ -247,7 +247,7 @@ async fn run_attempt(
         rt.clone(),
         0,
         tls.peer_addr,
-        shared.config.request_timeout,
+        &shared.config,
         &shared.ctx.options,
         None,
     );

@@ -99,7 +99,7 @@ pub(crate) fn new_link(
     rt: Arc<dyn Runtime>,
     id: u64,
     peer_addr: std::net::SocketAddr,
-    request_timeout: std::time::Duration,
+    config: &Arc<jsonlink_proto::Config>,
     options: &LinkOptions,
     server: Option<std::sync::Weak<crate::server::ServerInner>>,
 ) -> Link {
@@ -110,7 +110,8 @@ pub(crate) fn new_link(
             auth: std::sync::OnceLock::new(),
             cmd: Queue::new(options.command_capacity, options.command_bytes),
             rt,
-            request_timeout,
+            request_timeout: config.request_timeout,
+            config: config.clone(),
             accepting: std::sync::atomic::AtomicU8::new(TAKES_NOTHING),
             server,
         }),
