@@ -19,6 +19,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+pub use jsonlink_rt as rt;
+pub use jsonlink_rt::*;
+
 jsonlink_rt::adapter_builders! {
     /// async-std as the `Arc<dyn Runtime>` that [`Server::builder`] and
     /// [`Client::builder`] take.

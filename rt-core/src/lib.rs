@@ -77,20 +77,17 @@ pub use rustls;
 /// The server name type [`Client::builder`] takes.
 pub use rustls_pki_types::ServerName;
 
-/// Defines, in an adapter crate, the re-exports of this crate (all of it,
-/// and itself as `rt`), `runtime()` (the adapter's runtime as
+/// Defines, in an adapter crate, `runtime()` (the adapter's runtime as
 /// `Arc<dyn Runtime>`: `runtime = ..`, after its doc comment), and
 /// `server(..)` and `client(..)`: [`Server::builder`] and
 /// [`Client::builder`] bound to it. Used by jsonlink-tokio,
-/// jsonlink-async-std and jsonlink-smol, so the three stay identical.
+/// jsonlink-async-std and jsonlink-smol, so the three stay identical. (The
+/// adapters write `pub use jsonlink_rt as rt; pub use jsonlink_rt::*;`
+/// themselves: a macro may not re-export `$crate` on the MSRV, 1.90.)
 #[doc(hidden)]
 #[macro_export]
 macro_rules! adapter_builders {
     ($(#[$doc:meta])* runtime = $runtime:expr, name = $name:literal $(,)?) => {
-        pub use $crate as rt;
-
-        pub use $crate::*;
-
         $(#[$doc])*
         pub fn runtime() -> std::sync::Arc<dyn $crate::Runtime> {
             std::sync::Arc::new($runtime)

@@ -41,6 +41,9 @@ use std::time::Instant;
 
 use smol::{Executor, Timer};
 
+pub use jsonlink_rt as rt;
+pub use jsonlink_rt::*;
+
 jsonlink_rt::adapter_builders! {
     /// smol's global executor as the `Arc<dyn Runtime>` that
     /// [`Server::builder`] and [`Client::builder`] take.

@@ -18,6 +18,9 @@ use tokio::runtime::Handle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
+pub use jsonlink_rt as rt;
+pub use jsonlink_rt::*;
+
 jsonlink_rt::adapter_builders! {
     /// The current tokio runtime as the `Arc<dyn Runtime>` that
     /// [`Server::builder`] and [`Client::builder`] take.
