@@ -111,18 +111,19 @@ impl ServerBuilder {
             handle: std::sync::OnceLock::new(),
         });
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-        let span = tracing::info_span!("jsonlink.server", addr = %local_addr);
-        self.rt.spawn(Box::pin(
-            accept_loop(shared.clone(), listener, stop_rx).instrument(span),
-        ));
-        tracing::info!(addr = %local_addr, "listening");
         let inner = Arc::new(ServerInner {
             shared: shared.clone(),
             events,
             stop_tx,
             handlers: self.handlers,
         });
+        // Before the first accept, so that every link reaches its server.
         let _ = shared.handle.set(Arc::downgrade(&inner));
+        let span = tracing::info_span!("jsonlink.server", addr = %local_addr);
+        self.rt.spawn(Box::pin(
+            accept_loop(shared, listener, stop_rx).instrument(span),
+        ));
+        tracing::info!(addr = %local_addr, "listening");
         Ok(Server { inner })
     }
 }
