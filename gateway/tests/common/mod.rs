@@ -291,7 +291,11 @@ pub async fn ws_close_code(ws: &mut Ws) -> Option<u16> {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match ws.next().await {
-                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Close(f))) => {
+                    // Read on so the client's close reply is sent.
+                    while let Some(Ok(_)) = ws.next().await {}
+                    return f.map(|f| u16::from(f.code));
+                }
                 None | Some(Err(_)) => return None,
                 Some(Ok(_)) => continue,
             }
@@ -315,30 +319,36 @@ pub fn code_of(v: &Value) -> u64 {
 
 pub const OK: u64 = code::OK as u64;
 
-/// Hooks that record every event into a shared log.
-pub fn recording_hooks() -> (WsHooks, Arc<std::sync::Mutex<Vec<String>>>) {
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (a, b, c, d) = (log.clone(), log.clone(), log.clone(), log.clone());
+/// The events the recording hooks saw, in order.
+pub type HookLog = tokio::sync::watch::Receiver<Vec<String>>;
+
+/// Hooks that record every event (with the identity's `Debug`) into a log
+/// the test can wait on.
+pub fn recording_hooks() -> (WsHooks, HookLog) {
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let tx = Arc::new(tx);
+    let push = move |line: String| tx.send_modify(|v| v.push(line));
+    let (a, b, c, d) = (push.clone(), push.clone(), push.clone(), push);
     let hooks = WsHooks::new()
-        .on_client_connect(move |i| {
-            a.lock()
-                .unwrap()
-                .push(format!("connect {} {:?}", i.connection_id, i.identity))
-        })
+        .on_client_connect(move |i| a(format!("connect {} {:?}", i.connection_id, i.identity)))
         .on_client_disconnect(move |i| {
-            b.lock()
-                .unwrap()
-                .push(format!("disconnect {} {:?}", i.connection_id, i.identity))
+            b(format!("disconnect {} {:?}", i.connection_id, i.identity))
         })
-        .on_identity_changed(move |i| {
-            c.lock()
-                .unwrap()
-                .push(format!("identity {} {:?}", i.connection_id, i.identity))
-        })
-        .on_client_message(move |i, m| {
-            d.lock()
-                .unwrap()
-                .push(format!("message {} {m}", i.connection_id))
-        });
-    (hooks, log)
+        .on_identity_changed(move |i| c(format!("identity {} {:?}", i.connection_id, i.identity)))
+        .on_client_message(move |i, m| d(format!("message {} {m}", i.connection_id)));
+    (hooks, rx)
+}
+
+/// Waits (at most 5 s) until the log has a line starting with `prefix`.
+pub async fn wait_for_hook(log: &mut HookLog, prefix: &str) -> Vec<String> {
+    let seen = tokio::time::timeout(
+        Duration::from_secs(5),
+        log.wait_for(|v| v.iter().any(|l| l.starts_with(prefix))),
+    )
+    .await
+    .map(|r| r.expect("hooks alive").clone());
+    match seen {
+        Ok(v) => v,
+        Err(_) => panic!("a {prefix:?} hook within 5 s: {:?}", *log.borrow()),
+    }
 }
