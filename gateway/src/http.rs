@@ -3,7 +3,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
@@ -14,6 +17,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use jsonlink_rpc::{CallRequest, CallResponse, Origin, Registry, Transport};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::ToSocketAddrs;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -167,8 +171,23 @@ async fn serve_connection(
         req.extensions_mut().insert(Peer(peer));
         router.clone().oneshot(req.map(Body::new))
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    // hyper reads the first bytes (HTTP/1.1 or the HTTP/2 preface) with no
+    // timeout of its own: a connection that never sends one is closed after
+    // `header_timeout` (after that, HTTP/1.1's header read timeout applies,
+    // idle keep-alive included).
+    let seen = Arc::new(AtomicBool::new(false));
+    let io = FirstRead {
+        inner: stream,
+        seen: seen.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    let first_byte = async {
+        tokio::time::sleep(core.config.limits.header_timeout).await;
+        if seen.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -176,10 +195,61 @@ async fn serve_connection(
             }
             return;
         }
+        () = first_byte => {
+            tracing::debug!(%peer, "no request within header_timeout: closing");
+            return;
+        }
         () = core.shutdown.cancelled() => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// A stream that notes when its first byte arrives.
+struct FirstRead {
+    inner: Stream,
+    seen: Arc<AtomicBool>,
+}
+
+impl AsyncRead for FirstRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.seen.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for FirstRead {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn json(status: StatusCode, resp: &CallResponse) -> Response {

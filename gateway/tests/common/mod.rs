@@ -142,8 +142,10 @@ pub struct Http1 {
 
 impl Http1 {
     pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
         Self {
-            stream: TcpStream::connect(addr).await.expect("connect"),
+            stream,
             buf: Vec::new(),
         }
     }
@@ -163,11 +165,9 @@ impl Http1 {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        self.stream
-            .write_all(head.as_bytes())
-            .await
-            .expect("write head");
-        self.stream.write_all(body).await.expect("write body");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        self.stream.write_all(&bytes).await.expect("write request");
         self.read_response().await.expect("a response")
     }
 
