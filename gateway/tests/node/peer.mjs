@@ -50,9 +50,14 @@ class WsClient {
           this.waiters.splice(0).forEach((w) => w());
           return;
         }
-        const p = this.pending.get(msg.correlationId);
-        assert.ok(p, `a response for an unknown correlationId ${JSON.stringify(msg.correlationId)}`);
-        this.pending.delete(msg.correlationId);
+        // Correlation ids may be any JSON value: match them by value.
+        const key = JSON.stringify(msg.correlationId);
+        const p = this.pending.get(key);
+        if (!p) {
+          this.unexpected = `a response for an unknown correlationId ${key}`;
+          return;
+        }
+        this.pending.delete(key);
         p(msg);
       });
     });
@@ -61,7 +66,7 @@ class WsClient {
     const correlationId = frame.correlationId ?? `node-${++this.nextId}`;
     const full = { ...frame, correlationId };
     return new Promise((resolve) => {
-      this.pending.set(correlationId, resolve);
+      this.pending.set(JSON.stringify(correlationId), resolve);
       this.ws.send(JSON.stringify(full));
     });
   }
@@ -79,6 +84,7 @@ class WsClient {
     return new Promise((r) => this.waiters.push(() => r(this.serverMessages.shift())));
   }
   close() {
+    assert.equal(this.unexpected, undefined);
     this.ws.close();
     return this.closed;
   }
@@ -173,6 +179,7 @@ check('WebSocket: identity, calls, out of order, messages, identity change', asy
   const changed = await c.setIdentity({ authorization: 'tok-2' }, 'id-2');
   assert.equal(changed.code, 400);
   assert.equal(changed.correlationId, 'id-2');
+  assert.equal(c.unexpected, undefined);
   const code = await c.closed;
   assert.ok(code === 1008, `closed by the server with 1008, got ${code}`);
 });
