@@ -220,6 +220,8 @@ struct WsConn {
     /// Dropped (closing the reader's receiver) when the connection ends.
     alive: Arc<tokio::sync::Notify>,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Becomes `true` when the reader saw the connection end.
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The WebSocket transport: one connection, opened on the first call and
@@ -284,6 +286,24 @@ impl WsTransport {
     /// first call).
     pub fn server_messages(&self) -> Option<mpsc::UnboundedReceiver<Value>> {
         lock(&self.server_rx).take()
+    }
+
+    /// Whether a connection is open now.
+    pub async fn is_connected(&self) -> bool {
+        self.conn
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| !c.closed.load(Ordering::Acquire))
+    }
+
+    /// Waits until the current connection (if any) has ended, e.g. closed
+    /// by the server; the next call then connects afresh.
+    pub async fn disconnected(&self) {
+        let ended = self.conn.lock().await.as_ref().map(|c| c.ended.clone());
+        if let Some(mut ended) = ended {
+            let _ = ended.wait_for(|e| *e).await;
+        }
     }
 
     /// How many connections it has opened so far.
@@ -403,6 +423,7 @@ impl WsTransport {
             writer_closed.store(true, Ordering::Release);
             let _ = sink.close().await;
         });
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
         let reader_pending = pending.clone();
         let reader_closed = closed.clone();
         let reader_alive = alive.clone();
@@ -429,6 +450,7 @@ impl WsTransport {
             reader_alive.notify_one();
             // Calls still waiting fail now (their senders dropped).
             lock(&reader_pending).clear();
+            let _ = ended_tx.send(true);
         });
         if let Some(answer) = identity_answer {
             let resp = tokio::time::timeout(self.timeout, answer)
@@ -449,6 +471,7 @@ impl WsTransport {
             pending,
             alive,
             closed,
+            ended,
         })
     }
 

@@ -144,6 +144,8 @@ struct Conn {
     max_queued: usize,
     /// Cancelled to drop the connection at once (and the calls it runs).
     kill: CancellationToken,
+    /// Cancelled to close the connection with 1000 ([`WsGateway::disconnect`]).
+    close_requested: CancellationToken,
     in_flight: Arc<Semaphore>,
 }
 
@@ -286,6 +288,17 @@ impl WsGateway {
         conn.push(Message::text(Value::Object(m).to_string()))
     }
 
+    /// Closes the connection `connection_id` (close code 1000, "closed by
+    /// the server"); its calls in flight are dropped. Returns whether it
+    /// was open.
+    pub fn disconnect(&self, connection_id: u64) -> bool {
+        let Some(conn) = self.shared.conns().get(&connection_id).cloned() else {
+            return false;
+        };
+        conn.close_requested.cancel();
+        true
+    }
+
     /// The open connections (those past the WebSocket handshake) with their
     /// identity and IP, in connection-id order.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
@@ -357,6 +370,7 @@ async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, _guard: 
         queued: AtomicUsize::new(0),
         max_queued: limits.max_write_queue_bytes,
         kill: core.force.child_token(),
+        close_requested: CancellationToken::new(),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight_per_connection)),
     });
     shared.conns().insert(conn.id, conn.clone());
@@ -424,6 +438,7 @@ async fn read_loop(
         let next = tokio::select! {
             () = conn.kill.cancelled() => break End::Gone,
             () = core.shutdown.cancelled() => break End::Close(CloseCode::Away, "server shutting down"),
+            () = conn.close_requested.cancelled() => break End::Close(CloseCode::Normal, "closed by the server"),
             n = stream.next() => n,
         };
         let msg = match next {

@@ -32,7 +32,8 @@ async fn the_node_peer_calls_both_gateways() {
         let ws = ws.clone();
         tokio::spawn(async move {
             while let Some((id, m)) = rx.recv().await {
-                ws.send_message_to_client(id, json!({"echo": m})).expect("the connection is open");
+                ws.send_message_to_client(id, json!({"echo": m}))
+                    .expect("the connection is open");
             }
         })
     };
@@ -50,8 +51,14 @@ async fn the_node_peer_calls_both_gateways() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}{stderr}");
-    assert!(out.status.success(), "the node peer failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("node peer: 11 passed, 0 failed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "the node peer failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("node peer: 11 passed, 0 failed"),
+        "{stdout}"
+    );
     echo.abort();
     let _ = echo.await;
     http.shutdown().await;
