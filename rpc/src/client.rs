@@ -118,8 +118,14 @@ impl RpcClient {
     /// Calls a procedure; `Ok` is whatever CallResponse came back.
     pub async fn call(&self, req: CallRequest) -> Result<CallResponse, ClientError> {
         let mut unavailable = Vec::new();
-        for t in self.transports.iter() {
-            match t.call(req.clone()).await {
+        let mut req = Some(req);
+        let last = self.transports.len().saturating_sub(1);
+        for (i, t) in self.transports.iter().enumerate() {
+            // The last transport takes the request itself: no copy of the
+            // arguments on the common one-transport path.
+            let this = if i == last { req.take() } else { req.clone() };
+            let Some(this) = this else { break };
+            match t.call(this).await {
                 Ok(resp) => return Ok(resp),
                 Err(TransportError::Unavailable(why)) => {
                     tracing::debug!(target: "jsonlink::rpc", transport = t.name(), %why, "transport unavailable; trying the next");
@@ -281,17 +287,18 @@ impl RpcTransport for LinkTransport {
     }
 }
 
-/// `{"op": op, "args": <args>}` (PROTOCOL.md §11.5, rule 1), written
-/// without re-parsing the arguments.
+/// `{"op": op, "args": <args>}` (PROTOCOL.md §11.5, rule 1), serialized
+/// once, never re-parsed.
 pub(crate) fn raw_call<T: serde::Serialize + ?Sized>(
     op: &str,
     args: &T,
 ) -> Result<Box<serde_json::value::RawValue>, TransportError> {
-    let args = serde_json::to_string(args)
-        .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))?;
-    let op = serde_json::to_string(op)
-        .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))?;
-    serde_json::value::RawValue::from_string(format!(r#"{{"op":{op},"args":{args}}}"#))
+    #[derive(serde::Serialize)]
+    struct Body<'a, T: ?Sized> {
+        op: &'a str,
+        args: &'a T,
+    }
+    serde_json::value::to_raw_value(&Body { op, args })
         .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))
 }
 

@@ -96,7 +96,7 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
     handlers.on_request(IDENTITY_OP, move |req: Request| {
         let ids = ids.clone();
         async move {
-            let resp = match req.body.args::<Value>() {
+            let resp = match args_value(req.body.get()) {
                 Ok(Value::Null) => {
                     ids.set(&req.link, None);
                     ok_identity()
@@ -126,8 +126,7 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
                 responder,
                 ..
             } = req;
-            let parsed = body
-                .args::<Value>()
+            let parsed = args_value(body.get())
                 .map_err(|e| CallResponse::error(code::BAD_REQUEST, format!("not valid JSON: {e}")))
                 .and_then(|v| CallRequest::from_value(v, &options.parse));
             let resp = match parsed {
@@ -151,6 +150,24 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
             let _ = responder.respond(&resp);
         }
     });
+}
+
+/// The arguments (PROTOCOL.md §11.5) of a body, parsed once: `args` of
+/// `{"op":…,"args":…}`, else the object without `op`. (Member order is not
+/// kept in the flat shape; a CallRequest or Identity does not need it.)
+fn args_value(body: &str) -> Result<Value, serde_json::Error> {
+    let v: Value = serde_json::from_str(body)?;
+    Ok(match v {
+        Value::Object(mut map) if map.contains_key("op") => {
+            if map.len() == 2 && map.contains_key("args") {
+                map.remove("args").unwrap_or(Value::Null)
+            } else {
+                map.remove("op");
+                Value::Object(map)
+            }
+        }
+        other => other,
+    })
 }
 
 fn ok_identity() -> CallResponse {

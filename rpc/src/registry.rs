@@ -570,6 +570,30 @@ impl fmt::Debug for RegistryBuilder {
     }
 }
 
+/// `serde_json::from_value`, but a `Value` wanted is moved, not rebuilt.
+fn from_value<A: DeserializeOwned + 'static>(v: Value) -> Result<A, serde_json::Error> {
+    let mut slot = Some(v);
+    if let Some(a) = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<A>>()
+        .and_then(Option::take)
+    {
+        return Ok(a);
+    }
+    serde_json::from_value(slot.unwrap_or_default())
+}
+
+/// `serde_json::to_value`, but a `Value` is moved, not rebuilt.
+fn to_value<R: Serialize + 'static>(r: R) -> Result<Value, serde_json::Error> {
+    let mut slot = Some(r);
+    if let Some(v) = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<Value>>()
+        .and_then(Option::take)
+    {
+        return Ok(v);
+    }
+    slot.map_or(Ok(Value::Null), serde_json::to_value)
+}
+
 impl RegistryBuilder {
     /// Adds a typed procedure: the arguments are deserialized into `A`
     /// (failure → 422), the handler's `Ok` is serialized as `data`, its
@@ -583,7 +607,7 @@ impl RegistryBuilder {
     {
         let handler = Arc::new(handler);
         let raw: Arc<RawFn> = Arc::new(move |ctx: Context, args: Value| {
-            let typed = serde_json::from_value::<A>(args);
+            let typed = from_value::<A>(args);
             let handler = handler.clone();
             Box::pin(async move {
                 let args = match typed {
@@ -596,7 +620,7 @@ impl RegistryBuilder {
                     }
                 };
                 match handler(ctx, args).await {
-                    Ok(r) => match serde_json::to_value(r) {
+                    Ok(r) => match to_value(r) {
                         Ok(v) => CallResponse::ok(v),
                         Err(e) => CallResponse::error(
                             code::INTERNAL,
