@@ -28,3 +28,9 @@ pub mod client;
 pub use config::{Cors, GatewayConfig, Limits, RateLimit};
 pub use http::{HttpGateway, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 pub use ws::{ConnectionInfo, SendError, WsGateway, WsHooks};
+
+/// The README's Rust examples, compiled as doctests of this crate
+/// (`cargo test -p jsonlink-gateway --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
