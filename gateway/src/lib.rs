@@ -27,7 +27,7 @@ pub mod client;
 
 pub use config::{Cors, GatewayConfig, Limits, RateLimit};
 pub use http::{HttpGateway, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
-pub use ws::{ConnectionInfo, SendError, WsGateway, WsHooks};
+pub use ws::{ConnectionInfo, SendError, WsGateway, WsHooks, WsStats};
 
 /// The README's Rust examples, compiled as doctests of this crate
 /// (`cargo test -p jsonlink-gateway --doc`).

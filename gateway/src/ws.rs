@@ -133,8 +133,26 @@ pub enum SendError {
     QueueFull,
 }
 
+/// Counts of what the WebSocket gateway's limits did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WsStats {
+    /// Connections closed because their write queue passed
+    /// `max_write_queue_bytes` (clients not reading).
+    pub queue_full_closes: u64,
+    /// Calls answered 429 because their connection had
+    /// `max_in_flight_per_connection` calls running.
+    pub in_flight_refusals: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    queue_full_closes: AtomicU64,
+    in_flight_refusals: AtomicU64,
+}
+
 /// One connection's shared state.
 struct Conn {
+    stats: Arc<Counters>,
     id: u64,
     ip: IpAddr,
     remote: SocketAddr,
@@ -165,6 +183,9 @@ impl Conn {
     /// Queues a message for the writer. Past `max_write_queue_bytes` the
     /// connection is killed: a client that does not read costs no more.
     fn push(&self, msg: Message) -> Result<(), SendError> {
+        if self.kill.is_cancelled() {
+            return Err(SendError::NoSuchConnection);
+        }
         let n = msg.len();
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.max_queued {
@@ -173,6 +194,7 @@ impl Conn {
                 connection = self.id,
                 "write queue full: closing the connection"
             );
+            self.stats.queue_full_closes.fetch_add(1, Ordering::Relaxed);
             self.kill.cancel();
             return Err(SendError::QueueFull);
         }
@@ -189,6 +211,7 @@ impl Conn {
 }
 
 struct WsShared {
+    stats: Arc<Counters>,
     core: Arc<Core>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
@@ -246,6 +269,7 @@ impl WsGateway {
         let tls = core::acceptor(&config, &[b"http/1.1"]);
         let core = Core::new(registry, config);
         let shared = Arc::new(WsShared {
+            stats: Arc::default(),
             core: core.clone(),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -307,6 +331,15 @@ impl WsGateway {
         v
     }
 
+    /// What the limits did so far.
+    pub fn stats(&self) -> WsStats {
+        let c = &self.shared.stats;
+        WsStats {
+            queue_full_closes: c.queue_full_closes.load(Ordering::Relaxed),
+            in_flight_refusals: c.in_flight_refusals.load(Ordering::Relaxed),
+        }
+    }
+
     /// Graceful shutdown: stops accepting and reading new frames, lets the
     /// calls in flight finish and be answered within
     /// `Limits::shutdown_grace`, closes every connection with 1001 (going
@@ -329,8 +362,11 @@ async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, _guard: 
     let mut ws_config = WebSocketConfig::default();
     ws_config.max_message_size = Some(limits.max_frame_bytes);
     ws_config.max_frame_size = Some(limits.max_frame_bytes);
-    ws_config.write_buffer_size = 0;
-    ws_config.max_write_buffer_size = 64 << 10;
+    // tungstenite holds at most this plus one frame; our queue bounds the
+    // rest (`max_write_queue_bytes`).
+    ws_config.write_buffer_size = 16 << 10;
+    ws_config.max_write_buffer_size = usize::MAX;
+    ws_config.read_buffer_size = 8 << 10;
     let mut real_ip: Option<String> = None;
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         real_ip = req
@@ -362,6 +398,7 @@ async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, _guard: 
     let (sink, stream) = ws.split();
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
+        stats: shared.stats.clone(),
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         ip,
         remote,
@@ -540,6 +577,9 @@ fn on_text(shared: &Arc<WsShared>, conn: &Arc<Conn>, text: &str) -> Option<End> 
         req.identity.clone_from(&conn.identity());
     }
     let Ok(permit) = conn.in_flight.clone().try_acquire_owned() else {
+        conn.stats
+            .in_flight_refusals
+            .fetch_add(1, Ordering::Relaxed);
         conn.push_response(
             &CallResponse::error(
                 code::TOO_MANY_REQUESTS,

@@ -252,7 +252,7 @@ impl SendText for Ws {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p5_in_flight_limit_answers_429_and_a_client_that_never_reads_is_closed() {
     // (a) Calls faster than they are answered: past the in-flight limit 429.
     let mut cfg = config();
@@ -268,11 +268,17 @@ async fn p5_in_flight_limit_answers_429_and_a_client_that_never_reads_is_closed(
     }
     codes.sort_unstable();
     assert_eq!(codes, [200, 200, 200, 200, 429, 429, 429, 429, 429, 429]);
+    assert_eq!(gw.stats().in_flight_refusals, 6);
     // The limit frees as calls finish.
     ws_send(&mut ws, call("echo", json!(1), json!("after"))).await;
     assert_eq!(code_of(&ws_next(&mut ws).await.unwrap()), 200);
     gw.shutdown().await;
 
+    if std::env::var_os("GW_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("jsonlink_gateway=debug")
+            .try_init();
+    }
     // (b) A client that never reads: closed past the write queue bound;
     // another client's calls are answered meanwhile.
     let (hooks, mut log) = recording_hooks();
@@ -313,6 +319,11 @@ async fn p5_in_flight_limit_answers_429_and_a_client_that_never_reads_is_closed(
     assert!(
         !log_now.iter().any(|l| l.starts_with("disconnect 2")),
         "the good client stays: {log_now:?}"
+    );
+    assert_eq!(
+        gw.stats().queue_full_closes,
+        1,
+        "closed by the write queue bound"
     );
     let _hostile = flood.await.unwrap();
     ws_send(&mut good, call("echo", json!("still"), json!("x"))).await;
