@@ -260,7 +260,7 @@ impl LinkTransport {
                 st.sent_on = Some(link.id());
             }
         }
-        let body = raw_call(CALL_OP, &req)?;
+        let body = flat_call(&req)?;
         let answer = link
             .request_raw(body, self.timeout)
             .await
@@ -300,6 +300,34 @@ pub(crate) fn raw_call<T: serde::Serialize + ?Sized>(
     }
     serde_json::value::to_raw_value(&Body { op, args })
         .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))
+}
+
+/// `{"op":"rpc.call","procedure":…,…}`: the CallRequest's members beside
+/// `op` (PROTOCOL.md §11.5, the flat shape), serialized once.
+fn flat_call(req: &CallRequest) -> Result<Box<serde_json::value::RawValue>, TransportError> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Flat<'a> {
+        op: &'a str,
+        procedure: &'a str,
+        scope: &'a str,
+        version: &'a str,
+        args: &'a serde_json::Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        correlation_id: &'a Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: &'a Option<Identity>,
+    }
+    serde_json::value::to_raw_value(&Flat {
+        op: CALL_OP,
+        procedure: &req.procedure,
+        scope: &req.scope,
+        version: &req.version,
+        args: &req.args,
+        correlation_id: &req.correlation_id,
+        identity: &req.identity,
+    })
+    .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))
 }
 
 /// Whether a link error means the request was not sent.

@@ -17,12 +17,16 @@
 //! [`Client`]: jsonlink_rt::Client
 
 use crate::registry::{Origin, PeerInfo, Registry, Transport};
-use crate::wire::{CallRequest, CallResponse, Identity, ParseLimits, code};
+use crate::wire::{
+    CallRequest, CallResponse, Identity, ParseLimits, WireCall, code, exceeds_depth,
+};
 use futures_util::future::{Either, select};
 use jsonlink_rt::{Handlers, Link, Request, Runtime};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// The op of a procedure call.
@@ -126,15 +130,15 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
                 responder,
                 ..
             } = req;
-            let parsed = args_value(body.get())
-                .map_err(|e| CallResponse::error(code::BAD_REQUEST, format!("not valid JSON: {e}")))
-                .and_then(|v| CallRequest::from_value(v, &options.parse));
+            let parsed = parse_call(body.get(), &options.parse);
             let resp = match parsed {
                 Err(resp) => resp,
-                Ok(mut call) => {
-                    if call.identity.is_none() {
-                        call.identity = identities.get(&link).map(|i| (*i).clone());
-                    }
+                Ok(call) => {
+                    let link_identity = if call.identity.is_none() {
+                        identities.get(&link)
+                    } else {
+                        None
+                    };
                     let deadline = deadline_after(rt.now(), options.call_timeout);
                     let origin = Origin {
                         transport: Transport::Link,
@@ -144,12 +148,51 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
                         deadline: Some(deadline),
                     };
                     let correlation_id = call.correlation_id.clone();
-                    run_by(&*rt, registry.call(call, origin), deadline, correlation_id).await
+                    run_by(
+                        &*rt,
+                        registry.call_as(call, link_identity, origin),
+                        deadline,
+                        correlation_id,
+                    )
+                    .await
                 }
             };
             let _ = responder.respond(&resp);
         }
     });
+}
+
+/// The CallRequest of an `rpc.call` body, parsed in one pass: the flat
+/// shape `{"op":"rpc.call","procedure":…,…}` (what [`LinkTransport`]
+/// sends) or the wrapped `{"op":"rpc.call","args":{…}}` (§11.5 rule 1).
+///
+/// [`LinkTransport`]: crate::LinkTransport
+fn parse_call(body: &str, limits: &ParseLimits) -> Result<CallRequest, CallResponse> {
+    let bad = |m: String| CallResponse::error(code::BAD_REQUEST, m);
+    let max = limits.max_depth.min(128);
+    if let Some(depth) = exceeds_depth(body.as_bytes(), max.saturating_add(1)) {
+        // The body object adds one level around a flat CallRequest.
+        return Err(bad(format!(
+            "CallRequest nested deeper than {max} levels (at least {})",
+            depth - 1
+        )));
+    }
+    let w: WireCall =
+        serde_json::from_str(body).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let only_args = w.procedure.is_none()
+        && w.scope.is_none()
+        && w.version.is_none()
+        && w.correlation_id.is_none()
+        && w.identity.is_none()
+        && !w.others;
+    if w.op && only_args {
+        // {"op":…,"args":X}: X is the CallRequest.
+        let inner = w
+            .args
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        return CallRequest::from_value(inner, limits);
+    }
+    w.into_request(limits)
 }
 
 /// The arguments (PROTOCOL.md §11.5) of a body, parsed once: `args` of
@@ -186,14 +229,18 @@ fn deadline_after(now: Instant, d: Duration) -> Instant {
 }
 
 /// Runs `call` until `deadline` on `rt`'s timer; past it the call's future
-/// is dropped and the answer is 500 `deadline exceeded`.
+/// is dropped and the answer is 500 `deadline exceeded`. A call that is
+/// ready at its first poll (a handler that does not wait) arms no timer.
 pub async fn run_by(
     rt: &dyn Runtime,
     call: impl Future<Output = CallResponse> + Send + 'static,
     deadline: Instant,
     correlation_id: Option<Value>,
 ) -> CallResponse {
-    let call = Box::pin(call);
+    let mut call = std::pin::pin!(call);
+    if let Poll::Ready(resp) = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        return resp;
+    }
     match select(call, rt.sleep_until(deadline)).await {
         Either::Left((resp, _)) => resp,
         Either::Right(((), _)) => {

@@ -233,35 +233,115 @@ impl CallRequest {
     /// object, no `procedure`, a field of the wrong type, nesting deeper than
     /// [`ParseLimits::max_depth`]); it echoes the `correlationId` when one
     /// could be read. The nesting is measured by one scan before parsing, so
-    /// 100 000-deep arguments cost no stack.
+    /// 100 000-deep arguments cost no stack; the request is then parsed in
+    /// one pass (no intermediate tree for its outer object).
     pub fn from_slice(bytes: &[u8], limits: &ParseLimits) -> Result<Self, CallResponse> {
         let bad = |m: String| CallResponse::error(code::BAD_REQUEST, m);
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let Some(&first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
             return Err(bad("empty body: a CallRequest is a JSON object".into()));
-        }
+        };
         let max_depth = limits.max_depth.min(128);
         if let Some(depth) = exceeds_depth(bytes, max_depth) {
             return Err(bad(format!(
                 "CallRequest nested deeper than {max_depth} levels (at least {depth})"
             )));
         }
-        let value: Value =
+        if first != b'{' {
+            // Not an object: say what it is (a rare path; parse it whole).
+            let v: Value =
+                serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+            return Self::from_value(v, limits);
+        }
+        let wire: WireCall =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        Self::from_value(value, limits)
+        wire.into_request(limits)
     }
 
     /// Reads an already-parsed CallRequest value; `Err` as for
     /// [`from_slice`](Self::from_slice) (the depth is not measured here:
     /// serde_json's parser already bounded it).
     pub fn from_value(value: Value, limits: &ParseLimits) -> Result<Self, CallResponse> {
-        let bad = |m: String| CallResponse::error(code::BAD_REQUEST, m);
         let Value::Object(mut map) = value else {
-            return Err(bad(format!(
-                "a CallRequest must be a JSON object, not {}",
-                kind(&value)
-            )));
+            return Err(CallResponse::error(
+                code::BAD_REQUEST,
+                format!("a CallRequest must be a JSON object, not {}", kind(&value)),
+            ));
         };
-        let correlation_id = match map.remove("correlationId") {
+        WireCall {
+            op: map.remove("op").is_some(),
+            procedure: map.remove("procedure"),
+            scope: map.remove("scope"),
+            version: map.remove("version"),
+            args: map.remove("args"),
+            correlation_id: map.remove("correlationId"),
+            identity: map.remove("identity"),
+            others: !map.is_empty(),
+        }
+        .into_request(limits)
+    }
+}
+
+/// A CallRequest's members as read from the wire, before their types are
+/// checked. Deserializes from an object only, in one pass; unknown members
+/// are skipped (and noted).
+#[derive(Default)]
+pub(crate) struct WireCall {
+    /// Whether an `op` member was present (a jsonlink body).
+    pub(crate) op: bool,
+    pub(crate) procedure: Option<Value>,
+    pub(crate) scope: Option<Value>,
+    pub(crate) version: Option<Value>,
+    pub(crate) args: Option<Value>,
+    pub(crate) correlation_id: Option<Value>,
+    pub(crate) identity: Option<Value>,
+    /// Whether any other member was present.
+    pub(crate) others: bool,
+}
+
+impl<'de> Deserialize<'de> for WireCall {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WireCall;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CallRequest object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<WireCall, A::Error> {
+                let mut w = WireCall::default();
+                while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "procedure" => &mut w.procedure,
+                        "scope" => &mut w.scope,
+                        "version" => &mut w.version,
+                        "args" => &mut w.args,
+                        "correlationId" => &mut w.correlation_id,
+                        "identity" => &mut w.identity,
+                        other => {
+                            if other == "op" {
+                                w.op = true;
+                            } else {
+                                w.others = true;
+                            }
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(m.next_value()?);
+                }
+                Ok(w)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl WireCall {
+    /// Checks the members' types: the CallRequest, or its 400.
+    pub(crate) fn into_request(self, limits: &ParseLimits) -> Result<CallRequest, CallResponse> {
+        let correlation_id = match self.correlation_id {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
         };
@@ -285,20 +365,18 @@ impl CallRequest {
             },
             Some(other) => Err(format!("`{field}` must be a string, not {}", kind(&other))),
         };
-        let procedure = name("procedure", map.remove("procedure"), None).map_err(fail)?;
-        let scope = name("scope", map.remove("scope"), Some(DEFAULT_SCOPE)).map_err(fail)?;
-        let version =
-            name("version", map.remove("version"), Some(DEFAULT_VERSION)).map_err(fail)?;
-        let args = map.remove("args").unwrap_or(Value::Null);
-        let identity = match map.remove("identity") {
+        let procedure = name("procedure", self.procedure, None).map_err(fail)?;
+        let scope = name("scope", self.scope, Some(DEFAULT_SCOPE)).map_err(fail)?;
+        let version = name("version", self.version, Some(DEFAULT_VERSION)).map_err(fail)?;
+        let identity = match self.identity {
             None | Some(Value::Null) => None,
             Some(v) => Some(Identity::from_value(v).map_err(fail)?),
         };
-        Ok(Self {
+        Ok(CallRequest {
             procedure,
             scope,
             version,
-            args,
+            args: self.args.unwrap_or(Value::Null),
             correlation_id,
             identity,
         })

@@ -645,6 +645,8 @@ async fn fallback_only_when_a_transport_cannot_connect() {
         tokio::spawn(async move { rpc.call(CallRequest::new("drop-me", Value::Null)).await });
     // Once the handler runs, drop the link under it.
     running.notified().await;
+    // (The server's graceful close waits for the call in flight up to its
+    // close timeout, 200 ms in these tests.)
     for l in server.links() {
         l.close("test: cut").await;
     }

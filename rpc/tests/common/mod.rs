@@ -28,7 +28,8 @@ pub struct Pair {
 }
 
 /// A server serving `registry` over `rpc.call` and a client connected to it
-/// (node `cli-1`, designation `dashboard`).
+/// (node `cli-1`, designation `dashboard`); the server's graceful close
+/// waits 200 ms at most for requests in flight.
 pub async fn pair(registry: Registry, options: LinkOptions) -> Pair {
     let pki = DevPki::generate().expect("dev pki");
     let secret = Secret::generate().expect("secret");
@@ -37,6 +38,7 @@ pub async fn pair(registry: Registry, options: LinkOptions) -> Pair {
         secret.clone(),
         Identity::new("srv-1", "procs"),
     )
+    .close_timeout(std::time::Duration::from_millis(200))
     .bind("127.0.0.1:0".parse().expect("addr"))
     .await
     .expect("bind");
