@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn health_answers_ok_on_any_method() {
@@ -295,5 +297,56 @@ async fn cors_is_off_by_default_and_answers_configured_origins() {
         Some("https://app.example")
     );
     assert_eq!(allowed_origin(&mut c, "https://evil.example").await, None);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_the_call_in_flight_then_stops_listening() {
+    let gw = http_gateway(config()).await;
+    let addr = gw.local_addr();
+    let mut c = Http1::connect(addr).await;
+    let mut idle = Http1::connect(addr).await;
+    assert_eq!(code_of(&idle.post(r#"{"procedure":"echo"}"#).await), 200);
+    let body = br#"{"procedure":"sleep-started","args":{"ms":300},"correlationId":"late"}"#;
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.stream
+        .write_all(&[head.as_bytes(), body].concat())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), STARTED.notified())
+        .await
+        .expect("the call started");
+    let shutdown = tokio::spawn(gw.shutdown());
+    let r = c
+        .read_response()
+        .await
+        .expect("the call in flight is answered");
+    assert_eq!(r.json()["correlationId"], "late");
+    assert!(
+        idle.closed_within(Duration::from_secs(20)).await,
+        "the idle keep-alive connection is closed"
+    );
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown returns")
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_at_header_timeout() {
+    let mut cfg = config();
+    cfg.limits.header_timeout = Duration::from_millis(300);
+    let gw = http_gateway(cfg).await;
+    let mut silent = Http1::connect(gw.local_addr()).await;
+    let started = std::time::Instant::now();
+    assert!(silent.closed_within(Duration::from_secs(20)).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
     gw.shutdown().await;
 }

@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// a 422).
 pub static TYPED_RUNS: AtomicUsize = AtomicUsize::new(0);
 
+/// Notified by the `sleep-started` procedure as it starts.
+pub static STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// The procedures the tests (and the Node.js peer) call.
 pub fn registry() -> Registry {
     Registry::builder()
@@ -39,6 +42,15 @@ pub fn registry() -> Registry {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, RpcError>(ms)
         })
+        .procedure(
+            Procedure::new("sleep-started"),
+            |_ctx, args: Value| async move {
+                STARTED.notify_one();
+                let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, RpcError>(ms)
+            },
+        )
         .procedure(
             Procedure::new("typed").schema(json!({
                 "type": "object",
