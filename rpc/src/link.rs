@@ -188,14 +188,14 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
 fn parse_call(body: &str, limits: &ParseLimits) -> Result<CallRequest, CallResponse> {
     let bad = |m: String| CallResponse::error(code::BAD_REQUEST, m);
     let max = limits.max_depth.min(128);
-    if max < LINK_DEPTH - 1 {
-        if let Some(depth) = exceeds_depth(body.as_bytes(), max.saturating_add(1)) {
-            // The body object adds one level around a flat CallRequest.
-            return Err(bad(format!(
-                "CallRequest nested deeper than {max} levels (at least {})",
-                depth - 1
-            )));
-        }
+    if max < LINK_DEPTH - 1
+        && let Some(depth) = exceeds_depth(body.as_bytes(), max.saturating_add(1))
+    {
+        // The body object adds one level around a flat CallRequest.
+        return Err(bad(format!(
+            "CallRequest nested deeper than {max} levels (at least {})",
+            depth - 1
+        )));
     }
     let w: WireCall =
         serde_json::from_str(body).map_err(|e| bad(format!("not valid JSON: {e}")))?;

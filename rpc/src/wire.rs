@@ -444,9 +444,7 @@ pub(crate) fn exceeds_depth(bytes: &[u8], max: usize) -> Option<usize> {
             b'"' => {
                 // To the closing quote, past escapes.
                 loop {
-                    let Some(j) = memchr::memchr2(b'"', b'\\', bytes.get(i..)?) else {
-                        return None;
-                    };
+                    let j = memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
                     i += j + 1;
                     if bytes[i - 1] == b'"' {
                         break;

@@ -666,3 +666,36 @@ async fn fallback_only_when_a_transport_cannot_connect() {
     q.client.close().await;
     q.server.shutdown(Instant::now()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_depth_limit_applies_over_links() {
+    let options = LinkOptions {
+        parse: jsonlink_rpc::ParseLimits {
+            max_depth: 8,
+            ..jsonlink_rpc::ParseLimits::default()
+        },
+        ..LinkOptions::default()
+    };
+    let p = pair(registry(Arc::default(), Arc::default()), options).await;
+    let rpc = RpcClient::new(vec![Arc::new(LinkTransport::client(p.client.clone()))]);
+    let mut deep = json!(1);
+    for _ in 0..20 {
+        deep = json!([deep]);
+    }
+    let r = rpc.call(CallRequest::new("add", deep)).await.unwrap();
+    assert_eq!(r.code, code::BAD_REQUEST);
+    assert!(r.message.unwrap().contains("nested deeper than 8"));
+    let r = rpc
+        .call(CallRequest::new("add", json!({"a": 1, "b": [[[2]]]})))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.code,
+        code::UNPROCESSABLE,
+        "shallow enough to reach the handler"
+    );
+    p.client.close().await;
+    p.server
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+}
