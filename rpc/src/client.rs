@@ -168,7 +168,7 @@ enum Target {
 }
 
 /// The jsonlink transport: `rpc.call` requests over a link (PROTOCOL.md
-/// §15). Unavailable (so the next transport is tried) when there is no
+/// §11.6). Unavailable (so the next transport is tried) when there is no
 /// authenticated link now, or the link is closing and refuses new
 /// requests; a call lost with its link, timed out, refused as busy or
 /// answered with anything but a CallResponse has failed.

@@ -14,6 +14,11 @@
 //! trait for the one timer it needs (the link call timeout).
 #![forbid(unsafe_code)]
 
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod client;
 pub mod link;
 pub mod registry;

@@ -1,4 +1,4 @@
-//! Procedures over jsonlink links (PROTOCOL.md §15): the ops `rpc.call`
+//! Procedures over jsonlink links (PROTOCOL.md §11.6): the ops `rpc.call`
 //! and `rpc.identity` in a [`Handlers`] table, on a [`Server`] (its clients
 //! call it) or on a [`Client`] (its server calls it) alike.
 //!
