@@ -6,6 +6,7 @@
 //!   with validated arguments, identity, internal procedures, nested calls,
 //!   middleware and an error hook.
 //!
+//! - [`Trace`]: a ready middleware logging each call in a `tracing` span;
 //! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`);
 //! - [`client`]: [`RpcClient`] over transports tried in order, and the
 //!   jsonlink [`LinkTransport`].
@@ -23,6 +24,7 @@ pub mod client;
 pub mod link;
 pub mod registry;
 pub mod schema;
+pub mod trace;
 pub mod wire;
 
 pub use client::{ClientError, LinkTransport, RpcClient, RpcTransport, TransportError};
@@ -32,4 +34,5 @@ pub use registry::{
     Middleware, Next, Origin, PeerInfo, Procedure, ProcedureInfo, Registry, RegistryBuilder,
     RegistryError, RpcError, Transport,
 };
+pub use trace::Trace;
 pub use wire::{Authorization, CallRequest, CallResponse, Identity, ParseLimits, code};

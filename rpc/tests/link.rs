@@ -82,6 +82,7 @@ fn registry(events: Arc<Mutex<Vec<ErrorEvent>>>, seen: Arc<Mutex<Vec<String>>>) 
             ));
             next.run(call)
         })
+        .middleware(jsonlink_rpc::Trace)
         .on_error(move |e| events.lock().unwrap().push(e.clone()))
         .build()
         .unwrap()

@@ -460,3 +460,23 @@ fn a_schema_derived_from_the_argument_type_is_enforced() {
     // The derived schema is listed with the procedure.
     assert!(r.procedures()[0].args.as_ref().unwrap()["properties"]["x"].is_object());
 }
+
+#[test]
+fn a_panicking_middleware_is_a_500_not_a_panic() {
+    let r = Registry::builder()
+        .procedure(Procedure::new("p"), |_cx, _: Value| async {
+            Ok::<_, RpcError>(1)
+        })
+        .middleware_fn(|_call, _next| Box::pin(async { panic!("middleware bug") }))
+        .build()
+        .unwrap();
+    let resp = call(
+        &r,
+        CallRequest::new("p", Value::Null).correlation_id(json!(4)),
+        http(),
+    );
+    assert_eq!(
+        resp,
+        CallResponse::error(500, "internal error").with_correlation_id(Some(json!(4)))
+    );
+}
