@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "SECRET-TOKEN-7f3a9";
 
+/// How often the `strict` procedure's handler ran (only the codes test
+/// calls it).
+static STRICT_RAN: AtomicUsize = AtomicUsize::new(0);
+
 #[derive(Deserialize)]
 struct Add {
     a: i64,
@@ -37,7 +41,10 @@ fn registry(events: Arc<Mutex<Vec<ErrorEvent>>>, seen: Arc<Mutex<Vec<String>>>) 
                 "required": ["id", "name"],
                 "additionalProperties": false
             })),
-            |_cx, _: Value| async { Ok::<_, RpcError>("ran") },
+            |_cx, _: Value| {
+                STRICT_RAN.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, RpcError>("ran") }
+            },
         )
         .procedure(
             Procedure::new("all-locations").scope("internal").internal(true),
@@ -176,6 +183,11 @@ async fn the_codes_over_a_link() {
         assert!(m.contains(path), "{path} in {m}");
     }
     assert!(r.data.is_none());
+    assert_eq!(
+        STRICT_RAN.load(Ordering::SeqCst),
+        0,
+        "the handler did not run"
+    );
 
     // 500 without detail, for an error and a panic; the hook saw both.
     let r = rpc_call(c, &CallRequest::new("fail", Value::Null).identity(id())).await;
@@ -224,7 +236,7 @@ async fn the_codes_over_a_link() {
     assert!(!format!("{:?}", events.lock().unwrap()).contains(TOKEN));
     record(
         "P3",
-        "422 naming /id, /tags/0, /tags/2 and / (required and additionalProperties) in one message, via Registry and over a link; the handler not called; no coercion unless opted in",
+        "over a link: 422 naming /id, /tags/0, /tags/2 and / (required and additionalProperties) in one message; the handler not called",
     );
     p.client.close().await;
     p.server
@@ -498,13 +510,15 @@ async fn p4_internal_only_direct_403_nested_works_with_the_original_identity() {
     );
     // The registry half from a gateway origin, in process.
     let reg = registry(Arc::default(), Arc::default());
-    let r = reg
-        .call(
-            CallRequest::new("all-locations", Value::Null).scope("internal"),
-            Origin::new(Transport::Http),
-        )
-        .await;
-    assert_eq!(r.code, code::FORBIDDEN);
+    for t in [Transport::Http, Transport::WebSocket] {
+        let r = reg
+            .call(
+                CallRequest::new("all-locations", Value::Null).scope("internal"),
+                Origin::new(t),
+            )
+            .await;
+        assert_eq!(r.code, code::FORBIDDEN, "{t:?}");
+    }
     let r = reg
         .call(
             CallRequest::new("list-locations", Value::Null)
