@@ -238,10 +238,7 @@ async fn the_codes_over_a_link() {
         "P3",
         "over a link: 422 naming /id, /tags/0, /tags/2 and / (required and additionalProperties) in one message; the handler not called",
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,10 +257,7 @@ async fn the_handshake_identity_is_the_peer_never_the_authorization() {
         who,
         json!({"authorization": null, "peer": "cli-1/dashboard", "transport": "Link", "has_deadline": true})
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,10 +392,7 @@ async fn the_server_calls_procedures_on_the_client() {
         .await
         .unwrap();
     assert_eq!(r.code, code::NOT_IMPLEMENTED);
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 /// Signals when the handler's future is dropped.
@@ -477,10 +468,7 @@ async fn p6_panic_and_a_handler_that_never_returns() {
         "P6",
         "panic: 500 \"internal error\" (no internals), the error hook got the panic text, the server serves on; never-returning handler: 500 \"deadline exceeded\" at the 300 ms call timeout, its future dropped; streams: not implemented (procedures answer one value)",
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,10 +520,7 @@ async fn p4_internal_only_direct_403_nested_works_with_the_original_identity() {
         "P4",
         "registry half: direct call from Http, WebSocket and Link origins 403; the nested call from a public procedure reached it (depth 1) with the original authorization and deviceName",
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 /// A transport that counts its calls and answers as told.
@@ -672,10 +657,7 @@ async fn fallback_only_when_a_transport_cannot_connect() {
     );
     assert_eq!(next.calls.load(Ordering::SeqCst), 0);
     dead.close().await;
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
     // The never-ending handler is still in flight (until its call timeout):
     // no drain to wait for.
     q.client.close().await;
@@ -709,8 +691,5 @@ async fn a_configured_depth_limit_applies_over_links() {
         code::UNPROCESSABLE,
         "shallow enough to reach the handler"
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }

@@ -23,6 +23,16 @@ pub struct Pair {
     pub client: Client,
 }
 
+impl Pair {
+    /// Closes the client, then shuts the server down (5 s drain at most).
+    pub async fn close(self) {
+        self.client.close().await;
+        self.server
+            .shutdown(std::time::Instant::now() + std::time::Duration::from_secs(5))
+            .await;
+    }
+}
+
 /// A server serving `registry` over `rpc.call` and a client connected to it
 /// (node `cli-1`, designation `dashboard`); the server's graceful close
 /// waits 200 ms at most for requests in flight.
