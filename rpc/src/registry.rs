@@ -461,6 +461,7 @@ async fn run_handler(inner: &Inner, entry: &Entry, ctx: Context, args: Value) ->
     };
     let Some(fault) = fault else { return resp };
     tracing::warn!(
+        target: "jsonlink::rpc",
         scope = %entry.info.scope,
         procedure = %entry.info.procedure,
         version = %entry.info.version,
@@ -791,7 +792,7 @@ impl Registry {
                 None => connection_identity,
             };
             let correlation_id = req.correlation_id;
-            dispatch(
+            let call = dispatch(
                 inner,
                 &req.scope,
                 &req.procedure,
@@ -800,8 +801,23 @@ impl Registry {
                 identity,
                 Arc::new(origin),
                 0,
-            )
-            .await
+            );
+            // A handler's panic is caught (and reported) closer to it; this
+            // catches one in a middleware, so the call still gets its 500.
+            match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(resp) => resp,
+                Err(panic) => {
+                    tracing::error!(
+                        target: "jsonlink::rpc",
+                        scope = %req.scope,
+                        procedure = %req.procedure,
+                        version = %req.version,
+                        panic = %panic_message(panic.as_ref()),
+                        "a procedure middleware panicked"
+                    );
+                    CallResponse::error(code::INTERNAL, "internal error")
+                }
+            }
             .with_correlation_id(correlation_id)
         }
     }

@@ -298,6 +298,43 @@ pub(crate) struct WireCall {
     pub(crate) others: bool,
 }
 
+/// A CallRequest member name, read without allocating.
+enum Field {
+    Op,
+    Procedure,
+    Scope,
+    Version,
+    Args,
+    CorrelationId,
+    Identity,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "op" => Field::Op,
+                    "procedure" => Field::Procedure,
+                    "scope" => Field::Scope,
+                    "version" => Field::Version,
+                    "args" => Field::Args,
+                    "correlationId" => Field::CorrelationId,
+                    "identity" => Field::Identity,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for WireCall {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -311,16 +348,16 @@ impl<'de> Deserialize<'de> for WireCall {
                 mut m: A,
             ) -> Result<WireCall, A::Error> {
                 let mut w = WireCall::default();
-                while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let slot = match key.as_ref() {
-                        "procedure" => &mut w.procedure,
-                        "scope" => &mut w.scope,
-                        "version" => &mut w.version,
-                        "args" => &mut w.args,
-                        "correlationId" => &mut w.correlation_id,
-                        "identity" => &mut w.identity,
-                        other => {
-                            if other == "op" {
+                while let Some(key) = m.next_key::<Field>()? {
+                    let slot = match key {
+                        Field::Procedure => &mut w.procedure,
+                        Field::Scope => &mut w.scope,
+                        Field::Version => &mut w.version,
+                        Field::Args => &mut w.args,
+                        Field::CorrelationId => &mut w.correlation_id,
+                        Field::Identity => &mut w.identity,
+                        Field::Op | Field::Other => {
+                            if matches!(key, Field::Op) {
                                 w.op = true;
                             } else {
                                 w.others = true;
@@ -396,24 +433,25 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// Scans `bytes` for `[`/`{` nesting outside strings; `Some(depth)` as soon
-/// as it passes `max`.
+/// as it passes `max`. Strings are skipped with `memchr` (most of a body's
+/// bytes are in its strings).
 pub(crate) fn exceeds_depth(bytes: &[u8], max: usize) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_str {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_str = true,
+            b'"' => {
+                // To the closing quote, past escapes.
+                loop {
+                    let j = memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+                    i += j + 1;
+                    if bytes[i - 1] == b'"' {
+                        break;
+                    }
+                    i += 1; // the escaped byte
+                }
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -572,6 +610,13 @@ mod tests {
         // Brackets inside strings do not count.
         let ok = format!(r#"{{"procedure":"p","args":"{}"}}"#, "[".repeat(n));
         assert!(parse(&ok).is_ok());
+        // Escaped quotes and backslashes inside strings do not end them.
+        assert_eq!(exceeds_depth(br#"{"a":"x\"[[[\\","b":[[1]]}"#, 3), None);
+        assert_eq!(
+            exceeds_depth(br#"{"a":"x\"[[[\\","b":[[[1]]]}"#, 3),
+            Some(4)
+        );
+        assert_eq!(exceeds_depth(br#"{"a":"unterminated [[[[["#, 1), None);
         // The limit is configurable.
         let limits = ParseLimits {
             max_depth: 3,
