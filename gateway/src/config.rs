@@ -27,6 +27,8 @@ use jsonlink_rpc::ParseLimits;
 /// | `max_write_queue_bytes` | 4 MiB | answers and server messages queued for one WebSocket connection not reading them | connection closed |
 /// | `parse` | depth 64, names 256 B | parsing a CallRequest | 400 |
 /// | `shutdown_grace` | 10 s | graceful shutdown: calls in flight may finish | connections closed |
+/// | `close_linger` | 2 s | a closing WebSocket connection: flushing what is queued and waiting for the client's close frame | socket dropped |
+/// | `max_header_bytes` | 64 KiB | HTTP request headers (HTTP/1.1 read buffer, at least 8 KiB; HTTP/2 header list) | HTTP/1.1: 431 and closed; HTTP/2: the stream is refused |
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest HTTP request body, in bytes.
@@ -61,6 +63,12 @@ pub struct Limits {
     pub parse: ParseLimits,
     /// How long a graceful shutdown lets calls in flight finish.
     pub shutdown_grace: Duration,
+    /// How long a closing WebSocket connection flushes what is queued and
+    /// waits for the client's close frame before its socket is dropped.
+    pub close_linger: Duration,
+    /// Largest HTTP request head, in bytes (HTTP/1.1: the read buffer,
+    /// at least 8 KiB; HTTP/2: the header list).
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +87,8 @@ impl Default for Limits {
             max_write_queue_bytes: 4 << 20,
             parse: ParseLimits::default(),
             shutdown_grace: Duration::from_secs(10),
+            close_linger: Duration::from_secs(2),
+            max_header_bytes: 64 << 10,
         }
     }
 }

@@ -79,6 +79,7 @@ impl HttpGateway {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(true);
         builder
             .http2()
@@ -86,7 +87,7 @@ impl HttpGateway {
             .max_concurrent_streams(
                 u32::try_from(limits.max_in_flight_per_connection).unwrap_or(u32::MAX),
             )
-            .max_header_list_size(64 << 10);
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
         let builder = Arc::new(builder);
         let c = core.clone();
         let local_addr = core::listen(addr, core.clone(), tls, move |stream, peer, guard| {

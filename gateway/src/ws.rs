@@ -25,10 +25,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GatewayConfig;
 use crate::core::{self, ConnGuard, Core, Stream};
 
-/// How long a closing connection waits for the client's close frame
-/// before its socket is dropped.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
 /// A WebSocket connection as the hooks and [`WsGateway::connections`] see
 /// it. The identity's authorization is redacted in `Debug`.
 #[derive(Debug, Clone)]
@@ -165,6 +161,8 @@ struct Conn {
     /// Cancelled to close the connection with 1000 ([`WsGateway::disconnect`]).
     close_requested: CancellationToken,
     in_flight: Arc<Semaphore>,
+    /// `Limits::close_linger`.
+    linger: Duration,
 }
 
 impl Conn {
@@ -409,6 +407,7 @@ async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, guard: C
         kill: core.force.child_token(),
         close_requested: CancellationToken::new(),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight_per_connection)),
+        linger: limits.close_linger,
     });
     shared.conns().insert(conn.id, conn.clone());
     if let Some(h) = &shared.hooks.on_connect {
@@ -417,7 +416,10 @@ async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, guard: C
     let writer = core.tasks.spawn(write_loop(sink, rx, conn.clone()));
     read_loop(&shared, &conn, stream).await;
     // Let the writer send what is queued (the close frame last), bounded.
-    if tokio::time::timeout(CLOSE_LINGER, writer).await.is_err() {
+    if tokio::time::timeout(core.config.limits.close_linger, writer)
+        .await
+        .is_err()
+    {
         tracing::debug!(connection = conn.id, "writer did not finish: dropping");
     }
     conn.kill.cancel();
@@ -452,7 +454,7 @@ async fn write_loop(
         };
         conn.queued.fetch_sub(n, Ordering::AcqRel);
         if written.is_err() || is_close {
-            let _ = tokio::time::timeout(CLOSE_LINGER, sink.flush()).await;
+            let _ = tokio::time::timeout(conn.linger, sink.flush()).await;
             return;
         }
     }
@@ -525,7 +527,7 @@ async fn read_loop(
     })));
     // Wait (bounded) for the client's close frame so it reads everything
     // we sent before the socket goes.
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+    let _ = tokio::time::timeout(core.config.limits.close_linger, async {
         while let Some(Ok(m)) = stream.next().await {
             if matches!(m, Message::Close(_)) {
                 break;

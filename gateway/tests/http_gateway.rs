@@ -350,3 +350,35 @@ async fn a_connection_that_sends_nothing_is_closed_at_header_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_head_over_max_header_bytes_gets_431() {
+    let mut cfg = config();
+    cfg.limits.max_header_bytes = 16 << 10;
+    let gw = http_gateway(cfg).await;
+    let mut c = Http1::connect(gw.local_addr()).await;
+    let big = "a".repeat(20 << 10);
+    let r = c
+        .request(
+            "POST",
+            "/",
+            &[("x-big", big.as_str())],
+            br#"{"procedure":"echo"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 431);
+    assert!(c.closed_within(Duration::from_secs(20)).await);
+    // Below it: served.
+    let ok = "a".repeat(8 << 10);
+    let mut c = Http1::connect(gw.local_addr()).await;
+    let r = c
+        .request(
+            "POST",
+            "/",
+            &[("x-big", ok.as_str())],
+            br#"{"procedure":"echo"}"#,
+        )
+        .await;
+    assert_eq!(code_of(&r.json()), 200);
+    gw.shutdown().await;
+}
