@@ -222,6 +222,8 @@ struct WsConn {
     closed: Arc<std::sync::atomic::AtomicBool>,
     /// Becomes `true` when the reader saw the connection end.
     ended: tokio::sync::watch::Receiver<bool>,
+    /// The identity this connection set (at connect or re-sent since).
+    sent: Option<Identity>,
 }
 
 /// The WebSocket transport: one connection, opened on the first call and
@@ -331,19 +333,41 @@ impl WsTransport {
         &self,
     ) -> Result<(mpsc::UnboundedSender<Message>, Pending), TransportError> {
         let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref()
+        let wanted = lock(&self.identity).clone();
+        if let Some(c) = guard.as_mut()
             && !c.closed.load(Ordering::Acquire)
         {
-            return Ok((c.out.clone(), c.pending.clone()));
+            if c.sent == wanted {
+                return Ok((c.out.clone(), c.pending.clone()));
+            }
+            // The identity changed since this connection set its own: the
+            // gateway takes a first one or the same authorization again
+            // (sent before the call, so it applies to it); a different
+            // authorization needs a new connection.
+            let same_credential = match (&c.sent, &wanted) {
+                (None, _) => true,
+                (Some(a), Some(b)) => a.authorization == b.authorization,
+                (Some(_), None) => false,
+            };
+            if same_credential && let Some(identity) = &wanted {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let frame = serde_json::json!({"identity": identity, "correlationId": id});
+                if c.out.send(Message::text(frame.to_string())).is_ok() {
+                    c.sent.clone_from(&wanted);
+                    return Ok((c.out.clone(), c.pending.clone()));
+                }
+            }
+            c.closed.store(true, Ordering::Release);
+            c.alive.notify_one();
         }
         *guard = None;
-        let c = self.connect().await?;
+        let c = self.connect(wanted).await?;
         let r = (c.out.clone(), c.pending.clone());
         *guard = Some(c);
         Ok(r)
     }
 
-    async fn connect(&self) -> Result<WsConn, TransportError> {
+    async fn connect(&self, identity: Option<Identity>) -> Result<WsConn, TransportError> {
         let unavailable =
             |what: &str, e: &dyn fmt::Display| TransportError::Unavailable(format!("{what}: {e}"));
         let host = self
@@ -394,7 +418,7 @@ impl WsTransport {
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let alive = Arc::new(tokio::sync::Notify::new());
         // The identity goes first on every new connection.
-        let identity = lock(&self.identity).clone();
+        let sent = identity.clone();
         let identity_id = identity
             .as_ref()
             .map(|_| self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -472,6 +496,7 @@ impl WsTransport {
             alive,
             closed,
             ended,
+            sent,
         })
     }
 
@@ -512,39 +537,13 @@ impl RpcTransport for WsTransport {
         "ws"
     }
 
-    /// Stores the identity. On an open connection the same authorization
-    /// is re-sent there (device name and metadata replaced); a different
-    /// one (which the gateway would answer 400 and close) ends that
-    /// connection instead, so the next call connects afresh with it.
+    /// Stores the identity; the next call applies it before it is sent: on
+    /// the open connection when the gateway accepts it there (no identity
+    /// yet, or the same authorization: device name and metadata replaced),
+    /// else (a different authorization, which the gateway would answer 400
+    /// and close) on a new connection.
     fn set_identity(&self, identity: Option<Identity>) {
-        // Re-send on the open connection when the gateway accepts it there
-        // (no identity yet, or the same authorization); otherwise end it.
-        let resend = {
-            let mut current = lock(&self.identity);
-            let resend = match (current.as_ref(), identity.as_ref()) {
-                (None, None) => return,
-                (None, Some(_)) => true,
-                (Some(a), Some(b)) => a.authorization == b.authorization,
-                (Some(_), None) => false,
-            };
-            current.clone_from(&identity);
-            resend
-        };
-        let Ok(guard) = self.conn.try_lock() else {
-            return;
-        };
-        let Some(c) = guard.as_ref() else { return };
-        match identity {
-            Some(identity) if resend => {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let frame = serde_json::json!({"identity": identity, "correlationId": id});
-                let _ = c.out.send(Message::text(frame.to_string()));
-            }
-            _ => {
-                c.closed.store(true, Ordering::Release);
-                c.alive.notify_one();
-            }
-        }
+        *lock(&self.identity) = identity;
     }
 
     fn call(&self, req: CallRequest) -> BoxFuture<'_, Result<CallResponse, TransportError>> {

@@ -276,3 +276,50 @@ async fn the_client_falls_back_only_when_the_call_was_not_sent() {
     ws_gw.shutdown().await;
     http_gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn ws_transport_applies_a_changed_identity_before_the_next_call() {
+    let gw = ws_gateway(config(), WsHooks::new()).await;
+    let t = WsTransport::new(
+        &format!("ws://{}/", gw.local_addr()),
+        TransportOptions::default(),
+    )
+    .unwrap();
+    // No identity, then a first one on the same connection.
+    assert_eq!(
+        who(&t).await,
+        json!({"deviceName": null, "hasAuthorization": false})
+    );
+    let id = |device: &str, auth: &str| Identity {
+        device_name: Some(device.into()),
+        ..Identity::with_authorization(auth)
+    };
+    t.set_identity(Some(id("one", "a")));
+    assert_eq!(
+        who(&t).await,
+        json!({"deviceName": "one", "hasAuthorization": true})
+    );
+    // The same credential, another device name: still the same connection.
+    t.set_identity(Some(id("two", "a")));
+    assert_eq!(
+        who(&t).await,
+        json!({"deviceName": "two", "hasAuthorization": true})
+    );
+    assert_eq!(t.connects(), 1);
+    // Another credential: a new connection (the gateway would close the old).
+    t.set_identity(Some(id("three", "b")));
+    assert_eq!(
+        who(&t).await,
+        json!({"deviceName": "three", "hasAuthorization": true})
+    );
+    assert_eq!(t.connects(), 2);
+    // No identity at all: a new connection without one.
+    t.set_identity(None);
+    assert_eq!(
+        who(&t).await,
+        json!({"deviceName": null, "hasAuthorization": false})
+    );
+    assert_eq!(t.connects(), 3);
+    drop(t);
+    gw.shutdown().await;
+}
