@@ -382,3 +382,27 @@ async fn a_request_head_over_max_header_bytes_gets_431() {
     assert_eq!(code_of(&r.json()), 200);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tls_handshake_not_started_is_closed_at_tls_handshake_timeout() {
+    let pki = jsonlink_rt::DevPki::generate().expect("dev certs");
+    let mut cfg = config();
+    cfg.tls = Some(std::sync::Arc::new(
+        pki.server_config().expect("server config"),
+    ));
+    cfg.limits.tls_handshake_timeout = Duration::from_millis(300);
+    let gw = http_gateway(cfg).await;
+    let mut silent = Http1::connect(gw.local_addr()).await;
+    let started = std::time::Instant::now();
+    assert!(silent.closed_within(Duration::from_secs(20)).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Plain HTTP to the TLS port: no answer but a close.
+    let mut plain = Http1::connect(gw.local_addr()).await;
+    plain
+        .stream
+        .write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    assert!(plain.read_response().await.is_none());
+    gw.shutdown().await;
+}
