@@ -64,6 +64,7 @@ mod event;
 mod event_queue;
 mod handler_error;
 mod link;
+pub mod multiplexer;
 mod queue;
 pub mod reconnect;
 pub mod runtime;
@@ -135,10 +136,17 @@ pub use jsonlink_proto::{
     PeerRequestId, Policy, RawJson, RemoteError, Secret, SecretError, SendError, SignAlg,
 };
 pub use link::Link;
+#[cfg(feature = "config-file")]
+pub use multiplexer::LoadOptions;
+pub use multiplexer::{
+    ClientEntry, ConnectionList, DEFAULT_CLOSED_LINKS_KEPT, DEFAULT_MUX_EVENT_CAPACITY, Defaults,
+    EntrySpec, EntryState, EntryStatus, LinkState, LinkStatus, ListError, MuxEvent, MuxLinkId,
+    Multiplexer, MultiplexerBuilder, Role, ServerEntry, To,
+};
 pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};
 pub use runtime::{
     Accepted, AsyncStream, BoxFuture, BoxStream, EXPORTER_LABEL, EXPORTER_LEN, Listener, Runtime,
     TlsStream, channel_binding,
 };
 pub use server::{Server, ServerBuilder};
-pub use stats::Stats;
+pub use stats::{LinkStats, Stats};

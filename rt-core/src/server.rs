@@ -53,6 +53,7 @@ pub struct ServerBuilder {
     handlers: Handlers,
     max_connections: usize,
     max_connections_per_ip: Option<usize>,
+    pub(crate) observer: Option<Arc<dyn crate::driver::LinkObserver>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -94,7 +95,7 @@ impl ServerBuilder {
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (ctx, events) =
-            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, true);
+            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, true, self.observer);
         let shared = Arc::new(ServerShared {
             rt: self.rt.clone(),
             ctx,
@@ -455,6 +456,7 @@ impl Server {
             handlers: Handlers::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
+            observer: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub struct ClientBuilder {
     pub(super) reconnect: Reconnect,
     pub(super) wait_for_reconnect: bool,
     pub(super) on_connect: Option<OnConnect>,
+    pub(crate) observer: Option<Arc<dyn crate::driver::LinkObserver>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -138,7 +139,7 @@ impl ClientBuilder {
     fn spawn(mut self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
         saturate_durations(&mut self.config);
         let (ctx, events) =
-            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, false);
+            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, false, self.observer.take());
         let server_name = self.target.tls_name(self.server_name.take());
         let shared = Arc::new(ClientShared {
             rt: self.rt.clone(),

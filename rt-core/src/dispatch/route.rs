@@ -94,6 +94,7 @@ impl Dispatcher {
     /// ordered lane, or a task of its own), else to the event stream.
     pub(crate) fn message(&mut self, op: Option<Op>, body: RawJson) {
         bump(&self.ctx.counters.messages_in, 1);
+        bump(&self.link.inner.counters.messages_in, 1);
         let handler = op
             .as_deref()
             .and_then(|op| self.ctx.handlers.message_handler(op));
@@ -121,6 +122,7 @@ impl Dispatcher {
         body: RawJson,
     ) -> Option<Answer> {
         bump(&self.ctx.counters.requests_in, 1);
+        bump(&self.link.inner.counters.requests_in, 1);
         let handler = match op
             .as_deref()
             .and_then(|op| self.ctx.handlers.request_handler(op))

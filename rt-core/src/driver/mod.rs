@@ -86,6 +86,16 @@ pub(crate) trait LinkHooks: Send {
     fn closed(&mut self, link: &Link, reason: &CloseReason);
 }
 
+/// What a [`Multiplexer`](crate::Multiplexer) learns of every link of
+/// its entries, from the link's driver: created (before the handshake),
+/// authenticated, closing (stopped taking commands), closed (released).
+pub(crate) trait LinkObserver: Send + Sync {
+    fn created(&self, link: &Link);
+    fn authenticated(&self, link: &Link);
+    fn closing(&self, link: &Link);
+    fn closed(&self, link: &Link, reason: &CloseReason);
+}
+
 /// How a link ended.
 #[derive(Debug)]
 pub(crate) struct Outcome {
@@ -114,6 +124,8 @@ pub(crate) fn new_link(
             config: config.clone(),
             accepting: std::sync::atomic::AtomicU8::new(TAKES_NOTHING),
             server,
+            counters: crate::stats::LinkCounters::default(),
+            tag: std::sync::OnceLock::new(),
         }),
     }
 }
@@ -197,6 +209,9 @@ impl Driver {
             peer = %link.inner.peer_addr,
             side = ?conn.side(),
         );
+        if let Some(o) = &ctx.observer {
+            o.created(&link);
+        }
         let inbox = Inbox::new(order_rx);
         let dispatch = Dispatcher::new(
             ctx.clone(),
@@ -353,6 +368,9 @@ impl Driver {
         if let Some(h) = self.hooks.as_mut() {
             h.authenticated(&self.link);
         }
+        if let Some(o) = &self.ctx.observer {
+            o.authenticated(&self.link);
+        }
         let link = self.link.clone();
         self.dispatch.emit(Event::Authenticated { link, info });
     }
@@ -391,6 +409,9 @@ impl Driver {
             && let Some(h) = self.hooks.as_mut()
         {
             h.closing(&self.link, self.conn.closing_reason());
+            if let Some(o) = &self.ctx.observer {
+                o.closing(&self.link);
+            }
         }
     }
 
@@ -400,8 +421,15 @@ impl Driver {
         let s = self.conn.stats();
         let last = std::mem::replace(&mut self.last_stats, s);
         let c = &self.ctx.counters;
-        bump(&c.bytes_in, s.bytes_in.saturating_sub(last.bytes_in));
-        bump(&c.bytes_out, s.bytes_out.saturating_sub(last.bytes_out));
+        let (bytes_in, bytes_out) = (
+            s.bytes_in.saturating_sub(last.bytes_in),
+            s.bytes_out.saturating_sub(last.bytes_out),
+        );
+        bump(&c.bytes_in, bytes_in);
+        bump(&c.bytes_out, bytes_out);
+        let l = &self.link.inner.counters;
+        bump(&l.bytes_in, bytes_in);
+        bump(&l.bytes_out, bytes_out);
         bump(
             &c.dropped_responses,
             s.dropped_responses.saturating_sub(last.dropped_responses),
@@ -450,6 +478,9 @@ impl Driver {
         let leftovers = self.link.inner.cmd.close();
         if let Some(mut hooks) = self.hooks.take() {
             hooks.closed(&self.link, reason);
+            if let Some(o) = &self.ctx.observer {
+                o.closed(&self.link, reason);
+            }
         }
         self.requests.fail_all(&self.ctx);
         self.inbox.close(leftovers);
