@@ -140,8 +140,8 @@ pub use link::Link;
 pub use multiplexer::LoadOptions;
 pub use multiplexer::{
     ClientEntry, ConnectionList, DEFAULT_CLOSED_LINKS_KEPT, DEFAULT_MUX_EVENT_CAPACITY, Defaults,
-    EntrySpec, EntryState, EntryStatus, LinkState, LinkStatus, ListError, MuxEvent, MuxLinkId,
-    Multiplexer, MultiplexerBuilder, Role, ServerEntry, To,
+    EntrySpec, EntryState, EntryStatus, LinkState, LinkStatus, ListError, Multiplexer,
+    MultiplexerBuilder, MuxEvent, MuxLinkId, Role, ServerEntry, To,
 };
 pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};
 pub use runtime::{

@@ -94,8 +94,13 @@ impl ServerBuilder {
         saturate_durations(&mut self.config);
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (ctx, events) =
-            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, true, self.observer);
+        let (ctx, events) = LinkCtx::new(
+            self.rt.clone(),
+            self.handlers.clone(),
+            self.options,
+            true,
+            self.observer,
+        );
         let shared = Arc::new(ServerShared {
             rt: self.rt.clone(),
             ctx,

@@ -297,3 +297,240 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
 fn two_client_and_two_server_entries_exchange_messages_and_requests_in_every_direction() {
     on_each_runtime(every_direction);
 }
+
+/// The next event of the merged stream that `pred` accepts (others are
+/// skipped), failing the test after [`EXPECT_WITHIN`].
+async fn mux_event(mux: &Multiplexer, what: &str, pred: impl Fn(&MuxEvent) -> bool) -> MuxEvent {
+    let wait = async {
+        loop {
+            let ev = mux.next_event().await.expect("stream open");
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    };
+    within(EXPECT_WITHIN, wait)
+        .await
+        .unwrap_or_else(|| panic!("no event in time: {what}"))
+}
+
+fn is_authenticated(entry: &'static str) -> impl Fn(&MuxEvent) -> bool {
+    move |ev| &*ev.entry == entry && matches!(ev.event, Event::Authenticated { .. })
+}
+
+fn is_closed(entry: &'static str) -> impl Fn(&MuxEvent) -> bool {
+    move |ev| &*ev.entry == entry && matches!(ev.event, Event::Closed { .. })
+}
+
+/// Waits `d` on whichever runtime runs the test (the schedule of a fault
+/// scenario, never a synchronisation).
+async fn pause(d: Duration) {
+    within(d, futures_lite::future::pending::<()>()).await;
+}
+
+// ------------------------------------------------ restart and identity
+
+/// A client entry's peer restarts mid-run: while it is down, requests to
+/// its identity and entry fail `NotConnected` at once and its status says
+/// reconnecting; after the reconnect (a new Multiplexer id) the identity
+/// reaches it again, and the other entry never noticed.
+async fn peer_restart(rt: Arc<dyn Runtime>) {
+    let fx = Fixture::new(rt.clone());
+    let pa = Identity::new("pa", "upstream");
+    let peer = bind(fx.server_as(pa.clone())).await;
+    let addr = peer.local_addr();
+    let _ = peer_handlers(peer.handlers(), "pa");
+    let list = ConnectionList::new(defaults(&fx))
+        .client("up", ClientEntry::new(addr))
+        .server("in", ServerEntry::new(localhost()));
+    let mux = Multiplexer::builder(rt.clone(), list)
+        .start()
+        .await
+        .expect("mux");
+    let in_addr = mux
+        .entry_status("in")
+        .and_then(|s| s.local_addr)
+        .expect("addr");
+    let edge = connect(fx.client_as(in_addr, Identity::new("ea", "edge"))).await;
+    let _ = peer_handlers(edge.handlers(), "ea");
+    let ids = until_authenticated(&mux, &["up", "in"]).await;
+    let first_up = ids
+        .iter()
+        .find(|(e, _)| e == "up")
+        .map(|(_, id)| *id)
+        .expect("up");
+    let ea = Identity::new("ea", "edge");
+
+    let answer: Value = mux
+        .call(To::Peer(&pa), "echo", &"before")
+        .await
+        .expect("by identity");
+    assert_eq!(answer["peer"], "pa");
+
+    peer.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    let closed = mux_event(&mux, "up closed", is_closed("up")).await;
+    assert_eq!(closed.link, Some(first_up));
+    assert!(
+        eventually(EXPECT_WITHIN, || mux
+            .entry_status("up")
+            .is_some_and(|s| s.state == EntryState::Reconnecting))
+        .await,
+        "up reconnecting: {:?}",
+        mux.entry_status("up")
+    );
+    let status = mux.entry_status("up").expect("up");
+    assert_eq!(
+        status.links.last().map(|l| (l.id, l.state)),
+        Some((first_up, LinkState::Reconnecting))
+    );
+    let started = Instant::now();
+    let down = mux.call::<Value, _>(To::Peer(&pa), "echo", &"down").await;
+    assert!(matches!(down, Err(Error::NotConnected)), "{down:?}");
+    let down = mux.call::<Value, _>(To::Entry("up"), "echo", &"down").await;
+    assert!(matches!(down, Err(Error::NotConnected)), "{down:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "at once");
+    // The other entry is unaffected.
+    let answer: Value = mux
+        .call(To::Peer(&ea), "echo", &"meanwhile")
+        .await
+        .expect("in");
+    assert_eq!(answer["peer"], "ea");
+
+    let restarted = rebind(|| fx.server_as(pa.clone()), addr).await;
+    let _ = peer_handlers(restarted.handlers(), "pa");
+    let again = mux_event(&mux, "up again", is_authenticated("up")).await;
+    let second_up = again.link.expect("a link");
+    assert!(
+        second_up > first_up,
+        "a new id, never reused: {first_up} then {second_up}"
+    );
+    let answer: Value = mux
+        .call(To::Peer(&pa), "echo", &"after")
+        .await
+        .expect("by identity after the reconnect");
+    assert_eq!(answer, json!({"peer": "pa", "args": "after"}));
+    let status = mux.entry_status("up").expect("up");
+    assert_eq!(status.state, EntryState::Authenticated);
+    assert_eq!(
+        status
+            .links
+            .iter()
+            .map(|l| (l.id, l.state))
+            .collect::<Vec<_>>(),
+        vec![
+            (first_up, LinkState::Closed),
+            (second_up, LinkState::Authenticated)
+        ]
+    );
+
+    edge.close().await;
+    mux.shutdown(Instant::now() + Duration::from_secs(2)).await;
+    restarted.shutdown(Instant::now()).await;
+}
+
+#[test]
+fn a_peer_restarted_mid_run_is_reached_by_its_identity_after_the_reconnect() {
+    on_each_runtime(peer_restart);
+}
+
+// ----------------------------------------------------- add and remove
+
+#[test]
+fn an_entry_added_and_one_removed_while_traffic_flows() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let peer_a = bind(fx.server_as(Identity::new("pa", "upstream"))).await;
+        let peer_b = bind(fx.server_as(Identity::new("pb", "upstream"))).await;
+        let _ = peer_handlers(peer_a.handlers(), "pa");
+        let _ = peer_handlers(peer_b.handlers(), "pb");
+        let list = ConnectionList::new(defaults(&fx))
+            .client("up-a", ClientEntry::new(peer_a.local_addr()))
+            .client("up-b", ClientEntry::new(peer_b.local_addr()));
+        let mux = Multiplexer::builder(rt.clone(), list)
+            .start()
+            .await
+            .expect("mux");
+        let ids = until_authenticated(&mux, &["up-a", "up-b"]).await;
+        let highest = ids.iter().map(|(_, id)| *id).max().expect("ids");
+
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let traffic = async {
+            let (mut ok, mut after_done) = (0u32, 0u32);
+            for i in 0..10_000u32 {
+                let answer: Value = mux
+                    .call(To::Entry("up-a"), "echo", &i)
+                    .await
+                    .unwrap_or_else(|e| panic!("request {i} to up-a: {e}"));
+                assert_eq!(answer["args"], i);
+                ok += 1;
+                if done.load(std::sync::atomic::Ordering::Acquire) {
+                    after_done += 1;
+                    if after_done >= 20 {
+                        break;
+                    }
+                }
+            }
+            ok
+        };
+        let changes = async {
+            mux.add("in-c", ServerEntry::new(localhost()).max_connections(4))
+                .await
+                .expect("added");
+            assert!(matches!(
+                mux.add("in-c", ServerEntry::new(localhost())).await,
+                Err(jsonlink_rt::ListError::Duplicate { entry }) if entry == "in-c"
+            ));
+            let addr = mux
+                .entry_status("in-c")
+                .and_then(|s| s.local_addr)
+                .expect("addr");
+            let edge = connect(fx.client_as(addr, Identity::new("ec", "edge"))).await;
+            let _ = peer_handlers(edge.handlers(), "ec");
+            let (_, new_id) = until_authenticated(&mux, &["in-c"])
+                .await
+                .pop()
+                .expect("in-c");
+            assert!(
+                new_id > highest,
+                "ids are never reused: {new_id} after {highest}"
+            );
+            let answer: Value = mux
+                .call(To::Entry("in-c"), "echo", &"new")
+                .await
+                .expect("in-c");
+            assert_eq!(answer["peer"], "ec");
+
+            let b_link = peer_b.links().pop().expect("the mux's link to b");
+            mux.remove("up-b", Instant::now() + Duration::from_secs(2))
+                .await
+                .expect("removed");
+            let gone = mux.call::<Value, _>(To::Entry("up-b"), "echo", &()).await;
+            assert!(
+                matches!(&gone, Err(Error::UnknownEntry(e)) if e == "up-b"),
+                "{gone:?}"
+            );
+            assert!(mux.status().iter().all(|s| &*s.name != "up-b"));
+            assert!(matches!(
+                mux.remove("up-b", Instant::now()).await,
+                Err(Error::UnknownEntry(_))
+            ));
+            assert!(
+                eventually(EXPECT_WITHIN, || b_link.is_closed()).await,
+                "the removed entry's link closed"
+            );
+            done.store(true, std::sync::atomic::Ordering::Release);
+            edge
+        };
+        let (ok, edge) = futures_lite::future::zip(traffic, changes).await;
+        assert!(ok >= 20, "{ok} requests");
+        assert_eq!(
+            mux.entries(),
+            vec!["in-c".to_owned(), "up-a".to_owned()],
+            "up-b gone, in-c added"
+        );
+        edge.close().await;
+        mux.shutdown(Instant::now() + Duration::from_secs(2)).await;
+        peer_a.shutdown(Instant::now()).await;
+        peer_b.shutdown(Instant::now()).await;
+    });
+}

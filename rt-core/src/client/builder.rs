@@ -138,8 +138,13 @@ impl ClientBuilder {
 
     fn spawn(mut self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
         saturate_durations(&mut self.config);
-        let (ctx, events) =
-            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, false, self.observer.take());
+        let (ctx, events) = LinkCtx::new(
+            self.rt.clone(),
+            self.handlers.clone(),
+            self.options,
+            false,
+            self.observer.take(),
+        );
         let server_name = self.target.tls_name(self.server_name.take());
         let shared = Arc::new(ClientShared {
             rt: self.rt.clone(),
