@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use jsonlink_rt::{
     ClientEntry, ConnectionList, Defaults, EntryState, Error, Event, Identity, Link, LinkState,
-    Multiplexer, MuxEvent, MuxLinkId, Reconnect, Role, Runtime, Server, ServerEntry, To,
+    Multiplexer, MuxEvent, MuxLinkId, Reconnect, Role, Runtime, ServerEntry, To,
 };
 use jsonlink_tests::faults::record;
 use jsonlink_tests::fixtures::{Fixture, bind, connect, localhost, ms};
 use jsonlink_tests::runtimes::{Gauges, on_each_runtime, on_tokio};
-use jsonlink_tests::waits::{EXPECT_WITHIN, authenticated, eventually, rebind, within};
+use jsonlink_tests::waits::{EXPECT_WITHIN, eventually, rebind, within};
 use serde_json::{Value, json};
 
 fn mux_identity() -> Identity {
@@ -532,5 +532,339 @@ fn an_entry_added_and_one_removed_while_traffic_flows() {
         mux.shutdown(Instant::now() + Duration::from_secs(2)).await;
         peer_a.shutdown(Instant::now()).await;
         peer_b.shutdown(Instant::now()).await;
+    });
+}
+
+// ------------------------------------------------------------- files
+
+/// A secret for the file tests (test-only, 32 bytes as hex).
+const FILE_SECRET_HEX: &str = "6a736f6e6c696e6b2d6d75782d746573742d7365637265742d33322d62797465";
+
+fn list_toml(up_port: u16) -> String {
+    format!(
+        r#"
+[defaults]
+identity = {{ node = "mux-file", designation = "hub" }}
+secret = {{ file = "secret.hex" }}
+signing = "preferred"
+reconnect = {{ backoff = {{ base_ms = 20, cap_ms = 200 }} }}
+request_timeout_ms = 5000
+client_tls = {{ ca = "ca.pem" }}
+server_tls = {{ cert = "server.pem", key = "server.key" }}
+
+[entries.up]
+connect = "127.0.0.1:{up_port}"
+server_name = "localhost"
+
+[entries.in]
+bind = "127.0.0.1:0"
+max_connections = 4
+encryption = "required"
+"#
+    )
+}
+
+fn list_json(up_port: u16) -> String {
+    json!({
+        "defaults": {
+            "identity": {"node": "mux-file", "designation": "hub"},
+            "secret": {"file": "secret.hex"},
+            "signing": "preferred",
+            "reconnect": {"backoff": {"base_ms": 20, "cap_ms": 200}},
+            "request_timeout_ms": 5000,
+            "client_tls": {"ca": "ca.pem"},
+            "server_tls": {"cert": "server.pem", "key": "server.key"}
+        },
+        "entries": {
+            "up": {"connect": format!("127.0.0.1:{up_port}"), "server_name": "localhost"},
+            "in": {"bind": "127.0.0.1:0", "max_connections": 4, "encryption": "required"}
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn a_connection_list_loaded_from_a_toml_or_json_file() {
+    use jsonlink_rt::{ConnectionList as List, LoadOptions};
+    use jsonlink_tests::fixtures::TempDir;
+    on_tokio(Gauges::Shared, |rt| async move {
+        let secret = jsonlink_rt::Secret::from_hex(FILE_SECRET_HEX).expect("hex");
+        let fx = Fixture::with_secret(rt.clone(), secret);
+        let dir = TempDir::new("mux-list");
+        fx.pki.write_pem(dir.path()).expect("PEM files");
+        std::fs::write(
+            dir.path().join("secret.hex"),
+            format!("{FILE_SECRET_HEX}\n"),
+        )
+        .expect("secret file");
+        let peer = bind(fx.server_as(Identity::new("pa", "upstream"))).await;
+        let _ = peer_handlers(peer.handlers(), "pa");
+        let port = peer.local_addr().port();
+        std::fs::write(dir.path().join("list.toml"), list_toml(port)).expect("toml");
+        std::fs::write(dir.path().join("list.json"), list_json(port)).expect("json");
+
+        for file in ["list.toml", "list.json"] {
+            let list = List::load(dir.path().join(file), &LoadOptions::new())
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let names: Vec<&str> = list.entries().map(|(n, _)| n).collect();
+            assert_eq!(names, ["in", "up"], "{file}");
+            let mux = Multiplexer::builder(rt.clone(), list)
+                .start()
+                .await
+                .expect("mux");
+            let in_addr = mux
+                .entry_status("in")
+                .and_then(|s| s.local_addr)
+                .expect("addr");
+            let edge = connect(fx.client_as(in_addr, Identity::new("ea", "edge"))).await;
+            let _ = peer_handlers(edge.handlers(), "ea");
+            until_authenticated(&mux, &["up", "in"]).await;
+            let answer: Value = mux.call(To::Entry("up"), "echo", &file).await.expect("up");
+            assert_eq!(answer["peer"], "pa");
+            let answer: Value = mux.call(To::Entry("in"), "echo", &file).await.expect("in");
+            assert_eq!(answer["peer"], "ea");
+            // The entry's own policy overrode the default: sealed.
+            let link = edge.link().expect("edge link");
+            assert!(
+                link.auth().is_some_and(|a| a.encryption),
+                "in requires encryption"
+            );
+            assert_eq!(link.peer(), Some(&Identity::new("mux-file", "hub")));
+            edge.close().await;
+            mux.shutdown(Instant::now() + Duration::from_secs(2)).await;
+        }
+        peer.shutdown(Instant::now()).await;
+    });
+}
+
+#[test]
+fn a_connection_list_file_names_the_entry_and_field_of_every_error_and_keeps_secrets_out() {
+    use jsonlink_rt::{ConnectionList as List, ListError, LoadOptions};
+    let opts = LoadOptions::new();
+    let inline = r#"
+[entries.up]
+connect = "127.0.0.1:1"
+secret = { inline = "00112233445566778899aabbccddeeff" }
+"#;
+    match List::from_toml(inline, &opts) {
+        Err(ListError::InlineSecret { entry, field }) => {
+            assert_eq!((entry.as_str(), field.as_str()), ("up", "secret.inline"))
+        }
+        other => panic!("inline refused: {other:?}"),
+    }
+    let list = List::from_toml(inline, &opts.clone().allow_inline_secrets(true))
+        .expect("allowed when asked");
+    assert_eq!(list.entries().count(), 1);
+
+    // A secret written where a table belongs: refused without quoting it.
+    let bare = "[defaults]\nsecret = \"00112233445566778899aabbccddeeff\"\n";
+    let e = List::from_toml(bare, &opts).expect_err("a bare string");
+    let text = e.to_string();
+    assert!(
+        text.contains("line 2") && text.contains("a secret is a table"),
+        "{text}"
+    );
+    assert!(!text.contains("0011223344"), "the secret leaked: {text}");
+    let e = List::from_json(
+        r#"{"defaults": {"secret": "00112233445566778899aabbccddeeff"}}"#,
+        &opts,
+    )
+    .expect_err("a bare string");
+    assert!(!e.to_string().contains("0011223344"), "{e}");
+
+    let unset = "[entries.up]\nconnect = \"127.0.0.1:1\"\nsecret = { env = \"JSONLINK_TEST_NO_SUCH_VARIABLE\" }\n";
+    match List::from_toml(unset, &opts) {
+        Err(ListError::Invalid { entry, field, .. }) => {
+            assert_eq!((entry.as_str(), field.as_str()), ("up", "secret.env"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let both = "[entries.x]\nconnect = \"127.0.0.1:1\"\nbind = \"127.0.0.1:0\"\n";
+    assert!(
+        matches!(List::from_toml(both, &opts), Err(ListError::Invalid { entry, .. }) if entry == "x")
+    );
+    let bad_bind = "[entries.s]\nbind = \"nowhere\"\n";
+    assert!(
+        matches!(List::from_toml(bad_bind, &opts), Err(ListError::Invalid { entry, field, .. }) if entry == "s" && field == "bind")
+    );
+    let typo = "[entries.s]\nbind = \"127.0.0.1:0\"\nmax_conections = 3\n";
+    let e = List::from_toml(typo, &opts).expect_err("unknown key");
+    assert!(e.to_string().contains("max_conections"), "{e}");
+    let missing_file = "[entries.s]\nbind = \"127.0.0.1:0\"\ntls = { cert = \"/nonexistent/s.pem\", key = \"/nonexistent/s.key\" }\n";
+    assert!(
+        matches!(List::from_toml(missing_file, &opts), Err(ListError::Invalid { entry, field, .. }) if entry == "s" && field == "tls.cert")
+    );
+    assert!(matches!(
+        List::load("/nonexistent/list.toml", &opts),
+        Err(ListError::Read { .. })
+    ));
+
+    // In code: an entry missing what neither it nor the defaults have.
+    on_tokio(Gauges::Shared, |rt| async move {
+        let list = ConnectionList::new(Defaults::new().identity(mux_identity()))
+            .server("s", ServerEntry::new(localhost()));
+        match Multiplexer::builder(rt, list).start().await {
+            Err(ListError::Missing { entry, field }) => {
+                assert_eq!((entry.as_str(), field), ("s", "secret"))
+            }
+            other => panic!("{:?}", other.map(drop)),
+        }
+    });
+}
+
+// ---------------------------------------------------------------- X5
+
+#[test]
+fn x5_an_entry_down_from_the_start_and_one_that_flaps_leave_the_others_unaffected() {
+    const FLAPS: usize = 2;
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let steady = bind(fx.server_as(Identity::new("ps", "upstream"))).await;
+        let _ = peer_handlers(steady.handlers(), "ps");
+        let pf = Identity::new("pf", "upstream");
+        let mut flappy = bind(fx.server_as(pf.clone())).await;
+        let flappy_addr = flappy.local_addr();
+        let _ = peer_handlers(flappy.handlers(), "pf");
+        let list = ConnectionList::new(defaults(&fx))
+            .client(
+                "down",
+                ClientEntry::new(jsonlink_tests::fixtures::closed_port()),
+            )
+            .client("flappy", ClientEntry::new(flappy_addr))
+            .client("steady", ClientEntry::new(steady.local_addr()))
+            .server("in", ServerEntry::new(localhost()));
+        let mux = Multiplexer::builder(rt.clone(), list)
+            .start()
+            .await
+            .expect("mux");
+        let in_addr = mux
+            .entry_status("in")
+            .and_then(|s| s.local_addr)
+            .expect("addr");
+        let edge = connect(fx.client_as(in_addr, Identity::new("ea", "edge"))).await;
+        let _ = peer_handlers(edge.handlers(), "ea");
+        let mut flappy_ids = vec![
+            until_authenticated(&mux, &["steady", "flappy", "in"])
+                .await
+                .into_iter()
+                .find(|(e, _)| e == "flappy")
+                .map(|(_, id)| id)
+                .expect("flappy"),
+        ];
+
+        // The entry down from the start.
+        let down = mux.entry_status("down").expect("down");
+        assert_eq!(
+            (down.state, down.links.len()),
+            (EntryState::Connecting, 0),
+            "{down:?}"
+        );
+        let started = Instant::now();
+        let refused = mux.call::<Value, _>(To::Entry("down"), "echo", &()).await;
+        let at_once = started.elapsed() < Duration::from_secs(1);
+        assert!(
+            matches!(refused, Err(Error::NotConnected)) && at_once,
+            "{refused:?}"
+        );
+
+        // Traffic to the other entries all along, while `flappy` flaps
+        // once a second.
+        let flapping = std::sync::atomic::AtomicBool::new(true);
+        let traffic = async {
+            let mut answered = 0u32;
+            while flapping.load(std::sync::atomic::Ordering::Acquire) {
+                for entry in ["steady", "in"] {
+                    let answer: Value = mux
+                        .call(To::Entry(entry), "echo", &answered)
+                        .await
+                        .unwrap_or_else(|e| panic!("request to {entry} during the flaps: {e}"));
+                    assert_eq!(answer["args"], answered);
+                    answered += 1;
+                }
+                pause(ms(5)).await;
+            }
+            answered
+        };
+        let mut down_states = Vec::new();
+        let flaps = async {
+            for _ in 0..FLAPS {
+                pause(Duration::from_secs(1)).await;
+                flappy
+                    .shutdown(Instant::now() + Duration::from_millis(200))
+                    .await;
+                mux_event(&mux, "flappy closed", is_closed("flappy")).await;
+                assert!(
+                    eventually(EXPECT_WITHIN, || mux
+                        .entry_status("flappy")
+                        .is_some_and(|s| s.state == EntryState::Reconnecting))
+                    .await
+                );
+                let s = mux.entry_status("flappy").expect("flappy");
+                let started = Instant::now();
+                let refused = mux.call::<Value, _>(To::Peer(&pf), "echo", &()).await;
+                down_states.push((
+                    s.state,
+                    s.links.last().map(|l| l.state),
+                    matches!(refused, Err(Error::NotConnected))
+                        && started.elapsed() < Duration::from_secs(1),
+                ));
+                pause(Duration::from_secs(1)).await;
+                flappy = rebind(|| fx.server_as(pf.clone()), flappy_addr).await;
+                let _ = peer_handlers(flappy.handlers(), "pf");
+                let up = mux_event(&mux, "flappy again", is_authenticated("flappy")).await;
+                flappy_ids.push(up.link.expect("link"));
+                let answer: Value = mux
+                    .call(To::Peer(&pf), "echo", &())
+                    .await
+                    .expect("flappy back");
+                assert_eq!(answer["peer"], "pf");
+            }
+            flapping.store(false, std::sync::atomic::Ordering::Release);
+        };
+        let (answered, ()) = futures_lite::future::zip(traffic, flaps).await;
+        assert!(
+            down_states.iter().all(|s| *s
+                == (
+                    EntryState::Reconnecting,
+                    Some(LinkState::Reconnecting),
+                    true
+                )),
+            "{down_states:?}"
+        );
+        assert!(
+            flappy_ids.windows(2).all(|w| w[0] < w[1]),
+            "a new id after each flap: {flappy_ids:?}"
+        );
+        let states: Vec<(String, EntryState)> = mux
+            .status()
+            .iter()
+            .map(|s| (s.name.to_string(), s.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("down".into(), EntryState::Connecting),
+                ("flappy".into(), EntryState::Authenticated),
+                ("in".into(), EntryState::Listening),
+                ("steady".into(), EntryState::Authenticated),
+            ]
+        );
+        let still_down = mux.call::<Value, _>(To::Entry("down"), "echo", &()).await;
+        assert!(matches!(still_down, Err(Error::NotConnected)));
+        println!("X5: {answered} requests to the other entries answered during {FLAPS} flaps");
+        record(
+            "X5",
+            format!(
+                "entry down from the start: Connecting, no link, a request NotConnected at once; \
+                 entry flapping every second ({FLAPS} flaps): while down Reconnecting (its last link Reconnecting) \
+                 and a request to its identity NotConnected at once, after each restart Authenticated on a new link id \
+                 and reached by identity; the other entries (a client, a server) answered every request meanwhile; \
+                 final states down Connecting, flappy Authenticated, in Listening, steady Authenticated"
+            ),
+        );
+        edge.close().await;
+        mux.shutdown(Instant::now() + Duration::from_secs(2)).await;
+        flappy.shutdown(Instant::now()).await;
+        steady.shutdown(Instant::now()).await;
     });
 }
