@@ -80,8 +80,8 @@ pub use rustls_pki_types::ServerName;
 
 /// Defines, in an adapter crate, `runtime()` (the adapter's runtime as
 /// `Arc<dyn Runtime>`: `runtime = ..`, after its doc comment), and
-/// `server(..)` and `client(..)`: [`Server::builder`] and
-/// [`Client::builder`] bound to it. Used by jsonlink-tokio,
+/// `server(..)`, `client(..)` and `multiplexer(..)`: [`Server::builder`],
+/// [`Client::builder`] and [`Multiplexer::builder`] bound to it. Used by jsonlink-tokio,
 /// jsonlink-async-std and jsonlink-smol, so the three stay identical. (The
 /// adapters write `pub use jsonlink_rt as rt; pub use jsonlink_rt::*;`
 /// themselves: a macro may not re-export `$crate` on the MSRV, 1.90.)
@@ -114,6 +114,12 @@ macro_rules! adapter_builders {
             identity: $crate::Identity,
         ) -> $crate::ClientBuilder {
             $crate::Client::builder(runtime(), target, tls, server_name, secret, identity)
+        }
+
+        #[doc = concat!("[`Multiplexer::builder`] on ", $name, ": a Multiplexer over the entries")]
+        #[doc = "of `list` (see [`ConnectionList`])."]
+        pub fn multiplexer(list: $crate::ConnectionList) -> $crate::MultiplexerBuilder {
+            $crate::Multiplexer::builder(runtime(), list)
         }
     };
 }

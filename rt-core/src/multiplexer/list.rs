@@ -385,7 +385,7 @@ pub enum ListError {
         addr: SocketAddr,
         /// Why.
         #[source]
-        error: Error,
+        error: Box<Error>,
     },
     /// The file is not valid TOML or JSON, or does not have the shape of
     /// a connection list (the text names the key and, for TOML, the line).

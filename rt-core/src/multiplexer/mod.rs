@@ -544,38 +544,44 @@ impl Multiplexer {
                 let server = b.bind(addr).await.map_err(|error| ListError::Bind {
                     entry: name.to_string(),
                     addr,
-                    error,
+                    error: Box::new(error),
                 })?;
                 Endpoint::Server(server)
             }
         };
         let (stop_tx, stop_rx) = async_channel::bounded(1);
-        {
+        let refused = {
             let mut reg = shared.registry();
             // Checked again: another `add` of the same name, or a
             // shutdown, may have run while the server bound.
-            if reg.stopped || reg.entries.contains_key(&name) {
-                drop(reg);
-                let stopped = reg_stopped(shared);
-                endpoint.stop(shared.rt.now()).await;
-                return Err(if stopped {
-                    ListError::ShutDown
-                } else {
-                    ListError::Duplicate {
-                        entry: name.to_string(),
-                    }
-                });
+            if reg.stopped {
+                Some(ListError::ShutDown)
+            } else if reg.entries.contains_key(&name) {
+                Some(ListError::Duplicate {
+                    entry: name.to_string(),
+                })
+            } else {
+                // A client's first link may have authenticated already.
+                let ever_up = reg
+                    .links
+                    .values()
+                    .any(|r| r.entry == name && r.link.auth().is_some());
+                reg.entries.insert(
+                    name.clone(),
+                    EntryRt {
+                        endpoint: endpoint.clone(),
+                        rr: 0,
+                        ever_up,
+                        history: VecDeque::new(),
+                        stop: stop_tx,
+                    },
+                );
+                None
             }
-            reg.entries.insert(
-                name.clone(),
-                EntryRt {
-                    endpoint: endpoint.clone(),
-                    rr: 0,
-                    ever_up: false,
-                    history: VecDeque::new(),
-                    stop: stop_tx,
-                },
-            );
+        };
+        if let Some(e) = refused {
+            endpoint.stop(shared.rt.now()).await;
+            return Err(e);
         }
         tracing::info!(entry = %name, role = ?role, "multiplexer entry added");
         shared.rt.spawn(Box::pin(forward(
@@ -1044,16 +1050,12 @@ impl Multiplexer {
     }
 }
 
-fn reg_stopped(shared: &MuxShared) -> bool {
-    shared.registry().stopped
-}
-
 fn entry_status(reg: &Registry, name: &Arc<str>, e: &EntryRt) -> EntryStatus {
     let role = e.endpoint.role();
     let open: Vec<LinkStatus> = reg
         .links
         .iter()
-        .filter(|(_, r)| Arc::ptr_eq(&r.entry, name) || r.entry == *name)
+        .filter(|(_, r)| r.entry == *name)
         .map(|(id, r)| r.status(*id))
         .collect();
     let state = match &e.endpoint {
