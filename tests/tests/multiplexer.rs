@@ -135,6 +135,7 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
         .server("in-a", ServerEntry::new(localhost()))
         .server("in-b", ServerEntry::new(localhost()).max_connections(8));
     let mux = Multiplexer::builder(rt.clone(), list)
+        .consume_events(true)
         .start()
         .await
         .expect("mux starts");
@@ -236,6 +237,47 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
         Some(&id),
         ids.iter().find(|(e, _)| e == "up-a").map(|(_, id)| id)
     );
+
+    // What no handler takes reaches the merged stream (consume_events),
+    // naming its entry and link; a request there is answered through it.
+    let (_, in_b_id) = ids.iter().find(|(e, _)| e == "in-b").expect("in-b");
+    edge_b
+        .send(&json!({"op": "unhandled", "n": 1}))
+        .await
+        .expect("sent");
+    let ev = mux_event(&mux, "the unhandled message", |ev| {
+        matches!(ev.event, Event::Message(_))
+    })
+    .await;
+    assert_eq!((&*ev.entry, ev.link), ("in-b", Some(*in_b_id)));
+    let no_op = json!({"no": "op"});
+    let asking = edge_b.request::<Value, _>(&no_op);
+    let answering = async {
+        let ev = mux_event(&mux, "the request without op", |ev| {
+            matches!(ev.event, Event::Request(_))
+        })
+        .await;
+        assert_eq!((&*ev.entry, ev.link), ("in-b", Some(*in_b_id)));
+        let Event::Request(req) = ev.event else {
+            unreachable!()
+        };
+        req.respond(&json!({"answered_by": ev.entry.to_string()}))
+            .expect("respond");
+    };
+    let (asked, ()) = futures_lite::future::zip(asking, answering).await;
+    assert_eq!(asked.expect("answered"), json!({"answered_by": "in-b"}));
+
+    // A ping to an entry reaches its peer.
+    assert_eq!(
+        mux.ping(To::Entry("up-b"), Some(&json!({"load": 1})))
+            .await
+            .expect("ping"),
+        1
+    );
+    match within(EXPECT_WITHIN, up_b.wait_for(jsonlink_rt::EventKind::Ping)).await {
+        Some(Some(Event::Ping { data: Some(d), .. })) => assert_eq!(d.get(), r#"{"load":1}"#),
+        other => panic!("the peer's ping: {other:?}"),
+    }
 
     // Broadcast from the mux reaches all four.
     assert_eq!(

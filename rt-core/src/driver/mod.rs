@@ -87,12 +87,13 @@ pub(crate) trait LinkHooks: Send {
 }
 
 /// What a [`Multiplexer`](crate::Multiplexer) learns of every link of
-/// its entries, from the link's driver: created (before the handshake),
-/// authenticated, closing (stopped taking commands), closed (released).
+/// its entries, from the link's driver: created (before the handshake and
+/// before any event or handler call), authenticated, closed (released,
+/// before its final event). Whether it takes commands the Multiplexer
+/// reads from the link itself.
 pub(crate) trait LinkObserver: Send + Sync {
     fn created(&self, link: &Link);
     fn authenticated(&self, link: &Link);
-    fn closing(&self, link: &Link);
     fn closed(&self, link: &Link, reason: &CloseReason);
 }
 
@@ -409,9 +410,6 @@ impl Driver {
             && let Some(h) = self.hooks.as_mut()
         {
             h.closing(&self.link, self.conn.closing_reason());
-            if let Some(o) = &self.ctx.observer {
-                o.closing(&self.link);
-            }
         }
     }
 

@@ -381,8 +381,6 @@ impl LinkObserver for EntryObserver {
         }
     }
 
-    fn closing(&self, _link: &Link) {}
-
     fn closed(&self, link: &Link, _reason: &CloseReason) {
         let Some(mux) = self.mux.upgrade() else {
             return;
@@ -1059,6 +1057,7 @@ fn entry_status(reg: &Registry, name: &Arc<str>, e: &EntryRt) -> EntryStatus {
         .map(|(id, r)| r.status(*id))
         .collect();
     let state = match &e.endpoint {
+        _ if reg.stopped => EntryState::Closed,
         Endpoint::Server(_) => EntryState::Listening,
         Endpoint::Client(c) if c.is_closed() => EntryState::Closed,
         Endpoint::Client(_) if open.iter().any(|l| l.state == LinkState::Authenticated) => {
