@@ -287,8 +287,8 @@ impl From<ServerEntry> for EntrySpec {
 /// Named entries and their shared defaults: what a
 /// [`Multiplexer`](crate::Multiplexer) starts with. Built in code, or
 /// (feature `config-file`) read from a TOML or JSON file with
-/// [`ConnectionList::from_toml`] / [`ConnectionList::from_json`] /
-/// [`ConnectionList::load`].
+/// `ConnectionList::from_toml` / `from_json` / `load` (README,
+/// "Connection-list files").
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionList {
     pub(crate) defaults: Defaults,
@@ -366,7 +366,7 @@ pub enum ListError {
         reason: String,
     },
     /// A secret written in the file itself, where the loader did not
-    /// allow that ([`LoadOptions::allow_inline_secrets`](crate::LoadOptions::allow_inline_secrets)).
+    /// allow that (feature `config-file`: `LoadOptions::allow_inline_secrets`).
     #[error(
         "entry `{entry}`, field `{field}`: an inline secret is refused; name an environment variable (`env`) or a file (`file`) instead"
     )]
