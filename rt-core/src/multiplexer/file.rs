@@ -21,7 +21,9 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use zeroize::Zeroize as _;
 
-use super::list::{ClientEntry, ConnectionList, Defaults, EntrySpec, ListError, ServerEntry};
+use super::list::{
+    ClientEntry, Common, ConnectionList, Defaults, EntrySpec, ListError, ServerEntry,
+};
 use crate::certs;
 use crate::reconnect::Reconnect;
 
@@ -499,6 +501,17 @@ impl FileList {
 }
 
 impl FileEntry {
+    /// The values every entry may set.
+    fn common(&self, cx: &Ctx<'_>) -> Result<Common, ListError> {
+        Ok(Common {
+            identity: self.identity.as_ref().map(identity),
+            secret: self.secret.as_ref().map(|s| cx.secret(s)).transpose()?,
+            signing: self.signing.map(Into::into),
+            encryption: self.encryption.map(Into::into),
+            request_timeout: self.request_timeout_ms.map(Duration::from_millis),
+        })
+    }
+
     fn resolve(&self, cx: &Ctx<'_>) -> Result<EntrySpec, ListError> {
         match (&self.connect, &self.bind) {
             (Some(target), None) => self.client(cx, target).map(EntrySpec::Client),
@@ -538,11 +551,7 @@ impl FileEntry {
         if let Some(r) = self.reconnect {
             e = e.reconnect(r.into());
         }
-        e.identity = self.identity.as_ref().map(identity);
-        e.secret = self.secret.as_ref().map(|s| cx.secret(s)).transpose()?;
-        e.signing = self.signing.map(Into::into);
-        e.encryption = self.encryption.map(Into::into);
-        e.request_timeout = self.request_timeout_ms.map(Duration::from_millis);
+        e.common = self.common(cx)?;
         Ok(e)
     }
 
@@ -562,11 +571,7 @@ impl FileEntry {
         if let Some(t) = &self.tls {
             e = e.tls(Arc::new(cx.server_tls("tls", t)?));
         }
-        e.identity = self.identity.as_ref().map(identity);
-        e.secret = self.secret.as_ref().map(|s| cx.secret(s)).transpose()?;
-        e.signing = self.signing.map(Into::into);
-        e.encryption = self.encryption.map(Into::into);
-        e.request_timeout = self.request_timeout_ms.map(Duration::from_millis);
+        e.common = self.common(cx)?;
         e.max_connections = self.max_connections;
         e.max_connections_per_ip = self.max_connections_per_ip;
         Ok(e)

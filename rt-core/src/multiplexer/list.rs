@@ -21,6 +21,31 @@ fn set<T>(v: &Option<T>) -> &'static str {
     if v.is_some() { "<set>" } else { "None" }
 }
 
+/// What the defaults and every entry may set: the identity announced,
+/// the secret, the signing and encryption policies, the request timeout.
+/// An entry's value wins over the defaults'.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Common {
+    pub(crate) identity: Option<Identity>,
+    pub(crate) secret: Option<Secret>,
+    pub(crate) signing: Option<Policy>,
+    pub(crate) encryption: Option<Policy>,
+    pub(crate) request_timeout: Option<Duration>,
+}
+
+impl Common {
+    /// These values where set, else those of `defaults`.
+    pub(crate) fn or(&self, defaults: &Self) -> Self {
+        Self {
+            identity: self.identity.clone().or_else(|| defaults.identity.clone()),
+            secret: self.secret.clone().or_else(|| defaults.secret.clone()),
+            signing: self.signing.or(defaults.signing),
+            encryption: self.encryption.or(defaults.encryption),
+            request_timeout: self.request_timeout.or(defaults.request_timeout),
+        }
+    }
+}
+
 /// What every entry of a [`ConnectionList`] uses unless it says otherwise:
 /// the identity announced, the secret, TLS for client and server entries,
 /// the signing and encryption policies, the reconnect policy and the
@@ -29,27 +54,19 @@ fn set<T>(v: &Option<T>) -> &'static str {
 /// [`ListError::Missing`] naming the entry and the field.
 #[derive(Clone, Default)]
 pub struct Defaults {
-    pub(crate) identity: Option<Identity>,
-    pub(crate) secret: Option<Secret>,
+    pub(crate) common: Common,
     pub(crate) client_tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) server_tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) signing: Option<Policy>,
-    pub(crate) encryption: Option<Policy>,
     pub(crate) reconnect: Option<Reconnect>,
-    pub(crate) request_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Defaults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Defaults")
-            .field("identity", &self.identity)
-            .field("secret", &self.secret)
+            .field("common", &self.common)
             .field("client_tls", &set(&self.client_tls))
             .field("server_tls", &set(&self.server_tls))
-            .field("signing", &self.signing)
-            .field("encryption", &self.encryption)
             .field("reconnect", &self.reconnect)
-            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -61,33 +78,33 @@ macro_rules! common_setters {
         /// The identity announced in the handshake (node and designation,
         /// zetta-rpc's `node` and `designation`).
         pub fn identity(mut self, identity: Identity) -> Self {
-            self.identity = Some(identity);
+            self.common.identity = Some(identity);
             self
         }
 
         /// The shared secret (zetta-rpc's `auth`).
         pub fn secret(mut self, secret: Secret) -> Self {
-            self.secret = Some(secret);
+            self.common.secret = Some(secret);
             self
         }
 
         /// The signing policy (default [`Policy::Optional`]).
         pub fn signing(mut self, policy: Policy) -> Self {
-            self.signing = Some(policy);
+            self.common.signing = Some(policy);
             self
         }
 
         /// The second-layer encryption policy (default
         /// [`Policy::Optional`]).
         pub fn encryption(mut self, policy: Policy) -> Self {
-            self.encryption = Some(policy);
+            self.common.encryption = Some(policy);
             self
         }
 
         /// The timeout of requests that name none (default
         /// [`jsonlink_proto::DEFAULT_REQUEST_TIMEOUT`]).
         pub fn request_timeout(mut self, timeout: Duration) -> Self {
-            self.request_timeout = Some(timeout);
+            self.common.request_timeout = Some(timeout);
             self
         }
     };
@@ -128,13 +145,9 @@ impl Defaults {
 pub struct ClientEntry {
     pub(crate) target: Target,
     pub(crate) server_name: Option<ServerName<'static>>,
-    pub(crate) identity: Option<Identity>,
-    pub(crate) secret: Option<Secret>,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-    pub(crate) signing: Option<Policy>,
-    pub(crate) encryption: Option<Policy>,
     pub(crate) reconnect: Option<Reconnect>,
-    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) common: Common,
 }
 
 impl fmt::Debug for ClientEntry {
@@ -142,13 +155,9 @@ impl fmt::Debug for ClientEntry {
         f.debug_struct("ClientEntry")
             .field("target", &self.target)
             .field("server_name", &self.server_name)
-            .field("identity", &self.identity)
-            .field("secret", &self.secret)
             .field("tls", &set(&self.tls))
-            .field("signing", &self.signing)
-            .field("encryption", &self.encryption)
             .field("reconnect", &self.reconnect)
-            .field("request_timeout", &self.request_timeout)
+            .field("common", &self.common)
             .finish()
     }
 }
@@ -160,13 +169,9 @@ impl ClientEntry {
         Self {
             target: target.into(),
             server_name: None,
-            identity: None,
-            secret: None,
             tls: None,
-            signing: None,
-            encryption: None,
             reconnect: None,
-            request_timeout: None,
+            common: Common::default(),
         }
     }
 
@@ -197,28 +202,20 @@ impl ClientEntry {
 #[derive(Clone)]
 pub struct ServerEntry {
     pub(crate) bind: SocketAddr,
-    pub(crate) identity: Option<Identity>,
-    pub(crate) secret: Option<Secret>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) signing: Option<Policy>,
-    pub(crate) encryption: Option<Policy>,
-    pub(crate) request_timeout: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) common: Common,
 }
 
 impl fmt::Debug for ServerEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerEntry")
             .field("bind", &self.bind)
-            .field("identity", &self.identity)
-            .field("secret", &self.secret)
             .field("tls", &set(&self.tls))
-            .field("signing", &self.signing)
-            .field("encryption", &self.encryption)
-            .field("request_timeout", &self.request_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("common", &self.common)
             .finish()
     }
 }
@@ -230,14 +227,10 @@ impl ServerEntry {
     pub fn new(bind: SocketAddr) -> Self {
         Self {
             bind,
-            identity: None,
-            secret: None,
             tls: None,
-            signing: None,
-            encryption: None,
-            request_timeout: None,
             max_connections: None,
             max_connections_per_ip: None,
+            common: Common::default(),
         }
     }
 

@@ -22,13 +22,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use jsonlink_proto::{CloseReason, Identity, RawJson};
+use jsonlink_proto::{CloseReason, Identity, RawJson, Secret};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 #[cfg(feature = "config-file")]
 pub use file::LoadOptions;
+use list::Common;
 pub use list::{ClientEntry, ConnectionList, Defaults, EntrySpec, ListError, ServerEntry};
 pub use status::{EntryState, EntryStatus, LinkState, LinkStatus, MuxEvent, MuxLinkId, Role};
 
@@ -449,6 +450,46 @@ async fn forward(
     }
 }
 
+/// An entry's common values over the defaults', with the two it cannot
+/// do without.
+fn resolve(
+    name: &str,
+    entry: &Common,
+    defaults: &Common,
+) -> Result<(Secret, Identity, Common), ListError> {
+    let common = entry.or(defaults);
+    let secret = common
+        .secret
+        .clone()
+        .ok_or_else(|| ListError::missing(name, "secret"))?;
+    let identity = common
+        .identity
+        .clone()
+        .ok_or_else(|| ListError::missing(name, "identity"))?;
+    Ok((secret, identity, common))
+}
+
+/// Applies the Multiplexer's link options and handlers, and an entry's
+/// resolved [`Common`] values, to a server or client builder (the two
+/// share these setters).
+macro_rules! apply_common {
+    ($builder:expr, $shared:expr, $common:expr) => {{
+        let mut b = $builder
+            .link_options($shared.options.clone())
+            .handlers($shared.handlers.clone());
+        if let Some(p) = $common.signing {
+            b = b.signing(p);
+        }
+        if let Some(p) = $common.encryption {
+            b = b.encryption(p);
+        }
+        if let Some(t) = $common.request_timeout {
+            b = b.request_timeout(t);
+        }
+        b
+    }};
+}
+
 /// Waits for every future, run as tasks of their own (so they proceed
 /// together whatever the runtime).
 async fn join_all(rt: &dyn Runtime, futures: Vec<BoxFuture<'static, ()>>) {
@@ -594,75 +635,41 @@ impl Multiplexer {
     fn client_builder(&self, name: &str, c: ClientEntry) -> Result<ClientBuilder, ListError> {
         let shared = &self.inner.shared;
         let d = &shared.defaults;
-        let secret = c
-            .secret
-            .or_else(|| d.secret.clone())
-            .ok_or_else(|| ListError::missing(name, "secret"))?;
-        let identity = c
-            .identity
-            .or_else(|| d.identity.clone())
-            .ok_or_else(|| ListError::missing(name, "identity"))?;
+        let (secret, identity, common) = resolve(name, &c.common, &d.common)?;
         let tls = c
             .tls
             .or_else(|| d.client_tls.clone())
             .ok_or_else(|| ListError::missing(name, "tls"))?;
-        let mut b = Client::builder(
+        let b = Client::builder(
             shared.rt.clone(),
             c.target,
             tls,
             c.server_name,
             secret,
             identity,
-        )
-        .link_options(shared.options.clone())
-        .handlers(shared.handlers.clone());
-        if let Some(p) = c.reconnect.or(d.reconnect) {
-            b = b.reconnect(p);
-        }
-        if let Some(p) = c.signing.or(d.signing) {
-            b = b.signing(p);
-        }
-        if let Some(p) = c.encryption.or(d.encryption) {
-            b = b.encryption(p);
-        }
-        if let Some(t) = c.request_timeout.or(d.request_timeout) {
-            b = b.request_timeout(t);
-        }
-        Ok(b)
+        );
+        let b = apply_common!(b, shared, common);
+        Ok(match c.reconnect.or(d.reconnect) {
+            Some(p) => b.reconnect(p),
+            None => b,
+        })
     }
 
     fn server_builder(&self, name: &str, s: ServerEntry) -> Result<ServerBuilder, ListError> {
         let shared = &self.inner.shared;
         let d = &shared.defaults;
-        let secret = s
-            .secret
-            .or_else(|| d.secret.clone())
-            .ok_or_else(|| ListError::missing(name, "secret"))?;
-        let identity = s
-            .identity
-            .or_else(|| d.identity.clone())
-            .ok_or_else(|| ListError::missing(name, "identity"))?;
+        let (secret, identity, common) = resolve(name, &s.common, &d.common)?;
         let tls = s
             .tls
             .or_else(|| d.server_tls.clone())
             .ok_or_else(|| ListError::missing(name, "tls"))?;
-        let mut b = Server::builder(shared.rt.clone(), tls, secret, identity)
-            .link_options(shared.options.clone())
-            .handlers(shared.handlers.clone())
+        let b = Server::builder(shared.rt.clone(), tls, secret, identity)
             .max_connections_per_ip(s.max_connections_per_ip);
-        if let Some(n) = s.max_connections {
-            b = b.max_connections(n);
-        }
-        if let Some(p) = s.signing.or(d.signing) {
-            b = b.signing(p);
-        }
-        if let Some(p) = s.encryption.or(d.encryption) {
-            b = b.encryption(p);
-        }
-        if let Some(t) = s.request_timeout.or(d.request_timeout) {
-            b = b.request_timeout(t);
-        }
-        Ok(b)
+        let b = apply_common!(b, shared, common);
+        Ok(match s.max_connections {
+            Some(n) => b.max_connections(n),
+            None => b,
+        })
     }
 
     /// Removes the entry `name` while running: it leaves addressing at
