@@ -81,6 +81,31 @@ fn peer_handlers(
     rx
 }
 
+/// Starts a Multiplexer over `list` (with the mux handlers not yet set).
+async fn start(rt: &Arc<dyn Runtime>, list: ConnectionList) -> Multiplexer {
+    Multiplexer::builder(rt.clone(), list)
+        .start()
+        .await
+        .expect("the multiplexer starts")
+}
+
+/// A client `node`/`edge` of the mux's server entry `entry`, with the
+/// peer handlers.
+async fn edge_client(
+    fx: &Fixture,
+    mux: &Multiplexer,
+    entry: &str,
+    node: &'static str,
+) -> jsonlink_rt::Client {
+    let addr = mux
+        .entry_status(entry)
+        .and_then(|s| s.local_addr)
+        .expect("a server entry's address");
+    let client = connect(fx.client_as(addr, Identity::new(node, "edge"))).await;
+    let _ = peer_handlers(client.handlers(), node);
+    client
+}
+
 /// Waits for `Authenticated` events of the merged stream until every entry
 /// of `entries` has one; their links' ids by entry.
 async fn until_authenticated(mux: &Multiplexer, entries: &[&str]) -> Vec<(String, MuxLinkId)> {
@@ -385,16 +410,8 @@ async fn peer_restart(rt: Arc<dyn Runtime>) {
     let list = ConnectionList::new(defaults(&fx))
         .client("up", ClientEntry::new(addr))
         .server("in", ServerEntry::new(localhost()));
-    let mux = Multiplexer::builder(rt.clone(), list)
-        .start()
-        .await
-        .expect("mux");
-    let in_addr = mux
-        .entry_status("in")
-        .and_then(|s| s.local_addr)
-        .expect("addr");
-    let edge = connect(fx.client_as(in_addr, Identity::new("ea", "edge"))).await;
-    let _ = peer_handlers(edge.handlers(), "ea");
+    let mux = start(&rt, list).await;
+    let edge = edge_client(&fx, &mux, "in", "ea").await;
     let ids = until_authenticated(&mux, &["up", "in"]).await;
     let first_up = ids
         .iter()
@@ -488,10 +505,7 @@ fn an_entry_added_and_one_removed_while_traffic_flows() {
         let list = ConnectionList::new(defaults(&fx))
             .client("up-a", ClientEntry::new(peer_a.local_addr()))
             .client("up-b", ClientEntry::new(peer_b.local_addr()));
-        let mux = Multiplexer::builder(rt.clone(), list)
-            .start()
-            .await
-            .expect("mux");
+        let mux = start(&rt, list).await;
         let ids = until_authenticated(&mux, &["up-a", "up-b"]).await;
         let highest = ids.iter().map(|(_, id)| *id).max().expect("ids");
 
@@ -650,16 +664,8 @@ fn a_connection_list_loaded_from_a_toml_or_json_file() {
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             let names: Vec<&str> = list.entries().map(|(n, _)| n).collect();
             assert_eq!(names, ["in", "up"], "{file}");
-            let mux = Multiplexer::builder(rt.clone(), list)
-                .start()
-                .await
-                .expect("mux");
-            let in_addr = mux
-                .entry_status("in")
-                .and_then(|s| s.local_addr)
-                .expect("addr");
-            let edge = connect(fx.client_as(in_addr, Identity::new("ea", "edge"))).await;
-            let _ = peer_handlers(edge.handlers(), "ea");
+            let mux = start(&rt, list).await;
+            let edge = edge_client(&fx, &mux, "in", "ea").await;
             until_authenticated(&mux, &["up", "in"]).await;
             let answer: Value = mux.call(To::Entry("up"), "echo", &file).await.expect("up");
             assert_eq!(answer["peer"], "pa");
@@ -775,16 +781,8 @@ fn x5_an_entry_down_from_the_start_and_one_that_flaps_leave_the_others_unaffecte
             .client("flappy", ClientEntry::new(flappy_addr))
             .client("steady", ClientEntry::new(steady.local_addr()))
             .server("in", ServerEntry::new(localhost()));
-        let mux = Multiplexer::builder(rt.clone(), list)
-            .start()
-            .await
-            .expect("mux");
-        let in_addr = mux
-            .entry_status("in")
-            .and_then(|s| s.local_addr)
-            .expect("addr");
-        let edge = connect(fx.client_as(in_addr, Identity::new("ea", "edge"))).await;
-        let _ = peer_handlers(edge.handlers(), "ea");
+        let mux = start(&rt, list).await;
+        let edge = edge_client(&fx, &mux, "in", "ea").await;
         let mut flappy_ids = vec![
             until_authenticated(&mux, &["steady", "flappy", "in"])
                 .await

@@ -18,6 +18,7 @@ mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -870,20 +871,33 @@ impl Multiplexer {
     ///
     /// As [`send`](Self::send), without [`Error::Encode`].
     pub async fn send_raw(&self, to: To<'_>, body: Arc<RawValue>) -> Result<usize, Error> {
-        let links = self.targets(to)?;
-        let mut sent = 0;
+        self.on_each(to, |link| {
+            let body = body.clone();
+            async move { link.send_raw(body).await }
+        })
+        .await
+    }
+
+    /// Runs `command` on every live link `to` names, one after the other;
+    /// on how many it succeeded (the first error if on none).
+    async fn on_each<F, Fut>(&self, to: To<'_>, mut command: F) -> Result<usize, Error>
+    where
+        F: FnMut(Link) -> Fut,
+        Fut: Future<Output = Result<(), Error>>,
+    {
+        let mut done = 0;
         let mut first_error = None;
-        for link in links {
-            match link.send_raw(body.clone()).await {
-                Ok(()) => sent += 1,
+        for link in self.targets(to)? {
+            match command(link).await {
+                Ok(()) => done += 1,
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
         match first_error {
-            Some(e) if sent == 0 => Err(e),
-            _ => Ok(sent),
+            Some(e) if done == 0 => Err(e),
+            _ => Ok(done),
         }
     }
 
@@ -899,21 +913,8 @@ impl Multiplexer {
         to: To<'_>,
         data: Option<&T>,
     ) -> Result<usize, Error> {
-        let links = self.targets(to)?;
-        let mut pinged = 0;
-        let mut first_error = None;
-        for link in links {
-            match link.ping(data).await {
-                Ok(()) => pinged += 1,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) if pinged == 0 => Err(e),
-            _ => Ok(pinged),
-        }
+        self.on_each(to, |link| async move { link.ping(data).await })
+            .await
     }
 
     /// Sends a message to every live link of every entry without waiting
