@@ -40,7 +40,7 @@ use crate::deadline::clamp_deadline;
 use crate::dispatch::Handlers;
 use crate::driver::LinkObserver;
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::EventStream;
 use crate::link::{Link, MuxTag};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::server::{Server, ServerBuilder};
@@ -210,13 +210,14 @@ struct MuxInner {
 
 impl Drop for MuxInner {
     fn drop(&mut self) {
-        // Stops every forwarder, which drops its handle of its entry;
-        // the registry's handles go with the shared state.
-        let entries = std::mem::take(&mut self.shared.registry().entries);
-        for e in entries.values() {
-            e.stop.close();
-        }
-        self.shared.registry().stopped = true;
+        // The entries' handles go: each server and client closes (its
+        // forwarder ends with its event stream).
+        let entries = {
+            let mut reg = self.shared.registry();
+            reg.stopped = true;
+            std::mem::take(&mut reg.entries)
+        };
+        drop(entries);
     }
 }
 
@@ -278,20 +279,6 @@ impl Endpoint {
         }
     }
 
-    async fn next_events(&self, out: &mut Vec<Event>, max: usize) -> usize {
-        match self {
-            Self::Client(c) => c.next_events(out, max).await,
-            Self::Server(s) => s.next_events(out, max).await,
-        }
-    }
-
-    fn try_next_event(&self) -> Option<Event> {
-        match self {
-            Self::Client(c) => c.try_next_event(),
-            Self::Server(s) => s.try_next_event(),
-        }
-    }
-
     /// Stops the entry: a server shuts down, a client closes, both by
     /// `deadline`.
     async fn stop(&self, deadline: Instant) {
@@ -310,8 +297,6 @@ struct EntryRt {
     ever_up: bool,
     /// The last links that ended, oldest first.
     history: VecDeque<LinkStatus>,
-    /// Closing it stops the entry's forwarder.
-    stop: async_channel::Sender<()>,
 }
 
 struct LinkRec {
@@ -405,47 +390,20 @@ impl LinkObserver for EntryObserver {
     }
 }
 
-/// Moves one entry's events into the merged stream until told to stop
-/// (then it moves what is already waiting, and ends).
-async fn forward(
-    endpoint: Endpoint,
-    entry: Arc<str>,
-    tx: async_channel::Sender<MuxEvent>,
-    stop: async_channel::Receiver<()>,
-) {
-    let wrap = |event: Event| MuxEvent {
-        entry: entry.clone(),
-        link: status::event_link(&event).and_then(Link::mux_id),
-        event,
-    };
-    let run = async {
-        let mut batch = Vec::with_capacity(FORWARD_BATCH);
-        loop {
-            if endpoint.next_events(&mut batch, FORWARD_BATCH).await == 0 {
+/// Moves one entry's events into the merged stream, until the entry's
+/// stream ends (its server or client, and every link of it, are gone) or
+/// the Multiplexer is dropped.
+async fn forward(events: EventStream, entry: Arc<str>, tx: async_channel::Sender<MuxEvent>) {
+    let mut batch = Vec::with_capacity(FORWARD_BATCH);
+    while events.next_many(&mut batch, FORWARD_BATCH).await > 0 {
+        for event in batch.drain(..) {
+            let ev = MuxEvent {
+                entry: entry.clone(),
+                link: status::event_link(&event).and_then(Link::mux_id),
+                event,
+            };
+            if tx.send(ev).await.is_err() {
                 return;
-            }
-            for ev in batch.drain(..) {
-                if tx.send(wrap(ev)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    };
-    let stopped = futures_lite::future::or(
-        async {
-            let _ = stop.recv().await;
-            true
-        },
-        async {
-            run.await;
-            false
-        },
-    )
-    .await;
-    if stopped {
-        while let Some(ev) = endpoint.try_next_event() {
-            if tx.try_send(wrap(ev)).is_err() {
-                break;
             }
         }
     }
@@ -571,25 +529,28 @@ impl Multiplexer {
             entry: name.clone(),
             role,
         });
-        let endpoint = match entry {
+        let (endpoint, events) = match entry {
             EntrySpec::Client(c) => {
                 let mut b = self.client_builder(&name, c)?;
                 b.observer = Some(observer);
-                Endpoint::Client(b.start())
+                let (client, events) = b.start_detached_events();
+                (Endpoint::Client(client), events)
             }
             EntrySpec::Server(s) => {
                 let addr = s.bind;
                 let mut b = self.server_builder(&name, s)?;
                 b.observer = Some(observer);
-                let server = b.bind(addr).await.map_err(|error| ListError::Bind {
-                    entry: name.to_string(),
-                    addr,
-                    error: Box::new(error),
-                })?;
-                Endpoint::Server(server)
+                let (server, events) =
+                    b.bind_detached_events(addr)
+                        .await
+                        .map_err(|error| ListError::Bind {
+                            entry: name.to_string(),
+                            addr,
+                            error: Box::new(error),
+                        })?;
+                (Endpoint::Server(server), events)
             }
         };
-        let (stop_tx, stop_rx) = async_channel::bounded(1);
         let refused = {
             let mut reg = shared.registry();
             // Checked again: another `add` of the same name, or a
@@ -613,7 +574,6 @@ impl Multiplexer {
                         rr: 0,
                         ever_up,
                         history: VecDeque::new(),
-                        stop: stop_tx,
                     },
                 );
                 None
@@ -624,12 +584,9 @@ impl Multiplexer {
             return Err(e);
         }
         tracing::info!(entry = %name, role = ?role, "multiplexer entry added");
-        shared.rt.spawn(Box::pin(forward(
-            endpoint,
-            name,
-            shared.events_tx.clone(),
-            stop_rx,
-        )));
+        shared
+            .rt
+            .spawn(Box::pin(forward(events, name, shared.events_tx.clone())));
         Ok(())
     }
 
@@ -676,8 +633,8 @@ impl Multiplexer {
     /// Removes the entry `name` while running: it leaves addressing at
     /// once, then stops gracefully by `deadline` (a server shuts down, a
     /// client closes: see [`Server::shutdown`], [`Client::close_by`]);
-    /// returns when it has. Its events up to then still reach the merged
-    /// stream.
+    /// returns when it has. Its events, to the `Closed` of its last link,
+    /// still reach the merged stream.
     ///
     /// # Errors
     ///
@@ -695,7 +652,9 @@ impl Multiplexer {
         };
         tracing::info!(entry = %name, "multiplexer entry removed");
         entry.endpoint.stop(deadline).await;
-        entry.stop.close();
+        // Dropping the handle lets the entry's event stream end once its
+        // last link has: its forwarder passes on every event till then.
+        drop(entry);
         Ok(())
     }
 
@@ -708,26 +667,19 @@ impl Multiplexer {
     pub async fn shutdown(&self, deadline: Instant) {
         let shared = &self.inner.shared;
         let deadline = clamp_deadline(shared.rt.now(), deadline);
-        let entries: Vec<(Endpoint, async_channel::Sender<()>)> = {
+        let entries: Vec<Endpoint> = {
             let mut reg = shared.registry();
             reg.stopped = true;
-            reg.entries
-                .values()
-                .map(|e| (e.endpoint.clone(), e.stop.clone()))
-                .collect()
+            reg.entries.values().map(|e| e.endpoint.clone()).collect()
         };
         tracing::info!(entries = entries.len(), "multiplexer shutting down");
         let stops = entries
-            .iter()
-            .map(|(endpoint, _)| {
-                let endpoint = endpoint.clone();
+            .into_iter()
+            .map(|endpoint| {
                 Box::pin(async move { endpoint.stop(deadline).await }) as BoxFuture<'static, ()>
             })
             .collect();
         join_all(&*shared.rt, stops).await;
-        for (_, stop) in entries {
-            stop.close();
-        }
     }
 
     // ------------------------------------------------------------ status
