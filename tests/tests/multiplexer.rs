@@ -911,3 +911,31 @@ fn x5_an_entry_down_from_the_start_and_one_that_flaps_leave_the_others_unaffecte
         steady.shutdown(Instant::now()).await;
     });
 }
+
+// -------------------------------------------------------------- leaks
+
+#[test]
+fn a_dropped_multiplexer_ends_every_task_its_entries_and_forwarders_ran() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let counting = jsonlink_tests::CountingRuntime::new(rt);
+        let rt: Arc<dyn Runtime> = counting.clone();
+        let fx = Fixture::new(rt.clone());
+        let peer = bind(fx.server_as(Identity::new("pa", "upstream"))).await;
+        let _ = peer_handlers(peer.handlers(), "pa");
+        let list = ConnectionList::new(defaults(&fx))
+            .client("up", ClientEntry::new(peer.local_addr()))
+            .server("in", ServerEntry::new(localhost()));
+        let mux = start(&rt, list).await;
+        let edge = edge_client(&fx, &mux, "in", "ea").await;
+        until_authenticated(&mux, &["up", "in"]).await;
+        let answer: Value = mux.call(To::Entry("up"), "echo", &1).await.expect("up");
+        assert_eq!(answer["peer"], "pa");
+        mux.remove("in", Instant::now()).await.expect("removed");
+        assert!(counting.live() >= 4, "tasks running: {}", counting.live());
+        drop(edge);
+        drop(mux);
+        drop(peer);
+        let ended = within(EXPECT_WITHIN, counting.until_live(0)).await;
+        assert!(ended.is_some(), "tasks left: {}", counting.live());
+    });
+}
