@@ -304,6 +304,24 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
         other => panic!("the peer's ping: {other:?}"),
     }
 
+    // A handler reaches the other entries through its link.
+    mux.handlers()
+        .handle_request("forward", |link: Link, to: String| async move {
+            let mux = link
+                .multiplexer()
+                .ok_or(jsonlink_rt::HandlerError::unavailable("no mux"))?;
+            let from = link.entry().unwrap_or("?").to_owned();
+            Ok(mux
+                .send_op(To::Entry(&to), "note", &json!({"forwarded_from": from}))
+                .await?)
+        });
+    let forwarded: usize = edge_a.call("forward", &"up-b").await.expect("forwarded");
+    assert_eq!(forwarded, 1);
+    assert_eq!(
+        next_note(&up_b_notes).await,
+        json!({"forwarded_from": "in-a"})
+    );
+
     // Broadcast from the mux reaches all four.
     assert_eq!(
         mux.broadcast(&json!({"op": "note", "all": true}))

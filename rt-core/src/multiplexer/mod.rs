@@ -203,7 +203,7 @@ pub struct Multiplexer {
     inner: Arc<MuxInner>,
 }
 
-struct MuxInner {
+pub(crate) struct MuxInner {
     shared: Arc<MuxShared>,
     events: async_channel::Receiver<MuxEvent>,
 }
@@ -335,6 +335,8 @@ impl LinkRec {
 /// Tells the Multiplexer about every link of one entry.
 struct EntryObserver {
     mux: Weak<MuxShared>,
+    /// For [`Link::multiplexer`].
+    handle: Weak<MuxInner>,
     entry: Arc<str>,
     role: Role,
 }
@@ -348,6 +350,7 @@ impl LinkObserver for EntryObserver {
         let _ = link.inner.tag.set(MuxTag {
             id,
             entry: self.entry.clone(),
+            mux: self.handle.clone(),
         });
         mux.registry().links.insert(
             id,
@@ -481,6 +484,12 @@ impl Multiplexer {
         }
     }
 
+    /// The Multiplexer a link's [`Link::multiplexer`] reaches, while a
+    /// user handle keeps it.
+    pub(crate) fn from_weak(weak: &Weak<MuxInner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+
     /// The one handler table of every entry; edit it while running.
     pub fn handlers(&self) -> &Handlers {
         &self.inner.shared.handlers
@@ -526,6 +535,7 @@ impl Multiplexer {
         };
         let observer: Arc<dyn LinkObserver> = Arc::new(EntryObserver {
             mux: Arc::downgrade(shared),
+            handle: Arc::downgrade(&self.inner),
             entry: name.clone(),
             role,
         });
