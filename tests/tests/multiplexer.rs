@@ -332,6 +332,29 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
         assert_eq!(next_note(notes).await, json!({"all": true}));
     }
 
+    // A second client of `in-a`: a request to the entry goes to each of
+    // its links in turn, a message to both.
+    let edge_a2 = connect(fx.client_as(addr("in-a"), Identity::new("ea2", "edge"))).await;
+    let _ = peer_handlers(edge_a2.handlers(), "ea2");
+    until_authenticated(&mux, &["in-a"]).await;
+    let mut answered_by = Vec::new();
+    for i in 0..4 {
+        let answer: Value = mux.call(To::Entry("in-a"), "echo", &i).await.expect("in-a");
+        answered_by.push(answer["peer"].as_str().unwrap_or("?").to_owned());
+    }
+    answered_by.sort();
+    assert_eq!(answered_by, ["ea", "ea", "ea2", "ea2"], "round robin");
+    assert_eq!(
+        mux.send_op(To::Entry("in-a"), "note", &"both")
+            .await
+            .expect("sent"),
+        2
+    );
+    assert_eq!(next_note(&edge_a_notes).await, json!("both"));
+    edge_a2.close().await;
+    let closed = mux_event(&mux, "ea2's link closed", is_closed("in-a")).await;
+    assert!(closed.link.is_some());
+
     // Status: per entry and per link.
     let status = mux.status();
     assert_eq!(status.len(), 4);
@@ -342,8 +365,13 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
             Role::Server
         };
         assert_eq!(s.role, want_role);
-        assert_eq!(s.links.len(), 1, "{s:?}");
-        let l = &s.links[0];
+        let open: Vec<_> = s
+            .links
+            .iter()
+            .filter(|l| l.state != LinkState::Closed)
+            .collect();
+        assert_eq!(open.len(), 1, "{s:?}");
+        let l = open[0];
         assert_eq!(l.state, LinkState::Authenticated);
         assert!(
             l.stats.requests_out >= 1 && l.stats.messages_out >= 2,
