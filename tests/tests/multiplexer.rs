@@ -336,7 +336,10 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
     // its links in turn, a message to both.
     let edge_a2 = connect(fx.client_as(addr("in-a"), Identity::new("ea2", "edge"))).await;
     let _ = peer_handlers(edge_a2.handlers(), "ea2");
-    until_authenticated(&mux, &["in-a"]).await;
+    let (_, ea2_id) = until_authenticated(&mux, &["in-a"])
+        .await
+        .pop()
+        .expect("ea2");
     let mut answered_by = Vec::new();
     for i in 0..4 {
         let answer: Value = mux.call(To::Entry("in-a"), "echo", &i).await.expect("in-a");
@@ -351,6 +354,21 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
         2
     );
     assert_eq!(next_note(&edge_a_notes).await, json!("both"));
+    // Counters per link: ea2's link carried 2 of the 4 requests and 1 note.
+    let counted = |id| {
+        mux.link_status(id).map(|l| {
+            (
+                l.stats.requests_out,
+                l.stats.messages_out,
+                l.stats.requests_in,
+            )
+        })
+    };
+    assert!(
+        eventually(EXPECT_WITHIN, || counted(ea2_id) == Some((2, 1, 0))).await,
+        "{:?}",
+        mux.link_status(ea2_id)
+    );
     edge_a2.close().await;
     let closed = mux_event(&mux, "ea2's link closed", is_closed("in-a")).await;
     assert!(closed.link.is_some());
