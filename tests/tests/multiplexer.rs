@@ -560,7 +560,7 @@ fn a_peer_restarted_mid_run_is_reached_by_its_identity_after_the_reconnect() {
 
 #[test]
 fn an_entry_added_and_one_removed_while_traffic_flows() {
-    on_tokio(Gauges::Shared, |rt| async move {
+    on_each_runtime(|rt| async move {
         let fx = Fixture::new(rt.clone());
         let peer_a = bind(fx.server_as(Identity::new("pa", "upstream"))).await;
         let peer_b = bind(fx.server_as(Identity::new("pb", "upstream"))).await;
@@ -710,7 +710,7 @@ fn list_json(up_port: u16) -> String {
 fn a_connection_list_loaded_from_a_toml_or_json_file() {
     use jsonlink_rt::{ConnectionList as List, LoadOptions};
     use jsonlink_tests::fixtures::TempDir;
-    on_tokio(Gauges::Shared, |rt| async move {
+    on_each_runtime(|rt| async move {
         let secret = jsonlink_rt::Secret::from_hex(FILE_SECRET_HEX).expect("hex");
         let fx = Fixture::with_secret(rt.clone(), secret);
         let dir = TempDir::new("mux-list");
