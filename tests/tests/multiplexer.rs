@@ -814,11 +814,44 @@ secret = { inline = "00112233445566778899aabbccddeeff" }
         Err(ListError::Read { .. })
     ));
 
-    // In code: an entry missing what neither it nor the defaults have.
+    // Secrets never show in Debug output.
+    let secret_hex = "00112233445566778899aabbccddeeff";
+    let debug = format!("{list:?}");
+    assert!(
+        !debug.contains("0011223344") && !debug.contains("[0, 17, 34"),
+        "{debug}"
+    );
+    let in_code = ConnectionList::new(
+        Defaults::new().secret(jsonlink_rt::Secret::from_hex(secret_hex).expect("hex")),
+    )
+    .client(
+        "c",
+        ClientEntry::new("localhost:1")
+            .secret(jsonlink_rt::Secret::from_hex(secret_hex).expect("hex")),
+    );
+    let debug = format!("{in_code:?}");
+    assert!(
+        debug.contains("redacted") && !debug.contains("0011223344"),
+        "{debug}"
+    );
+
+    // In code: an entry missing what neither it nor the defaults have, and
+    // a server entry whose address is taken.
     on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let taken = bind(fx.server()).await;
+        let list = ConnectionList::new(defaults(&fx))
+            .server("first", ServerEntry::new(localhost()))
+            .server("clash", ServerEntry::new(taken.local_addr()));
+        match Multiplexer::builder(rt.clone(), list).start().await {
+            Err(ListError::Bind { entry, addr, .. }) => {
+                assert_eq!((entry.as_str(), addr), ("clash", taken.local_addr()));
+            }
+            other => panic!("{:?}", other.map(drop)),
+        }
         let list = ConnectionList::new(Defaults::new().identity(mux_identity()))
             .server("s", ServerEntry::new(localhost()));
-        match Multiplexer::builder(rt, list).start().await {
+        match Multiplexer::builder(rt.clone(), list).start().await {
             Err(ListError::Missing { entry, field }) => {
                 assert_eq!((entry.as_str(), field), ("s", "secret"))
             }
