@@ -672,6 +672,7 @@ secret = {{ file = "secret.hex" }}
 signing = "preferred"
 reconnect = {{ backoff = {{ base_ms = 20, cap_ms = 200 }} }}
 request_timeout_ms = 5000
+keepalive = {{ interval_ms = 100, timeout_ms = 5000 }}
 client_tls = {{ ca = "ca.pem" }}
 server_tls = {{ cert = "server.pem", key = "server.key" }}
 
@@ -695,6 +696,7 @@ fn list_json(up_port: u16) -> String {
             "signing": "preferred",
             "reconnect": {"backoff": {"base_ms": 20, "cap_ms": 200}},
             "request_timeout_ms": 5000,
+            "keepalive": {"interval_ms": 100, "timeout_ms": 5000},
             "client_tls": {"ca": "ca.pem"},
             "server_tls": {"cert": "server.pem", "key": "server.key"}
         },
@@ -727,6 +729,8 @@ fn a_connection_list_loaded_from_a_toml_or_json_file() {
         std::fs::write(dir.path().join("list.json"), list_json(port)).expect("json");
 
         for file in ["list.toml", "list.json"] {
+            // Nothing left from the previous round's Multiplexer.
+            while peer.try_next_event().is_some() {}
             let list = List::load(dir.path().join(file), &LoadOptions::new())
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             let names: Vec<&str> = list.entries().map(|(n, _)| n).collect();
@@ -738,6 +742,11 @@ fn a_connection_list_loaded_from_a_toml_or_json_file() {
             assert_eq!(answer["peer"], "pa");
             let answer: Value = mux.call(To::Entry("in"), "echo", &file).await.expect("in");
             assert_eq!(answer["peer"], "ea");
+            // The list's keepalive (100 ms, the default is 15 s) pings the peer.
+            match within(EXPECT_WITHIN, peer.wait_for(jsonlink_rt::EventKind::Ping)).await {
+                Some(Some(Event::Ping { .. })) => {}
+                other => panic!("{file}: the keepalive's ping: {other:?}"),
+            }
             // The entry's own policy overrode the default: sealed.
             let link = edge.link().expect("edge link");
             assert!(
@@ -793,6 +802,20 @@ secret = { inline = "00112233445566778899aabbccddeeff" }
             assert_eq!((entry.as_str(), field.as_str()), ("up", "secret.env"))
         }
         other => panic!("{other:?}"),
+    }
+    for (keepalive, ok) in [
+        ("\"off\"", true),
+        ("{ interval_ms = 500 }", true),
+        ("{ interval_ms = 500, timeout_ms = 200 }", true),
+        ("{ interval = 500 }", false),
+        ("\"on\"", false),
+    ] {
+        let text = format!("[defaults]\nkeepalive = {keepalive}\n");
+        assert_eq!(
+            List::from_toml(&text, &opts).is_ok(),
+            ok,
+            "keepalive = {keepalive}"
+        );
     }
     let both = "[entries.x]\nconnect = \"127.0.0.1:1\"\nbind = \"127.0.0.1:0\"\n";
     assert!(

@@ -448,6 +448,9 @@ macro_rules! apply_common {
         if let Some(t) = $common.request_timeout {
             b = b.request_timeout(t);
         }
+        if let Some(k) = $common.keepalive {
+            b = b.keepalive(k);
+        }
         b
     }};
 }
