@@ -1059,3 +1059,23 @@ fn a_dropped_multiplexer_ends_every_task_its_entries_and_forwarders_ran() {
         assert!(ended.is_some(), "tasks left: {}", counting.live());
     });
 }
+
+#[test]
+fn the_readme_shows_the_example_connection_list_as_it_is() {
+    let readme = include_str!("../../README.md");
+    let file = include_str!("../../rt-core/examples/hub.toml");
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README's TOML block");
+    let body: String = file
+        .lines()
+        .skip_while(|l| l.starts_with('#') || l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        block, body,
+        "README.md and rt-core/examples/hub.toml differ"
+    );
+}
