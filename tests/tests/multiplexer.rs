@@ -1079,3 +1079,16 @@ fn the_readme_shows_the_example_connection_list_as_it_is() {
         "README.md and rt-core/examples/hub.toml differ"
     );
 }
+
+#[test]
+fn every_adapter_builds_a_multiplexer_on_its_runtime() {
+    type Build = fn(ConnectionList) -> jsonlink_rt::MultiplexerBuilder;
+    let adapters: [Build; 3] = [
+        jsonlink_tokio::multiplexer,
+        jsonlink_smol::multiplexer,
+        jsonlink_async_std::multiplexer,
+    ];
+    // smol's runs anywhere (its global executor): start an empty one.
+    let mux = smol::block_on(adapters[1](ConnectionList::default()).start()).expect("empty mux");
+    assert!(mux.entries().is_empty() && mux.status().is_empty());
+}
