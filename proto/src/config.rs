@@ -34,7 +34,7 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_IDENTITY_LEN: usize = 256;
 
 /// The identity a peer announces in the handshake.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Identity {
     /// Id of the node instance (zetta-rpc's `node`, e.g. a host MAC or UUID).
     pub node: String,

@@ -3,6 +3,11 @@
 //! the reconnect policy and the limits, written once and generic over
 //! `Arc<dyn` [`Runtime`]`>`.
 //!
+//! A [`Multiplexer`] (module [`multiplexer`]) holds many links behind one
+//! handle: the named client and server entries of a [`ConnectionList`],
+//! one handler table, one merged event stream, addressing by link, entry
+//! or peer identity ([`To`]).
+//!
 //! [`runtime`] is the seam to one async runtime (the [`Runtime`] trait, which
 //! `jsonlink-tokio`, `jsonlink-async-std` and `jsonlink-smol` implement) plus
 //! the TLS glue they share; [`certs`] loads PEM files into rustls

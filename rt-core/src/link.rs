@@ -76,6 +76,8 @@ pub(crate) struct LinkInner {
 pub(crate) struct MuxTag {
     pub(crate) id: u64,
     pub(crate) entry: Arc<str>,
+    /// Weak, as [`Link::server`]: links never keep the Multiplexer alive.
+    pub(crate) mux: std::sync::Weak<crate::multiplexer::MuxInner>,
 }
 
 /// Not authenticated yet, or ended: the core takes no command.
@@ -138,6 +140,19 @@ impl Link {
     /// belongs to; `None` outside a Multiplexer.
     pub fn entry(&self) -> Option<&str> {
         self.inner.tag.get().map(|t| &*t.entry)
+    }
+
+    /// The [`Multiplexer`](crate::Multiplexer) this link belongs to, so a
+    /// handler can reach its other entries and links
+    /// (`link.multiplexer().map(|m| m.broadcast(&note))`); `None` outside
+    /// a Multiplexer and once the application has dropped its last handle
+    /// of it (links keep only a weak reference, as with
+    /// [`server`](Self::server)).
+    pub fn multiplexer(&self) -> Option<crate::Multiplexer> {
+        self.inner
+            .tag
+            .get()
+            .and_then(|t| crate::Multiplexer::from_weak(&t.mux))
     }
 
     /// This link's own counters (a server's or client's

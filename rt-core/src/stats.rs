@@ -124,8 +124,9 @@ pub struct LinkStats {
     pub bytes_out: u64,
 }
 
-/// The live counters of one link, kept by its driver (uncontended: only
-/// that link's task writes them).
+/// The published counters of one link: its driver counts in plain
+/// integers and stores them here once per round of work, so counting
+/// costs the hot path no atomic operation.
 #[derive(Debug, Default)]
 pub(crate) struct LinkCounters {
     pub(crate) messages_in: AtomicU64,
@@ -137,6 +138,17 @@ pub(crate) struct LinkCounters {
 }
 
 impl LinkCounters {
+    /// Publishes the driver's counts.
+    pub(crate) fn publish(&self, s: &LinkStats) {
+        let p = |c: &AtomicU64, v: u64| c.store(v, Ordering::Relaxed);
+        p(&self.messages_in, s.messages_in);
+        p(&self.messages_out, s.messages_out);
+        p(&self.requests_in, s.requests_in);
+        p(&self.requests_out, s.requests_out);
+        p(&self.bytes_in, s.bytes_in);
+        p(&self.bytes_out, s.bytes_out);
+    }
+
     pub(crate) fn snapshot(&self) -> LinkStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         LinkStats {

@@ -304,6 +304,24 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
         other => panic!("the peer's ping: {other:?}"),
     }
 
+    // A handler reaches the other entries through its link.
+    mux.handlers()
+        .handle_request("forward", |link: Link, to: String| async move {
+            let mux = link
+                .multiplexer()
+                .ok_or(jsonlink_rt::HandlerError::unavailable("no mux"))?;
+            let from = link.entry().unwrap_or("?").to_owned();
+            Ok(mux
+                .send_op(To::Entry(&to), "note", &json!({"forwarded_from": from}))
+                .await?)
+        });
+    let forwarded: usize = edge_a.call("forward", &"up-b").await.expect("forwarded");
+    assert_eq!(forwarded, 1);
+    assert_eq!(
+        next_note(&up_b_notes).await,
+        json!({"forwarded_from": "in-a"})
+    );
+
     // Broadcast from the mux reaches all four.
     assert_eq!(
         mux.broadcast(&json!({"op": "note", "all": true}))
@@ -313,6 +331,47 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
     for notes in [&up_a_notes, &up_b_notes, &edge_a_notes, &edge_b_notes] {
         assert_eq!(next_note(notes).await, json!({"all": true}));
     }
+
+    // A second client of `in-a`: a request to the entry goes to each of
+    // its links in turn, a message to both.
+    let edge_a2 = connect(fx.client_as(addr("in-a"), Identity::new("ea2", "edge"))).await;
+    let _ = peer_handlers(edge_a2.handlers(), "ea2");
+    let (_, ea2_id) = until_authenticated(&mux, &["in-a"])
+        .await
+        .pop()
+        .expect("ea2");
+    let mut answered_by = Vec::new();
+    for i in 0..4 {
+        let answer: Value = mux.call(To::Entry("in-a"), "echo", &i).await.expect("in-a");
+        answered_by.push(answer["peer"].as_str().unwrap_or("?").to_owned());
+    }
+    answered_by.sort();
+    assert_eq!(answered_by, ["ea", "ea", "ea2", "ea2"], "round robin");
+    assert_eq!(
+        mux.send_op(To::Entry("in-a"), "note", &"both")
+            .await
+            .expect("sent"),
+        2
+    );
+    assert_eq!(next_note(&edge_a_notes).await, json!("both"));
+    // Counters per link: ea2's link carried 2 of the 4 requests and 1 note.
+    let counted = |id| {
+        mux.link_status(id).map(|l| {
+            (
+                l.stats.requests_out,
+                l.stats.messages_out,
+                l.stats.requests_in,
+            )
+        })
+    };
+    assert!(
+        eventually(EXPECT_WITHIN, || counted(ea2_id) == Some((2, 1, 0))).await,
+        "{:?}",
+        mux.link_status(ea2_id)
+    );
+    edge_a2.close().await;
+    let closed = mux_event(&mux, "ea2's link closed", is_closed("in-a")).await;
+    assert!(closed.link.is_some());
 
     // Status: per entry and per link.
     let status = mux.status();
@@ -324,8 +383,13 @@ async fn every_direction(rt: Arc<dyn Runtime>) {
             Role::Server
         };
         assert_eq!(s.role, want_role);
-        assert_eq!(s.links.len(), 1, "{s:?}");
-        let l = &s.links[0];
+        let open: Vec<_> = s
+            .links
+            .iter()
+            .filter(|l| l.state != LinkState::Closed)
+            .collect();
+        assert_eq!(open.len(), 1, "{s:?}");
+        let l = open[0];
         assert_eq!(l.state, LinkState::Authenticated);
         assert!(
             l.stats.requests_out >= 1 && l.stats.messages_out >= 2,
@@ -496,7 +560,7 @@ fn a_peer_restarted_mid_run_is_reached_by_its_identity_after_the_reconnect() {
 
 #[test]
 fn an_entry_added_and_one_removed_while_traffic_flows() {
-    on_tokio(Gauges::Shared, |rt| async move {
+    on_each_runtime(|rt| async move {
         let fx = Fixture::new(rt.clone());
         let peer_a = bind(fx.server_as(Identity::new("pa", "upstream"))).await;
         let peer_b = bind(fx.server_as(Identity::new("pb", "upstream"))).await;
@@ -608,6 +672,7 @@ secret = {{ file = "secret.hex" }}
 signing = "preferred"
 reconnect = {{ backoff = {{ base_ms = 20, cap_ms = 200 }} }}
 request_timeout_ms = 5000
+keepalive = {{ interval_ms = 100, timeout_ms = 5000 }}
 client_tls = {{ ca = "ca.pem" }}
 server_tls = {{ cert = "server.pem", key = "server.key" }}
 
@@ -631,6 +696,7 @@ fn list_json(up_port: u16) -> String {
             "signing": "preferred",
             "reconnect": {"backoff": {"base_ms": 20, "cap_ms": 200}},
             "request_timeout_ms": 5000,
+            "keepalive": {"interval_ms": 100, "timeout_ms": 5000},
             "client_tls": {"ca": "ca.pem"},
             "server_tls": {"cert": "server.pem", "key": "server.key"}
         },
@@ -646,7 +712,7 @@ fn list_json(up_port: u16) -> String {
 fn a_connection_list_loaded_from_a_toml_or_json_file() {
     use jsonlink_rt::{ConnectionList as List, LoadOptions};
     use jsonlink_tests::fixtures::TempDir;
-    on_tokio(Gauges::Shared, |rt| async move {
+    on_each_runtime(|rt| async move {
         let secret = jsonlink_rt::Secret::from_hex(FILE_SECRET_HEX).expect("hex");
         let fx = Fixture::with_secret(rt.clone(), secret);
         let dir = TempDir::new("mux-list");
@@ -663,6 +729,8 @@ fn a_connection_list_loaded_from_a_toml_or_json_file() {
         std::fs::write(dir.path().join("list.json"), list_json(port)).expect("json");
 
         for file in ["list.toml", "list.json"] {
+            // Nothing left from the previous round's Multiplexer.
+            while peer.try_next_event().is_some() {}
             let list = List::load(dir.path().join(file), &LoadOptions::new())
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             let names: Vec<&str> = list.entries().map(|(n, _)| n).collect();
@@ -674,6 +742,11 @@ fn a_connection_list_loaded_from_a_toml_or_json_file() {
             assert_eq!(answer["peer"], "pa");
             let answer: Value = mux.call(To::Entry("in"), "echo", &file).await.expect("in");
             assert_eq!(answer["peer"], "ea");
+            // The list's keepalive (100 ms, the default is 15 s) pings the peer.
+            match within(EXPECT_WITHIN, peer.wait_for(jsonlink_rt::EventKind::Ping)).await {
+                Some(Some(Event::Ping { .. })) => {}
+                other => panic!("{file}: the keepalive's ping: {other:?}"),
+            }
             // The entry's own policy overrode the default: sealed.
             let link = edge.link().expect("edge link");
             assert!(
@@ -730,6 +803,20 @@ secret = { inline = "00112233445566778899aabbccddeeff" }
         }
         other => panic!("{other:?}"),
     }
+    for (keepalive, ok) in [
+        ("\"off\"", true),
+        ("{ interval_ms = 500 }", true),
+        ("{ interval_ms = 500, timeout_ms = 200 }", true),
+        ("{ interval = 500 }", false),
+        ("\"on\"", false),
+    ] {
+        let text = format!("[defaults]\nkeepalive = {keepalive}\n");
+        assert_eq!(
+            List::from_toml(&text, &opts).is_ok(),
+            ok,
+            "keepalive = {keepalive}"
+        );
+    }
     let both = "[entries.x]\nconnect = \"127.0.0.1:1\"\nbind = \"127.0.0.1:0\"\n";
     assert!(
         matches!(List::from_toml(both, &opts), Err(ListError::Invalid { entry, .. }) if entry == "x")
@@ -750,11 +837,44 @@ secret = { inline = "00112233445566778899aabbccddeeff" }
         Err(ListError::Read { .. })
     ));
 
-    // In code: an entry missing what neither it nor the defaults have.
+    // Secrets never show in Debug output.
+    let secret_hex = "00112233445566778899aabbccddeeff";
+    let debug = format!("{list:?}");
+    assert!(
+        !debug.contains("0011223344") && !debug.contains("[0, 17, 34"),
+        "{debug}"
+    );
+    let in_code = ConnectionList::new(
+        Defaults::new().secret(jsonlink_rt::Secret::from_hex(secret_hex).expect("hex")),
+    )
+    .client(
+        "c",
+        ClientEntry::new("localhost:1")
+            .secret(jsonlink_rt::Secret::from_hex(secret_hex).expect("hex")),
+    );
+    let debug = format!("{in_code:?}");
+    assert!(
+        debug.contains("redacted") && !debug.contains("0011223344"),
+        "{debug}"
+    );
+
+    // In code: an entry missing what neither it nor the defaults have, and
+    // a server entry whose address is taken.
     on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let taken = bind(fx.server()).await;
+        let list = ConnectionList::new(defaults(&fx))
+            .server("first", ServerEntry::new(localhost()))
+            .server("clash", ServerEntry::new(taken.local_addr()));
+        match Multiplexer::builder(rt.clone(), list).start().await {
+            Err(ListError::Bind { entry, addr, .. }) => {
+                assert_eq!((entry.as_str(), addr), ("clash", taken.local_addr()));
+            }
+            other => panic!("{:?}", other.map(drop)),
+        }
         let list = ConnectionList::new(Defaults::new().identity(mux_identity()))
             .server("s", ServerEntry::new(localhost()));
-        match Multiplexer::builder(rt, list).start().await {
+        match Multiplexer::builder(rt.clone(), list).start().await {
             Err(ListError::Missing { entry, field }) => {
                 assert_eq!((entry.as_str(), field), ("s", "secret"))
             }
@@ -804,7 +924,8 @@ fn x5_an_entry_down_from_the_start_and_one_that_flaps_leave_the_others_unaffecte
         );
         let started = Instant::now();
         let refused = mux.call::<Value, _>(To::Entry("down"), "echo", &()).await;
-        let at_once = started.elapsed() < Duration::from_secs(1);
+        let refused_after = started.elapsed();
+        let at_once = refused_after < Duration::from_secs(1);
         assert!(
             matches!(refused, Err(Error::NotConnected)) && at_once,
             "{refused:?}"
@@ -894,7 +1015,10 @@ fn x5_an_entry_down_from_the_start_and_one_that_flaps_leave_the_others_unaffecte
         );
         let still_down = mux.call::<Value, _>(To::Entry("down"), "echo", &()).await;
         assert!(matches!(still_down, Err(Error::NotConnected)));
-        println!("X5: {answered} requests to the other entries answered during {FLAPS} flaps");
+        println!(
+            "X5: {answered} requests to the other entries answered during {FLAPS} flaps; \
+             the down entry's request refused after {refused_after:?}"
+        );
         record(
             "X5",
             format!(
@@ -910,4 +1034,65 @@ fn x5_an_entry_down_from_the_start_and_one_that_flaps_leave_the_others_unaffecte
         flappy.shutdown(Instant::now()).await;
         steady.shutdown(Instant::now()).await;
     });
+}
+
+// -------------------------------------------------------------- leaks
+
+#[test]
+fn a_dropped_multiplexer_ends_every_task_its_entries_and_forwarders_ran() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let counting = jsonlink_tests::CountingRuntime::new(rt);
+        let rt: Arc<dyn Runtime> = counting.clone();
+        let fx = Fixture::new(rt.clone());
+        let peer = bind(fx.server_as(Identity::new("pa", "upstream"))).await;
+        let _ = peer_handlers(peer.handlers(), "pa");
+        let list = ConnectionList::new(defaults(&fx))
+            .client("up", ClientEntry::new(peer.local_addr()))
+            .server("in", ServerEntry::new(localhost()));
+        let mux = start(&rt, list).await;
+        let edge = edge_client(&fx, &mux, "in", "ea").await;
+        until_authenticated(&mux, &["up", "in"]).await;
+        let answer: Value = mux.call(To::Entry("up"), "echo", &1).await.expect("up");
+        assert_eq!(answer["peer"], "pa");
+        mux.remove("in", Instant::now()).await.expect("removed");
+        assert!(counting.live() >= 4, "tasks running: {}", counting.live());
+        drop(edge);
+        drop(mux);
+        drop(peer);
+        let ended = within(EXPECT_WITHIN, counting.until_live(0)).await;
+        assert!(ended.is_some(), "tasks left: {}", counting.live());
+    });
+}
+
+#[test]
+fn the_readme_shows_the_example_connection_list_as_it_is() {
+    let readme = include_str!("../../README.md");
+    let file = include_str!("../../rt-core/examples/hub.toml");
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README's TOML block");
+    let body: String = file
+        .lines()
+        .skip_while(|l| l.starts_with('#') || l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        block, body,
+        "README.md and rt-core/examples/hub.toml differ"
+    );
+}
+
+#[test]
+fn every_adapter_builds_a_multiplexer_on_its_runtime() {
+    type Build = fn(ConnectionList) -> jsonlink_rt::MultiplexerBuilder;
+    let adapters: [Build; 3] = [
+        jsonlink_tokio::multiplexer,
+        jsonlink_smol::multiplexer,
+        jsonlink_async_std::multiplexer,
+    ];
+    // smol's runs anywhere (its global executor): start an empty one.
+    let mux = smol::block_on(adapters[1](ConnectionList::default()).start()).expect("empty mux");
+    assert!(mux.entries().is_empty() && mux.status().is_empty());
 }

@@ -225,7 +225,7 @@ impl Driver {
                     Err(SendError::Blocked) => return Some(Command::Send { body }),
                     Ok(()) => {
                         bump(&self.ctx.counters.messages_out, 1);
-                        bump(&self.link.inner.counters.messages_out, 1);
+                        self.counts.messages_out += 1;
                     }
                     // The core began closing after the handle's check: the
                     // message is dropped, as one queued just before a close.
@@ -247,7 +247,7 @@ impl Driver {
                 }
                 match self.conn.request_until(&body, deadline) {
                     Ok(id) => {
-                        bump(&self.link.inner.counters.requests_out, 1);
+                        self.counts.requests_out += 1;
                         self.requests.insert(&self.ctx, id, reply);
                     }
                     Err(SendError::Blocked) => {

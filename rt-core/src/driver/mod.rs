@@ -191,6 +191,8 @@ pub(crate) struct Driver {
     hooks: Option<Box<dyn LinkHooks>>,
     /// The core's counters as last added to the owner's.
     last_stats: jsonlink_proto::Stats,
+    /// This link's counts, published to its handle every round.
+    counts: crate::stats::LinkStats,
     life: Life,
 }
 
@@ -233,6 +235,7 @@ impl Driver {
             timer: Timer::default(),
             hooks: Some(hooks),
             last_stats: jsonlink_proto::Stats::default(),
+            counts: crate::stats::LinkStats::default(),
             life: Life::Running,
         }
     }
@@ -414,20 +417,13 @@ impl Driver {
     }
 
     /// Adds what the core counted since the last round to the owner's
-    /// counters.
+    /// counters, and publishes the link's own.
     fn sync_stats(&mut self) {
         let s = self.conn.stats();
         let last = std::mem::replace(&mut self.last_stats, s);
         let c = &self.ctx.counters;
-        let (bytes_in, bytes_out) = (
-            s.bytes_in.saturating_sub(last.bytes_in),
-            s.bytes_out.saturating_sub(last.bytes_out),
-        );
-        bump(&c.bytes_in, bytes_in);
-        bump(&c.bytes_out, bytes_out);
-        let l = &self.link.inner.counters;
-        bump(&l.bytes_in, bytes_in);
-        bump(&l.bytes_out, bytes_out);
+        bump(&c.bytes_in, s.bytes_in.saturating_sub(last.bytes_in));
+        bump(&c.bytes_out, s.bytes_out.saturating_sub(last.bytes_out));
         bump(
             &c.dropped_responses,
             s.dropped_responses.saturating_sub(last.dropped_responses),
@@ -437,6 +433,12 @@ impl Driver {
             s.responses_too_large
                 .saturating_sub(last.responses_too_large),
         );
+        let counts = &mut self.counts;
+        counts.messages_in = self.dispatch.messages_in;
+        counts.requests_in = self.dispatch.requests_in;
+        counts.bytes_in = s.bytes_in;
+        counts.bytes_out = s.bytes_out;
+        self.link.inner.counters.publish(counts);
     }
 
     /// Moves the link's life on once the core has ended: deliveries done →

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonlink_proto::{Identity, Policy, Secret};
+use jsonlink_proto::{Identity, Keepalive, Policy, Secret};
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
@@ -163,6 +163,7 @@ struct FileDefaults {
     encryption: Option<FilePolicy>,
     reconnect: Option<FileReconnect>,
     request_timeout_ms: Option<u64>,
+    keepalive: Option<FileKeepalive>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +181,7 @@ struct FileEntry {
     encryption: Option<FilePolicy>,
     reconnect: Option<FileReconnect>,
     request_timeout_ms: Option<u64>,
+    keepalive: Option<FileKeepalive>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
 }
@@ -241,6 +243,49 @@ impl From<FileReconnect> for Reconnect {
                 base: Duration::from_millis(base_ms),
                 cap: Duration::from_millis(cap_ms),
             },
+        }
+    }
+}
+
+/// `"off"`, or `{ interval_ms, timeout_ms }` (each defaulting to the
+/// core's default).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum FileKeepalive {
+    Off(FileOff),
+    On(FileKeepaliveOn),
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct FileKeepaliveOn {
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum FileOff {
+    Off,
+}
+
+impl From<FileKeepalive> for Option<Keepalive> {
+    fn from(k: FileKeepalive) -> Self {
+        match k {
+            FileKeepalive::Off(FileOff::Off) => None,
+            FileKeepalive::On(FileKeepaliveOn {
+                interval_ms,
+                timeout_ms,
+            }) => {
+                let mut k = Keepalive::default();
+                if let Some(ms) = interval_ms {
+                    k.interval = Duration::from_millis(ms);
+                }
+                if let Some(ms) = timeout_ms {
+                    k.timeout = Duration::from_millis(ms);
+                }
+                Some(k)
+            }
         }
     }
 }
@@ -488,6 +533,9 @@ impl FileList {
         if let Some(ms) = d.request_timeout_ms {
             defaults = defaults.request_timeout(Duration::from_millis(ms));
         }
+        if let Some(k) = d.keepalive {
+            defaults = defaults.keepalive(k.into());
+        }
         let mut list = ConnectionList::new(defaults);
         for (name, e) in &self.entries {
             let cx = Ctx {
@@ -509,6 +557,7 @@ impl FileEntry {
             signing: self.signing.map(Into::into),
             encryption: self.encryption.map(Into::into),
             request_timeout: self.request_timeout_ms.map(Duration::from_millis),
+            keepalive: self.keepalive.map(Into::into),
         })
     }
 

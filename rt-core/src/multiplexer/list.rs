@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonlink_proto::{Identity, Policy, Secret};
+use jsonlink_proto::{Identity, Keepalive, Policy, Secret};
 use rustls_pki_types::ServerName;
 
 use crate::client::Target;
@@ -22,15 +22,34 @@ fn set<T>(v: &Option<T>) -> &'static str {
 }
 
 /// What the defaults and every entry may set: the identity announced,
-/// the secret, the signing and encryption policies, the request timeout.
-/// An entry's value wins over the defaults'.
-#[derive(Debug, Clone, Default)]
+/// the secret, the signing and encryption policies, the request timeout,
+/// keepalive. An entry's value wins over the defaults'.
+#[derive(Clone, Default)]
 pub(crate) struct Common {
     pub(crate) identity: Option<Identity>,
     pub(crate) secret: Option<Secret>,
     pub(crate) signing: Option<Policy>,
     pub(crate) encryption: Option<Policy>,
     pub(crate) request_timeout: Option<Duration>,
+    /// `Some(None)`: keepalive off.
+    pub(crate) keepalive: Option<Option<Keepalive>>,
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keepalive = self.keepalive.as_ref().map(|k| {
+            k.as_ref()
+                .map(|k| (k.interval, k.timeout, k.data.as_ref().map(|d| d.get())))
+        });
+        f.debug_struct("Common")
+            .field("identity", &self.identity)
+            .field("secret", &self.secret)
+            .field("signing", &self.signing)
+            .field("encryption", &self.encryption)
+            .field("request_timeout", &self.request_timeout)
+            .field("keepalive", &keepalive)
+            .finish()
+    }
 }
 
 impl Common {
@@ -42,14 +61,18 @@ impl Common {
             signing: self.signing.or(defaults.signing),
             encryption: self.encryption.or(defaults.encryption),
             request_timeout: self.request_timeout.or(defaults.request_timeout),
+            keepalive: self
+                .keepalive
+                .clone()
+                .or_else(|| defaults.keepalive.clone()),
         }
     }
 }
 
 /// What every entry of a [`ConnectionList`] uses unless it says otherwise:
 /// the identity announced, the secret, TLS for client and server entries,
-/// the signing and encryption policies, the reconnect policy and the
-/// request timeout. Everything is unset by default; an entry that needs
+/// the signing and encryption policies, the reconnect policy, the
+/// request timeout and keepalive. Everything is unset by default; an entry that needs
 /// a value neither it nor the defaults have fails with
 /// [`ListError::Missing`] naming the entry and the field.
 #[derive(Clone, Default)]
@@ -105,6 +128,15 @@ macro_rules! common_setters {
         /// [`jsonlink_proto::DEFAULT_REQUEST_TIMEOUT`]).
         pub fn request_timeout(mut self, timeout: Duration) -> Self {
             self.common.request_timeout = Some(timeout);
+            self
+        }
+
+        /// Keepalive pings (zetta-rpc's `ping`, `pingFreq`,
+        /// `pingDataObject`); `None` sends none. Default: interval
+        /// [`jsonlink_proto::DEFAULT_KEEPALIVE_INTERVAL`], timeout
+        /// [`jsonlink_proto::DEFAULT_KEEPALIVE_TIMEOUT`], no data.
+        pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+            self.common.keepalive = Some(keepalive);
             self
         }
     };

@@ -16,7 +16,7 @@ mod file;
 mod list;
 mod status;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -203,7 +203,7 @@ pub struct Multiplexer {
     inner: Arc<MuxInner>,
 }
 
-struct MuxInner {
+pub(crate) struct MuxInner {
     shared: Arc<MuxShared>,
     events: async_channel::Receiver<MuxEvent>,
 }
@@ -255,7 +255,26 @@ struct Registry {
     entries: BTreeMap<Arc<str>, EntryRt>,
     /// Every link not yet ended, by the Multiplexer's id.
     links: BTreeMap<u64, LinkRec>,
+    /// The authenticated ones among them, by the identity their peer
+    /// announced (for [`To::Peer`]).
+    peers: HashMap<Identity, BTreeSet<u64>>,
     stopped: bool,
+}
+
+impl Registry {
+    /// Forgets link `id` (ended, or its entry removed).
+    fn forget(&mut self, id: u64) -> Option<LinkRec> {
+        let rec = self.links.remove(&id)?;
+        if let Some(peer) = rec.link.peer()
+            && let Some(ids) = self.peers.get_mut(peer)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.peers.remove(peer);
+            }
+        }
+        Some(rec)
+    }
 }
 
 #[derive(Clone)]
@@ -335,6 +354,8 @@ impl LinkRec {
 /// Tells the Multiplexer about every link of one entry.
 struct EntryObserver {
     mux: Weak<MuxShared>,
+    /// For [`Link::multiplexer`].
+    handle: Weak<MuxInner>,
     entry: Arc<str>,
     role: Role,
 }
@@ -348,6 +369,7 @@ impl LinkObserver for EntryObserver {
         let _ = link.inner.tag.set(MuxTag {
             id,
             entry: self.entry.clone(),
+            mux: self.handle.clone(),
         });
         mux.registry().links.insert(
             id,
@@ -359,12 +381,18 @@ impl LinkObserver for EntryObserver {
         );
     }
 
-    fn authenticated(&self, _link: &Link) {
+    fn authenticated(&self, link: &Link) {
         let Some(mux) = self.mux.upgrade() else {
             return;
         };
-        if let Some(e) = mux.registry().entries.get_mut(&self.entry) {
+        let mut reg = mux.registry();
+        if let Some(e) = reg.entries.get_mut(&self.entry) {
             e.ever_up = true;
+        }
+        if let (Some(tag), Some(peer)) = (link.inner.tag.get(), link.peer())
+            && reg.links.contains_key(&tag.id)
+        {
+            reg.peers.entry(peer.clone()).or_default().insert(tag.id);
         }
     }
 
@@ -376,7 +404,7 @@ impl LinkObserver for EntryObserver {
             return;
         };
         let mut reg = mux.registry();
-        let Some(rec) = reg.links.remove(&tag.id) else {
+        let Some(rec) = reg.forget(tag.id) else {
             return;
         };
         let mut status = rec.status(tag.id);
@@ -445,6 +473,9 @@ macro_rules! apply_common {
         if let Some(t) = $common.request_timeout {
             b = b.request_timeout(t);
         }
+        if let Some(k) = $common.keepalive {
+            b = b.keepalive(k);
+        }
         b
     }};
 }
@@ -479,6 +510,12 @@ impl Multiplexer {
             closed_links_kept: DEFAULT_CLOSED_LINKS_KEPT,
             link_options: LinkOptions::default(),
         }
+    }
+
+    /// The Multiplexer a link's [`Link::multiplexer`] reaches, while a
+    /// user handle keeps it.
+    pub(crate) fn from_weak(weak: &Weak<MuxInner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
     }
 
     /// The one handler table of every entry; edit it while running.
@@ -526,6 +563,7 @@ impl Multiplexer {
         };
         let observer: Arc<dyn LinkObserver> = Arc::new(EntryObserver {
             mux: Arc::downgrade(shared),
+            handle: Arc::downgrade(&self.inner),
             entry: name.clone(),
             role,
         });
@@ -647,7 +685,15 @@ impl Multiplexer {
                 .entries
                 .remove(name)
                 .ok_or_else(|| Error::UnknownEntry(name.to_owned()))?;
-            reg.links.retain(|_, l| &*l.entry != name);
+            let ids: Vec<u64> = reg
+                .links
+                .iter()
+                .filter(|(_, l)| &*l.entry == name)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                reg.forget(id);
+            }
             entry
         };
         tracing::info!(entry = %name, "multiplexer entry removed");
@@ -755,9 +801,12 @@ impl Multiplexer {
                     .collect()
             }
             To::Peer(identity) => reg
-                .links
-                .values()
-                .filter(|r| r.is_live() && r.link.peer() == Some(identity))
+                .peers
+                .get(identity)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| reg.links.get(id))
+                .filter(|r| r.is_live())
                 .map(|r| r.link.clone())
                 .collect(),
         };
