@@ -7,6 +7,8 @@
 //!                    [--only tokio/api,smol/core,...]   (a subset; raw of those runtimes stays in)
 //! jsonlink-bench procs [--reps N] [--secs S] [--warmup S] [--fifo 0|1|2]
 //!                    (procedure calls over a link against plain requests)
+//! jsonlink-bench gateway [--reps N] [--secs S] [--warmup S] [--fifo 0|1|2]
+//!                    (the HTTP and WebSocket gateways against bare axum / tokio-tungstenite echoes)
 //! jsonlink-bench certs            (writes certificates + secret to a temp dir, prints it)
 //! jsonlink-bench server --rt tokio|smol --stack raw|api|core|tarpc|req|rpc --mode plain|signed|sealed --dir DIR
 //! jsonlink-bench client --rt … --stack … --mode … --dir DIR --port P
@@ -19,6 +21,7 @@
 //! See `BENCHMARKS.md` at the repository root.
 
 mod api;
+mod gateway;
 mod launch;
 mod load;
 mod opts;
@@ -43,6 +46,7 @@ fn run(args: &[String]) -> Result<(), String> {
     match cmd.as_str() {
         "all" => orchestrate::all(&o),
         "procs" => procs::all(&o),
+        "gateway" => gateway::all(&o),
         "certs" => {
             let dir = setup::make_material_dir()?;
             println!("{}", dir.display());
@@ -68,6 +72,19 @@ fn run(args: &[String]) -> Result<(), String> {
                         tarpc_rr::server(m).await.map_err(|e| e.to_string())
                     } else {
                         let v = tarpc_rr::client(m, o).await.map_err(|e| e.to_string())?;
+                        println!("{v}");
+                        Ok(())
+                    }
+                });
+            }
+            if gateway::is_stack(&stack) {
+                return rt.block_on(|_| async move {
+                    if server {
+                        gateway::server(m, &stack).await.map_err(|e| e.to_string())
+                    } else {
+                        let v = gateway::client(m, &stack, o)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         println!("{v}");
                         Ok(())
                     }
