@@ -1096,3 +1096,47 @@ fn every_adapter_builds_a_multiplexer_on_its_runtime() {
     let mux = smol::block_on(adapters[1](ConnectionList::default()).start()).expect("empty mux");
     assert!(mux.entries().is_empty() && mux.status().is_empty());
 }
+
+#[test]
+fn a_small_merged_stream_loses_no_message_from_a_fast_sender() {
+    const MESSAGES: u64 = 200;
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt.clone());
+        let list = ConnectionList::new(defaults(&fx)).server("in", ServerEntry::new(localhost()));
+        let mux = Multiplexer::builder(rt.clone(), list)
+            .consume_events(true)
+            .event_capacity(1)
+            .start()
+            .await
+            .expect("mux");
+        let edge = edge_client(&fx, &mux, "in", "ea").await;
+        let sending = async {
+            for n in 0..MESSAGES {
+                edge.send(&json!({"n": n})).await.expect("sent");
+            }
+        };
+        let receiving = async {
+            let mut seen = Vec::new();
+            while seen.len() < MESSAGES as usize {
+                let ev = mux_event(&mux, "a message", |ev| {
+                    matches!(ev.event, Event::Message(_))
+                })
+                .await;
+                let Event::Message(msg) = ev.event else {
+                    unreachable!()
+                };
+                let v: Value = msg.body.parse().expect("json");
+                seen.push(v["n"].as_u64().expect("n"));
+            }
+            seen
+        };
+        let ((), seen) = futures_lite::future::zip(sending, receiving).await;
+        assert_eq!(
+            seen,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "every message, in order"
+        );
+        edge.close().await;
+        mux.shutdown(Instant::now() + Duration::from_secs(2)).await;
+    });
+}
