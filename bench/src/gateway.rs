@@ -202,6 +202,30 @@ fn result(mut lat: Vec<u64>, secs: f64) -> Value {
     json!({"rtt_per_s": lat.len() as f64 / secs, "p50_us": pct(0.5), "p99_us": pct(0.99)})
 }
 
+/// `k` callers of `call` for the warm-up, then for the measured time: the
+/// result of the measured part.
+async fn measure<F, Fut>(k: usize, o: &Opts, call: F) -> io::Result<Value>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    let run = |dur: Duration| {
+        let call = &call;
+        async move {
+            let t0 = Instant::now();
+            let end = t0 + dur;
+            let mut lat = Vec::new();
+            for c in join_all((0..k).map(|_| timed(end, call))).await {
+                lat.extend(c?);
+            }
+            Ok::<_, io::Error>((lat, t0.elapsed().as_secs_f64()))
+        }
+    };
+    run(o.warmup()).await?;
+    let (lat, secs) = run(o.measured()).await?;
+    Ok(result(lat, secs))
+}
+
 /// The client process: `--inflight` callers for the warm-up, then for the
 /// measured time; prints `{"rtt_per_s", "p50_us", "p99_us"}`.
 pub(crate) async fn client(m: Arc<Material>, stack: &str, o: Opts) -> io::Result<Value> {
@@ -234,39 +258,24 @@ pub(crate) async fn client(m: Arc<Material>, stack: &str, o: Opts) -> io::Result
     builder.http2_only(h2).pool_max_idle_per_host(k);
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> = builder.build(connector);
     let body = Bytes::from(call_body(size, 1));
-    let run = |dur: Duration| {
-        let (client, uri, body) = (&client, &uri, &body);
-        async move {
-            let t0 = Instant::now();
-            let end = t0 + dur;
-            let callers = (0..k).map(|_| {
-                timed(end, move || async move {
-                    let req = http::Request::post(uri.clone())
-                        .header(http::header::CONTENT_TYPE, "application/json")
-                        .body(Full::new(body.clone()))
-                        .map_err(err)?;
-                    let resp = client.request(req).await.map_err(err)?;
-                    if resp.status() != 200 {
-                        return Err(err(format!("HTTP {}", resp.status())));
-                    }
-                    let bytes = resp.into_body().collect().await.map_err(err)?.to_bytes();
-                    let v: Value = serde_json::from_slice(&bytes).map_err(err)?;
-                    if v.get("code").is_some_and(|c| c != 200) {
-                        return Err(err(format!("answered {v}")));
-                    }
-                    Ok(())
-                })
-            });
-            let mut lat = Vec::new();
-            for c in join_all(callers).await {
-                lat.extend(c?);
-            }
-            Ok::<_, io::Error>((lat, t0.elapsed().as_secs_f64()))
+    let (client, uri, body) = (&client, &uri, &body);
+    measure(k, &o, move || async move {
+        let req = http::Request::post(uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+            .map_err(err)?;
+        let resp = client.request(req).await.map_err(err)?;
+        if resp.status() != 200 {
+            return Err(err(format!("HTTP {}", resp.status())));
         }
-    };
-    run(o.warmup()).await?;
-    let (lat, secs) = run(o.measured()).await?;
-    Ok(result(lat, secs))
+        let bytes = resp.into_body().collect().await.map_err(err)?.to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).map_err(err)?;
+        if v.get("code").is_some_and(|c| c != 200) {
+            return Err(err(format!("answered {v}")));
+        }
+        Ok(())
+    })
+    .await
 }
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
@@ -305,34 +314,19 @@ async fn ws_client(port: u16, size: usize, k: usize, o: &Opts) -> io::Result<Val
         }
     });
     let next = std::sync::atomic::AtomicU64::new(1);
-    let run = |dur: Duration| {
-        let (tx, waiters, next) = (&tx, &waiters, &next);
-        async move {
-            let t0 = Instant::now();
-            let end = t0 + dur;
-            let callers = (0..k).map(|_| {
-                timed(end, move || async move {
-                    let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (s, r) = oneshot::channel();
-                    waiters
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, s);
-                    let text = String::from_utf8(call_body(size, id)).map_err(err)?;
-                    tx.send(Message::text(text)).map_err(err)?;
-                    r.await.map_err(|_| err("connection lost"))
-                })
-            });
-            let mut lat = Vec::new();
-            for c in join_all(callers).await {
-                lat.extend(c?);
-            }
-            Ok::<_, io::Error>((lat, t0.elapsed().as_secs_f64()))
-        }
-    };
-    run(o.warmup()).await?;
-    let (lat, secs) = run(o.measured()).await?;
-    Ok(result(lat, secs))
+    let (tx, waiters, next) = (&tx, &waiters, &next);
+    measure(k, o, move || async move {
+        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (s, r) = oneshot::channel();
+        waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, s);
+        let text = String::from_utf8(call_body(size, id)).map_err(err)?;
+        tx.send(Message::text(text)).map_err(err)?;
+        r.await.map_err(|_| err("connection lost"))
+    })
+    .await
 }
 
 /// `jsonlink-bench gateway`: every (gateway, baseline) pair interleaved

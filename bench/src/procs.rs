@@ -133,6 +133,20 @@ pub(crate) async fn client(
     Ok(rr_result(n, secs, k, lat))
 }
 
+/// The checked-out commit (`git rev-parse --short HEAD`), for the report.
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "(unknown)".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        )
+}
+
 /// `jsonlink-bench procs`: `req` and `rpc` at 1 and 64 in flight,
 /// interleaved over `--reps` repetitions (default 5); a markdown table of
 /// the medians and the rpc / req ratios.
@@ -196,7 +210,7 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
         "`jsonlink-bench procs` at `{}`; {} repetitions, {} s measured after {} s warm-up each; {}; \
          load average {} at the start, {} at the end; {:.0} s in all. tokio, plain mode, ~100 B \
          arguments echoed as a `serde_json::Value`.\n",
-        option_env!("JSONLINK_BENCH_COMMIT").unwrap_or("(this build)"),
+        commit(),
         plan.reps,
         plan.secs,
         plan.warmup,

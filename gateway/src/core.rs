@@ -76,7 +76,8 @@ impl Core {
         let cid = req.correlation_id.clone();
         let limited = !self.rate_ok(ip);
         let deadline = self.config.limits.call_deadline;
-        origin.deadline = Some(Instant::now() + deadline);
+        // A deadline too far to represent is no deadline, never a panic.
+        origin.deadline = Instant::now().checked_add(deadline);
         let fut = (!limited).then(|| self.registry.call(req, origin));
         async move {
             let Some(fut) = fut else {

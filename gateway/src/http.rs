@@ -264,11 +264,13 @@ fn json(status: StatusCode, resp: &CallResponse) -> Response {
         .into_response()
 }
 
-/// Closes the connection after this response (the rest of the body is
-/// not read).
-fn closing(mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// Closes an HTTP/1.x connection after this response (the rest of the
+/// body is not read); HTTP/2 has no such header (the stream is reset).
+fn closing(version: http::Version, mut r: Response) -> Response {
+    if version < http::Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 
@@ -296,14 +298,18 @@ async fn handle(State(core): State<Arc<Core>>, req: Request) -> Response {
             (unspecified.ip(), unspecified)
         }
     };
+    let version = req.version();
     let too_large = || {
-        closing(json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &CallResponse::error(
-                PAYLOAD_TOO_LARGE,
-                format!("body larger than {} bytes", limits.max_body_bytes),
+        closing(
+            version,
+            json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &CallResponse::error(
+                    PAYLOAD_TOO_LARGE,
+                    format!("body larger than {} bytes", limits.max_body_bytes),
+                ),
             ),
-        ))
+        )
     };
     let declared = req
         .headers()
@@ -320,13 +326,16 @@ async fn handle(State(core): State<Arc<Core>>, req: Request) -> Response {
     let body = Limited::new(req.into_body(), limits.max_body_bytes);
     let bytes = match tokio::time::timeout(limits.body_timeout, body.collect()).await {
         Err(_) => {
-            return closing(json(
-                StatusCode::REQUEST_TIMEOUT,
-                &CallResponse::error(
-                    REQUEST_TIMEOUT,
-                    format!("body not received within {:?}", limits.body_timeout),
+            return closing(
+                version,
+                json(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &CallResponse::error(
+                        REQUEST_TIMEOUT,
+                        format!("body not received within {:?}", limits.body_timeout),
+                    ),
                 ),
-            ));
+            );
         }
         Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -334,10 +343,13 @@ async fn handle(State(core): State<Arc<Core>>, req: Request) -> Response {
             {
                 return too_large();
             }
-            return closing(json(
-                StatusCode::BAD_REQUEST,
-                &CallResponse::error(jsonlink_rpc::code::BAD_REQUEST, "body could not be read"),
-            ));
+            return closing(
+                version,
+                json(
+                    StatusCode::BAD_REQUEST,
+                    &CallResponse::error(jsonlink_rpc::code::BAD_REQUEST, "body could not be read"),
+                ),
+            );
         }
         Ok(Ok(c)) => c.to_bytes(),
     };

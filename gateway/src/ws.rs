@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use jsonlink_rpc::{CallRequest, CallResponse, Identity, Origin, Registry, Transport, code};
 use serde_json::{Map, Value};
 use tokio::net::ToSocketAddrs;
@@ -599,7 +599,15 @@ fn on_text(shared: &Arc<WsShared>, conn: &Arc<Conn>, text: &str) -> Option<End> 
         peer: None,
         deadline: None,
     };
-    let call = core.call(req, origin, conn.ip);
+    // A call that completes at its first poll (most do: no I/O) is
+    // answered here, without the cost of a task; the others get one. A
+    // task's first poll comes right after the spawn, so the wakers that
+    // the no-op poll registered are replaced at once.
+    let mut call = Box::pin(core.call(req, origin, conn.ip));
+    if let Some(resp) = (&mut call).now_or_never() {
+        conn.push_response(&resp);
+        return None;
+    }
     let c = conn.clone();
     core.tasks.spawn(async move {
         tokio::select! {

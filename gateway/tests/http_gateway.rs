@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn health_answers_ok_on_any_method() {
@@ -207,68 +209,69 @@ async fn code_429_past_the_per_ip_rate_limit() {
     gw.shutdown().await;
 }
 
+/// The codes of calls claiming each of `ips` in `X-Real-IP`, with a rate
+/// limit of one call per IP, through a gateway trusting `proxies`.
+async fn codes_claiming(proxies: Vec<std::net::IpAddr>, ips: &[&str]) -> Vec<u64> {
+    let mut cfg = config();
+    cfg.limits.rate_limit = Some(jsonlink_gateway::RateLimit {
+        per_second: 1.try_into().unwrap(),
+        burst: 1.try_into().unwrap(),
+    });
+    cfg.trusted_proxies = proxies;
+    let gw = http_gateway(cfg).await;
+    let mut c = Http1::connect(gw.local_addr()).await;
+    let mut codes = Vec::new();
+    for ip in ips {
+        let r = c
+            .request(
+                "POST",
+                "/",
+                &[("x-real-ip", ip)],
+                br#"{"procedure":"echo"}"#,
+            )
+            .await;
+        codes.push(code_of(&r.json()));
+    }
+    gw.shutdown().await;
+    codes
+}
+
 #[tokio::test]
 async fn x_real_ip_is_believed_only_from_a_trusted_proxy() {
     // The rate limit is per IP: with a burst of 1, a second call from the
     // same client IP is refused, one from another IP is not.
-    let rate = Some(jsonlink_gateway::RateLimit {
-        per_second: 1.try_into().unwrap(),
-        burst: 1.try_into().unwrap(),
-    });
-    let mut trusting = config();
-    trusting.limits.rate_limit = rate;
-    trusting.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-    let gw = http_gateway(trusting).await;
-    let mut c = Http1::connect(gw.local_addr()).await;
-    let body = br#"{"procedure":"echo"}"#;
-    let mut codes = Vec::new();
-    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.1"] {
-        codes.push(code_of(
-            &c.request("POST", "/", &[("x-real-ip", ip)], body)
-                .await
-                .json(),
-        ));
-    }
+    let ips = ["10.0.0.1", "10.0.0.2", "10.0.0.1"];
     assert_eq!(
-        codes,
+        codes_claiming(vec!["127.0.0.1".parse().unwrap()], &ips).await,
         [200, 200, 429],
         "behind a trusted proxy each X-Real-IP has its own limit"
     );
-    gw.shutdown().await;
-
-    let mut untrusting = config();
-    untrusting.limits.rate_limit = rate;
-    let gw = http_gateway(untrusting).await;
-    let mut c = Http1::connect(gw.local_addr()).await;
-    let mut codes = Vec::new();
-    for ip in ["10.0.0.1", "10.0.0.2"] {
-        codes.push(code_of(
-            &c.request("POST", "/", &[("x-real-ip", ip)], body)
-                .await
-                .json(),
-        ));
-    }
     assert_eq!(
-        codes,
-        [200, 429],
+        codes_claiming(Vec::new(), &ips).await,
+        [200, 429, 429],
         "from an untrusted peer the header is ignored"
     );
-    gw.shutdown().await;
+}
+
+/// The `Access-Control-Allow-Origin` of a call from `origin`.
+async fn allowed_origin(c: &mut Http1, origin: &str) -> Option<String> {
+    let r = c
+        .request(
+            "POST",
+            "/",
+            &[("origin", origin)],
+            br#"{"procedure":"echo"}"#,
+        )
+        .await;
+    assert_eq!(code_of(&r.json()), 200);
+    r.header("access-control-allow-origin").map(str::to_owned)
 }
 
 #[tokio::test]
 async fn cors_is_off_by_default_and_answers_configured_origins() {
     let gw = http_gateway(config()).await;
     let mut c = Http1::connect(gw.local_addr()).await;
-    let r = c
-        .request(
-            "POST",
-            "/",
-            &[("origin", "https://app.example")],
-            br#"{"procedure":"echo"}"#,
-        )
-        .await;
-    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(allowed_origin(&mut c, "https://app.example").await, None);
     gw.shutdown().await;
 
     let mut cfg = config();
@@ -277,43 +280,73 @@ async fn cors_is_off_by_default_and_answers_configured_origins() {
     ]));
     let gw = http_gateway(cfg).await;
     let mut c = Http1::connect(gw.local_addr()).await;
-    let r = c
-        .request(
-            "OPTIONS",
-            "/",
-            &[
-                ("origin", "https://app.example"),
-                ("access-control-request-method", "POST"),
-                ("access-control-request-headers", "content-type"),
-            ],
-            b"",
-        )
-        .await;
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "content-type"),
+    ];
+    let r = c.request("OPTIONS", "/", &preflight, b"").await;
     assert_eq!(
         r.header("access-control-allow-origin"),
         Some("https://app.example")
     );
-    let r = c
-        .request(
-            "POST",
-            "/",
-            &[("origin", "https://app.example")],
-            br#"{"procedure":"echo"}"#,
-        )
-        .await;
     assert_eq!(
-        r.header("access-control-allow-origin"),
+        allowed_origin(&mut c, "https://app.example")
+            .await
+            .as_deref(),
         Some("https://app.example")
     );
-    assert_eq!(code_of(&r.json()), 200);
+    assert_eq!(allowed_origin(&mut c, "https://evil.example").await, None);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_the_call_in_flight_then_stops_listening() {
+    let gw = http_gateway(config()).await;
+    let addr = gw.local_addr();
+    let mut c = Http1::connect(addr).await;
+    let mut idle = Http1::connect(addr).await;
+    assert_eq!(code_of(&idle.post(r#"{"procedure":"echo"}"#).await), 200);
+    let body = br#"{"procedure":"sleep-started","args":{"ms":300},"correlationId":"late"}"#;
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.stream
+        .write_all(&[head.as_bytes(), body].concat())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), STARTED.notified())
+        .await
+        .expect("the call started");
+    let shutdown = tokio::spawn(gw.shutdown());
     let r = c
-        .request(
-            "POST",
-            "/",
-            &[("origin", "https://evil.example")],
-            br#"{"procedure":"echo"}"#,
-        )
-        .await;
-    assert_eq!(r.header("access-control-allow-origin"), None);
+        .read_response()
+        .await
+        .expect("the call in flight is answered");
+    assert_eq!(r.json()["correlationId"], "late");
+    assert!(
+        idle.closed_within(Duration::from_secs(20)).await,
+        "the idle keep-alive connection is closed"
+    );
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown returns")
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_at_header_timeout() {
+    let mut cfg = config();
+    cfg.limits.header_timeout = Duration::from_millis(300);
+    let gw = http_gateway(cfg).await;
+    let mut silent = Http1::connect(gw.local_addr()).await;
+    let started = std::time::Instant::now();
+    assert!(silent.closed_within(Duration::from_secs(20)).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
     gw.shutdown().await;
 }

@@ -314,3 +314,47 @@ async fn graceful_shutdown_answers_calls_in_flight_then_closes_1001() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn the_per_ip_rate_limit_answers_429_over_websocket() {
+    let mut cfg = config();
+    cfg.limits.rate_limit = Some(jsonlink_gateway::RateLimit {
+        per_second: 1.try_into().unwrap(),
+        burst: 3.try_into().unwrap(),
+    });
+    let gw = ws_gateway(cfg, WsHooks::new()).await;
+    let mut ws = ws_connect(gw.local_addr()).await;
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        ws_send(&mut ws, call("echo", json!(i), json!(i))).await;
+        let v = ws_next(&mut ws).await.unwrap();
+        assert_eq!(v["correlationId"], i);
+        codes.push(code_of(&v));
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panicking_hook_is_caught_and_the_connection_served() {
+    let hooks = WsHooks::new()
+        .on_client_connect(|_| panic!("hook bug"))
+        .on_client_message(|_, _| panic!("hook bug"));
+    let gw = ws_gateway(config(), hooks).await;
+    let mut ws = ws_connect(gw.local_addr()).await;
+    ws_send(&mut ws, json!({"clientMessage": 1})).await;
+    ws_send(&mut ws, call("echo", json!("fine"), json!(1))).await;
+    assert_eq!(ws_next(&mut ws).await.unwrap()["data"], "fine");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_at_header_timeout() {
+    let mut cfg = config();
+    cfg.limits.header_timeout = Duration::from_millis(300);
+    let gw = ws_gateway(cfg, WsHooks::new()).await;
+    let mut silent = Http1::connect(gw.local_addr()).await;
+    assert!(silent.closed_within(Duration::from_secs(20)).await);
+    assert!(gw.connections().is_empty());
+    gw.shutdown().await;
+}

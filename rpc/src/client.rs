@@ -168,7 +168,7 @@ enum Target {
 }
 
 /// The jsonlink transport: `rpc.call` requests over a link (PROTOCOL.md
-/// §15). Unavailable (so the next transport is tried) when there is no
+/// §11.6). Unavailable (so the next transport is tried) when there is no
 /// authenticated link now, or the link is closing and refuses new
 /// requests; a call lost with its link, timed out, refused as busy or
 /// answered with anything but a CallResponse has failed.
@@ -260,7 +260,7 @@ impl LinkTransport {
                 st.sent_on = Some(link.id());
             }
         }
-        let body = raw_call(CALL_OP, &req)?;
+        let body = flat_call(&req)?;
         let answer = link
             .request_raw(body, self.timeout)
             .await
@@ -300,6 +300,45 @@ pub(crate) fn raw_call<T: serde::Serialize + ?Sized>(
     }
     serde_json::value::to_raw_value(&Body { op, args })
         .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))
+}
+
+fn is_default_scope(s: &&str) -> bool {
+    *s == crate::wire::DEFAULT_SCOPE
+}
+
+fn is_default_version(s: &&str) -> bool {
+    *s == crate::wire::DEFAULT_VERSION
+}
+
+/// `{"op":"rpc.call","procedure":…,…}`: the CallRequest's members beside
+/// `op` (PROTOCOL.md §11.5, the flat shape), serialized once; the default
+/// scope and version are left out (the receiver applies them).
+fn flat_call(req: &CallRequest) -> Result<Box<serde_json::value::RawValue>, TransportError> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Flat<'a> {
+        op: &'a str,
+        procedure: &'a str,
+        #[serde(skip_serializing_if = "is_default_scope")]
+        scope: &'a str,
+        #[serde(skip_serializing_if = "is_default_version")]
+        version: &'a str,
+        args: &'a serde_json::Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        correlation_id: &'a Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: &'a Option<Identity>,
+    }
+    serde_json::value::to_raw_value(&Flat {
+        op: CALL_OP,
+        procedure: &req.procedure,
+        scope: &req.scope,
+        version: &req.version,
+        args: &req.args,
+        correlation_id: &req.correlation_id,
+        identity: &req.identity,
+    })
+    .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))
 }
 
 /// Whether a link error means the request was not sent.

@@ -6,6 +6,7 @@
 //!   with validated arguments, identity, internal procedures, nested calls,
 //!   middleware and an error hook.
 //!
+//! - [`Trace`]: a ready middleware logging each call in a `tracing` span;
 //! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`);
 //! - [`client`]: [`RpcClient`] over transports tried in order, and the
 //!   jsonlink [`LinkTransport`].
@@ -14,10 +15,16 @@
 //! trait for the one timer it needs (the link call timeout).
 #![forbid(unsafe_code)]
 
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod client;
 pub mod link;
 pub mod registry;
 pub mod schema;
+pub mod trace;
 pub mod wire;
 
 pub use client::{ClientError, LinkTransport, RpcClient, RpcTransport, TransportError};
@@ -27,4 +34,5 @@ pub use registry::{
     Middleware, Next, Origin, PeerInfo, Procedure, ProcedureInfo, Registry, RegistryBuilder,
     RegistryError, RpcError, Transport,
 };
+pub use trace::Trace;
 pub use wire::{Authorization, CallRequest, CallResponse, Identity, ParseLimits, code};

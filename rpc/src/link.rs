@@ -1,4 +1,4 @@
-//! Procedures over jsonlink links (PROTOCOL.md §15): the ops `rpc.call`
+//! Procedures over jsonlink links (PROTOCOL.md §11.6): the ops `rpc.call`
 //! and `rpc.identity` in a [`Handlers`] table, on a [`Server`] (its clients
 //! call it) or on a [`Client`] (its server calls it) alike.
 //!
@@ -17,12 +17,17 @@
 //! [`Client`]: jsonlink_rt::Client
 
 use crate::registry::{Origin, PeerInfo, Registry, Transport};
-use crate::wire::{CallRequest, CallResponse, Identity, ParseLimits, code};
+use crate::wire::{
+    CallRequest, CallResponse, Identity, ParseLimits, WireCall, code, exceeds_depth,
+};
 use futures_util::future::{Either, select};
 use jsonlink_rt::{Handlers, Link, Request, Runtime};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// The op of a procedure call.
@@ -30,12 +35,16 @@ pub const CALL_OP: &str = "rpc.call";
 /// The op that sets the link's identity.
 pub const IDENTITY_OP: &str = "rpc.identity";
 
+/// The nesting depth a link frame may have (PROTOCOL.md §4.3: deeper is
+/// refused by the link itself), as the default `max_depth` over links.
+const LINK_DEPTH: usize = 128;
+
 /// Options of [`serve`].
 ///
 /// | option | default | meaning |
 /// | --- | --- | --- |
 /// | `call_timeout` | 30 s | a call not answered within it is answered 500 `deadline exceeded` and its future dropped (nested calls with it) |
-/// | `parse` | [`ParseLimits::default`] | limits on the CallRequest (nesting depth, name length); the frame itself is bounded by the link's own frame size and nesting limits |
+/// | `parse` | [`ParseLimits::default`] with `max_depth` 128 | limits on the CallRequest (name length; nesting depth, which a link already bounds at 127 levels per frame, PROTOCOL.md §4.3, so by default no scan is added; set `max_depth` below 127 to scan each call for it) |
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
     /// How long a call may run.
@@ -48,7 +57,10 @@ impl Default for LinkOptions {
     fn default() -> Self {
         Self {
             call_timeout: Duration::from_secs(30),
-            parse: ParseLimits::default(),
+            parse: ParseLimits {
+                max_depth: LINK_DEPTH,
+                ..ParseLimits::default()
+            },
         }
     }
 }
@@ -57,16 +69,23 @@ impl Default for LinkOptions {
 /// are dropped whenever one is set, so the table holds at most the live
 /// links plus those closed since the last set.
 #[derive(Default)]
-struct Identities(Mutex<HashMap<u64, (Link, Arc<Identity>)>>);
+struct Identities {
+    map: Mutex<HashMap<u64, (Link, Arc<Identity>)>>,
+    /// Whether the map has entries: calls skip the lock while none is set.
+    any: AtomicBool,
+}
 
 impl Identities {
     fn get(&self, link: &Link) -> Option<Arc<Identity>> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&link.id()).map(|(_, i)| i.clone())
     }
 
     fn set(&self, link: &Link, identity: Option<Identity>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, (l, _)| !l.is_closed());
         match identity {
             Some(i) => {
@@ -76,6 +95,7 @@ impl Identities {
                 map.remove(&link.id());
             }
         }
+        self.any.store(!map.is_empty(), Ordering::Release);
     }
 }
 
@@ -113,12 +133,20 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
             let _ = req.respond(&resp);
         }
     });
-    let options = Arc::new(options);
+    struct Served {
+        registry: Registry,
+        identities: Arc<Identities>,
+        rt: Arc<dyn Runtime>,
+        options: LinkOptions,
+    }
+    let served = Arc::new(Served {
+        registry,
+        identities,
+        rt,
+        options,
+    });
     handlers.on_request(CALL_OP, move |req: Request| {
-        let registry = registry.clone();
-        let identities = identities.clone();
-        let rt = rt.clone();
-        let options = options.clone();
+        let s = served.clone();
         async move {
             let Request {
                 link,
@@ -126,16 +154,15 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
                 responder,
                 ..
             } = req;
-            let parsed = args_value(body.get())
-                .map_err(|e| CallResponse::error(code::BAD_REQUEST, format!("not valid JSON: {e}")))
-                .and_then(|v| CallRequest::from_value(v, &options.parse));
-            let resp = match parsed {
+            let resp = match parse_call(body.get(), &s.options.parse) {
                 Err(resp) => resp,
-                Ok(mut call) => {
-                    if call.identity.is_none() {
-                        call.identity = identities.get(&link).map(|i| (*i).clone());
-                    }
-                    let deadline = deadline_after(rt.now(), options.call_timeout);
+                Ok(call) => {
+                    let link_identity = if call.identity.is_none() {
+                        s.identities.get(&link)
+                    } else {
+                        None
+                    };
+                    let deadline = deadline_after(s.rt.now(), s.options.call_timeout);
                     let origin = Origin {
                         transport: Transport::Link,
                         remote_addr: Some(link.peer_addr()),
@@ -144,12 +171,48 @@ pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, opti
                         deadline: Some(deadline),
                     };
                     let correlation_id = call.correlation_id.clone();
-                    run_by(&*rt, registry.call(call, origin), deadline, correlation_id).await
+                    let call = s.registry.call_as(call, link_identity, origin);
+                    run_by(&*s.rt, call, deadline, correlation_id).await
                 }
             };
             let _ = responder.respond(&resp);
         }
     });
+}
+
+/// The CallRequest of an `rpc.call` body, parsed in one pass: the flat
+/// shape `{"op":"rpc.call","procedure":…,…}` (what [`LinkTransport`]
+/// sends) or the wrapped `{"op":"rpc.call","args":{…}}` (§11.5 rule 1).
+///
+/// [`LinkTransport`]: crate::LinkTransport
+fn parse_call(body: &str, limits: &ParseLimits) -> Result<CallRequest, CallResponse> {
+    let bad = |m: String| CallResponse::error(code::BAD_REQUEST, m);
+    let max = limits.max_depth.min(128);
+    if max < LINK_DEPTH - 1
+        && let Some(depth) = exceeds_depth(body.as_bytes(), max.saturating_add(1))
+    {
+        // The body object adds one level around a flat CallRequest.
+        return Err(bad(format!(
+            "CallRequest nested deeper than {max} levels (at least {})",
+            depth - 1
+        )));
+    }
+    let w: WireCall =
+        serde_json::from_str(body).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let only_args = w.procedure.is_none()
+        && w.scope.is_none()
+        && w.version.is_none()
+        && w.correlation_id.is_none()
+        && w.identity.is_none()
+        && !w.others;
+    if w.op && only_args {
+        // {"op":…,"args":X}: X is the CallRequest.
+        let inner = w
+            .args
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        return CallRequest::from_value(inner, limits);
+    }
+    w.into_request(limits)
 }
 
 /// The arguments (PROTOCOL.md §11.5) of a body, parsed once: `args` of
@@ -186,14 +249,18 @@ fn deadline_after(now: Instant, d: Duration) -> Instant {
 }
 
 /// Runs `call` until `deadline` on `rt`'s timer; past it the call's future
-/// is dropped and the answer is 500 `deadline exceeded`.
+/// is dropped and the answer is 500 `deadline exceeded`. A call that is
+/// ready at its first poll (a handler that does not wait) arms no timer.
 pub async fn run_by(
     rt: &dyn Runtime,
     call: impl Future<Output = CallResponse> + Send + 'static,
     deadline: Instant,
     correlation_id: Option<Value>,
 ) -> CallResponse {
-    let call = Box::pin(call);
+    let mut call = std::pin::pin!(call);
+    if let Poll::Ready(resp) = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        return resp;
+    }
     match select(call, rt.sleep_until(deadline)).await {
         Either::Left((resp, _)) => resp,
         Either::Right(((), _)) => {

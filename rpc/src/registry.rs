@@ -461,6 +461,7 @@ async fn run_handler(inner: &Inner, entry: &Entry, ctx: Context, args: Value) ->
     };
     let Some(fault) = fault else { return resp };
     tracing::warn!(
+        target: "jsonlink::rpc",
         scope = %entry.info.scope,
         procedure = %entry.info.procedure,
         version = %entry.info.version,
@@ -482,7 +483,7 @@ async fn run_handler(inner: &Inner, entry: &Entry, ctx: Context, args: Value) ->
                 .as_deref()
                 .is_some_and(|i| i.authorization.is_some()),
             identity,
-            origin: ctx.origin.clone(),
+            origin: (*ctx.origin).clone(),
             fault,
         };
         // A panicking hook must not take the call down with it.
@@ -505,7 +506,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-type Table = HashMap<String, HashMap<String, HashMap<String, Arc<Entry>>>>;
+type Map<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
+type Table = Map<Map<Map<Arc<Entry>>>>;
 
 struct Inner {
     table: Table,
@@ -683,7 +685,7 @@ impl RegistryBuilder {
 
     /// Compiles the schemas and builds the registry.
     pub fn build(self) -> Result<Registry, RegistryError> {
-        let mut table = Table::new();
+        let mut table = Table::default();
         for (p, handler) in self.procedures {
             let key = format!("{}::{}::{}", p.scope, p.name, p.version);
             let schema =
@@ -772,21 +774,50 @@ impl Registry {
         req: CallRequest,
         origin: Origin,
     ) -> impl Future<Output = CallResponse> + Send + 'static {
+        self.call_as(req, None, origin)
+    }
+
+    /// [`call`](Self::call) with a shared connection identity, used when
+    /// `req` carries none (no copy of it per call).
+    pub(crate) fn call_as(
+        &self,
+        req: CallRequest,
+        connection_identity: Option<Arc<Identity>>,
+        origin: Origin,
+    ) -> impl Future<Output = CallResponse> + Send + 'static {
         let inner = self.inner.clone();
         async move {
-            let identity = req.identity.map(Arc::new);
+            let identity = match req.identity {
+                Some(i) => Some(Arc::new(i)),
+                None => connection_identity,
+            };
             let correlation_id = req.correlation_id;
-            dispatch(
+            let call = dispatch(
                 inner,
                 &req.scope,
                 &req.procedure,
                 &req.version,
                 req.args,
                 identity,
-                origin,
+                Arc::new(origin),
                 0,
-            )
-            .await
+            );
+            // A handler's panic is caught (and reported) closer to it; this
+            // catches one in a middleware, so the call still gets its 500.
+            match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(resp) => resp,
+                Err(panic) => {
+                    tracing::error!(
+                        target: "jsonlink::rpc",
+                        scope = %req.scope,
+                        procedure = %req.procedure,
+                        version = %req.version,
+                        panic = %panic_message(panic.as_ref()),
+                        "a procedure middleware panicked"
+                    );
+                    CallResponse::error(code::INTERNAL, "internal error")
+                }
+            }
             .with_correlation_id(correlation_id)
         }
     }
@@ -800,7 +831,7 @@ async fn dispatch(
     version: &str,
     args: Value,
     identity: Option<Arc<Identity>>,
-    origin: Origin,
+    origin: Arc<Origin>,
     depth: u32,
 ) -> CallResponse {
     if origin.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -821,20 +852,30 @@ async fn dispatch(
     let ctx = Context {
         inner: inner.clone(),
         entry: entry.clone(),
-        identity: identity.clone(),
-        origin: origin.clone(),
+        identity,
+        origin,
         depth,
     };
     if inner.middleware.is_empty() && entry.schema.is_none() {
         // The hot path: no chain to build.
-        return run_handler(&inner, &entry, ctx, args).await;
+        run_handler(&inner, &entry, ctx, args).await
+    } else {
+        // Boxed: keeps the chain's state out of every call's future.
+        Box::pin(chain(inner, entry, ctx, args)).await
     }
+}
+
+/// Middleware, validation and the handler.
+async fn chain(inner: Arc<Inner>, entry: Arc<Entry>, ctx: Context, args: Value) -> CallResponse {
     // Middleware sees the args by reference; the endpoint takes them.
     let seen = if inner.middleware.is_empty() {
         Value::Null
     } else {
         args.clone()
     };
+    let identity = ctx.identity.clone();
+    let origin = ctx.origin.clone();
+    let depth = ctx.depth;
     let end = Endpoint {
         entry: entry.clone(),
         inner: inner.clone(),
@@ -842,9 +883,9 @@ async fn dispatch(
         args: std::sync::Mutex::new(Some(args)),
     };
     let info = CallInfo {
-        procedure,
-        scope,
-        version,
+        procedure: &entry.info.procedure,
+        scope: &entry.info.scope,
+        version: &entry.info.version,
         info: &entry.info,
         identity: identity.as_deref(),
         origin: &origin,
@@ -866,7 +907,7 @@ pub struct Context {
     inner: Arc<Inner>,
     entry: Arc<Entry>,
     identity: Option<Arc<Identity>>,
-    origin: Origin,
+    origin: Arc<Origin>,
     depth: u32,
 }
 
@@ -916,10 +957,10 @@ impl Context {
         Caller {
             inner: self.inner.clone(),
             identity: self.identity.clone(),
-            origin: Origin {
+            origin: Arc::new(Origin {
                 transport: Transport::Internal,
-                ..self.origin.clone()
-            },
+                ..(*self.origin).clone()
+            }),
             depth: self.depth + 1,
         }
     }
@@ -935,7 +976,7 @@ impl Context {
 pub struct Caller {
     inner: Arc<Inner>,
     identity: Option<Arc<Identity>>,
-    origin: Origin,
+    origin: Arc<Origin>,
     depth: u32,
 }
 

@@ -233,35 +233,152 @@ impl CallRequest {
     /// object, no `procedure`, a field of the wrong type, nesting deeper than
     /// [`ParseLimits::max_depth`]); it echoes the `correlationId` when one
     /// could be read. The nesting is measured by one scan before parsing, so
-    /// 100 000-deep arguments cost no stack.
+    /// 100 000-deep arguments cost no stack; the request is then parsed in
+    /// one pass (no intermediate tree for its outer object).
     pub fn from_slice(bytes: &[u8], limits: &ParseLimits) -> Result<Self, CallResponse> {
         let bad = |m: String| CallResponse::error(code::BAD_REQUEST, m);
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let Some(&first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
             return Err(bad("empty body: a CallRequest is a JSON object".into()));
-        }
+        };
         let max_depth = limits.max_depth.min(128);
         if let Some(depth) = exceeds_depth(bytes, max_depth) {
             return Err(bad(format!(
                 "CallRequest nested deeper than {max_depth} levels (at least {depth})"
             )));
         }
-        let value: Value =
+        if first != b'{' {
+            // Not an object: say what it is (a rare path; parse it whole).
+            let v: Value =
+                serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+            return Self::from_value(v, limits);
+        }
+        let wire: WireCall =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        Self::from_value(value, limits)
+        wire.into_request(limits)
     }
 
     /// Reads an already-parsed CallRequest value; `Err` as for
     /// [`from_slice`](Self::from_slice) (the depth is not measured here:
     /// serde_json's parser already bounded it).
     pub fn from_value(value: Value, limits: &ParseLimits) -> Result<Self, CallResponse> {
-        let bad = |m: String| CallResponse::error(code::BAD_REQUEST, m);
         let Value::Object(mut map) = value else {
-            return Err(bad(format!(
-                "a CallRequest must be a JSON object, not {}",
-                kind(&value)
-            )));
+            return Err(CallResponse::error(
+                code::BAD_REQUEST,
+                format!("a CallRequest must be a JSON object, not {}", kind(&value)),
+            ));
         };
-        let correlation_id = match map.remove("correlationId") {
+        WireCall {
+            op: map.remove("op").is_some(),
+            procedure: map.remove("procedure"),
+            scope: map.remove("scope"),
+            version: map.remove("version"),
+            args: map.remove("args"),
+            correlation_id: map.remove("correlationId"),
+            identity: map.remove("identity"),
+            others: !map.is_empty(),
+        }
+        .into_request(limits)
+    }
+}
+
+/// A CallRequest's members as read from the wire, before their types are
+/// checked. Deserializes from an object only, in one pass; unknown members
+/// are skipped (and noted).
+#[derive(Default)]
+pub(crate) struct WireCall {
+    /// Whether an `op` member was present (a jsonlink body).
+    pub(crate) op: bool,
+    pub(crate) procedure: Option<Value>,
+    pub(crate) scope: Option<Value>,
+    pub(crate) version: Option<Value>,
+    pub(crate) args: Option<Value>,
+    pub(crate) correlation_id: Option<Value>,
+    pub(crate) identity: Option<Value>,
+    /// Whether any other member was present.
+    pub(crate) others: bool,
+}
+
+/// A CallRequest member name, read without allocating.
+enum Field {
+    Op,
+    Procedure,
+    Scope,
+    Version,
+    Args,
+    CorrelationId,
+    Identity,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "op" => Field::Op,
+                    "procedure" => Field::Procedure,
+                    "scope" => Field::Scope,
+                    "version" => Field::Version,
+                    "args" => Field::Args,
+                    "correlationId" => Field::CorrelationId,
+                    "identity" => Field::Identity,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireCall {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WireCall;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CallRequest object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<WireCall, A::Error> {
+                let mut w = WireCall::default();
+                while let Some(key) = m.next_key::<Field>()? {
+                    let slot = match key {
+                        Field::Procedure => &mut w.procedure,
+                        Field::Scope => &mut w.scope,
+                        Field::Version => &mut w.version,
+                        Field::Args => &mut w.args,
+                        Field::CorrelationId => &mut w.correlation_id,
+                        Field::Identity => &mut w.identity,
+                        Field::Op | Field::Other => {
+                            if matches!(key, Field::Op) {
+                                w.op = true;
+                            } else {
+                                w.others = true;
+                            }
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(m.next_value()?);
+                }
+                Ok(w)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl WireCall {
+    /// Checks the members' types: the CallRequest, or its 400.
+    pub(crate) fn into_request(self, limits: &ParseLimits) -> Result<CallRequest, CallResponse> {
+        let correlation_id = match self.correlation_id {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
         };
@@ -285,20 +402,18 @@ impl CallRequest {
             },
             Some(other) => Err(format!("`{field}` must be a string, not {}", kind(&other))),
         };
-        let procedure = name("procedure", map.remove("procedure"), None).map_err(fail)?;
-        let scope = name("scope", map.remove("scope"), Some(DEFAULT_SCOPE)).map_err(fail)?;
-        let version =
-            name("version", map.remove("version"), Some(DEFAULT_VERSION)).map_err(fail)?;
-        let args = map.remove("args").unwrap_or(Value::Null);
-        let identity = match map.remove("identity") {
+        let procedure = name("procedure", self.procedure, None).map_err(fail)?;
+        let scope = name("scope", self.scope, Some(DEFAULT_SCOPE)).map_err(fail)?;
+        let version = name("version", self.version, Some(DEFAULT_VERSION)).map_err(fail)?;
+        let identity = match self.identity {
             None | Some(Value::Null) => None,
             Some(v) => Some(Identity::from_value(v).map_err(fail)?),
         };
-        Ok(Self {
+        Ok(CallRequest {
             procedure,
             scope,
             version,
-            args,
+            args: self.args.unwrap_or(Value::Null),
             correlation_id,
             identity,
         })
@@ -318,24 +433,25 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// Scans `bytes` for `[`/`{` nesting outside strings; `Some(depth)` as soon
-/// as it passes `max`.
+/// as it passes `max`. Strings are skipped with `memchr` (most of a body's
+/// bytes are in its strings).
 pub(crate) fn exceeds_depth(bytes: &[u8], max: usize) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_str {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_str = true,
+            b'"' => {
+                // To the closing quote, past escapes.
+                loop {
+                    let j = memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+                    i += j + 1;
+                    if bytes[i - 1] == b'"' {
+                        break;
+                    }
+                    i += 1; // the escaped byte
+                }
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -494,6 +610,13 @@ mod tests {
         // Brackets inside strings do not count.
         let ok = format!(r#"{{"procedure":"p","args":"{}"}}"#, "[".repeat(n));
         assert!(parse(&ok).is_ok());
+        // Escaped quotes and backslashes inside strings do not end them.
+        assert_eq!(exceeds_depth(br#"{"a":"x\"[[[\\","b":[[1]]}"#, 3), None);
+        assert_eq!(
+            exceeds_depth(br#"{"a":"x\"[[[\\","b":[[[1]]]}"#, 3),
+            Some(4)
+        );
+        assert_eq!(exceeds_depth(br#"{"a":"unterminated [[[[["#, 1), None);
         // The limit is configurable.
         let limits = ParseLimits {
             max_depth: 3,

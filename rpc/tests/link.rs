@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "SECRET-TOKEN-7f3a9";
 
+/// How often the `strict` procedure's handler ran (only the codes test
+/// calls it).
+static STRICT_RAN: AtomicUsize = AtomicUsize::new(0);
+
 #[derive(Deserialize)]
 struct Add {
     a: i64,
@@ -37,7 +41,10 @@ fn registry(events: Arc<Mutex<Vec<ErrorEvent>>>, seen: Arc<Mutex<Vec<String>>>) 
                 "required": ["id", "name"],
                 "additionalProperties": false
             })),
-            |_cx, _: Value| async { Ok::<_, RpcError>("ran") },
+            |_cx, _: Value| {
+                STRICT_RAN.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, RpcError>("ran") }
+            },
         )
         .procedure(
             Procedure::new("all-locations").scope("internal").internal(true),
@@ -82,6 +89,7 @@ fn registry(events: Arc<Mutex<Vec<ErrorEvent>>>, seen: Arc<Mutex<Vec<String>>>) 
             ));
             next.run(call)
         })
+        .middleware(jsonlink_rpc::Trace)
         .on_error(move |e| events.lock().unwrap().push(e.clone()))
         .build()
         .unwrap()
@@ -175,6 +183,11 @@ async fn the_codes_over_a_link() {
         assert!(m.contains(path), "{path} in {m}");
     }
     assert!(r.data.is_none());
+    assert_eq!(
+        STRICT_RAN.load(Ordering::SeqCst),
+        0,
+        "the handler did not run"
+    );
 
     // 500 without detail, for an error and a panic; the hook saw both.
     let r = rpc_call(c, &CallRequest::new("fail", Value::Null).identity(id())).await;
@@ -223,12 +236,9 @@ async fn the_codes_over_a_link() {
     assert!(!format!("{:?}", events.lock().unwrap()).contains(TOKEN));
     record(
         "P3",
-        "422 naming /id, /tags/0, /tags/2 and / (required and additionalProperties) in one message, via Registry and over a link; the handler not called; no coercion unless opted in",
+        "over a link: 422 naming /id, /tags/0, /tags/2 and / (required and additionalProperties) in one message; the handler not called",
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,10 +257,7 @@ async fn the_handshake_identity_is_the_peer_never_the_authorization() {
         who,
         json!({"authorization": null, "peer": "cli-1/dashboard", "transport": "Link", "has_deadline": true})
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,10 +392,7 @@ async fn the_server_calls_procedures_on_the_client() {
         .await
         .unwrap();
     assert_eq!(r.code, code::NOT_IMPLEMENTED);
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 /// Signals when the handler's future is dropped.
@@ -464,10 +468,7 @@ async fn p6_panic_and_a_handler_that_never_returns() {
         "P6",
         "panic: 500 \"internal error\" (no internals), the error hook got the panic text, the server serves on; never-returning handler: 500 \"deadline exceeded\" at the 300 ms call timeout, its future dropped; streams: not implemented (procedures answer one value)",
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,13 +498,15 @@ async fn p4_internal_only_direct_403_nested_works_with_the_original_identity() {
     );
     // The registry half from a gateway origin, in process.
     let reg = registry(Arc::default(), Arc::default());
-    let r = reg
-        .call(
-            CallRequest::new("all-locations", Value::Null).scope("internal"),
-            Origin::new(Transport::Http),
-        )
-        .await;
-    assert_eq!(r.code, code::FORBIDDEN);
+    for t in [Transport::Http, Transport::WebSocket] {
+        let r = reg
+            .call(
+                CallRequest::new("all-locations", Value::Null).scope("internal"),
+                Origin::new(t),
+            )
+            .await;
+        assert_eq!(r.code, code::FORBIDDEN, "{t:?}");
+    }
     let r = reg
         .call(
             CallRequest::new("list-locations", Value::Null)
@@ -517,10 +520,7 @@ async fn p4_internal_only_direct_403_nested_works_with_the_original_identity() {
         "P4",
         "registry half: direct call from Http, WebSocket and Link origins 403; the nested call from a public procedure reached it (depth 1) with the original authorization and deviceName",
     );
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
 }
 
 /// A transport that counts its calls and answers as told.
@@ -645,6 +645,8 @@ async fn fallback_only_when_a_transport_cannot_connect() {
         tokio::spawn(async move { rpc.call(CallRequest::new("drop-me", Value::Null)).await });
     // Once the handler runs, drop the link under it.
     running.notified().await;
+    // (The server's graceful close waits for the call in flight up to its
+    // close timeout, 200 ms in these tests.)
     for l in server.links() {
         l.close("test: cut").await;
     }
@@ -655,12 +657,39 @@ async fn fallback_only_when_a_transport_cannot_connect() {
     );
     assert_eq!(next.calls.load(Ordering::SeqCst), 0);
     dead.close().await;
-    p.client.close().await;
-    p.server
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await;
+    p.close().await;
     // The never-ending handler is still in flight (until its call timeout):
     // no drain to wait for.
     q.client.close().await;
     q.server.shutdown(Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_depth_limit_applies_over_links() {
+    let options = LinkOptions {
+        parse: jsonlink_rpc::ParseLimits {
+            max_depth: 8,
+            ..jsonlink_rpc::ParseLimits::default()
+        },
+        ..LinkOptions::default()
+    };
+    let p = pair(registry(Arc::default(), Arc::default()), options).await;
+    let rpc = RpcClient::new(vec![Arc::new(LinkTransport::client(p.client.clone()))]);
+    let mut deep = json!(1);
+    for _ in 0..20 {
+        deep = json!([deep]);
+    }
+    let r = rpc.call(CallRequest::new("add", deep)).await.unwrap();
+    assert_eq!(r.code, code::BAD_REQUEST);
+    assert!(r.message.unwrap().contains("nested deeper than 8"));
+    let r = rpc
+        .call(CallRequest::new("add", json!({"a": 1, "b": [[[2]]]})))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.code,
+        code::UNPROCESSABLE,
+        "shallow enough to reach the handler"
+    );
+    p.close().await;
 }

@@ -423,3 +423,60 @@ fn duplicates_and_bad_schemas_fail_the_build() {
     let resp = call(&r, CallRequest::new("a", Value::Null).version("2"), http());
     assert_eq!(resp.data, Some(json!(2)));
 }
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[allow(dead_code)]
+struct Move {
+    x: i32,
+    y: i32,
+    label: Option<String>,
+}
+
+#[test]
+fn a_schema_derived_from_the_argument_type_is_enforced() {
+    let r = Registry::builder()
+        .procedure(
+            Procedure::new("move").schema_for::<Move>(),
+            |_cx, m: Move| async move { Ok::<_, RpcError>(m.x + m.y) },
+        )
+        .build()
+        .unwrap();
+    let ok = call(
+        &r,
+        CallRequest::new("move", json!({"x": 1, "y": 2})),
+        http(),
+    );
+    assert_eq!(ok.data, Some(json!(3)));
+    let bad = call(
+        &r,
+        CallRequest::new("move", json!({"x": "1", "label": 5})),
+        http(),
+    );
+    assert_eq!(bad.code, code::UNPROCESSABLE);
+    let m = bad.message.unwrap();
+    for path in ["at /x:", "at /label:", "at /:"] {
+        assert!(m.contains(path), "{path} in {m}");
+    }
+    // The derived schema is listed with the procedure.
+    assert!(r.procedures()[0].args.as_ref().unwrap()["properties"]["x"].is_object());
+}
+
+#[test]
+fn a_panicking_middleware_is_a_500_not_a_panic() {
+    let r = Registry::builder()
+        .procedure(Procedure::new("p"), |_cx, _: Value| async {
+            Ok::<_, RpcError>(1)
+        })
+        .middleware_fn(|_call, _next| Box::pin(async { panic!("middleware bug") }))
+        .build()
+        .unwrap();
+    let resp = call(
+        &r,
+        CallRequest::new("p", Value::Null).correlation_id(json!(4)),
+        http(),
+    );
+    assert_eq!(
+        resp,
+        CallResponse::error(500, "internal error").with_correlation_id(Some(json!(4)))
+    );
+}

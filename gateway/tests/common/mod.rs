@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// a 422).
 pub static TYPED_RUNS: AtomicUsize = AtomicUsize::new(0);
 
+/// Notified by the `sleep-started` procedure as it starts.
+pub static STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// The procedures the tests (and the Node.js peer) call.
 pub fn registry() -> Registry {
     Registry::builder()
@@ -39,6 +42,15 @@ pub fn registry() -> Registry {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, RpcError>(ms)
         })
+        .procedure(
+            Procedure::new("sleep-started"),
+            |_ctx, args: Value| async move {
+                STARTED.notify_one();
+                let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, RpcError>(ms)
+            },
+        )
         .procedure(
             Procedure::new("typed").schema(json!({
                 "type": "object",
@@ -267,10 +279,10 @@ pub async fn ws_send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.expect("send");
 }
 
-/// The next text frame as JSON, within 5 s; `None` when the connection
+/// The next text frame as JSON, within 20 s; `None` when the connection
 /// ended (close frame, EOF, reset).
 pub async fn ws_next(ws: &mut Ws) -> Option<Value> {
-    let next = tokio::time::timeout(Duration::from_secs(5), async {
+    let next = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => {
@@ -282,13 +294,13 @@ pub async fn ws_next(ws: &mut Ws) -> Option<Value> {
         }
     })
     .await;
-    next.expect("a frame or the end within 5 s")
+    next.expect("a frame or the end within 20 s")
 }
 
 /// The close code the server sent, reading past any frames; `None` if the
 /// connection ended without a close frame.
 pub async fn ws_close_code(ws: &mut Ws) -> Option<u16> {
-    tokio::time::timeout(Duration::from_secs(5), async {
+    tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Close(f))) => {
@@ -302,7 +314,7 @@ pub async fn ws_close_code(ws: &mut Ws) -> Option<u16> {
         }
     })
     .await
-    .expect("closed within 5 s")
+    .expect("closed within 20 s")
 }
 
 /// A call frame.
@@ -342,13 +354,13 @@ pub fn recording_hooks() -> (WsHooks, HookLog) {
 /// Waits (at most 5 s) until the log has a line starting with `prefix`.
 pub async fn wait_for_hook(log: &mut HookLog, prefix: &str) -> Vec<String> {
     let seen = tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         log.wait_for(|v| v.iter().any(|l| l.starts_with(prefix))),
     )
     .await
     .map(|r| r.expect("hooks alive").clone());
     match seen {
         Ok(v) => v,
-        Err(_) => panic!("a {prefix:?} hook within 5 s: {:?}", *log.borrow()),
+        Err(_) => panic!("a {prefix:?} hook within 20 s: {:?}", *log.borrow()),
     }
 }

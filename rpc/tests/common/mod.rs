@@ -1,23 +1,19 @@
-//! Shared by the socket tests: a server and client pair on 127.0.0.1,
-//! fault-outcome recording, log capture.
+//! Shared by the socket tests: a server and client pair on 127.0.0.1, and
+//! the workspace harness's fault-outcome recording and log capture.
 #![allow(dead_code, unreachable_pub)]
 
 use jsonlink_rpc::{LinkOptions, Registry};
 use jsonlink_tokio::{self as jl, Client, DevPki, Identity, Secret, Server};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 
-/// Records a fault case's outcome as jsonlink-tests' `faults::record` does:
-/// `$JSONLINK_FAULT_RESULTS/<id>` (a sub-case `P6/x` as `P6~x`) when the
-/// variable is set (scripts/check.sh sets it; `fault_table` compares).
+/// Records a fault case's outcome in the workspace's results table
+/// (`tests/faults/expected.md`, checked by `fault_table`).
 pub fn record(id: &str, outcome: &str) {
-    if let Some(dir) = std::env::var_os("JSONLINK_FAULT_RESULTS") {
-        let dir = std::path::PathBuf::from(dir);
-        let path = dir.join(id.replace('/', "~"));
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&path, outcome))
-            .unwrap_or_else(|e| panic!("recording {id} in {}: {e}", path.display()));
-    }
+    jsonlink_tests::faults::record(id, outcome);
+}
+
+/// Everything logged, at every level, by this test binary.
+pub fn capture_logs() -> &'static jsonlink_tests::logs::Capture {
+    jsonlink_tests::logs::capture_logs(tracing::Level::TRACE)
 }
 
 pub struct Pair {
@@ -27,8 +23,19 @@ pub struct Pair {
     pub client: Client,
 }
 
+impl Pair {
+    /// Closes the client, then shuts the server down (5 s drain at most).
+    pub async fn close(self) {
+        self.client.close().await;
+        self.server
+            .shutdown(std::time::Instant::now() + std::time::Duration::from_secs(5))
+            .await;
+    }
+}
+
 /// A server serving `registry` over `rpc.call` and a client connected to it
-/// (node `cli-1`, designation `dashboard`).
+/// (node `cli-1`, designation `dashboard`); the server's graceful close
+/// waits 200 ms at most for requests in flight.
 pub async fn pair(registry: Registry, options: LinkOptions) -> Pair {
     let pki = DevPki::generate().expect("dev pki");
     let secret = Secret::generate().expect("secret");
@@ -37,6 +44,7 @@ pub async fn pair(registry: Registry, options: LinkOptions) -> Pair {
         secret.clone(),
         Identity::new("srv-1", "procs"),
     )
+    .close_timeout(std::time::Duration::from_millis(200))
     .bind("127.0.0.1:0".parse().expect("addr"))
     .await
     .expect("bind");
@@ -57,42 +65,4 @@ pub async fn pair(registry: Registry, options: LinkOptions) -> Pair {
         server,
         client,
     }
-}
-
-/// Everything logged, at every level, by this test binary.
-#[derive(Clone, Default)]
-pub struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
-
-/// Installs (once) a TRACE-level subscriber writing into the capture.
-pub fn capture_logs() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        capture
-    })
 }
