@@ -256,7 +256,7 @@ impl Connection {
         self.check_room()
     }
 
-    fn check_room(&mut self) -> Result<(), SendError> {
+    pub(super) fn check_room(&mut self) -> Result<(), SendError> {
         if self.out.len() >= self.config.max_outbound {
             self.notify_unblocked = true;
             return Err(SendError::Blocked);
@@ -393,6 +393,9 @@ impl Connection {
                 self.events.push_back(Event::Pong);
             }
             other => {
+                if let Some(handled) = self.on_relay_frame(env, other) {
+                    return handled;
+                }
                 return Err(ProtocolError::UnexpectedFrame {
                     frame: wire::clip(other, 32),
                     state: self.state.name(),
@@ -405,7 +408,7 @@ impl Connection {
 
 /// A message or request body with `op` more than once is refused: the
 /// peer would refuse the frame (PROTOCOL.md §11.1).
-fn check_dispatchable(body: &RawValue) -> Result<(), SendError> {
+pub(super) fn check_dispatchable(body: &RawValue) -> Result<(), SendError> {
     if wire::has_duplicate_op(body) {
         return Err(SendError::DuplicateOp);
     }
