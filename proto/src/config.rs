@@ -37,6 +37,12 @@ pub const MAX_RELAY_SECRETS: usize = 16;
 /// Default limit on the clients one relay has live on one connection to a
 /// server (see [`Config::max_relayed_clients`]).
 pub const DEFAULT_MAX_RELAYED_CLIENTS: usize = 16384;
+/// Default bound a relay puts on every frame it carries for a client, in
+/// either direction (PROTOCOL.md §18.6): 1 MiB. A relay announces at most
+/// this as its clients' `max_frame` (and in their `join`), so that no one
+/// client's frame holds the shared upstream connection longer than one
+/// such frame takes to write.
+pub const DEFAULT_MAX_RELAYED_FRAME: usize = 1024 * 1024;
 
 /// The identity a peer announces in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -3,9 +3,9 @@
 //! handshake and its secret, the virtual links of relayed clients inside
 //! one connection (join, per-client request-id spaces, messages both
 //! ways, leave, graceful leave and its timeout), sizes, limits, the end
-//! of the connection, and what a peer that is not a relay gets for relay
-//! frames. The client of each pair is the relay, the server the upstream
-//! server.
+//! of the connection. (What a peer that is not a relay gets for relay
+//! frames is fault case X4, in `faults_relay.rs`.) The client of each pair
+//! is the relay, the server the upstream server.
 
 mod common;
 
@@ -162,41 +162,6 @@ fn any_of_several_relay_secrets_is_accepted() {
         p.server.take_events().as_slice(),
         [Event::ClientMessage { client, body, .. }] if *client == c && body.get() == r#"{"op":"hi"}"#
     ));
-}
-
-#[test]
-fn relay_frames_from_a_peer_that_is_not_a_relay_are_unexpected() {
-    for (line, who) in [
-        (
-            r#"{"t":"join","c":1,"node":"n","designation":"d","addr":"1.2.3.4:5","max_frame":4096}"#,
-            Who::Server,
-        ),
-        (r#"{"t":"cmsg","c":1,"d":1}"#, Who::Server),
-        (r#"{"t":"creq","c":1,"id":1,"d":1}"#, Who::Client),
-        (
-            r#"{"t":"leave","c":1,"code":"normal","reason":""}"#,
-            Who::Client,
-        ),
-    ] {
-        let mut p = connected();
-        p.inject(who, format!("{line}\n").as_bytes());
-        let peer = p.peer(who);
-        assert!(
-            matches!(
-                protocol_error(peer),
-                ProtocolError::UnexpectedFrame { ref frame, .. } if line.contains(frame.as_str())
-            ),
-            "{line}: {:?}",
-            peer.events
-        );
-        assert!(
-            !peer.events.iter().any(|e| matches!(
-                e,
-                Event::Joined(_) | Event::ClientMessage { .. } | Event::ClientRequest { .. }
-            )),
-            "nothing of it delivered"
-        );
-    }
 }
 
 #[test]
