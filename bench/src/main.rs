@@ -5,8 +5,12 @@
 //! ```text
 //! jsonlink-bench all [--quick] [--reps N] [--secs S] [--warmup S] [--nice N] [--fifo 0|1|2]
 //!                    [--only tokio/api,smol/core,...]   (a subset; raw of those runtimes stays in)
+//! jsonlink-bench procs [--reps N] [--secs S] [--warmup S] [--fifo 0|1|2]
+//!                    (procedure calls over a link against plain requests)
+//! jsonlink-bench gateway [--reps N] [--secs S] [--warmup S] [--fifo 0|1|2]
+//!                    (the HTTP and WebSocket gateways against bare axum / tokio-tungstenite echoes)
 //! jsonlink-bench certs            (writes certificates + secret to a temp dir, prints it)
-//! jsonlink-bench server --rt tokio|smol --stack raw|api|core|tarpc --mode plain|signed|sealed --dir DIR
+//! jsonlink-bench server --rt tokio|smol --stack raw|api|core|tarpc|req|rpc --mode plain|signed|sealed --dir DIR
 //! jsonlink-bench client --rt … --stack … --mode … --dir DIR --port P
 //!                       --scenario oneway|rr|handshake|idle [--size B] [--inflight K]
 //!                       [--conns N] [--secs S] [--warmup S]
@@ -17,10 +21,12 @@
 //! See `BENCHMARKS.md` at the repository root.
 
 mod api;
+mod gateway;
 mod launch;
 mod load;
 mod opts;
 mod orchestrate;
+mod procs;
 mod protos;
 mod report;
 mod scenario;
@@ -39,6 +45,8 @@ fn run(args: &[String]) -> Result<(), String> {
     let o = Opts::parse(rest)?;
     match cmd.as_str() {
         "all" => orchestrate::all(&o),
+        "procs" => procs::all(&o),
+        "gateway" => gateway::all(&o),
         "certs" => {
             let dir = setup::make_material_dir()?;
             println!("{}", dir.display());
@@ -69,7 +77,20 @@ fn run(args: &[String]) -> Result<(), String> {
                     }
                 });
             }
-            if stack == "api" {
+            if gateway::is_stack(&stack) {
+                return rt.block_on(|_| async move {
+                    if server {
+                        gateway::server(m, &stack).await.map_err(|e| e.to_string())
+                    } else {
+                        let v = gateway::client(m, &stack, o)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        println!("{v}");
+                        Ok(())
+                    }
+                });
+            }
+            if stack == "api" || procs::is_stack(&stack) {
                 return rt.block_on(|r| async move {
                     // The application runs as a spawned task, as it would in
                     // a server built on tokio: on a current-thread runtime,
@@ -79,10 +100,11 @@ fn run(args: &[String]) -> Result<(), String> {
                     let (tx, rx) = async_channel::bounded(1);
                     let app = r.clone();
                     r.spawn(Box::pin(async move {
-                        let out = if server {
-                            api::server(app, m, mode, &o).await.map(|()| None)
-                        } else {
-                            api::client(app, m, mode, o).await.map(Some)
+                        let out = match (server, stack.as_str()) {
+                            (true, "api") => api::server(app, m, mode, &o).await.map(|()| None),
+                            (false, "api") => api::client(app, m, mode, o).await.map(Some),
+                            (true, s) => procs::server(app, m, s).await.map(|()| None),
+                            (false, s) => procs::client(app, m, s, o).await.map(Some),
                         };
                         let _ = tx.send(out.map_err(|e| e.to_string())).await;
                     }));

@@ -45,7 +45,7 @@ pub const DEFAULT_MAX_RELAYED_CLIENTS: usize = 16384;
 pub const DEFAULT_MAX_RELAYED_FRAME: usize = 1024 * 1024;
 
 /// The identity a peer announces in the handshake.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Identity {
     /// Id of the node instance (zetta-rpc's `node`, e.g. a host MAC or UUID).
     pub node: String,

@@ -1,0 +1,30 @@
+//! Procedures over jsonlink, wire-compatible with @therms/rpc-server 2.19.
+//!
+//! - [`wire`]: the CallRequest / CallResponse / Identity wire types and the
+//!   codes;
+//! - [`registry`]: procedures keyed by exact `scope::procedure::version`
+//!   with validated arguments, identity, internal procedures, nested calls,
+//!   middleware and an error hook.
+//!
+//! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`);
+//! - [`client`]: [`RpcClient`] over transports tried in order, and the
+//!   jsonlink [`LinkTransport`].
+//!
+//! The crate is runtime-independent: it uses `jsonlink-rt`'s `Runtime`
+//! trait for the one timer it needs (the link call timeout).
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod link;
+pub mod registry;
+pub mod schema;
+pub mod wire;
+
+pub use client::{ClientError, LinkTransport, RpcClient, RpcTransport, TransportError};
+pub use link::{LinkOptions, serve};
+pub use registry::{
+    BoxFuture, CallInfo, Caller, Context, ErrorEvent, FnMiddleware, HandlerFault, Limits,
+    Middleware, Next, Origin, PeerInfo, Procedure, ProcedureInfo, Registry, RegistryBuilder,
+    RegistryError, RpcError, Transport,
+};
+pub use wire::{Authorization, CallRequest, CallResponse, Identity, ParseLimits, code};
