@@ -167,6 +167,7 @@ fn relay_config(b: u8) -> (Config, Config) {
     if b & 0x10 != 0 {
         small_limits(&mut relay);
         small_limits(&mut server);
+        server.max_relayed_incoming = 4;
     }
     if b & 0x20 != 0 {
         server.max_relayed_clients = 2;

@@ -37,6 +37,9 @@ pub const MAX_RELAY_SECRETS: usize = 16;
 /// Default limit on the clients one relay has live on one connection to a
 /// server (see [`Config::max_relayed_clients`]).
 pub const DEFAULT_MAX_RELAYED_CLIENTS: usize = 16384;
+/// Default limit on the requests of all clients of one relay connection
+/// awaiting our answer (see [`Config::max_relayed_incoming`]).
+pub const DEFAULT_MAX_RELAYED_INCOMING: usize = 65536;
 /// Default bound a relay puts on every frame it carries for a client, in
 /// either direction (PROTOCOL.md §18.6): 1 MiB. A relay announces at most
 /// this as its clients' `max_frame` (and in their `join`), so that no one
@@ -414,6 +417,13 @@ pub struct Config {
     /// a `join` past it is refused with `leave` code `refused`
     /// (PROTOCOL.md §18.5). Default [`DEFAULT_MAX_RELAYED_CLIENTS`].
     pub max_relayed_clients: usize,
+    /// The requests of all clients of one relay connection awaiting our
+    /// answer, at most (each client also has
+    /// [`max_incoming_requests`](Self::max_incoming_requests) of its own);
+    /// past it a client's new request is answered `busy`, so what one relay
+    /// can make us hold is bounded whatever its number of clients. Default
+    /// [`DEFAULT_MAX_RELAYED_INCOMING`].
+    pub max_relayed_incoming: usize,
     /// Seed for the nonce/IV generator. `None` (the default) seeds from the
     /// OS; set it only in tests.
     pub rng_seed: Option<[u8; 32]>,
@@ -463,6 +473,7 @@ impl Config {
             relay: false,
             relay_secrets: Vec::new(),
             max_relayed_clients: DEFAULT_MAX_RELAYED_CLIENTS,
+            max_relayed_incoming: DEFAULT_MAX_RELAYED_INCOMING,
             rng_seed: None,
         }
     }

@@ -246,6 +246,7 @@ proptest! {
                 c.relay_secrets = vec![relay_secret];
                 c.max_relayed_clients = 5;
                 c.max_incoming_requests = 3;
+                c.max_relayed_incoming = 5;
             })
             .both(|c| c.max_outbound = 4096)
             .pair();

@@ -79,6 +79,34 @@ fn join(p: &mut Pair, n: u32) -> ClientId {
     c
 }
 
+/// The relay forwards request `id` of client `c` with `body`.
+fn forward(p: &mut Pair, c: ClientId, id: u64, body: &str) {
+    p.client
+        .conn
+        .client_forward(c, PeerRequestId(id), &raw(body))
+        .unwrap();
+}
+
+/// The server sends client `c` a request with `body` and the default
+/// timeout; its id.
+fn server_request(p: &mut Pair, c: ClientId, body: &str) -> RequestId {
+    let now = p.now;
+    p.server
+        .conn
+        .client_request(now, c, &raw(body), None)
+        .unwrap()
+}
+
+/// [`server_request`] with a timeout of `secs` seconds.
+fn server_request_within(p: &mut Pair, c: ClientId, body: &str, secs: u64) -> RequestId {
+    let now = p.now;
+    let timeout = Some(Duration::from_secs(secs));
+    p.server
+        .conn
+        .client_request(now, c, &raw(body), timeout)
+        .unwrap()
+}
+
 /// The relayed events of `p` (everything but the connection's own).
 fn relayed_events(p: &mut jsonlink_proto::testing::Peer) -> Vec<Event> {
     p.take_events()
@@ -224,22 +252,9 @@ fn clients_have_their_own_request_id_spaces_both_ways() {
             .collect::<Vec<_>>()
     );
     // The server numbers its requests per client, from 1.
-    let now = p.now;
-    let r1 = p
-        .server
-        .conn
-        .client_request(now, a, &raw("1"), None)
-        .unwrap();
-    let r2 = p
-        .server
-        .conn
-        .client_request(now, b, &raw("2"), None)
-        .unwrap();
-    let r3 = p
-        .server
-        .conn
-        .client_request(now, a, &raw("3"), None)
-        .unwrap();
+    let r1 = server_request(&mut p, a, "1");
+    let r2 = server_request(&mut p, b, "2");
+    let r3 = server_request(&mut p, a, "3");
     assert_eq!((r1, r2, r3), (RequestId(1), RequestId(1), RequestId(2)));
     p.drive();
     let ids: Vec<(ClientId, PeerRequestId)> = p
@@ -260,10 +275,7 @@ fn clients_have_their_own_request_id_spaces_both_ways() {
         ]
     );
     // A duplicate id in flight for one client is refused locally.
-    p.client
-        .conn
-        .client_forward(a, PeerRequestId(9), &raw("0"))
-        .unwrap();
+    forward(&mut p, a, 9, "0");
     assert_eq!(
         p.client.conn.client_forward(a, PeerRequestId(9), &raw("0")),
         Err(SendError::DuplicateRequest(9))
@@ -311,21 +323,10 @@ fn a_client_leaving_fails_the_servers_requests_to_it_as_lost() {
     let mut p = relayed();
     let a = join(&mut p, 1);
     let b = join(&mut p, 2);
-    let now = p.now;
-    let r = p
-        .server
-        .conn
-        .client_request(now, a, &raw("1"), None)
-        .unwrap();
-    p.server
-        .conn
-        .client_request(now, b, &raw("1"), None)
-        .unwrap();
+    let r = server_request(&mut p, a, "1");
+    server_request(&mut p, b, "1");
     // The client's own request in flight at the server is abandoned.
-    p.client
-        .conn
-        .client_forward(a, PeerRequestId(4), &raw("0"))
-        .unwrap();
+    forward(&mut p, a, 4, "0");
     p.drive();
     p.client.take_events();
     let _ = p.server.take_events();
@@ -392,10 +393,7 @@ fn frames_for_a_client_that_ended_are_dropped_and_for_one_never_joined_refused()
         .conn
         .leave(now, a, CloseCode::Refused, "address limit")
         .unwrap();
-    p.client
-        .conn
-        .client_forward(a, PeerRequestId(1), &raw("1"))
-        .unwrap();
+    forward(&mut p, a, 1, "1");
     p.client.conn.client_send(a, &raw("2")).unwrap();
     p.drive();
     assert!(!p.server.conn.is_closed() && !p.client.conn.is_closed());
@@ -508,12 +506,7 @@ fn join_fields_are_checked() {
 fn a_graceful_leave_drains_the_client_then_ends_when_the_relay_says_so() {
     let mut p = relayed();
     let a = join(&mut p, 1);
-    let now = p.now;
-    let r = p
-        .server
-        .conn
-        .client_request(now, a, &raw("1"), None)
-        .unwrap();
+    let r = server_request(&mut p, a, "1");
     p.drive();
     let Some(Event::ClientRequest { id: at_relay, .. }) = p.client.take_events().pop() else {
         panic!("no request at the relay");
@@ -566,11 +559,7 @@ fn a_graceful_leave_the_relay_never_completes_times_out() {
     let mut p = relayed();
     let a = join(&mut p, 1);
     let now = p.now;
-    let r = p
-        .server
-        .conn
-        .client_request(now, a, &raw("1"), Some(Duration::from_secs(60)))
-        .unwrap();
+    let r = server_request_within(&mut p, a, "1", 60);
     p.server
         .conn
         .leave(now, a, CloseCode::Normal, "bye")
@@ -613,11 +602,7 @@ fn the_servers_requests_to_a_client_time_out_in_order_with_the_others() {
     let mut p = relayed();
     let a = join(&mut p, 1);
     let now = p.now;
-    let slow = p
-        .server
-        .conn
-        .client_request(now, a, &raw("1"), Some(Duration::from_secs(3)))
-        .unwrap();
+    let slow = server_request_within(&mut p, a, "1", 3);
     let own = p
         .server
         .conn
@@ -679,10 +664,7 @@ fn sizes_are_checked_against_each_clients_max_frame() {
     );
     // An answer too large is replaced, by the client's extensions.
     for c in [small, old] {
-        p.client
-            .conn
-            .client_forward(c, PeerRequestId(1), &raw("0"))
-            .unwrap();
+        forward(&mut p, c, 1, "0");
     }
     p.drive();
     p.server.take_events();
@@ -757,10 +739,7 @@ fn each_client_has_its_own_busy_limit() {
     let a = join(&mut p, 1);
     let b = join(&mut p, 2);
     for (c, id) in [(a, 1), (a, 2), (b, 1)] {
-        p.client
-            .conn
-            .client_forward(c, PeerRequestId(id), &raw("0"))
-            .unwrap();
+        forward(&mut p, c, id, "0");
     }
     p.drive();
     assert_eq!(
@@ -780,20 +759,63 @@ fn each_client_has_its_own_busy_limit() {
 }
 
 #[test]
+fn the_requests_held_for_all_clients_of_a_relay_are_bounded() {
+    let mut p = relay_setup()
+        .server(|c| c.max_relayed_incoming = 3)
+        .connected();
+    let clients: Vec<ClientId> = (1..=4).map(|n| join(&mut p, n)).collect();
+    for c in &clients {
+        forward(&mut p, *c, 1, "0");
+    }
+    p.drive();
+    let held: Vec<ClientId> = p
+        .server
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ClientRequest { client, .. } => Some(client),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, clients[..3], "three held, the fourth refused");
+    assert!(matches!(
+        p.client.take_events().as_slice(),
+        [Event::ClientRequestFailed { client, error: RequestError::Remote(e), .. }]
+            if *client == clients[3] && e.code == RemoteError::BUSY
+    ));
+    // An answer frees a slot, and so does a client leaving.
+    p.server
+        .conn
+        .client_respond(clients[0], PeerRequestId(1), Ok(&raw("1")))
+        .unwrap();
+    let now = p.now;
+    p.client
+        .conn
+        .leave(now, clients[1], CloseCode::Gone, "")
+        .unwrap();
+    p.drive();
+    p.client.take_events();
+    for n in 2..4 {
+        forward(&mut p, clients[3], n, "0");
+    }
+    p.drive();
+    assert_eq!(
+        p.server
+            .take_events()
+            .iter()
+            .filter(|e| matches!(e, Event::ClientRequest { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
 fn the_connection_ending_ends_every_client_first() {
     let mut p = relayed();
     let a = join(&mut p, 1);
     let b = join(&mut p, 2);
-    let now = p.now;
-    let ra = p
-        .server
-        .conn
-        .client_request(now, a, &raw("1"), None)
-        .unwrap();
-    p.client
-        .conn
-        .client_forward(b, PeerRequestId(3), &raw("1"))
-        .unwrap();
+    let ra = server_request(&mut p, a, "1");
+    forward(&mut p, b, 3, "1");
     p.drive();
     p.client.take_events();
     p.server.take_events();
@@ -843,10 +865,7 @@ fn the_connection_ending_ends_every_client_first() {
 fn a_graceful_close_drains_every_clients_requests() {
     let mut p = relayed();
     let a = join(&mut p, 1);
-    p.client
-        .conn
-        .client_forward(a, PeerRequestId(1), &raw("1"))
-        .unwrap();
+    forward(&mut p, a, 1, "1");
     p.drive();
     p.server.take_events();
     let now = p.now;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use super::frames::check_dispatchable;
+use super::frames::{check_dispatchable, code_and_reason, refusal, too_large_error};
 use super::timers::deadline_after;
 use super::{Connection, Handled, MAX_EXTENSIONS, MAX_REASON_LEN, Side, State};
 use crate::config::{Extension, Extensions, Identity, MAX_IDENTITY_LEN};
@@ -85,6 +85,9 @@ pub(super) struct Relay {
     /// Requests in flight over all clients, both ways (for the drain of a
     /// graceful close of the whole connection).
     in_flight: usize,
+    /// Of which the peer's, awaiting our answer (bounded by
+    /// [`Config::max_relayed_incoming`](crate::Config::max_relayed_incoming)).
+    incoming: usize,
 }
 
 impl Relay {
@@ -447,6 +450,7 @@ impl Connection {
             && cl.incoming.remove(&id)
         {
             r.in_flight -= 1;
+            r.incoming -= 1;
         }
         self.check_drained();
     }
@@ -455,23 +459,12 @@ impl Connection {
     /// too large for it (PROTOCOL.md §14.2, §18.6).
     fn queue_client_too_large(&mut self, c: u64, id: u64, size: usize, limit: usize) {
         self.stats.responses_too_large += 1;
-        let message = format!(
-            "the answer ({size} bytes) is larger than the requester's max_frame ({limit} bytes)"
-        );
         let ext = self
             .relay
             .as_ref()
             .and_then(|r| r.clients.get(&c))
             .map_or(Extensions::NONE, |cl| cl.extensions);
-        let err = if ext.contains(Extension::ResponseTooLarge) {
-            RemoteError {
-                code: RemoteError::RESPONSE_TOO_LARGE.to_owned(),
-                message,
-                data: Some(format!(r#"{{"size":{size},"max_frame":{limit}}}"#)),
-            }
-        } else {
-            RemoteError::new(RemoteError::INTERNAL, message)
-        };
+        let err = too_large_error(size, limit, ext);
         let _ = self.queue_frame(|o| encode::cres(o, c, id, Err(&err)));
     }
 
@@ -485,6 +478,7 @@ impl Connection {
             return;
         };
         r.in_flight -= cl.pending.len() + cl.incoming.len();
+        r.incoming -= cl.incoming.len();
         let mut ids: Vec<u64> = cl.pending.into_keys().collect();
         ids.sort_unstable();
         for id in ids {
@@ -678,14 +672,7 @@ impl Connection {
     }
 
     fn on_leave(&mut self, env: &Envelope<'_>) -> Handled {
-        let code = match env.opt_str(Key::Code)? {
-            Some(c) => CloseCode::parse(&c),
-            None => CloseCode::Missing,
-        };
-        let reason = wire::clip(
-            &env.opt_str(Key::Reason)?.unwrap_or_default(),
-            MAX_REASON_LEN,
-        );
+        let (code, reason) = code_and_reason(env)?;
         let Some(c) = self.received_client(env)? else {
             return Ok(());
         };
@@ -743,6 +730,7 @@ impl Connection {
         };
         let connection_closing = matches!(self.state, State::Closing { .. });
         let max_incoming = self.config.max_incoming_requests;
+        let max_total = self.config.max_relayed_incoming;
         let Some(r) = self.relay.as_mut() else {
             return Ok(());
         };
@@ -755,19 +743,10 @@ impl Connection {
                 detail: "request id already in flight for that client",
             });
         }
-        let refuse = if connection_closing || cl.closing.is_some() {
-            Some(RemoteError::new(
-                RemoteError::SHUTTING_DOWN,
-                "connection is closing",
-            ))
-        } else if cl.incoming.len() > max_incoming {
-            Some(RemoteError::new(
-                RemoteError::BUSY,
-                "too many requests in flight",
-            ))
-        } else {
-            None
-        };
+        let refuse = refusal(
+            connection_closing || cl.closing.is_some(),
+            cl.incoming.len() > max_incoming || r.incoming >= max_total,
+        );
         if let Some(err) = refuse {
             cl.incoming.remove(&id);
             self.stats.rejected_requests += 1;
@@ -775,6 +754,7 @@ impl Connection {
             return Ok(());
         }
         r.in_flight += 1;
+        r.incoming += 1;
         self.events.push_back(Event::ClientRequest {
             client: ClientId(c),
             id: PeerRequestId(id),

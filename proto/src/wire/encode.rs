@@ -129,9 +129,7 @@ pub(crate) fn ok(o: &mut Vec<u8>, proof: &[u8]) {
 /// `msg` (§6.5) with `body`, the payload.
 pub(crate) fn msg(o: &mut Vec<u8>, body: &RawValue) -> PayloadAt {
     o.extend_from_slice(b"{\"t\":\"msg\",\"d\":");
-    let payload = push_json(o, body.get());
-    o.push(b'}');
-    Some(payload)
+    push_body_and_end(o, body)
 }
 
 /// `req` (§6.6) with `body`, the payload.
@@ -139,9 +137,7 @@ pub(crate) fn req(o: &mut Vec<u8>, id: u64, body: &RawValue) -> PayloadAt {
     o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
     push_u64(o, id);
     o.extend_from_slice(b",\"d\":");
-    let payload = push_json(o, body.get());
-    o.push(b'}');
-    Some(payload)
+    push_body_and_end(o, body)
 }
 
 /// `res` (§6.7): a value (the payload) or an error (whose `data`, if it is
@@ -263,9 +259,7 @@ pub(crate) fn cmsg(o: &mut Vec<u8>, c: u64, body: &RawValue) -> PayloadAt {
     o.extend_from_slice(b"{\"t\":\"cmsg\",\"c\":");
     push_u64(o, c);
     o.extend_from_slice(b",\"d\":");
-    let payload = push_json(o, body.get());
-    o.push(b'}');
-    Some(payload)
+    push_body_and_end(o, body)
 }
 
 /// `creq` (§18.3): a `req` from or to client `c`.
@@ -275,9 +269,7 @@ pub(crate) fn creq(o: &mut Vec<u8>, c: u64, id: u64, body: &RawValue) -> Payload
     o.extend_from_slice(b",\"id\":");
     push_u64(o, id);
     o.extend_from_slice(b",\"d\":");
-    let payload = push_json(o, body.get());
-    o.push(b'}');
-    Some(payload)
+    push_body_and_end(o, body)
 }
 
 /// `cres` (§18.3): a `res` from or to client `c`.
@@ -292,6 +284,14 @@ pub(crate) fn cres(
     o.extend_from_slice(b",\"id\":");
     push_u64(o, id);
     res_outcome(o, result)
+}
+
+/// A data frame's payload `d` (its member name just written) and the
+/// closing `}`; where the payload went.
+fn push_body_and_end(o: &mut Vec<u8>, body: &RawValue) -> PayloadAt {
+    let payload = push_json(o, body.get());
+    o.push(b'}');
+    Some(payload)
 }
 
 /// `,"nonce":…,"node":…,"designation":…`, as `hello` and `challenge` have
