@@ -20,6 +20,7 @@ use jsonlink_rpc::ParseLimits;
 /// | `tls_handshake_timeout` | 10 s | the TLS handshake | connection closed |
 /// | `max_frame_bytes` | 1 MiB | one WebSocket message (and frame) | connection closed (1009) |
 /// | `max_connections` | 10 000 | open connections, per gateway | the new connection is closed at once |
+/// | `max_connections_per_ip` | none | open connections from one TCP peer IP (a proxy's own IP behind one) | the new connection is closed at once |
 /// | `max_in_flight_per_connection` | 64 | calls running for one WebSocket connection; concurrent streams of one HTTP/2 connection | WebSocket: 429; HTTP/2: the stream is refused |
 /// | `rate_limit` | 1000/s, burst 2000, per client IP | calls over both gateways | 429 |
 /// | `call_deadline` | 30 s | one call, nested calls included | 500 "deadline exceeded" |
@@ -41,6 +42,10 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most open connections of one gateway.
     pub max_connections: usize,
+    /// Most open connections from one TCP peer IP (`None`: no such limit).
+    /// Counted by the TCP peer, before any `X-Real-IP` is read: behind a
+    /// proxy it limits the proxy.
+    pub max_connections_per_ip: Option<usize>,
     /// Most calls running at once for one WebSocket connection, and most
     /// concurrent streams of one HTTP/2 connection.
     pub max_in_flight_per_connection: usize,
@@ -67,6 +72,7 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             max_frame_bytes: 1 << 20,
             max_connections: 10_000,
+            max_connections_per_ip: None,
             max_in_flight_per_connection: 64,
             rate_limit: Some(RateLimit::default()),
             call_deadline: Duration::from_secs(30),

@@ -2,11 +2,12 @@
 //! TLS handshake, the per-IP rate limit, and running one call under its
 //! deadline.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -36,6 +37,8 @@ pub(crate) struct Core {
     /// Every task of the gateway (accept loop, connections, calls).
     pub(crate) tasks: TaskTracker,
     connections: AtomicUsize,
+    /// Open connections per TCP peer IP, when `max_connections_per_ip` is set.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Core {
@@ -52,6 +55,7 @@ impl Core {
             force: CancellationToken::new(),
             tasks: TaskTracker::new(),
             connections: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
         })
     }
 
@@ -121,12 +125,39 @@ impl Core {
     }
 }
 
-/// Counts one open connection for as long as it lives.
-pub(crate) struct ConnGuard(Arc<Core>);
+/// Counts one open connection (and, with a per-IP limit, one of its IP's)
+/// for as long as it lives.
+pub(crate) struct ConnGuard(Arc<Core>, Option<IpAddr>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.1 {
+            let mut m = self.0.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Takes a per-IP connection slot for `ip`; `false` when it has
+    /// `max_connections_per_ip` already.
+    fn take_ip_slot(&self, ip: IpAddr, limit: usize) -> bool {
+        let mut m = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            if *n == 0 {
+                m.remove(&ip);
+            }
+            return false;
+        }
+        *n += 1;
+        true
     }
 }
 
@@ -184,7 +215,16 @@ async fn accept_loop<F, Fut>(
             drop(tcp);
             continue;
         }
-        let guard = ConnGuard(core.clone());
+        let per_ip = core.config.limits.max_connections_per_ip;
+        if let Some(n) = per_ip
+            && !core.take_ip_slot(peer.ip(), n)
+        {
+            core.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(%peer, limit = n, "connection refused: max_connections_per_ip");
+            drop(tcp);
+            continue;
+        }
+        let guard = ConnGuard(core.clone(), per_ip.map(|_| peer.ip()));
         let _ = tcp.set_nodelay(true);
         let serve = serve.clone();
         let tls = tls.clone();

@@ -356,7 +356,7 @@ impl Drop for WsGateway {
     }
 }
 
-async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, _guard: ConnGuard) {
+async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, guard: ConnGuard) {
     let core = shared.core.clone();
     let limits = &core.config.limits;
     let mut ws_config = WebSocketConfig::default();
@@ -422,6 +422,8 @@ async fn serve(shared: Arc<WsShared>, stream: Stream, peer: SocketAddr, _guard: 
     }
     conn.kill.cancel();
     shared.conns().remove(&conn.id);
+    // The connection's slots are free before the hook says it is gone.
+    drop(guard);
     if let Some(h) = &shared.hooks.on_disconnect {
         run_hook("on_client_disconnect", || h(&conn.info()));
     }

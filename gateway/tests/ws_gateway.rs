@@ -358,3 +358,28 @@ async fn a_silent_connection_is_closed_at_header_timeout() {
     assert!(gw.connections().is_empty());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_over_the_per_ip_limit_are_refused_and_the_slot_freed() {
+    let mut cfg = config();
+    cfg.limits.max_connections_per_ip = Some(1);
+    let (hooks, mut log) = recording_hooks();
+    let gw = ws_gateway(cfg, hooks).await;
+    let mut a = ws_connect(gw.local_addr()).await;
+    let tcp = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
+    let second = tokio_tungstenite::client_async(format!("ws://{}/", gw.local_addr()), tcp).await;
+    assert!(
+        second.is_err(),
+        "a second connection from 127.0.0.1 is closed"
+    );
+    a.close(None).await.unwrap();
+    drop(a);
+    wait_for_hook(&mut log, "disconnect 1").await;
+    // The slot is free again.
+    let mut b = ws_connect(gw.local_addr()).await;
+    ws_send(&mut b, call("echo", json!(1), json!(1))).await;
+    assert_eq!(code_of(&ws_next(&mut b).await.unwrap()), 200);
+    gw.shutdown().await;
+}
