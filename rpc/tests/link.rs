@@ -253,6 +253,8 @@ async fn the_handshake_identity_is_the_peer_never_the_authorization() {
         .call_typed(CallRequest::new("whoami", Value::Null))
         .await
         .unwrap();
+    // Without an identity set, nothing but the call was sent.
+    assert_eq!(p.server.stats().requests_in, 1);
     assert_eq!(
         who,
         json!({"authorization": null, "peer": "cli-1/dashboard", "transport": "Link", "has_deadline": true})
