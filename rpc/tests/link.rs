@@ -563,7 +563,11 @@ async fn fallback_only_when_a_transport_cannot_connect() {
     .await;
     // A client whose server is gone: unavailable, the call never sent.
     let dead = jl::client(
-        "127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap(),
+        {
+            // A port nothing listens on: bound, then released.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        },
         p.pki.client_config().unwrap(),
         p.pki.server_name(),
         p.secret.clone(),
