@@ -703,6 +703,28 @@ fn sizes_are_checked_against_each_clients_max_frame() {
 }
 
 #[test]
+fn a_relayed_answer_too_large_for_the_server_is_replaced_as_the_handshake_agreed() {
+    let mut p = relay_setup().server(|c| c.max_frame = 1024).connected();
+    let a = join(&mut p, 1);
+    let r = server_request(&mut p, a, "1");
+    p.drive();
+    let Some(Event::ClientRequest { id, .. }) = p.client.take_events().pop() else {
+        panic!("no request at the relay");
+    };
+    let big = raw(&format!("\"{}\"", "y".repeat(2000)));
+    assert!(matches!(
+        p.client.conn.client_respond(a, id, Ok(&big)),
+        Err(SendError::ResponseTooLarge { limit: 1024, .. })
+    ));
+    p.drive();
+    assert!(matches!(
+        p.server.take_events().as_slice(),
+        [Event::ClientRequestFailed { client, id, error: RequestError::Remote(e) }]
+            if *client == a && *id == r && e.code == RemoteError::RESPONSE_TOO_LARGE
+    ));
+}
+
+#[test]
 fn the_wrapper_overhead_is_at_most_26_bytes() {
     // The longest client id: `c` in `t`, and `"c":18446744073709551615,`.
     let plain = br#"{"t":"msg","d":1}"#.len();

@@ -459,11 +459,16 @@ impl Connection {
     /// too large for it (PROTOCOL.md §14.2, §18.6).
     fn queue_client_too_large(&mut self, c: u64, id: u64, size: usize, limit: usize) {
         self.stats.responses_too_large += 1;
-        let ext = self
-            .relay
-            .as_ref()
-            .and_then(|r| r.clients.get(&c))
-            .map_or(Extensions::NONE, |cl| cl.extensions);
+        // The requester: the client, as its `join` said (server), or the
+        // server, as the handshake agreed (relay).
+        let ext = match self.side {
+            Side::Server => self
+                .relay
+                .as_ref()
+                .and_then(|r| r.clients.get(&c))
+                .map_or(Extensions::NONE, |cl| cl.extensions),
+            Side::Client => self.extensions,
+        };
         let err = too_large_error(size, limit, ext);
         let _ = self.queue_frame(|o| encode::cres(o, c, id, Err(&err)));
     }
