@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 # cargo-fuzz's instrumentation flags are nightly-only; unlock them on stable.
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none
-for t in framer handshake_server handshake_client session; do
+for t in framer handshake_server handshake_client session relay; do
     mkdir -p "$tmp/$t"
     dirs=("$tmp/$t" "corpus/$t")
     [ -d "regressions/$t" ] && dirs+=("regressions/$t")

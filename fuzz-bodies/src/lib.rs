@@ -32,6 +32,16 @@
 //!   8 tamper(position: u16, xor mask), 9 cut, 10 toggle reading,
 //!   11 inject bytes into the other side, 12 answer every open request,
 //!   13–15 one step.
+//! - [`relay`]: `cfg: u8` (bits 0–1 the relay's signing policy, 2–3 its
+//!   sealing policy, 4 small limits, 5 a server limit of 2 relayed
+//!   clients), then up to 256 operations on a relay connection: one byte
+//!   (bit 7 picks the server, bits 0–3 the operation) plus arguments.
+//!   0 join(ext, max_frame: u16), 1 leave(pick, code), 2 forward(pick, id,
+//!   body), 3 request(pick, body, timeout ×100 ms), 4 answer(pick, kind,
+//!   body), 5 message(pick, body), 6 advance time (×100 ms), 7 drive (must
+//!   settle), 8 inject a relay frame(kind, c, id, body) into the other
+//!   side, 9 inject bytes, 10 close, 11 cut, 12 toggle reading, 13–15 one
+//!   step.
 
 #![forbid(unsafe_code)]
 
@@ -39,11 +49,13 @@ mod book;
 mod framer;
 mod handshake;
 mod input;
+mod relay;
 mod rules;
 mod session;
 
 pub use framer::framer;
 pub use handshake::{handshake_client, handshake_server, honest_peer_lines};
+pub use relay::relay;
 pub use session::session;
 
 /// Seed of the deterministic RNGs of every connection made here.

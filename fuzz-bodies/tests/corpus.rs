@@ -81,6 +81,11 @@ fn session() {
     replay("session", fuzz::session);
 }
 
+#[test]
+fn relay() {
+    replay("relay", fuzz::relay);
+}
+
 // ------------------------------------------------------------- seed corpus
 
 /// The lines an honest peer (seed 1, default policies) writes to a
@@ -216,6 +221,87 @@ impl Ops {
             .drive()
             .respond_all(SRV)
             .respond(0, 0, &[0, 0])
+            .drive()
+    }
+}
+
+/// Relay operations (see `jsonlink_fuzz_bodies::relay`).
+struct RelayOps(Vec<u8>);
+
+impl RelayOps {
+    fn new(cfg: u8) -> Self {
+        Self(vec![cfg])
+    }
+    fn op(mut self, b: u8, args: &[u8]) -> Self {
+        self.0.push(b);
+        self.0.extend_from_slice(args);
+        self
+    }
+    fn join(self, ext: u8, max_frame: u16) -> Self {
+        let [lo, hi] = max_frame.to_le_bytes();
+        self.op(0, &[ext, lo, hi])
+    }
+    fn leave(self, who: u8, pick: u8, code: u8) -> Self {
+        self.op(who | 1, &[pick, code])
+    }
+    fn forward(self, pick: u8, id: u8, body: &[u8]) -> Self {
+        let mut a = vec![pick, id];
+        a.extend_from_slice(body);
+        self.op(2, &a)
+    }
+    fn request(self, pick: u8, body: &[u8], timeout: u8) -> Self {
+        let mut a = vec![pick];
+        a.extend_from_slice(body);
+        a.push(timeout);
+        self.op(SRV | 3, &a)
+    }
+    fn answer(self, who: u8, pick: u8, ok: bool, body: &[u8]) -> Self {
+        let mut a = vec![pick, u8::from(!ok)];
+        a.extend_from_slice(body);
+        self.op(who | 4, &a)
+    }
+    fn message(self, who: u8, pick: u8, body: &[u8]) -> Self {
+        let mut a = vec![pick];
+        a.extend_from_slice(body);
+        self.op(who | 5, &a)
+    }
+    fn advance(self, tenths: u8) -> Self {
+        self.op(6, &[tenths])
+    }
+    fn drive(self) -> Self {
+        self.op(7, &[])
+    }
+    /// A relay frame of `kind` injected into the other side of `who`.
+    fn forge(self, who: u8, kind: u8, c: u8, id: u8, body: &[u8]) -> Self {
+        let mut a = vec![kind, c, id];
+        a.extend_from_slice(body);
+        self.op(who | 8, &a)
+    }
+    fn close(self, who: u8) -> Self {
+        self.op(who | 10, &[])
+    }
+    fn cut(self, who: u8) -> Self {
+        self.op(who | 11, &[])
+    }
+    fn step(self) -> Self {
+        self.op(15, &[])
+    }
+    /// Two clients, a request each way for each, answered.
+    fn traffic(self) -> Self {
+        self.join(0, 4096)
+            .join(1, 2048)
+            .drive()
+            .forward(0, 1, &obj(1, 1))
+            .forward(1, 1, &obj(2, 1))
+            .request(0, &[0], 20)
+            .request(1, &xs(10), 0)
+            .message(0, 0, &obj(3, 1))
+            .message(SRV, 1, &[1, 5, 0])
+            .drive()
+            .answer(SRV, 0, true, &[0])
+            .answer(SRV, 0, false, &[0])
+            .answer(0, 0, true, &xs(3000))
+            .answer(0, 0, true, &[0])
             .drive()
     }
 }
@@ -662,6 +748,83 @@ fn seed_corpus_is_up_to_date() {
             .step()
             .step()
             .step()
+            .0,
+    );
+
+    // relay: cfg (0x05 default policies; 0x07 signing, 0x0d sealing; 0x10
+    // small limits, 0x20 a server limit of two relayed clients).
+    let r = "relay";
+    add(r, "plain", RelayOps::new(0x05).traffic().0);
+    add(r, "signed", RelayOps::new(0x07).traffic().0);
+    add(r, "sealed-small", RelayOps::new(0x1d).traffic().0);
+    add(
+        r,
+        "leaves",
+        RelayOps::new(0x05)
+            .traffic()
+            .forward(0, 2, &[0])
+            .request(1, &[0], 0)
+            .leave(0, 0, 1)
+            .leave(SRV, 0, 0)
+            .leave(SRV, 0, 2)
+            .step()
+            .drive()
+            .advance(60)
+            .0,
+    );
+    add(
+        r,
+        "limit",
+        RelayOps::new(0x25)
+            .join(0, 4096)
+            .join(0, 4096)
+            .join(0, 4096)
+            .join(0, 100)
+            .drive()
+            .0,
+    );
+    add(
+        r,
+        "forged",
+        RelayOps::new(0x05)
+            .traffic()
+            .forge(0, 2, 1, 0, &[0])
+            .forge(0, 4, 2, 9, &[0])
+            .forge(0, 6, 1, 1, &[0])
+            .forge(SRV, 3, 1, 7, &[0])
+            .forge(SRV, 0, 9, 1, &[0])
+            .forge(0, 0, 200, 1, &[0])
+            .drive()
+            .0,
+    );
+    add(
+        r,
+        "races",
+        RelayOps::new(0x05)
+            .join(0, 4096)
+            .drive()
+            .leave(SRV, 0, 2)
+            .forward(0, 1, &[0])
+            .message(0, 0, &[0])
+            .step()
+            .step()
+            .request(0, &[0], 0)
+            .drive()
+            .0,
+    );
+    add(
+        r,
+        "close-cut",
+        RelayOps::new(0x05)
+            .traffic()
+            .forward(0, 3, &[0])
+            .request(1, &[0], 0)
+            .close(SRV)
+            .join(0, 4096)
+            .step()
+            .drive()
+            .cut(0)
+            .drive()
             .0,
     );
 

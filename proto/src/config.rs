@@ -32,9 +32,23 @@ pub const DEFAULT_MAX_OUTBOUND: usize = 1024 * 1024;
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Maximum length of node id and designation strings, in bytes.
 pub const MAX_IDENTITY_LEN: usize = 256;
+/// Most relay secrets a server holds (PROTOCOL.md §18.1); more are ignored.
+pub const MAX_RELAY_SECRETS: usize = 16;
+/// Default limit on the clients one relay has live on one connection to a
+/// server (see [`Config::max_relayed_clients`]).
+pub const DEFAULT_MAX_RELAYED_CLIENTS: usize = 16384;
+/// Default limit on the requests of all clients of one relay connection
+/// awaiting our answer (see [`Config::max_relayed_incoming`]).
+pub const DEFAULT_MAX_RELAYED_INCOMING: usize = 65536;
+/// Default bound a relay puts on every frame it carries for a client, in
+/// either direction (PROTOCOL.md §18.6): 1 MiB. A relay announces at most
+/// this as its clients' `max_frame` (and in their `join`), so that no one
+/// client's frame holds the shared upstream connection longer than one
+/// such frame takes to write.
+pub const DEFAULT_MAX_RELAYED_FRAME: usize = 1024 * 1024;
 
 /// The identity a peer announces in the handshake.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Identity {
     /// Id of the node instance (zetta-rpc's `node`, e.g. a host MAC or UUID).
     pub node: String,
@@ -385,6 +399,31 @@ pub struct Config {
     /// here. Default [`Extensions::ALL`]; [`Extensions::NONE`] makes a side
     /// behave exactly as a version 1 peer without extensions.
     pub extensions: Extensions,
+    /// Client: take the relay role (PROTOCOL.md §18): offer the extension
+    /// `relay` and require it, so that [`secret`](Self::secret) must be one
+    /// of the server's relay secrets. A relay announces its clients with
+    /// [`Connection::join`](crate::Connection::join) and carries their
+    /// frames. Ignored on servers. Default `false`.
+    pub relay: bool,
+    /// Server: the secrets relays authenticate with (PROTOCOL.md §18.1),
+    /// at most [`MAX_RELAY_SECRETS`] (the rest are ignored). Empty (the
+    /// default) allows no relays: the server does not accept `relay`. A
+    /// connection that accepted `relay` is verified against these only,
+    /// never against [`secret`](Self::secret), and any other connection
+    /// against `secret` only; an entry equal to `secret` is never used
+    /// (see [`check_relay_secrets`](Self::check_relay_secrets)).
+    pub relay_secrets: Vec<Secret>,
+    /// Server: the clients one relay connection may have live at once;
+    /// a `join` past it is refused with `leave` code `refused`
+    /// (PROTOCOL.md §18.5). Default [`DEFAULT_MAX_RELAYED_CLIENTS`].
+    pub max_relayed_clients: usize,
+    /// The requests of all clients of one relay connection awaiting our
+    /// answer, at most (each client also has
+    /// [`max_incoming_requests`](Self::max_incoming_requests) of its own);
+    /// past it a client's new request is answered `busy`, so what one relay
+    /// can make us hold is bounded whatever its number of clients. Default
+    /// [`DEFAULT_MAX_RELAYED_INCOMING`].
+    pub max_relayed_incoming: usize,
     /// Seed for the nonce/IV generator. `None` (the default) seeds from the
     /// OS; set it only in tests.
     pub rng_seed: Option<[u8; 32]>,
@@ -431,9 +470,55 @@ impl Config {
             sign_algs: SignAlg::ALL.to_vec(),
             encryption: Policy::Optional,
             extensions: Extensions::ALL,
+            relay: false,
+            relay_secrets: Vec::new(),
+            max_relayed_clients: DEFAULT_MAX_RELAYED_CLIENTS,
+            max_relayed_incoming: DEFAULT_MAX_RELAYED_INCOMING,
             rng_seed: None,
         }
     }
+
+    /// Checks the relay secrets (PROTOCOL.md §18.1): at most
+    /// [`MAX_RELAY_SECRETS`], and none equal to the client secret (which
+    /// would let a holder of the client secret speak as a relay, were it
+    /// used; the handshake never uses such an entry). For a builder that
+    /// should refuse such a configuration rather than run with it.
+    pub fn check_relay_secrets(&self) -> Result<(), RelaySecretsError> {
+        if self.relay_secrets.len() > MAX_RELAY_SECRETS {
+            return Err(RelaySecretsError::TooMany {
+                count: self.relay_secrets.len(),
+            });
+        }
+        if self.relay_secrets.iter().any(|s| s == &self.secret) {
+            return Err(RelaySecretsError::SameAsClientSecret);
+        }
+        Ok(())
+    }
+
+    /// The relay secrets the handshake uses: the first
+    /// [`MAX_RELAY_SECRETS`], without any equal to the client secret.
+    pub(crate) fn usable_relay_secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.relay_secrets
+            .iter()
+            .take(MAX_RELAY_SECRETS)
+            .filter(|s| *s != &self.secret)
+    }
+}
+
+/// The relay secrets of a [`Config`] cannot be used as given
+/// ([`Config::check_relay_secrets`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelaySecretsError {
+    /// More than [`MAX_RELAY_SECRETS`] relay secrets.
+    #[error("{count} relay secrets, at most 16 are allowed")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+    },
+    /// A relay secret equals the client secret.
+    #[error("a relay secret equals the client secret")]
+    SameAsClientSecret,
 }
 
 #[cfg(test)]

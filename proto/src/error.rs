@@ -181,6 +181,22 @@ pub enum SendError {
     /// the peer refuses (PROTOCOL.md §11.1).
     #[error("body has more than one top-level `op`")]
     DuplicateOp,
+    /// A relay command on a connection that is not a relay connection
+    /// (PROTOCOL.md §18), or `join` on the server's side of one.
+    #[error("not a relay connection, or not this side's relay command")]
+    NotRelay,
+    /// The relayed client is not live: never joined, or already ended.
+    #[error("no live relayed client {0}")]
+    UnknownClient(u64),
+    /// A relayed request id already in flight for that client.
+    #[error("request id {0} is already in flight for that client")]
+    DuplicateRequest(u64),
+    /// A `join` argument out of range: an address longer than
+    /// [`MAX_ADDR_LEN`](crate::MAX_ADDR_LEN) bytes, an identity longer than
+    /// 256 bytes, or a `max_frame` below
+    /// [`MIN_RELAYED_MAX_FRAME`](crate::MIN_RELAYED_MAX_FRAME).
+    #[error("invalid join: {0}")]
+    InvalidJoin(&'static str),
 }
 
 /// Why a request of ours failed; exactly one of [`Event::Response`] or
@@ -299,6 +315,20 @@ pub enum CloseCode {
     HandshakeTimeout,
     /// The peer did not answer keepalive pings in time.
     KeepaliveTimeout,
+    /// Relays (PROTOCOL.md §18.5): the server does not admit a relayed
+    /// client (a limit, an unusable address, or it is closing).
+    Refused,
+    /// Relays: the relay's queue for a client stayed over its bound.
+    Overflow,
+    /// Relays: a client's connection to its relay ended without a close
+    /// frame.
+    Gone,
+    /// Relays: a graceful `leave` did not complete within the server's
+    /// close timeout.
+    Timeout,
+    /// Relays: the relay lost its upstream connection (sent by a relay to
+    /// its clients).
+    UpstreamLost,
     /// A code this implementation does not know, with the peer's text
     /// (kept up to [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes, clipped
     /// on a character boundary). Never sent by this implementation.
@@ -309,7 +339,7 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    const TABLE: [(Self, &'static str); 15] = [
+    const TABLE: [(Self, &'static str); 20] = [
         (Self::Normal, "normal"),
         (Self::FrameTooLarge, "frame_too_large"),
         (Self::InvalidUtf8, "invalid_utf8"),
@@ -325,6 +355,11 @@ impl CloseCode {
         (Self::Sequence, "sequence"),
         (Self::HandshakeTimeout, "handshake_timeout"),
         (Self::KeepaliveTimeout, "keepalive_timeout"),
+        (Self::Refused, "refused"),
+        (Self::Overflow, "overflow"),
+        (Self::Gone, "gone"),
+        (Self::Timeout, "timeout"),
+        (Self::UpstreamLost, "upstream_lost"),
     ];
 
     /// The wire string: the peer's text for [`CloseCode::Other`],

@@ -16,6 +16,18 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerRequestId(pub u64);
 
+/// A relayed client's id on one relay connection (PROTOCOL.md §18.2):
+/// chosen by the relay, strictly increasing, never reused on that
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -200,6 +212,9 @@ pub struct Authenticated {
     pub peer_max_frame: usize,
     /// The protocol extensions both sides agreed on (PROTOCOL.md §5.1).
     pub extensions: crate::Extensions,
+    /// Whether this is a relay connection (PROTOCOL.md §18): the client
+    /// took the relay role and the server accepted it.
+    pub relay: bool,
 }
 
 impl Authenticated {
@@ -240,9 +255,29 @@ impl Authenticated {
         self.wrapped_bound(inner)
     }
 
+    /// The longest plain frame (as written unprotected) whose line, wrapped
+    /// as negotiated on this link, fits the peer's `max_frame`: the
+    /// inverse of the bound of [`message_frame_bound`](Self::message_frame_bound).
+    /// A relay announces it in `join` as its client's `max_frame`
+    /// (PROTOCOL.md §18.3).
+    pub fn max_plain_frame(&self) -> usize {
+        let limit = self.peer_max_frame;
+        // The bound grows with `inner`; search the largest that fits.
+        let (mut lo, mut hi) = (0usize, limit);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.wrapped_bound(mid) <= limit {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
     /// An upper bound on the line carrying an `inner`-byte frame, wrapped
     /// as negotiated (a sequence number of up to 20 digits).
-    fn wrapped_bound(&self, inner: usize) -> usize {
+    pub(crate) fn wrapped_bound(&self, inner: usize) -> usize {
         if self.encryption {
             // {"q":N,"iv":"<24>","s":"<44>","c":"<b64(ct)>"}
             let ct = (inner / 16).saturating_add(1).saturating_mul(16);
@@ -311,6 +346,89 @@ pub enum Event {
     /// The outbound buffer drained below its bound after a command returned
     /// [`SendError::Blocked`](crate::SendError::Blocked).
     SendUnblocked,
+    /// Server, on a relay connection: a relayed client joined
+    /// (PROTOCOL.md §18.3). Its virtual link ends with exactly one
+    /// [`Event::Left`].
+    Joined(Joined),
+    /// A message from (server) or to (relay) a relayed client.
+    ClientMessage {
+        /// The client.
+        client: ClientId,
+        /// The body's top-level `op` string, if any.
+        op: Option<Op>,
+        /// The body.
+        body: RawJson,
+    },
+    /// A request from a relayed client (server), or from the server to one
+    /// (relay); answer it with
+    /// [`Connection::client_respond`](crate::Connection::client_respond).
+    ClientRequest {
+        /// The client.
+        client: ClientId,
+        /// Pass this to `client_respond`.
+        id: PeerRequestId,
+        /// The body's top-level `op` string, if any.
+        op: Option<Op>,
+        /// The body.
+        body: RawJson,
+    },
+    /// The answer to one of our requests for a relayed client.
+    ClientResponse {
+        /// The client.
+        client: ClientId,
+        /// Which request.
+        id: RequestId,
+        /// The response value.
+        body: RawJson,
+    },
+    /// One of our requests for a relayed client failed (remote error,
+    /// timeout, the client left, or the connection ended).
+    ClientRequestFailed {
+        /// The client.
+        client: ClientId,
+        /// Which request.
+        id: RequestId,
+        /// Why.
+        error: RequestError,
+    },
+    /// Relay: the server's going-away notice for one client (a `leave`
+    /// with code `normal`, PROTOCOL.md §18.4): close that client's
+    /// connection gracefully, then end it with
+    /// [`Connection::leave`](crate::Connection::leave).
+    ClientClosing {
+        /// The client.
+        client: ClientId,
+        /// The server's reason.
+        reason: String,
+    },
+    /// A relayed client's virtual link ended: exactly once for each client
+    /// joined, after every event of its requests, and before the
+    /// connection's own [`Event::Closed`] when the connection ends.
+    Left {
+        /// The client.
+        client: ClientId,
+        /// Why: [`CloseReason::Local`] when this side ended it,
+        /// [`CloseReason::Remote`] with the peer's `leave` code otherwise,
+        /// or the connection's reason when it ended with the connection.
+        reason: CloseReason,
+    },
     /// The connection ended. Always the last event, emitted exactly once.
     Closed(CloseReason),
+}
+
+/// A relayed client that joined (PROTOCOL.md §18.3): who it proved to be to
+/// its relay, where it connected from, and what it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Its id on this connection.
+    pub client: ClientId,
+    /// The identity it proved to the relay.
+    pub identity: Identity,
+    /// Its address as the relay saw it (`ip:port`; not parsed here).
+    pub addr: String,
+    /// The longest plain frame it accepts (PROTOCOL.md §18.3).
+    pub max_frame: usize,
+    /// The extensions on between it and the relay that concern its frames
+    /// (`response_too_large`).
+    pub extensions: crate::Extensions,
 }

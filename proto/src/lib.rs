@@ -65,9 +65,10 @@ pub mod testing;
 pub use binding::{EXPORTER_LABEL, EXPORTER_LEN};
 pub use config::*;
 pub use connection::{
-    Connection, ConnectionParams, MAX_EXTENSIONS, MAX_REASON_LEN, MAX_SIGN_ALGS,
-    MIN_PEER_MAX_FRAME, SEAL_ALG, SUPPORTED_VERSIONS, Side, Stats,
+    Connection, ConnectionParams, MAX_ADDR_LEN, MAX_EXTENSIONS, MAX_REASON_LEN, MAX_SIGN_ALGS,
+    MIN_PEER_MAX_FRAME, MIN_RELAYED_MAX_FRAME, RELAY_WRAPPER_OVERHEAD, SEAL_ALG,
+    SUPPORTED_VERSIONS, Side, Stats,
 };
 pub use error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
-pub use event::{Authenticated, Event, Op, PeerRequestId, RawJson, RequestId};
+pub use event::{Authenticated, ClientId, Event, Joined, Op, PeerRequestId, RawJson, RequestId};
 pub use secret::{GENERATED_SECRET_LEN, Secret, SecretError};

@@ -11,7 +11,10 @@ use common::vectors::*;
 use common::{Resolution, deliver_request, lines, raw, resolutions};
 use jsonlink_proto::crypto::{self, SessionKeys};
 use jsonlink_proto::testing::Who;
-use jsonlink_proto::{Event, Extensions, Policy, RemoteError, RequestError, SendError, SignAlg};
+use jsonlink_proto::{
+    ClientId, CloseCode, CloseReason, Event, Extensions, Identity, PeerRequestId, Policy,
+    RemoteError, RequestError, RequestId, SendError, SignAlg,
+};
 
 #[test]
 fn full_signed_session() {
@@ -201,4 +204,168 @@ fn extension_sessions() {
         EXT_ACCEPTED[0], EXT_DECLINED[0],
         "both hellos are the same offer"
     );
+}
+
+/// The relay session of §17.8: a relay (the vector client, with the
+/// relay secret) and a server that allows relays; two clients joined, a
+/// request from each with the same id, answered out of order; a message
+/// and a request from the server to one client each; the second client
+/// leaving while the server's request to it is in flight, and a message
+/// for it crossing its `leave`, dropped by the relay. Returns the lines by
+/// the suffix of their vector names.
+fn relay_session() -> Vec<(String, String)> {
+    let cb = channel_binding();
+    let mut p = vector_pair(
+        &cb,
+        |c| {
+            c.relay = true;
+            c.secret = relay_secret();
+        },
+        |s| s.relay_secrets = vec![relay_secret()],
+    );
+    p.connect();
+    assert!(p.client.conn.is_relay() && p.server.conn.is_relay());
+    let a = p
+        .client
+        .conn
+        .join(
+            &Identity::new("node-a", "app-a"),
+            "203.0.113.9:50211",
+            65536,
+            Extensions::ALL,
+        )
+        .unwrap();
+    let b = p
+        .client
+        .conn
+        .join(
+            &Identity::new("node-b", "app-b"),
+            "[2001:db8::7]:443",
+            1024,
+            Extensions::NONE,
+        )
+        .unwrap();
+    p.client
+        .conn
+        .client_forward(a, PeerRequestId(1), &raw(r#"{"op":"add","a":1,"b":2}"#))
+        .unwrap();
+    p.client
+        .conn
+        .client_forward(b, PeerRequestId(1), &raw(r#"{"op":"add","a":3,"b":4}"#))
+        .unwrap();
+    p.drive();
+    let server_events = p.server.take_events();
+    assert!(
+        matches!(
+            server_events.as_slice(),
+            [Event::Joined(ja), Event::Joined(jb), Event::ClientRequest { client: ca, id: PeerRequestId(1), .. }, Event::ClientRequest { client: cb2, id: PeerRequestId(1), .. }]
+                if ja.client == a && jb.client == b && *ca == a && *cb2 == b
+                    && ja.addr == "203.0.113.9:50211" && jb.max_frame == 1024
+        ),
+        "{server_events:?}"
+    );
+    p.server
+        .conn
+        .client_respond(b, PeerRequestId(1), Ok(&raw("7")))
+        .unwrap();
+    p.server
+        .conn
+        .client_respond(a, PeerRequestId(1), Ok(&raw("3")))
+        .unwrap();
+    p.server
+        .conn
+        .client_send(a, &raw(r#"{"op":"news","text":"hi"}"#))
+        .unwrap();
+    let now = p.now;
+    let ping = p
+        .server
+        .conn
+        .client_request(now, b, &raw(r#"{"op":"status"}"#), None)
+        .unwrap();
+    assert_eq!(ping, RequestId(1), "numbered in b's own space");
+    p.drive();
+    p.client.take_events();
+    // b's connection to the relay ends while the server's request to it
+    // is in flight, and a message for it crosses the leave.
+    p.client
+        .conn
+        .leave(now, b, CloseCode::Gone, "connection reset")
+        .unwrap();
+    p.server
+        .conn
+        .client_send(b, &raw(r#"{"op":"late"}"#))
+        .unwrap();
+    p.drive();
+    assert_eq!(
+        p.server.take_events(),
+        [
+            Event::ClientRequestFailed {
+                client: b,
+                id: ping,
+                error: RequestError::ConnectionLost
+            },
+            Event::Left {
+                client: b,
+                reason: CloseReason::Remote {
+                    code: CloseCode::Gone,
+                    reason: "connection reset".into()
+                }
+            }
+        ]
+    );
+    assert_eq!(
+        p.client.conn.stats().relayed_frames_dropped,
+        1,
+        "the late message"
+    );
+    assert_eq!(a, ClientId(1));
+    let c = lines(p.client.log.as_deref().unwrap());
+    let s = lines(p.server.log.as_deref().unwrap());
+    let th = crypto::transcript_hash(c[0].as_bytes(), s[0].as_bytes(), &cb);
+    let mut v = vec![
+        ("hello".to_owned(), c[0].clone()),
+        ("challenge".to_owned(), s[0].clone()),
+        ("transcript_hash".to_owned(), hex::encode(th)),
+        ("auth".to_owned(), c[1].clone()),
+        ("ok".to_owned(), s[1].clone()),
+    ];
+    for (i, l) in c.iter().skip(2).enumerate() {
+        v.push((format!("c2s.{i}"), l.clone()));
+    }
+    for (i, l) in s.iter().skip(2).enumerate() {
+        v.push((format!("s2c.{i}"), l.clone()));
+    }
+    v
+}
+
+#[test]
+fn the_relay_session() {
+    let got = relay_session();
+    for (k, g) in &got {
+        show(&format!("relay.{k}"), g);
+    }
+    let got: Vec<(&str, &str)> = got.iter().map(|(k, g)| (k.as_str(), g.as_str())).collect();
+    assert_eq!(got, RELAY_SESSION, "the relay session's lines");
+    let v: BTreeMap<_, _> = RELAY_SESSION.iter().copied().collect();
+    let th = hex32(v["transcript_hash"]);
+    // The proofs are keyed with the relay secret, not the client secret.
+    let proof = |client: bool| {
+        let p = if client {
+            crypto::client_proof(&relay_secret(), &th)
+        } else {
+            crypto::server_proof(&relay_secret(), &th)
+        };
+        b64(&p)
+    };
+    assert_eq!(
+        v["auth"],
+        format!(r#"{{"t":"auth","proof":"{}"}}"#, proof(true))
+    );
+    assert_eq!(
+        v["ok"],
+        format!(r#"{{"t":"ok","proof":"{}"}}"#, proof(false))
+    );
+    assert_ne!(v["auth"], auth_line(&th), "not the client secret's proof");
+    assert!(v["hello"].ends_with(r#""ext":["response_too_large","relay"]}"#));
+    assert!(v["challenge"].ends_with(r#""ext":["response_too_large","relay"]}"#));
 }

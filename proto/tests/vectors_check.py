@@ -308,6 +308,34 @@ def main():
         assert code == ("response_too_large" if accepted else "internal"), code
         assert ("data" in res["err"]) == accepted, res
 
+    # The relay session: proofs keyed with the relay secret (never the
+    # client secret), the relay role offered and accepted, and relayed
+    # frames each naming a client by a u64 id, joins in increasing order.
+    rsecret = bytes.fromhex(v["relay.secret"])
+    assert rsecret == b"jsonlink test vector relay 00001", rsecret
+    assert rsecret != secret
+    h, c = v["relay.hello"].encode(), v["relay.challenge"].encode()
+    rth = transcript_hash(h, c, cb)
+    check("relay.transcript_hash", rth.hex())
+    check("relay.auth", '{"t":"auth","proof":"%s"}' % b64(proof(rsecret, b"jsonlink/1 client proof", rth)))
+    check("relay.ok", '{"t":"ok","proof":"%s"}' % b64(proof(rsecret, b"jsonlink/1 server proof", rth)))
+    assert "relay" in json.loads(h)["ext"] and "relay" in json.loads(c)["ext"]
+    joined = []
+    for d, kinds in (("c2s", {"join", "leave", "cmsg", "creq", "cres"}), ("s2c", {"leave", "cmsg", "creq", "cres"})):
+        i = 0
+        while f"relay.{d}.{i}" in v:
+            f = json.loads(v[f"relay.{d}.{i}"])
+            assert f["t"] in kinds, (d, i, f)
+            assert isinstance(f["c"], int) and 0 <= f["c"] < 2**64, f
+            if f["t"] == "join":
+                assert not joined or f["c"] > joined[-1], "join ids increase"
+                assert len(f["addr"].encode()) <= 64 and f["max_frame"] >= 512
+                joined.append(f["c"])
+            else:
+                assert f["c"] <= max(joined), "a client joined before"
+            i += 1
+        assert i > 0, d
+
     print(f"all {checks} checks passed")
 
 

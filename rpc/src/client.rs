@@ -169,8 +169,8 @@ enum Target {
 
 /// The jsonlink transport: `rpc.call` requests over a link (PROTOCOL.md
 /// §11.6). Unavailable (so the next transport is tried) when there is no
-/// authenticated link now, or the link is closing and refuses new
-/// requests; a call lost with its link, timed out, refused as busy or
+/// authenticated link now, the link is closing and refuses new requests,
+/// or setting the identity on a new link failed (the call was not sent); a call lost with its link, timed out, refused as busy or
 /// answered with anything but a CallResponse has failed.
 ///
 /// The identity is sent with `rpc.identity` before the first call on each
@@ -184,8 +184,10 @@ pub struct LinkTransport {
 #[derive(Default)]
 struct IdentityState {
     identity: Option<Identity>,
-    /// The link id the identity was last set on (`None`: not yet).
+    /// The link whose server-side identity is `identity` (`None`: none yet).
     sent_on: Option<u64>,
+    /// The link on which an identity (not `None`) was last set.
+    set_on: Option<u64>,
 }
 
 impl fmt::Debug for LinkTransport {
@@ -232,20 +234,33 @@ impl LinkTransport {
         link.ok_or_else(|| TransportError::Unavailable("no authenticated link".into()))
     }
 
-    /// The identity to set on `link` first, if it has not been set there.
+    /// The identity to set on `link` first, if the link does not hold it:
+    /// the identity on a link that has not had it; `None` (a clear) only on
+    /// the link that had one (a new link starts with none).
     fn identity_due(&self, link: &Link) -> Option<Option<Identity>> {
-        let st = self.identity.lock().unwrap_or_else(|e| e.into_inner());
-        (st.sent_on != Some(link.id())).then(|| st.identity.clone())
+        let mut st = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+        let id = link.id();
+        if st.sent_on == Some(id) {
+            return None;
+        }
+        if st.identity.is_none() && st.set_on != Some(id) {
+            st.sent_on = Some(id);
+            return None;
+        }
+        Some(st.identity.clone())
     }
 
     async fn send(&self, req: CallRequest) -> Result<CallResponse, TransportError> {
         let link = self.current()?;
         if let Some(identity) = self.identity_due(&link) {
+            // The call is not sent before the identity is set: a link lost
+            // meanwhile is a link we could not use (so the next transport
+            // may take the call).
             let body = raw_call(IDENTITY_OP, &identity)?;
             let resp = link
                 .request_raw(body, self.timeout)
                 .await
-                .map_err(map_link_error)?;
+                .map_err(|e| TransportError::Unavailable(format!("setting the identity: {e}")))?;
             let resp: CallResponse = resp
                 .parse()
                 .map_err(|e| TransportError::Failed(format!("identity answer: {e}")))?;
@@ -258,6 +273,7 @@ impl LinkTransport {
             let mut st = self.identity.lock().unwrap_or_else(|e| e.into_inner());
             if st.identity == identity {
                 st.sent_on = Some(link.id());
+                st.set_on = identity.is_some().then(|| link.id());
             }
         }
         let body = flat_call(&req)?;

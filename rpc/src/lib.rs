@@ -4,15 +4,17 @@
 //!   codes;
 //! - [`registry`]: procedures keyed by exact `scope::procedure::version`
 //!   with validated arguments, identity, internal procedures, nested calls,
-//!   middleware and an error hook.
-//!
+//!   middleware and an error hook;
+//! - [`schema`]: argument schemas (JSON Schema, `jsonschema`);
 //! - [`Trace`]: a ready middleware logging each call in a `tracing` span;
 //! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`);
 //! - [`client`]: [`RpcClient`] over transports tried in order, and the
 //!   jsonlink [`LinkTransport`].
 //!
 //! The crate is runtime-independent: it uses `jsonlink-rt`'s `Runtime`
-//! trait for the one timer it needs (the link call timeout).
+//! trait for the one timer it needs (the link call timeout). The README
+//! (`rpc/README.md`) has a worked example, the limits, the client's
+//! fallback rules and a migration table from @therms/rpc-server.
 #![forbid(unsafe_code)]
 
 /// The README's examples, run as doctests.

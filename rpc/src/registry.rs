@@ -342,10 +342,10 @@ pub struct CallInfo<'a> {
     pub info: &'a ProcedureInfo,
     /// The call's identity (authorization redacted in `Debug`).
     pub identity: Option<&'a Identity>,
-    /// Where it came from (its `peer` for calls over a link).
+    /// Where it came from (its `peer` for calls over a link). (Middleware
+    /// does not see the arguments: they go to validation and the handler
+    /// without a copy.)
     pub origin: &'a Origin,
-    /// The arguments, as sent.
-    pub args: &'a Value,
     /// 0 for a call from a transport, 1 and up for nested calls.
     pub depth: u32,
 }
@@ -867,12 +867,6 @@ async fn dispatch(
 
 /// Middleware, validation and the handler.
 async fn chain(inner: Arc<Inner>, entry: Arc<Entry>, ctx: Context, args: Value) -> CallResponse {
-    // Middleware sees the args by reference; the endpoint takes them.
-    let seen = if inner.middleware.is_empty() {
-        Value::Null
-    } else {
-        args.clone()
-    };
     let identity = ctx.identity.clone();
     let origin = ctx.origin.clone();
     let depth = ctx.depth;
@@ -889,7 +883,6 @@ async fn chain(inner: Arc<Inner>, entry: Arc<Entry>, ctx: Context, args: Value) 
         info: &entry.info,
         identity: identity.as_deref(),
         origin: &origin,
-        args: &seen,
         depth,
     };
     Next {

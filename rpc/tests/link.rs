@@ -253,6 +253,8 @@ async fn the_handshake_identity_is_the_peer_never_the_authorization() {
         .call_typed(CallRequest::new("whoami", Value::Null))
         .await
         .unwrap();
+    // Without an identity set, nothing but the call was sent.
+    assert_eq!(p.server.stats().requests_in, 1);
     assert_eq!(
         who,
         json!({"authorization": null, "peer": "cli-1/dashboard", "transport": "Link", "has_deadline": true})
@@ -561,7 +563,11 @@ async fn fallback_only_when_a_transport_cannot_connect() {
     .await;
     // A client whose server is gone: unavailable, the call never sent.
     let dead = jl::client(
-        "127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap(),
+        {
+            // A port nothing listens on: bound, then released.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        },
         p.pki.client_config().unwrap(),
         p.pki.server_name(),
         p.secret.clone(),

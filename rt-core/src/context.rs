@@ -22,6 +22,8 @@ pub(crate) struct LinkCtx {
     /// [`Event::Error`] itself (the server); a client's supervisor reports
     /// failed attempts instead, once per outage.
     pub(crate) report_handshake_errors: bool,
+    /// A [`Multiplexer`](crate::Multiplexer)'s view of every link.
+    pub(crate) observer: Option<Arc<dyn crate::driver::LinkObserver>>,
 }
 
 impl LinkCtx {
@@ -32,6 +34,7 @@ impl LinkCtx {
         handlers: Handlers,
         options: LinkOptions,
         report_handshake_errors: bool,
+        observer: Option<Arc<dyn crate::driver::LinkObserver>>,
     ) -> (Arc<Self>, EventStream) {
         let (events, rx) = if options.events {
             let (tx, rx) = crate::event_queue::channel(options.event_capacity);
@@ -46,6 +49,7 @@ impl LinkCtx {
             counters: Arc::new(Counters::default()),
             options,
             report_handshake_errors,
+            observer,
         };
         (Arc::new(ctx), EventStream::new(rx))
     }

@@ -139,9 +139,14 @@ pub enum Error {
         /// Which limit: `"max_connections"` or `"max_connections_per_ip"`.
         limit: &'static str,
     },
-    /// No authenticated link with this id.
+    /// No authenticated link with this id (on a
+    /// [`Multiplexer`](crate::Multiplexer): its own id,
+    /// [`MuxLinkId`](crate::MuxLinkId)).
     #[error("no link with id {0}")]
     UnknownLink(u64),
+    /// A [`Multiplexer`](crate::Multiplexer) has no entry of this name.
+    #[error("no multiplexer entry named `{0}`")]
+    UnknownEntry(String),
     /// A socket or TLS error (TLS failures are
     /// [`io::ErrorKind::InvalidData`] wrapping a `rustls::Error`; on a
     /// client, those that retrying cannot fix are

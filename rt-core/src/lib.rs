@@ -3,6 +3,11 @@
 //! the reconnect policy and the limits, written once and generic over
 //! `Arc<dyn` [`Runtime`]`>`.
 //!
+//! A [`Multiplexer`] (module [`multiplexer`]) holds many links behind one
+//! handle: the named client and server entries of a [`ConnectionList`],
+//! one handler table, one merged event stream, addressing by link, entry
+//! or peer identity ([`To`]).
+//!
 //! [`runtime`] is the seam to one async runtime (the [`Runtime`] trait, which
 //! `jsonlink-tokio`, `jsonlink-async-std` and `jsonlink-smol` implement) plus
 //! the TLS glue they share; [`certs`] loads PEM files into rustls
@@ -64,6 +69,7 @@ mod event;
 mod event_queue;
 mod handler_error;
 mod link;
+pub mod multiplexer;
 mod queue;
 pub mod reconnect;
 pub mod runtime;
@@ -79,8 +85,8 @@ pub use rustls_pki_types::ServerName;
 
 /// Defines, in an adapter crate, `runtime()` (the adapter's runtime as
 /// `Arc<dyn Runtime>`: `runtime = ..`, after its doc comment), and
-/// `server(..)` and `client(..)`: [`Server::builder`] and
-/// [`Client::builder`] bound to it. Used by jsonlink-tokio,
+/// `server(..)`, `client(..)` and `multiplexer(..)`: [`Server::builder`],
+/// [`Client::builder`] and [`Multiplexer::builder`] bound to it. Used by jsonlink-tokio,
 /// jsonlink-async-std and jsonlink-smol, so the three stay identical. (The
 /// adapters write `pub use jsonlink_rt as rt; pub use jsonlink_rt::*;`
 /// themselves: a macro may not re-export `$crate` on the MSRV, 1.90.)
@@ -114,6 +120,12 @@ macro_rules! adapter_builders {
         ) -> $crate::ClientBuilder {
             $crate::Client::builder(runtime(), target, tls, server_name, secret, identity)
         }
+
+        #[doc = concat!("[`Multiplexer::builder`] on ", $name, ": a Multiplexer over the entries")]
+        #[doc = "of `list` (see [`ConnectionList`])."]
+        pub fn multiplexer(list: $crate::ConnectionList) -> $crate::MultiplexerBuilder {
+            $crate::Multiplexer::builder(runtime(), list)
+        }
     };
 }
 
@@ -135,10 +147,17 @@ pub use jsonlink_proto::{
     PeerRequestId, Policy, RawJson, RemoteError, Secret, SecretError, SendError, SignAlg,
 };
 pub use link::Link;
+#[cfg(feature = "config-file")]
+pub use multiplexer::LoadOptions;
+pub use multiplexer::{
+    ClientEntry, ConnectionList, DEFAULT_CLOSED_LINKS_KEPT, DEFAULT_MUX_EVENT_CAPACITY, Defaults,
+    EntrySpec, EntryState, EntryStatus, LinkState, LinkStatus, ListError, Multiplexer,
+    MultiplexerBuilder, MuxEvent, MuxLinkId, Role, ServerEntry, To,
+};
 pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};
 pub use runtime::{
     Accepted, AsyncStream, BoxFuture, BoxStream, EXPORTER_LABEL, EXPORTER_LEN, Listener, Runtime,
     TlsStream, channel_binding,
 };
 pub use server::{Server, ServerBuilder};
-pub use stats::Stats;
+pub use stats::{LinkStats, Stats};

@@ -63,6 +63,21 @@ pub(crate) struct LinkInner {
     pub(crate) accepting: std::sync::atomic::AtomicU8,
     /// On a server, the server (weakly: see [`Link::server`]).
     pub(crate) server: Option<std::sync::Weak<crate::server::ServerInner>>,
+    /// This link's own counters.
+    pub(crate) counters: crate::stats::LinkCounters,
+    /// Set when a [`Multiplexer`](crate::Multiplexer) owns the link: its
+    /// entry and the Multiplexer's id for it.
+    pub(crate) tag: OnceLock<MuxTag>,
+}
+
+/// Which [`Multiplexer`](crate::Multiplexer) entry a link belongs to, and
+/// the Multiplexer's own id for it.
+#[derive(Debug, Clone)]
+pub(crate) struct MuxTag {
+    pub(crate) id: u64,
+    pub(crate) entry: Arc<str>,
+    /// Weak, as [`Link::server`]: links never keep the Multiplexer alive.
+    pub(crate) mux: std::sync::Weak<crate::multiplexer::MuxInner>,
 }
 
 /// Not authenticated yet, or ended: the core takes no command.
@@ -93,6 +108,8 @@ impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Link")
             .field("id", &self.id())
+            .field("mux_id", &self.inner.tag.get().map(|t| t.id))
+            .field("entry", &self.entry())
             .field("peer_addr", &self.inner.peer_addr)
             .field("peer", &self.peer())
             .finish()
@@ -100,13 +117,48 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    /// The link id: assigned by the server (on a client, the id the
-    /// server announced; 0 before authentication).
+    /// The link id: assigned by the server, counting from 1 on each
+    /// server (on a client, the id the server announced; 0 before
+    /// authentication). Unique only within one server: links of a
+    /// [`Multiplexer`](crate::Multiplexer) also have its own id,
+    /// [`mux_id`](Self::mux_id), unique across all its entries.
     pub fn id(&self) -> u64 {
         self.inner
             .auth
             .get()
             .map_or(self.inner.id, |a| a.connection_id)
+    }
+
+    /// The id a [`Multiplexer`](crate::Multiplexer) gave this link
+    /// (unique across all its entries, never reused; see
+    /// [`MuxLinkId`](crate::MuxLinkId)); `None` outside a Multiplexer.
+    pub fn mux_id(&self) -> Option<crate::MuxLinkId> {
+        self.inner.tag.get().map(|t| crate::MuxLinkId(t.id))
+    }
+
+    /// The name of the [`Multiplexer`](crate::Multiplexer) entry this link
+    /// belongs to; `None` outside a Multiplexer.
+    pub fn entry(&self) -> Option<&str> {
+        self.inner.tag.get().map(|t| &*t.entry)
+    }
+
+    /// The [`Multiplexer`](crate::Multiplexer) this link belongs to, so a
+    /// handler can reach its other entries and links
+    /// (`link.multiplexer().map(|m| m.broadcast(&note))`); `None` outside
+    /// a Multiplexer and once the application has dropped its last handle
+    /// of it (links keep only a weak reference, as with
+    /// [`server`](Self::server)).
+    pub fn multiplexer(&self) -> Option<crate::Multiplexer> {
+        self.inner
+            .tag
+            .get()
+            .and_then(|t| crate::Multiplexer::from_weak(&t.mux))
+    }
+
+    /// This link's own counters (a server's or client's
+    /// [`Stats`](crate::Stats) add up all its links).
+    pub fn stats(&self) -> crate::LinkStats {
+        self.inner.counters.snapshot()
     }
 
     /// The peer's socket address.

@@ -53,6 +53,7 @@ pub struct ServerBuilder {
     handlers: Handlers,
     max_connections: usize,
     max_connections_per_ip: Option<usize>,
+    pub(crate) observer: Option<Arc<dyn crate::driver::LinkObserver>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -89,12 +90,38 @@ impl ServerBuilder {
     ///
     /// [`Error::Io`] if the address cannot be bound (in use, not
     /// local, not permitted).
-    pub async fn bind(mut self, addr: SocketAddr) -> Result<Server, Error> {
+    pub async fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
+        let (server, _) = self.bind_inner(addr, false).await?;
+        Ok(server)
+    }
+
+    /// Binds as [`bind`](Self::bind), with the event stream handed to the
+    /// caller instead of kept in the handle (whose `next_event` then
+    /// returns `None`): a [`Multiplexer`](crate::Multiplexer) forwards it
+    /// without holding the server, so it ends when the server has.
+    pub(crate) async fn bind_detached_events(
+        self,
+        addr: SocketAddr,
+    ) -> Result<(Server, EventStream), Error> {
+        let (server, events) = self.bind_inner(addr, true).await?;
+        Ok((server, events.unwrap_or_else(|| EventStream::new(None))))
+    }
+
+    async fn bind_inner(
+        mut self,
+        addr: SocketAddr,
+        detach_events: bool,
+    ) -> Result<(Server, Option<EventStream>), Error> {
         saturate_durations(&mut self.config);
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (ctx, events) =
-            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, true);
+        let (ctx, events) = LinkCtx::new(
+            self.rt.clone(),
+            self.handlers.clone(),
+            self.options,
+            true,
+            self.observer,
+        );
         let shared = Arc::new(ServerShared {
             rt: self.rt.clone(),
             ctx,
@@ -111,6 +138,11 @@ impl ServerBuilder {
             handle: std::sync::OnceLock::new(),
         });
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let (events, detached) = if detach_events {
+            (EventStream::new(None), Some(events))
+        } else {
+            (events, None)
+        };
         let inner = Arc::new(ServerInner {
             shared: shared.clone(),
             events,
@@ -124,7 +156,7 @@ impl ServerBuilder {
             accept_loop(shared, listener, stop_rx).instrument(span),
         ));
         tracing::info!(addr = %local_addr, "listening");
-        Ok(Server { inner })
+        Ok((Server { inner }, detached))
     }
 }
 
@@ -455,6 +487,7 @@ impl Server {
             handlers: Handlers::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
+            observer: None,
         }
     }
 

@@ -105,3 +105,59 @@ impl Counters {
         }
     }
 }
+
+/// A snapshot of one link's counters ([`Link::stats`](crate::Link::stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// Messages received on this link.
+    pub messages_in: u64,
+    /// Messages sent on this link.
+    pub messages_out: u64,
+    /// Requests received from the peer on this link.
+    pub requests_in: u64,
+    /// Requests sent on this link.
+    pub requests_out: u64,
+    /// Plaintext bytes received (after TLS).
+    pub bytes_in: u64,
+    /// Plaintext bytes handed to TLS.
+    pub bytes_out: u64,
+}
+
+/// The published counters of one link: its driver counts in plain
+/// integers and stores them here once per round of work, so counting
+/// costs the hot path no atomic operation.
+#[derive(Debug, Default)]
+pub(crate) struct LinkCounters {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) requests_in: AtomicU64,
+    pub(crate) requests_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+impl LinkCounters {
+    /// Publishes the driver's counts.
+    pub(crate) fn publish(&self, s: &LinkStats) {
+        let p = |c: &AtomicU64, v: u64| c.store(v, Ordering::Relaxed);
+        p(&self.messages_in, s.messages_in);
+        p(&self.messages_out, s.messages_out);
+        p(&self.requests_in, s.requests_in);
+        p(&self.requests_out, s.requests_out);
+        p(&self.bytes_in, s.bytes_in);
+        p(&self.bytes_out, s.bytes_out);
+    }
+
+    pub(crate) fn snapshot(&self) -> LinkStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LinkStats {
+            messages_in: g(&self.messages_in),
+            messages_out: g(&self.messages_out),
+            requests_in: g(&self.requests_in),
+            requests_out: g(&self.requests_out),
+            bytes_in: g(&self.bytes_in),
+            bytes_out: g(&self.bytes_out),
+        }
+    }
+}

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::timers::{Timer, deadline_after};
 use super::{Connection, Handled, MAX_REASON_LEN, State};
-use crate::config::Extension;
+use crate::config::{Extension, Extensions};
 use crate::error::{CloseCode, CloseReason, ProtocolError, RemoteError, RequestError, SendError};
 use crate::event::{Event, PeerRequestId, RawJson, RequestId};
 use crate::wire::{self, Envelope, Key, encode};
@@ -219,18 +219,7 @@ impl Connection {
     /// any peer's `max_frame` (at least 1024).
     fn queue_too_large(&mut self, id: u64, size: usize, limit: usize) {
         self.stats.responses_too_large += 1;
-        let message = format!(
-            "the answer ({size} bytes) is larger than the requester's max_frame ({limit} bytes)"
-        );
-        let err = if self.extensions.contains(Extension::ResponseTooLarge) {
-            RemoteError {
-                code: RemoteError::RESPONSE_TOO_LARGE.to_owned(),
-                message,
-                data: Some(format!(r#"{{"size":{size},"max_frame":{limit}}}"#)),
-            }
-        } else {
-            RemoteError::new(RemoteError::INTERNAL, message)
-        };
+        let err = too_large_error(size, limit, self.extensions);
         let _ = self.queue_frame(|o| encode::res(o, id, Err(&err)));
     }
 
@@ -256,7 +245,7 @@ impl Connection {
         self.check_room()
     }
 
-    fn check_room(&mut self) -> Result<(), SendError> {
+    pub(super) fn check_room(&mut self) -> Result<(), SendError> {
         if self.out.len() >= self.config.max_outbound {
             self.notify_unblocked = true;
             return Err(SendError::Blocked);
@@ -267,16 +256,7 @@ impl Connection {
     /// A `close` came, at any stage: a graceful one (`normal`) while
     /// established starts the drain, any other ends the connection.
     pub(super) fn on_close(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
-        // An unknown code keeps its text; a missing one is reported as
-        // missing (PROTOCOL.md §14.1). The reason is clipped (§6.10).
-        let code = match env.opt_str(Key::Code)? {
-            Some(c) => CloseCode::parse(&c),
-            None => CloseCode::Missing,
-        };
-        let reason = wire::clip(
-            &env.opt_str(Key::Reason)?.unwrap_or_default(),
-            MAX_REASON_LEN,
-        );
+        let (code, reason) = code_and_reason(env)?;
         let normal = code == CloseCode::Normal;
         let remote = CloseReason::Remote { code, reason };
         match &self.state {
@@ -323,19 +303,10 @@ impl Connection {
                         detail: "request id already in flight",
                     });
                 }
-                let refuse = if matches!(self.state, State::Closing { .. }) {
-                    Some(RemoteError::new(
-                        RemoteError::SHUTTING_DOWN,
-                        "connection is closing",
-                    ))
-                } else if self.incoming.len() > self.config.max_incoming_requests {
-                    Some(RemoteError::new(
-                        RemoteError::BUSY,
-                        "too many requests in flight",
-                    ))
-                } else {
-                    None
-                };
+                let refuse = refusal(
+                    matches!(self.state, State::Closing { .. }),
+                    self.incoming.len() > self.config.max_incoming_requests,
+                );
                 if let Some(err) = refuse {
                     self.incoming.remove(&id);
                     // Bounded: the owner stops reading while `wants_input` is false.
@@ -393,6 +364,9 @@ impl Connection {
                 self.events.push_back(Event::Pong);
             }
             other => {
+                if let Some(handled) = self.on_relay_frame(env, other) {
+                    return handled;
+                }
                 return Err(ProtocolError::UnexpectedFrame {
                     frame: wire::clip(other, 32),
                     state: self.state.name(),
@@ -403,9 +377,61 @@ impl Connection {
     }
 }
 
+/// The error answer that replaces an answer of `size` bytes over the
+/// requester's `limit` (PROTOCOL.md §14.2): `response_too_large` with the
+/// sizes where the requester's `ext` has that extension, else `internal`.
+pub(super) fn too_large_error(size: usize, limit: usize, ext: Extensions) -> RemoteError {
+    let message = format!(
+        "the answer ({size} bytes) is larger than the requester's max_frame ({limit} bytes)"
+    );
+    if ext.contains(Extension::ResponseTooLarge) {
+        RemoteError {
+            code: RemoteError::RESPONSE_TOO_LARGE.to_owned(),
+            message,
+            data: Some(format!(r#"{{"size":{size},"max_frame":{limit}}}"#)),
+        }
+    } else {
+        RemoteError::new(RemoteError::INTERNAL, message)
+    }
+}
+
+/// The `code` and `reason` of a `close` (or a relay's `leave`): an unknown
+/// code keeps its text, a missing one is reported as missing (PROTOCOL.md
+/// §14.1); the reason is clipped (§6.10).
+pub(super) fn code_and_reason(env: &Envelope<'_>) -> Result<(CloseCode, String), ProtocolError> {
+    let code = match env.opt_str(Key::Code)? {
+        Some(c) => CloseCode::parse(&c),
+        None => CloseCode::Missing,
+    };
+    let reason = wire::clip(
+        &env.opt_str(Key::Reason)?.unwrap_or_default(),
+        MAX_REASON_LEN,
+    );
+    Ok((code, reason))
+}
+
+/// The answer the protocol layer gives a peer's request itself
+/// (PROTOCOL.md §11.2), if any: `shutting_down` while `closing`, `busy`
+/// when `over` its limit of requests in flight.
+pub(super) fn refusal(closing: bool, over: bool) -> Option<RemoteError> {
+    if closing {
+        Some(RemoteError::new(
+            RemoteError::SHUTTING_DOWN,
+            "connection is closing",
+        ))
+    } else if over {
+        Some(RemoteError::new(
+            RemoteError::BUSY,
+            "too many requests in flight",
+        ))
+    } else {
+        None
+    }
+}
+
 /// A message or request body with `op` more than once is refused: the
 /// peer would refuse the frame (PROTOCOL.md §11.1).
-fn check_dispatchable(body: &RawValue) -> Result<(), SendError> {
+pub(super) fn check_dispatchable(body: &RawValue) -> Result<(), SendError> {
     if wire::has_duplicate_op(body) {
         return Err(SendError::DuplicateOp);
     }

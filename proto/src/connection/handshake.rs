@@ -11,10 +11,12 @@ use super::timers::{Timer, deadline_after};
 use super::{
     Connection, Handled, MAX_EXTENSIONS, MAX_SIGN_ALGS, SEAL_ALG, SUPPORTED_VERSIONS, Side, State,
 };
+use crate::Secret;
 use crate::config::{Extension, Extensions, Identity, Policy, SignAlg};
 use crate::crypto::{self, FrameMac, NONCE_LEN, Sealer, SessionKeys, TAG_LEN};
 use crate::error::ProtocolError;
 use crate::event::{Authenticated, Event};
+use crate::wire::encode::RELAY_EXTENSION;
 use crate::wire::{Envelope, Key, encode};
 
 /// Handshake data, dropped once authenticated.
@@ -27,7 +29,20 @@ pub(super) struct Handshake {
     encryption: bool,
     /// The extensions agreed on (client: those the server accepted).
     extensions: Extensions,
+    /// Whether the relay role is on (PROTOCOL.md §18.1).
+    relay: bool,
+    /// Server, relay role: the relay secret the client proved (the
+    /// connection's secret from then on).
+    relay_secret: Option<Secret>,
     peer: Identity,
+}
+
+impl Handshake {
+    /// The secret of this connection: the relay secret the relay proved
+    /// (server), or the configured one.
+    fn secret<'a>(&'a self, configured: &'a Secret) -> &'a Secret {
+        self.relay_secret.as_ref().unwrap_or(configured)
+    }
 }
 
 impl Connection {
@@ -47,6 +62,7 @@ impl Connection {
             seal: c.encryption,
             seal_alg: SEAL_ALG,
             extensions: c.extensions,
+            relay: c.relay,
         };
         encode::hello(&mut line, &hello);
         self.out.extend_from_slice(&line);
@@ -59,6 +75,8 @@ impl Connection {
             sign_alg: None,
             encryption: false,
             extensions: Extensions::NONE,
+            relay: false,
+            relay_secret: None,
             peer: Identity::default(),
         }));
     }
@@ -85,7 +103,9 @@ impl Connection {
         let peer_max = env.max_frame()?;
         let sign_alg = negotiate_signing(env, self.config.signing, &self.config.sign_algs)?;
         let encryption = negotiate_sealing(env, self.config.encryption)?;
-        let extensions = accept_extensions(env, self.config.extensions)?;
+        let (extensions, relay_offered) = accept_extensions(env, self.config.extensions)?;
+        // The relay role only with relay secrets to check it against.
+        let relay = relay_offered && self.config.usable_relay_secrets().next().is_some();
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         let mut ch = Vec::with_capacity(256);
@@ -98,6 +118,7 @@ impl Connection {
             sign_alg,
             seal: encryption,
             extensions,
+            relay,
         };
         encode::challenge(&mut ch, &challenge);
         let transcript = crypto::transcript_hash(line, &ch, &self.params.channel_binding);
@@ -112,6 +133,8 @@ impl Connection {
             sign_alg,
             encryption,
             extensions,
+            relay,
+            relay_secret: None,
             peer,
         }));
         self.state = State::AwaitAuth;
@@ -147,7 +170,13 @@ impl Connection {
         } else {
             None
         };
-        let extensions = accepted_extensions(env, self.config.extensions)?;
+        let (extensions, relay) =
+            accepted_extensions(env, self.config.extensions, self.config.relay)?;
+        if self.config.relay && !relay {
+            return Err(ProtocolError::NegotiationFailed {
+                detail: "we are a relay, the peer does not accept relays",
+            });
+        }
         let Some(hs) = self.hs.as_mut() else {
             return Err(ProtocolError::UnexpectedFrame {
                 frame: "challenge".into(),
@@ -159,6 +188,7 @@ impl Connection {
         hs.sign_alg = sign_alg;
         hs.encryption = encryption;
         hs.extensions = extensions;
+        hs.relay = relay;
         hs.peer = peer;
         hs.hello = Vec::new();
         let proof = crypto::client_proof(&self.config.secret, &hs.transcript);
@@ -176,7 +206,7 @@ impl Connection {
     pub(super) fn on_auth(&mut self, now: Instant, env: &Envelope<'_>) -> Handled {
         // No proof of ours goes to a client that failed.
         let hs = self.take_proven(env, Side::Client)?;
-        let ours = crypto::server_proof(&self.config.secret, &hs.transcript);
+        let ours = crypto::server_proof(hs.secret(&self.config.secret), &hs.transcript);
         encode::ok(&mut self.out, &ours);
         self.out.push(b'\n');
         self.stats.frames_out += 1;
@@ -199,10 +229,23 @@ impl Connection {
         prover: Side,
     ) -> Result<Box<Handshake>, ProtocolError> {
         let proof: [u8; TAG_LEN] = env.b64(Key::Proof)?;
-        let Some(hs) = self.hs.take() else {
+        let Some(mut hs) = self.hs.take() else {
             return Err(ProtocolError::AuthFailed);
         };
         let client = prover == Side::Client;
+        if client && hs.relay {
+            // A relay proves with a relay secret, never the client secret
+            // (PROTOCOL.md §18.1).
+            let Some(s) = self
+                .config
+                .usable_relay_secrets()
+                .find(|s| crypto::verify_proof(s, true, &hs.transcript, &proof))
+            else {
+                return Err(ProtocolError::AuthFailed);
+            };
+            hs.relay_secret = Some(s.clone());
+            return Ok(hs);
+        }
         if !crypto::verify_proof(&self.config.secret, client, &hs.transcript, &proof) {
             return Err(ProtocolError::AuthFailed);
         }
@@ -213,7 +256,7 @@ impl Connection {
     /// reports the peer.
     fn establish(&mut self, now: Instant, hs: Handshake) {
         if hs.sign_alg.is_some() || hs.encryption {
-            let keys = SessionKeys::derive(&self.config.secret, &hs.transcript);
+            let keys = SessionKeys::derive(hs.secret(&self.config.secret), &hs.transcript);
             let (send, recv) = match self.side {
                 Side::Client => (keys.c2s, keys.s2c),
                 Side::Server => (keys.s2c, keys.c2s),
@@ -233,8 +276,11 @@ impl Connection {
         self.state = State::Established;
         self.peer = Some(hs.peer.clone());
         self.extensions = hs.extensions;
-        self.events.push_back(Event::Authenticated(Authenticated {
-            peer: hs.peer,
+        if hs.relay {
+            self.relay = Some(Box::default());
+        }
+        let info = Authenticated {
+            peer: hs.peer.clone(),
             connection_id: self.params.connection_id,
             version: hs.version,
             signing: hs.sign_alg.is_some() || hs.encryption,
@@ -242,7 +288,10 @@ impl Connection {
             encryption: hs.encryption,
             peer_max_frame: self.peer_max_frame,
             extensions: hs.extensions,
-        }));
+            relay: hs.relay,
+        };
+        self.link_info = Some(Box::new(info.clone()));
+        self.events.push_back(Event::Authenticated(info));
         if let Some(ka) = &self.config.keepalive {
             let at = deadline_after(now, ka.interval);
             self.set_timer(Timer::KeepaliveSend, at);
@@ -312,15 +361,19 @@ fn negotiate_sealing(env: &Envelope<'_>, ours: Policy) -> Result<bool, ProtocolE
 
 /// Server side: the extensions to accept, those the client's `ext` offer
 /// names that we know and allow (unknown names are skipped; no `ext` is no
-/// offer).
-fn accept_extensions(env: &Envelope<'_>, ours: Extensions) -> Result<Extensions, ProtocolError> {
+/// offer), and whether it offers the relay role.
+fn accept_extensions(
+    env: &Envelope<'_>,
+    ours: Extensions,
+) -> Result<(Extensions, bool), ProtocolError> {
     let names = env.opt_str_list(Key::Ext, MAX_EXTENSIONS)?;
     let offered: Extensions = names
         .iter()
         .flatten()
         .filter_map(|n| Extension::parse(n))
         .collect();
-    Ok(offered.intersection(ours))
+    let relay = names.iter().flatten().any(|n| n == RELAY_EXTENSION);
+    Ok((offered.intersection(ours), relay))
 }
 
 /// Client side: the extensions the server's `ext` accepted, each of which
@@ -329,11 +382,14 @@ fn accept_extensions(env: &Envelope<'_>, ours: Extensions) -> Result<Extensions,
 fn accepted_extensions(
     env: &Envelope<'_>,
     offered: Extensions,
-) -> Result<Extensions, ProtocolError> {
+    relay_offered: bool,
+) -> Result<(Extensions, bool), ProtocolError> {
     let mut accepted = Extensions::NONE;
+    let mut relay = false;
     for name in env.opt_str_list(Key::Ext, MAX_EXTENSIONS)?.iter().flatten() {
         match Extension::parse(name) {
             Some(e) if offered.contains(e) => accepted = accepted.with(e),
+            None if relay_offered && name == RELAY_EXTENSION => relay = true,
             _ => {
                 return Err(ProtocolError::NegotiationFailed {
                     detail: "the peer accepted an extension we did not offer",
@@ -341,7 +397,7 @@ fn accepted_extensions(
             }
         }
     }
-    Ok(accepted)
+    Ok((accepted, relay))
 }
 
 /// Client side: the server's decision must respect our policy.

@@ -12,7 +12,10 @@ mod deadlines;
 mod frames;
 mod handshake;
 mod protection;
+mod relay;
 mod timers;
+
+pub use self::relay::{MAX_ADDR_LEN, MIN_RELAYED_MAX_FRAME, RELAY_WRAPPER_OVERHEAD};
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -25,11 +28,12 @@ use rustc_hash::FxHashMap;
 use self::deadlines::Deadlines;
 use self::handshake::Handshake;
 use self::protection::Protection;
+use self::relay::Relay;
 use self::timers::{Timer, Timers, deadline_after};
 use crate::config::{Config, Extensions, Identity};
 use crate::crypto;
 use crate::error::{CloseCode, CloseReason, ProtocolError, RequestError};
-use crate::event::{Event, RequestId};
+use crate::event::{Authenticated, Event, RequestId};
 use crate::line_reader::{Line, LineReader};
 use crate::wire::{self, Envelope, encode};
 
@@ -101,6 +105,11 @@ pub struct Stats {
     /// answer (`response_too_large` or `internal`, see
     /// [`SendError::ResponseTooLarge`](crate::SendError::ResponseTooLarge)).
     pub responses_too_large: u64,
+    /// Relay connections, server: `join`s refused (a limit, or closing).
+    pub relay_joins_refused: u64,
+    /// Relay connections: frames for a relayed client that had ended,
+    /// dropped (PROTOCOL.md §18.4).
+    pub relayed_frames_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -163,6 +172,10 @@ pub struct Connection {
     peer: Option<Identity>,
     /// The extensions in force (empty until authenticated).
     extensions: Extensions,
+    /// What the handshake gave, once authenticated.
+    link_info: Option<Box<Authenticated>>,
+    /// The relayed clients, on a relay connection (PROTOCOL.md §18).
+    relay: Option<Box<Relay>>,
     next_request: u64,
     /// Our requests awaiting an answer, with their deadlines (`None`: no
     /// deadline; such a request is not in `deadlines`). Keyed by ids we
@@ -220,6 +233,8 @@ impl Connection {
             peer_max_frame: MIN_PEER_MAX_FRAME as usize,
             peer: None,
             extensions: Extensions::NONE,
+            link_info: None,
+            relay: None,
             next_request: 1,
             pending: FxHashMap::default(),
             deadlines: Deadlines::default(),
@@ -434,7 +449,13 @@ impl Connection {
             return None;
         }
         let req = self.deadlines.first();
-        self.timers.next().into_iter().chain(req).min()
+        let relayed = self.relay.as_ref().and_then(|r| r.peek_deadline());
+        self.timers
+            .next()
+            .into_iter()
+            .chain(req)
+            .chain(relayed)
+            .min()
     }
 
     // ---------------------------------------------------------- internals
@@ -474,6 +495,7 @@ impl Connection {
             CloseReason::Local { .. } => RequestError::ClosedLocally,
             _ => RequestError::ConnectionLost,
         };
+        self.end_all_clients(&reason, &error);
         let mut ids: Vec<u64> = self.pending.drain().map(|(id, _)| id).collect();
         ids.sort_unstable();
         for id in ids {
@@ -496,6 +518,7 @@ impl Connection {
         if let State::Closing { reason } = &self.state
             && self.pending.is_empty()
             && self.incoming.is_empty()
+            && self.relay.as_ref().is_none_or(|r| r.in_flight() == 0)
         {
             let reason = reason.clone();
             self.terminate(reason);
@@ -536,7 +559,7 @@ impl Connection {
     }
 
     pub(super) fn handle_plain(&mut self, now: Instant, line: &[u8]) -> Handled {
-        let env = wire::parse(line, self.max_depth())?;
+        let env = wire::parse(line, self.max_depth(), self.relay.is_some())?;
         let t = env.frame_type();
         if matches!(t.as_deref(), Ok("close")) {
             return self.on_close(now, &env);

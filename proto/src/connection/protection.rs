@@ -50,8 +50,21 @@ impl Connection {
         &mut self,
         inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
     ) -> Result<(), SendError> {
+        self.queue_frame_limited(inner, None)
+    }
+
+    /// [`queue_frame`](Self::queue_frame) for a relayed client's frame
+    /// with, where `plain` is `Some((overhead, limit))`, the client's own
+    /// limit too: the frame less the wrapper's `overhead` (the plain frame
+    /// the client will get) must be at most `limit` bytes, else
+    /// [`SendError::FrameTooLarge`] with those sizes (PROTOCOL.md §18.6).
+    pub(super) fn queue_frame_limited(
+        &mut self,
+        inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
+        plain: Option<(usize, usize)>,
+    ) -> Result<(), SendError> {
         let mut out = std::mem::take(&mut self.out);
-        let r = self.encode_into(&mut out, inner);
+        let r = self.encode_checked(&mut out, inner, plain);
         self.out = out;
         r
     }
@@ -66,7 +79,29 @@ impl Connection {
         out: &mut Vec<u8>,
         inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
     ) -> Result<(), SendError> {
+        self.encode_checked(out, inner, None)
+    }
+
+    /// [`encode_into`](Self::encode_into), with the plain-frame limit of
+    /// [`queue_frame_limited`](Self::queue_frame_limited).
+    fn encode_checked(
+        &mut self,
+        out: &mut Vec<u8>,
+        inner: impl FnOnce(&mut Vec<u8>) -> PayloadAt,
+        plain: Option<(usize, usize)>,
+    ) -> Result<(), SendError> {
         let start = out.len();
+        // The plain frame (the encoded frame less the relay wrapper) within
+        // the relayed client's limit.
+        let within = |len: usize| match plain {
+            Some((overhead, limit)) if len.saturating_sub(overhead) > limit => {
+                Err(SendError::FrameTooLarge {
+                    size: len.saturating_sub(overhead),
+                    limit,
+                })
+            }
+            _ => Ok(()),
+        };
         let depth_limit = self.max_depth();
         // The frame's payload (it has at most one), where the encoder put
         // it, nests at most `max_depth` levels.
@@ -84,12 +119,12 @@ impl Connection {
         };
         let encoded = if let Protection::Plain = self.protection {
             let r = inner(out);
-            checked(out, r)
+            checked(out, r).and_then(|()| within(out.len() - start))
         } else {
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
             let r = inner(&mut scratch);
-            let r = checked(&scratch, r);
+            let r = checked(&scratch, r).and_then(|()| within(scratch.len()));
             if r.is_ok() {
                 self.protection
                     .wrap(self.send_seq, &mut self.rng, &scratch, out);

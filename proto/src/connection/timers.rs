@@ -110,6 +110,12 @@ impl Connection {
         while !self.is_closed() {
             let timer = self.timers.next_due(now);
             let request = self.deadlines.first_expired(now, &self.pending);
+            // A relayed client's deadline (its requests, a graceful leave)
+            // due first: after the connection's own requests on a tie,
+            // before the fixed timers.
+            if self.fire_relay_deadline(now, request, timer.map(|(at, _)| at)) {
+                continue;
+            }
             match (timer, request) {
                 (Some((at, t)), _) if request.is_none_or(|r| at < r) => {
                     *self.timers.slot(t) = None;

@@ -38,6 +38,8 @@ pub(crate) struct Hello<'a> {
     pub(crate) seal_alg: &'a str,
     /// The extensions offered.
     pub(crate) extensions: Extensions,
+    /// Whether the relay role is offered (PROTOCOL.md §18.1).
+    pub(crate) relay: bool,
 }
 
 /// What a server's `challenge` says (§6.2).
@@ -58,6 +60,8 @@ pub(crate) struct Challenge<'a> {
     pub(crate) seal: bool,
     /// The extensions accepted.
     pub(crate) extensions: Extensions,
+    /// Whether the relay role is accepted.
+    pub(crate) relay: bool,
 }
 
 /// `hello` (§6.1).
@@ -80,7 +84,7 @@ pub(crate) fn hello(o: &mut Vec<u8>, h: &Hello<'_>) {
     o.extend_from_slice(b"\",\"seal_alg\":\"");
     o.extend_from_slice(h.seal_alg.as_bytes());
     o.push(b'"');
-    push_extensions(o, h.extensions);
+    push_extensions_and_relay(o, h.extensions, h.relay);
     o.push(b'}');
 }
 
@@ -104,7 +108,7 @@ pub(crate) fn challenge(o: &mut Vec<u8>, c: &Challenge<'_>) {
     }
     o.extend_from_slice(b",\"seal\":");
     o.extend_from_slice(if c.seal { b"true" } else { b"false" });
-    push_extensions(o, c.extensions);
+    push_extensions_and_relay(o, c.extensions, c.relay);
     o.push(b'}');
 }
 
@@ -125,9 +129,7 @@ pub(crate) fn ok(o: &mut Vec<u8>, proof: &[u8]) {
 /// `msg` (§6.5) with `body`, the payload.
 pub(crate) fn msg(o: &mut Vec<u8>, body: &RawValue) -> PayloadAt {
     o.extend_from_slice(b"{\"t\":\"msg\",\"d\":");
-    let payload = push_json(o, body.get());
-    o.push(b'}');
-    Some(payload)
+    push_body_and_end(o, body)
 }
 
 /// `req` (§6.6) with `body`, the payload.
@@ -135,9 +137,7 @@ pub(crate) fn req(o: &mut Vec<u8>, id: u64, body: &RawValue) -> PayloadAt {
     o.extend_from_slice(b"{\"t\":\"req\",\"id\":");
     push_u64(o, id);
     o.extend_from_slice(b",\"d\":");
-    let payload = push_json(o, body.get());
-    o.push(b'}');
-    Some(payload)
+    push_body_and_end(o, body)
 }
 
 /// `res` (§6.7): a value (the payload) or an error (whose `data`, if it is
@@ -145,6 +145,11 @@ pub(crate) fn req(o: &mut Vec<u8>, id: u64, body: &RawValue) -> PayloadAt {
 pub(crate) fn res(o: &mut Vec<u8>, id: u64, result: Result<&RawValue, &RemoteError>) -> PayloadAt {
     o.extend_from_slice(b"{\"t\":\"res\",\"id\":");
     push_u64(o, id);
+    res_outcome(o, result)
+}
+
+/// The members of `res` and `cres` after `id`, and the closing `}`.
+fn res_outcome(o: &mut Vec<u8>, result: Result<&RawValue, &RemoteError>) -> PayloadAt {
     let mut payload = None;
     match result {
         Ok(v) => {
@@ -207,6 +212,88 @@ pub(crate) fn close(
     None
 }
 
+/// What a relay's `join` says (PROTOCOL.md §18.3).
+pub(crate) struct Join<'a> {
+    /// The new client's id.
+    pub(crate) c: u64,
+    /// The identity it proved to the relay.
+    pub(crate) identity: &'a Identity,
+    /// Its address.
+    pub(crate) addr: &'a str,
+    /// The longest plain frame it accepts.
+    pub(crate) max_frame: u64,
+    /// The extensions on between it and the relay.
+    pub(crate) extensions: Extensions,
+}
+
+/// `join` (§18.3).
+pub(crate) fn join(o: &mut Vec<u8>, j: &Join<'_>) -> PayloadAt {
+    o.extend_from_slice(b"{\"t\":\"join\",\"c\":");
+    push_u64(o, j.c);
+    o.extend_from_slice(b",\"node\":");
+    push_str(o, &j.identity.node);
+    o.extend_from_slice(b",\"designation\":");
+    push_str(o, &j.identity.designation);
+    o.extend_from_slice(b",\"addr\":");
+    push_str(o, j.addr);
+    push_u64_member(o, b",\"max_frame\":", j.max_frame);
+    push_extensions(o, j.extensions);
+    o.push(b'}');
+    None
+}
+
+/// `leave` (§18.3).
+pub(crate) fn leave(o: &mut Vec<u8>, c: u64, code: &str, reason: &str) -> PayloadAt {
+    o.extend_from_slice(b"{\"t\":\"leave\",\"c\":");
+    push_u64(o, c);
+    o.extend_from_slice(b",\"code\":");
+    push_str(o, code);
+    o.extend_from_slice(b",\"reason\":");
+    push_str(o, reason);
+    o.push(b'}');
+    None
+}
+
+/// `cmsg` (§18.3): a `msg` from or to client `c`.
+pub(crate) fn cmsg(o: &mut Vec<u8>, c: u64, body: &RawValue) -> PayloadAt {
+    o.extend_from_slice(b"{\"t\":\"cmsg\",\"c\":");
+    push_u64(o, c);
+    o.extend_from_slice(b",\"d\":");
+    push_body_and_end(o, body)
+}
+
+/// `creq` (§18.3): a `req` from or to client `c`.
+pub(crate) fn creq(o: &mut Vec<u8>, c: u64, id: u64, body: &RawValue) -> PayloadAt {
+    o.extend_from_slice(b"{\"t\":\"creq\",\"c\":");
+    push_u64(o, c);
+    o.extend_from_slice(b",\"id\":");
+    push_u64(o, id);
+    o.extend_from_slice(b",\"d\":");
+    push_body_and_end(o, body)
+}
+
+/// `cres` (§18.3): a `res` from or to client `c`.
+pub(crate) fn cres(
+    o: &mut Vec<u8>,
+    c: u64,
+    id: u64,
+    result: Result<&RawValue, &RemoteError>,
+) -> PayloadAt {
+    o.extend_from_slice(b"{\"t\":\"cres\",\"c\":");
+    push_u64(o, c);
+    o.extend_from_slice(b",\"id\":");
+    push_u64(o, id);
+    res_outcome(o, result)
+}
+
+/// A data frame's payload `d` (its member name just written) and the
+/// closing `}`; where the payload went.
+fn push_body_and_end(o: &mut Vec<u8>, body: &RawValue) -> PayloadAt {
+    let payload = push_json(o, body.get());
+    o.push(b'}');
+    Some(payload)
+}
+
 /// `,"nonce":…,"node":…,"designation":…`, as `hello` and `challenge` have
 /// them.
 fn push_nonce_and_identity(o: &mut Vec<u8>, nonce: &[u8], identity: &Identity) {
@@ -247,12 +334,22 @@ fn push_json(o: &mut Vec<u8>, json: &str) -> Range<usize> {
 /// Writes `,"ext":[…]` for a non-empty set (nothing for an empty one, so a
 /// side without extensions writes exactly what a version 1 peer writes).
 fn push_extensions(o: &mut Vec<u8>, ext: Extensions) {
-    if ext.is_empty() {
+    push_extensions_and_relay(o, ext, false);
+}
+
+/// [`push_extensions`], with the name `relay` after the others when
+/// `relay` is set (PROTOCOL.md §18.1: a role, kept out of [`Extensions`]).
+pub(crate) fn push_extensions_and_relay(o: &mut Vec<u8>, ext: Extensions, relay: bool) {
+    if ext.is_empty() && !relay {
         return;
     }
     o.extend_from_slice(b",\"ext\":");
-    push_str_list(o, ext.iter().map(|e| e.as_str()));
+    let relay = relay.then_some(RELAY_EXTENSION);
+    push_str_list(o, ext.iter().map(|e| e.as_str()).chain(relay));
 }
+
+/// The wire name of the relay role (PROTOCOL.md §18.1).
+pub(crate) const RELAY_EXTENSION: &str = "relay";
 
 /// Appends a JSON list of strings.
 fn push_str_list<'a>(o: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {

@@ -38,9 +38,13 @@ pub(crate) enum Key {
     SealAlg,
     Proof,
     Ext,
+    /// Relays only (PROTOCOL.md §18.3): a client id.
+    C,
+    /// Relays only: a client's address in `join`.
+    Addr,
 }
 
-const KEYS: [(&str, Key); 19] = [
+const KEYS: [(&str, Key); 21] = [
     ("t", Key::T),
     ("d", Key::D),
     ("id", Key::Id),
@@ -60,7 +64,16 @@ const KEYS: [(&str, Key); 19] = [
     ("seal_alg", Key::SealAlg),
     ("proof", Key::Proof),
     ("ext", Key::Ext),
+    ("c", Key::C),
+    ("addr", Key::Addr),
 ];
+
+/// Whether `key` is known on this connection: `c` and `addr` only where
+/// the extension `relay` is on; elsewhere they are unknown members,
+/// ignored as a version 1 peer ignores them (PROTOCOL.md §18.3).
+fn known(key: Key, relay: bool) -> bool {
+    relay || !matches!(key, Key::C | Key::Addr)
+}
 
 impl Key {
     fn name(self) -> &'static str {
@@ -77,6 +90,7 @@ pub(crate) struct Envelope<'a> {
     /// `fields`).
     known_t: Option<&'static str>,
     known_id: Option<u64>,
+    known_c: Option<u64>,
 }
 
 impl fmt::Debug for Envelope<'_> {
@@ -90,6 +104,7 @@ impl fmt::Debug for Envelope<'_> {
 /// checks no depth on values it skips or borrows.
 struct EnvelopeVisitor {
     max_depth: usize,
+    relay: bool,
 }
 
 impl<'de> Visitor<'de> for EnvelopeVisitor {
@@ -104,7 +119,11 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
         let mut too_deep = false;
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
             let v: &'de RawValue = map.next_value()?;
-            let key = KEYS.iter().find(|(n, _)| *n == k).map(|(_, key)| *key);
+            let key = KEYS
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, key)| *key)
+                .filter(|key| known(*key, self.relay));
             // `err`'s members (`code`, `message`, `data`) get the limit
             // each, as every other member does.
             let limit = match key {
@@ -138,10 +157,18 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 /// Every member value may nest at most `max_depth` arrays and objects
 /// (`err` one more, so that its `data` gets `max_depth`); a deeper line is
 /// [`ProtocolError::InvalidJson`] on both paths (PROTOCOL.md §4.3).
-pub(crate) fn parse(line: &[u8], max_depth: usize) -> Result<Envelope<'_>, ProtocolError> {
-    match parse_canonical(line, max_depth) {
+///
+/// `relay` says whether the extension `relay` is on (PROTOCOL.md §18): only
+/// then are `c` and `addr` known members, and the relayed data frames
+/// `cmsg`, `creq` and `cres` have canonical forms too.
+pub(crate) fn parse(
+    line: &[u8],
+    max_depth: usize,
+    relay: bool,
+) -> Result<Envelope<'_>, ProtocolError> {
+    match parse_canonical(line, max_depth, relay) {
         Some(env) => Ok(env),
-        None => parse_general(line, max_depth),
+        None => parse_general(line, max_depth, relay),
     }
 }
 
@@ -159,8 +186,11 @@ fn too_deep(max_depth: usize) -> ProtocolError {
 ///
 /// A body deeper than `max_depth` is left to the general parser, which
 /// reports it.
-fn parse_canonical(line: &[u8], max_depth: usize) -> Option<Envelope<'_>> {
+fn parse_canonical(line: &[u8], max_depth: usize, relay: bool) -> Option<Envelope<'_>> {
     let rest = line.strip_prefix(b"{\"t\":\"")?;
+    if relay && let Some(rest) = rest.strip_prefix(b"c") {
+        return parse_canonical_relayed(rest, max_depth);
+    }
     let (t, id, rest) = if let Some(rest) = rest.strip_prefix(b"msg\",\"d\":") {
         ("msg", None, rest)
     } else {
@@ -172,6 +202,38 @@ fn parse_canonical(line: &[u8], max_depth: usize) -> Option<Envelope<'_>> {
         let (id, rest) = canonical_u64(rest)?;
         (t, Some(id), rest.strip_prefix(b",\"d\":")?)
     };
+    canonical_body(rest, max_depth, t, id, None)
+}
+
+/// The canonical relayed data frames (PROTOCOL.md §18.3), after `{"t":"c`:
+/// `{"t":"cmsg","c":C,"d":B}`, `{"t":"creq","c":C,"id":N,"d":B}` and
+/// `{"t":"cres","c":C,"id":N,"d":B}`.
+fn parse_canonical_relayed(rest: &[u8], max_depth: usize) -> Option<Envelope<'_>> {
+    let (t, rest) = if let Some(rest) = rest.strip_prefix(b"msg\",\"c\":") {
+        ("cmsg", rest)
+    } else if let Some(rest) = rest.strip_prefix(b"req\",\"c\":") {
+        ("creq", rest)
+    } else {
+        ("cres", rest.strip_prefix(b"res\",\"c\":")?)
+    };
+    let (c, rest) = canonical_u64(rest)?;
+    let (id, rest) = if t == "cmsg" {
+        (None, rest)
+    } else {
+        let (id, rest) = canonical_u64(rest.strip_prefix(b",\"id\":")?)?;
+        (Some(id), rest)
+    };
+    canonical_body(rest.strip_prefix(b",\"d\":")?, max_depth, t, id, Some(c))
+}
+
+/// The rest of a canonical frame: its body `B` and the closing `}`.
+fn canonical_body<'a>(
+    rest: &'a [u8],
+    max_depth: usize,
+    t: &'static str,
+    id: Option<u64>,
+    c: Option<u64>,
+) -> Option<Envelope<'a>> {
     let body = rest.strip_suffix(b"}")?;
     let d: &RawValue = serde_json::from_slice(body).ok()?;
     if !depth_within(d.get().as_bytes(), max_depth) {
@@ -180,6 +242,7 @@ fn parse_canonical(line: &[u8], max_depth: usize) -> Option<Envelope<'_>> {
     let mut env = Envelope {
         known_t: Some(t),
         known_id: id,
+        known_c: c,
         ..Envelope::default()
     };
     if let Some(slot) = env.fields.get_mut(Key::D as usize) {
@@ -205,10 +268,14 @@ pub(super) fn canonical_u64(s: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// Parses any line into an envelope: UTF-8, then JSON object, one pass.
-fn parse_general(line: &[u8], max_depth: usize) -> Result<Envelope<'_>, ProtocolError> {
+fn parse_general(
+    line: &[u8],
+    max_depth: usize,
+    relay: bool,
+) -> Result<Envelope<'_>, ProtocolError> {
     let text = std::str::from_utf8(line).map_err(|_| ProtocolError::InvalidUtf8)?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let (env, deep) = match (&mut de).deserialize_map(EnvelopeVisitor { max_depth }) {
+    let (env, deep) = match (&mut de).deserialize_map(EnvelopeVisitor { max_depth, relay }) {
         Ok(r) => r,
         Err(e) if e.is_data() => return Err(ProtocolError::NotAnObject),
         Err(e) => {
@@ -300,6 +367,9 @@ impl<'a> Envelope<'a> {
     pub(crate) fn u64(&self, k: Key) -> Result<u64, ProtocolError> {
         if let (Key::Id, Some(id)) = (k, self.known_id) {
             return Ok(id);
+        }
+        if let (Key::C, Some(c)) = (k, self.known_c) {
+            return Ok(c);
         }
         let r = self.required(k)?;
         serde_json::from_str::<u64>(r.get()).map_err(|_| ProtocolError::InvalidField {
@@ -470,12 +540,12 @@ mod tests {
 
     #[test]
     fn parses_known_fields_and_rejects_duplicates() {
-        let env = parse(br#"{"t":"req","id":5,"d":{"a":[1,2]},"x":1}"#, D).unwrap();
+        let env = parse(br#"{"t":"req","id":5,"d":{"a":[1,2]},"x":1}"#, D, false).unwrap();
         assert_eq!(env.frame_type().unwrap(), "req");
         assert_eq!(env.u64(Key::Id).unwrap(), 5);
         assert_eq!(env.raw(Key::D).unwrap().get(), r#"{"a":[1,2]}"#);
         assert_eq!(
-            parse(br#"{"t":"req","id":5,"id":6}"#, D).unwrap_err(),
+            parse(br#"{"t":"req","id":5,"id":6}"#, D, false).unwrap_err(),
             ProtocolError::DuplicateField { field: "id" }
         );
     }
@@ -484,7 +554,7 @@ mod tests {
     fn ids_must_be_u64() {
         for bad in ["1.5", "-1", "\"7\"", "18446744073709551616", "1e3", "null"] {
             let line = format!(r#"{{"t":"req","id":{bad},"d":1}}"#);
-            let env = parse(line.as_bytes(), D).unwrap();
+            let env = parse(line.as_bytes(), D, false).unwrap();
             assert!(
                 matches!(
                     env.u64(Key::Id),
@@ -509,7 +579,7 @@ mod tests {
             (b"\"\xed\xa0\x80\"", "utf8"),
             (b"\"\xc0\xaf\"", "utf8"),
         ] {
-            let got = parse(line, D).unwrap_err();
+            let got = parse(line, D, false).unwrap_err();
             let ok = match want {
                 "obj" => got == ProtocolError::NotAnObject,
                 "json" => matches!(got, ProtocolError::InvalidJson { .. }),
@@ -526,15 +596,21 @@ mod tests {
 
     /// [`outcome`] with a depth limit.
     fn outcome_at(line: &[u8], fast: bool, max_depth: usize) -> String {
+        outcome_relay(line, fast, max_depth, false)
+    }
+
+    /// [`outcome_at`] on a connection with `relay` on or off.
+    fn outcome_relay(line: &[u8], fast: bool, max_depth: usize, relay: bool) -> String {
         let r = if fast {
-            parse(line, max_depth)
+            parse(line, max_depth, relay)
         } else {
-            parse_general(line, max_depth)
+            parse_general(line, max_depth, relay)
         };
         match r {
             Ok(env) => format!(
-                "t={:?} id={:?} d={:?} err={:?} op={:?}",
+                "t={:?} c={:?} id={:?} d={:?} err={:?} op={:?}",
                 env.frame_type(),
+                env.u64(Key::C),
                 env.u64(Key::Id),
                 env.raw(Key::D).map(RawValue::get),
                 env.raw(Key::Err).map(RawValue::get),
@@ -621,8 +697,48 @@ mod tests {
             );
         }
         // The fast path is taken for canonical frames.
-        assert!(parse_canonical(br#"{"t":"req","id":9,"d":{"op":"a"}}"#, D).is_some());
-        assert!(parse_canonical(br#"{"t":"req","id":09,"d":{}}"#, D).is_none());
+        assert!(parse_canonical(br#"{"t":"req","id":9,"d":{"op":"a"}}"#, D, false).is_some());
+        assert!(parse_canonical(br#"{"t":"req","id":09,"d":{}}"#, D, false).is_none());
+    }
+
+    #[test]
+    fn relayed_frames_take_the_fast_path_only_where_relay_is_on() {
+        let cases: [&[u8]; 14] = [
+            br#"{"t":"cmsg","c":1,"d":{"op":"x"}}"#,
+            br#"{"t":"creq","c":2,"id":7,"d":[1]}"#,
+            br#"{"t":"cres","c":18446744073709551615,"id":0,"d":null}"#,
+            br#"{"t":"cres","c":3,"id":1,"err":{"code":"x","message":"y"}}"#,
+            br#"{"t":"cmsg","c":01,"d":1}"#,
+            br#"{"t":"creq","c":1,"d":1}"#,
+            br#"{"t":"cmsg","c":1,"c":2,"d":1}"#,
+            br#"{"t":"cmsg","c":1,"d":1,"addr":"a","addr":"b"}"#,
+            br#"{"t":"creq","c":1,"id":1,"d":1,"id":2}"#,
+            br#"{"t":"close","code":"normal","reason":""}"#,
+            br#"{"t":"cmsg","c":-1,"d":1}"#,
+            br#"{"t":"join","c":1,"node":"n","designation":"d","addr":"1.2.3.4:5","max_frame":512}"#,
+            br#"{"t":"cmsg","c":1,"d":{"a":"}"#,
+            br#"{"t":"msg","c":1,"c":1,"d":2}"#,
+        ];
+        for c in cases {
+            for relay in [false, true] {
+                assert_eq!(
+                    outcome_relay(c, true, D, relay),
+                    outcome_relay(c, false, D, relay),
+                    "{} relay={relay}",
+                    String::from_utf8_lossy(c)
+                );
+            }
+        }
+        let fast = |l: &[u8], relay| parse_canonical(l, D, relay).is_some();
+        assert!(fast(br#"{"t":"creq","c":2,"id":7,"d":[1]}"#, true));
+        assert!(!fast(br#"{"t":"creq","c":2,"id":7,"d":[1]}"#, false));
+        // `c` twice is a duplicate only where it is known.
+        let dup = br#"{"t":"msg","c":1,"c":1,"d":2}"#;
+        assert!(parse(dup, D, false).is_ok());
+        assert_eq!(
+            parse(dup, D, true).unwrap_err(),
+            ProtocolError::DuplicateField { field: "c" }
+        );
     }
 
     use proptest::strategy::Strategy as _;
@@ -630,7 +746,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn canonical_fast_path_agrees_on_random_frames(
-            t in proptest::sample::select(vec!["msg", "req", "res", "ping"]),
+            t in proptest::sample::select(vec!["msg", "req", "res", "ping", "cmsg\",\"c\":5", "creq\",\"c\":0", "cres\",\"c\":12"]),
             id in proptest::prop_oneof![
                 proptest::strategy::Just(String::new()),
                 proptest::num::u64::ANY.prop_map(|n| n.to_string()),
@@ -651,6 +767,10 @@ mod tests {
             }
             proptest::prop_assert_eq!(outcome(&bytes, true), outcome(&bytes, false));
             proptest::prop_assert_eq!(outcome_at(&bytes, true, 1), outcome_at(&bytes, false, 1));
+            proptest::prop_assert_eq!(
+                outcome_relay(&bytes, true, D, true),
+                outcome_relay(&bytes, false, D, true)
+            );
         }
     }
 }

@@ -136,6 +136,69 @@ pub const EXT_DECLINED: ExtSession = [
     ),
 ];
 
+/// The relay secret of the relay session (§17.8): the 32 ASCII bytes
+/// `jsonlink test vector relay 00001`.
+pub const RELAY_SECRET: &str = "6a736f6e6c696e6b207465737420766563746f722072656c6179203030303031";
+
+/// The relay session of §17.8, by the suffix of each vector's name after
+/// `relay.`: the handshake, then what the relay (`c2s`) and the server
+/// (`s2c`) wrote after it, in order.
+pub const RELAY_SESSION: &[(&str, &str)] = &[
+    (
+        "hello",
+        r#"{"t":"hello","versions":[1],"nonce":"Aj83IDokdsQlZqYcxVw8qHXbtMxBwN63ifjnv4gYNjg=","node":"node-c1","designation":"vector-client","max_frame":8388608,"sign":"optional","sign_alg":["aes-256-gmac","hmac-sha256"],"seal":"optional","seal_alg":"aes-256-cbc-hmac-sha256","ext":["response_too_large","relay"]}"#,
+    ),
+    (
+        "challenge",
+        r#"{"t":"challenge","version":1,"nonce":"9qEsqP/DCmbKFAzMcnYzYRWBk2EYbT9TXdmfjqrKj84=","node":"node-s1","designation":"vector-server","conn":7,"max_frame":8388608,"sign":false,"seal":false,"ext":["response_too_large","relay"]}"#,
+    ),
+    (
+        "transcript_hash",
+        r#"215aabfa7314a93da34811c5a7eea8582b027e1104a15acc69a1e7b62e74d54e"#,
+    ),
+    (
+        "auth",
+        r#"{"t":"auth","proof":"92ZdJ4yzLdjxsfxlifDicIjIOXovUTfNoTGU6IvSn7k="}"#,
+    ),
+    (
+        "ok",
+        r#"{"t":"ok","proof":"MgJh2Ly7PefGvFW1pp65zY2lu6oqOdN+Jzpub/nwT9M="}"#,
+    ),
+    (
+        "c2s.0",
+        r#"{"t":"join","c":1,"node":"node-a","designation":"app-a","addr":"203.0.113.9:50211","max_frame":65536,"ext":["response_too_large"]}"#,
+    ),
+    (
+        "c2s.1",
+        r#"{"t":"join","c":2,"node":"node-b","designation":"app-b","addr":"[2001:db8::7]:443","max_frame":1024}"#,
+    ),
+    (
+        "c2s.2",
+        r#"{"t":"creq","c":1,"id":1,"d":{"op":"add","a":1,"b":2}}"#,
+    ),
+    (
+        "c2s.3",
+        r#"{"t":"creq","c":2,"id":1,"d":{"op":"add","a":3,"b":4}}"#,
+    ),
+    (
+        "c2s.4",
+        r#"{"t":"leave","c":2,"code":"gone","reason":"connection reset"}"#,
+    ),
+    ("s2c.0", r#"{"t":"cres","c":2,"id":1,"d":7}"#),
+    ("s2c.1", r#"{"t":"cres","c":1,"id":1,"d":3}"#),
+    (
+        "s2c.2",
+        r#"{"t":"cmsg","c":1,"d":{"op":"news","text":"hi"}}"#,
+    ),
+    ("s2c.3", r#"{"t":"creq","c":2,"id":1,"d":{"op":"status"}}"#),
+    ("s2c.4", r#"{"t":"cmsg","c":2,"d":{"op":"late"}}"#),
+];
+
+/// The relay secret as a [`Secret`].
+pub fn relay_secret() -> Secret {
+    Secret::from_bytes(hex::decode(RELAY_SECRET).unwrap()).unwrap()
+}
+
 /// Every vector by the name it has in PROTOCOL.md.
 pub fn vectors() -> Vec<(String, &'static str)> {
     let mut v: Vec<(String, &'static str)> = [
@@ -184,6 +247,10 @@ pub fn vectors() -> Vec<(String, &'static str)> {
         for (k, l) in lines {
             v.push((format!("{case}.{k}"), l));
         }
+    }
+    v.push(("relay.secret".to_owned(), RELAY_SECRET));
+    for (k, l) in RELAY_SESSION {
+        v.push((format!("relay.{k}"), l));
     }
     v
 }

@@ -17,7 +17,7 @@ use crate::config::{LinkOptions, proto_setters, saturate_durations};
 use crate::context::LinkCtx;
 use crate::dispatch::Handlers;
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Event, EventStream};
 use crate::link::Link;
 use crate::reconnect::Reconnect;
 use crate::runtime::Runtime;
@@ -34,6 +34,7 @@ pub struct ClientBuilder {
     pub(super) reconnect: Reconnect,
     pub(super) wait_for_reconnect: bool,
     pub(super) on_connect: Option<OnConnect>,
+    pub(crate) observer: Option<Arc<dyn crate::driver::LinkObserver>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -110,7 +111,16 @@ impl ClientBuilder {
     /// fleet of clients rides out a server whose certificate is being
     /// replaced.
     pub fn start(self) -> Client {
-        self.spawn(None)
+        self.spawn(None, false).0
+    }
+
+    /// Starts as [`start`](Self::start), with the event stream handed to
+    /// the caller instead of kept in the handle (whose `next_event` then
+    /// returns `None`): a [`Multiplexer`](crate::Multiplexer) forwards it
+    /// without holding the client, so it ends when the client has.
+    pub(crate) fn start_detached_events(self) -> (Client, EventStream) {
+        let (client, events) = self.spawn(None, true);
+        (client, events.unwrap_or_else(|| EventStream::new(None)))
     }
 
     /// Starts the client and waits for the first link (and its
@@ -127,7 +137,7 @@ impl ClientBuilder {
     /// [`Error::Closed`] if the client's runtime stopped it first.
     pub async fn connect(self) -> Result<Client, Error> {
         let (tx, rx) = oneshot::channel();
-        let client = self.spawn(Some(tx));
+        let (client, _) = self.spawn(Some(tx), false);
         match rx.await {
             Ok(Ok(())) => Ok(client),
             Ok(Err(e)) => Err(e),
@@ -135,10 +145,19 @@ impl ClientBuilder {
         }
     }
 
-    fn spawn(mut self, first: Option<oneshot::Sender<Result<(), Error>>>) -> Client {
+    fn spawn(
+        mut self,
+        first: Option<oneshot::Sender<Result<(), Error>>>,
+        detach_events: bool,
+    ) -> (Client, Option<EventStream>) {
         saturate_durations(&mut self.config);
-        let (ctx, events) =
-            LinkCtx::new(self.rt.clone(), self.handlers.clone(), self.options, false);
+        let (ctx, events) = LinkCtx::new(
+            self.rt.clone(),
+            self.handlers.clone(),
+            self.options,
+            false,
+            self.observer.take(),
+        );
         let server_name = self.target.tls_name(self.server_name.take());
         let shared = Arc::new(ClientShared {
             rt: self.rt.clone(),
@@ -179,13 +198,19 @@ impl ClientBuilder {
                 shared.first_outcome(Err(e));
             }
         }
-        Client {
+        let (events, detached) = if detach_events {
+            (EventStream::new(None), Some(events))
+        } else {
+            (events, None)
+        };
+        let client = Client {
             inner: Arc::new(ClientInner {
                 shared,
                 events,
                 order_tx,
                 handlers: self.handlers,
             }),
-        }
+        };
+        (client, detached)
     }
 }

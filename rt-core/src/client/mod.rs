@@ -132,6 +132,7 @@ impl Client {
             reconnect: Reconnect::default(),
             wait_for_reconnect: false,
             on_connect: None,
+            observer: None,
         }
     }
 

@@ -46,6 +46,10 @@ pub(crate) struct Dispatcher {
     waiting: Option<BoxFuture<'static, ()>>,
     /// Events not yet pushed to the event stream.
     staged: VecDeque<Event>,
+    /// Messages and requests this link received (for its
+    /// [`LinkStats`](crate::LinkStats), published by the driver).
+    pub(crate) messages_in: u64,
+    pub(crate) requests_in: u64,
 }
 
 impl Dispatcher {
@@ -64,6 +68,8 @@ impl Dispatcher {
             lane: Arc::new(Lane::default()),
             waiting: None,
             staged: VecDeque::new(),
+            messages_in: 0,
+            requests_in: 0,
         }
     }
 
@@ -94,6 +100,7 @@ impl Dispatcher {
     /// ordered lane, or a task of its own), else to the event stream.
     pub(crate) fn message(&mut self, op: Option<Op>, body: RawJson) {
         bump(&self.ctx.counters.messages_in, 1);
+        self.messages_in += 1;
         let handler = op
             .as_deref()
             .and_then(|op| self.ctx.handlers.message_handler(op));
@@ -121,6 +128,7 @@ impl Dispatcher {
         body: RawJson,
     ) -> Option<Answer> {
         bump(&self.ctx.counters.requests_in, 1);
+        self.requests_in += 1;
         let handler = match op
             .as_deref()
             .and_then(|op| self.ctx.handlers.request_handler(op))

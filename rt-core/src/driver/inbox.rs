@@ -223,7 +223,10 @@ impl Driver {
             Command::Send { body } => {
                 match self.conn.send(&body) {
                     Err(SendError::Blocked) => return Some(Command::Send { body }),
-                    Ok(()) => bump(&self.ctx.counters.messages_out, 1),
+                    Ok(()) => {
+                        bump(&self.ctx.counters.messages_out, 1);
+                        self.counts.messages_out += 1;
+                    }
                     // The core began closing after the handle's check: the
                     // message is dropped, as one queued just before a close.
                     Err(_) => {}
@@ -243,7 +246,10 @@ impl Driver {
                     return None;
                 }
                 match self.conn.request_until(&body, deadline) {
-                    Ok(id) => self.requests.insert(&self.ctx, id, reply),
+                    Ok(id) => {
+                        self.counts.requests_out += 1;
+                        self.requests.insert(&self.ctx, id, reply);
+                    }
                     Err(SendError::Blocked) => {
                         return Some(Command::Request {
                             body,

@@ -86,6 +86,17 @@ pub(crate) trait LinkHooks: Send {
     fn closed(&mut self, link: &Link, reason: &CloseReason);
 }
 
+/// What a [`Multiplexer`](crate::Multiplexer) learns of every link of
+/// its entries, from the link's driver: created (before the handshake and
+/// before any event or handler call), authenticated, closed (released,
+/// before its final event). Whether it takes commands the Multiplexer
+/// reads from the link itself.
+pub(crate) trait LinkObserver: Send + Sync {
+    fn created(&self, link: &Link);
+    fn authenticated(&self, link: &Link);
+    fn closed(&self, link: &Link, reason: &CloseReason);
+}
+
 /// How a link ended.
 #[derive(Debug)]
 pub(crate) struct Outcome {
@@ -114,6 +125,8 @@ pub(crate) fn new_link(
             config: config.clone(),
             accepting: std::sync::atomic::AtomicU8::new(TAKES_NOTHING),
             server,
+            counters: crate::stats::LinkCounters::default(),
+            tag: std::sync::OnceLock::new(),
         }),
     }
 }
@@ -178,6 +191,8 @@ pub(crate) struct Driver {
     hooks: Option<Box<dyn LinkHooks>>,
     /// The core's counters as last added to the owner's.
     last_stats: jsonlink_proto::Stats,
+    /// This link's counts, published to its handle every round.
+    counts: crate::stats::LinkStats,
     life: Life,
 }
 
@@ -197,6 +212,9 @@ impl Driver {
             peer = %link.inner.peer_addr,
             side = ?conn.side(),
         );
+        if let Some(o) = &ctx.observer {
+            o.created(&link);
+        }
         let inbox = Inbox::new(order_rx);
         let dispatch = Dispatcher::new(
             ctx.clone(),
@@ -217,6 +235,7 @@ impl Driver {
             timer: Timer::default(),
             hooks: Some(hooks),
             last_stats: jsonlink_proto::Stats::default(),
+            counts: crate::stats::LinkStats::default(),
             life: Life::Running,
         }
     }
@@ -353,6 +372,9 @@ impl Driver {
         if let Some(h) = self.hooks.as_mut() {
             h.authenticated(&self.link);
         }
+        if let Some(o) = &self.ctx.observer {
+            o.authenticated(&self.link);
+        }
         let link = self.link.clone();
         self.dispatch.emit(Event::Authenticated { link, info });
     }
@@ -395,7 +417,7 @@ impl Driver {
     }
 
     /// Adds what the core counted since the last round to the owner's
-    /// counters.
+    /// counters, and publishes the link's own.
     fn sync_stats(&mut self) {
         let s = self.conn.stats();
         let last = std::mem::replace(&mut self.last_stats, s);
@@ -411,6 +433,12 @@ impl Driver {
             s.responses_too_large
                 .saturating_sub(last.responses_too_large),
         );
+        let counts = &mut self.counts;
+        counts.messages_in = self.dispatch.messages_in;
+        counts.requests_in = self.dispatch.requests_in;
+        counts.bytes_in = s.bytes_in;
+        counts.bytes_out = s.bytes_out;
+        self.link.inner.counters.publish(counts);
     }
 
     /// Moves the link's life on once the core has ended: deliveries done →
@@ -450,6 +478,9 @@ impl Driver {
         let leftovers = self.link.inner.cmd.close();
         if let Some(mut hooks) = self.hooks.take() {
             hooks.closed(&self.link, reason);
+            if let Some(o) = &self.ctx.observer {
+                o.closed(&self.link, reason);
+            }
         }
         self.requests.fail_all(&self.ctx);
         self.inbox.close(leftovers);
