@@ -134,6 +134,8 @@ pub struct GatewayConfig {
     pub cors: Option<Cors>,
     /// The proxies whose `X-Real-IP` header is believed; from any other
     /// peer the header is ignored and the TCP peer's address is the IP.
+    /// Behind a proxy, list it: otherwise every caller has the proxy's IP
+    /// and the per-IP rate limit is one limit for all of them.
     pub trusted_proxies: Vec<IpAddr>,
 }
 
