@@ -215,7 +215,7 @@ async fn the_client_falls_back_only_when_the_call_was_not_sent() {
             .raw_procedure(Procedure::new("slow-count"), move |_ctx, _args| {
                 runs.fetch_add(1, Ordering::SeqCst);
                 async {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     CallResponse::ok(Value::Null)
                 }
             })

@@ -106,10 +106,12 @@ pub fn registry() -> Registry {
         .expect("the test registry builds")
 }
 
-/// A config for tests: the defaults with no rate limit.
+/// A config for tests: the defaults with no rate limit, and a short
+/// close linger (tests that leave a client unread at shutdown wait it out).
 pub fn config() -> GatewayConfig {
     let mut c = GatewayConfig::default();
     c.limits.rate_limit = None;
+    c.limits.close_linger = Duration::from_millis(300);
     c
 }
 
