@@ -16,7 +16,7 @@ use jsonlink_rpc::ParseLimits;
 /// | --- | --- | --- | --- |
 /// | `max_body_bytes` | 1 MiB | HTTP request body | 413, connection closed |
 /// | `body_timeout` | 10 s | receiving a whole HTTP body | 408, connection closed |
-/// | `header_timeout` | 10 s | receiving HTTP/1.1 request headers, and an idle keep-alive HTTP/1.1 connection; the WebSocket upgrade request | connection closed |
+/// | `header_timeout` | 10 s | receiving HTTP/1.1 request headers and the WebSocket upgrade request; an HTTP connection (HTTP/1.1 or HTTP/2) with no call running | connection closed (HTTP/2: GOAWAY) |
 /// | `tls_handshake_timeout` | 10 s | the TLS handshake | connection closed |
 /// | `max_frame_bytes` | 1 MiB | one WebSocket message (and frame) | connection closed (1009) |
 /// | `max_connections` | 10 000 | open connections, per gateway | the new connection is closed at once |
@@ -35,8 +35,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Time to receive a whole HTTP request body.
     pub body_timeout: Duration,
-    /// Time to receive HTTP/1.1 request headers (also how long an idle
-    /// keep-alive HTTP/1.1 connection is kept) and the WebSocket upgrade.
+    /// Time to receive HTTP/1.1 request headers and the WebSocket upgrade;
+    /// also how long an HTTP connection (HTTP/1.1 or HTTP/2, new or
+    /// keep-alive) is kept with no call running.
     pub header_timeout: Duration,
     /// Time for a TLS handshake.
     pub tls_handshake_timeout: Duration,

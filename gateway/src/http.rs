@@ -3,10 +3,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -17,7 +16,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use jsonlink_rpc::{CallRequest, CallResponse, Origin, Registry, Transport};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::ToSocketAddrs;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -168,27 +166,24 @@ async fn serve_connection(
     peer: SocketAddr,
     _guard: ConnGuard,
 ) {
+    let activity = Arc::new(Activity {
+        running: AtomicUsize::new(0),
+        idle_since: Mutex::new(Instant::now()),
+    });
+    let a = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(Peer(peer));
-        router.clone().oneshot(req.map(Body::new))
-    });
-    // hyper reads the first bytes (HTTP/1.1 or the HTTP/2 preface) with no
-    // timeout of its own: a connection that never sends one is closed after
-    // `header_timeout` (after that, HTTP/1.1's header read timeout applies,
-    // idle keep-alive included).
-    let seen = Arc::new(AtomicBool::new(false));
-    let io = FirstRead {
-        inner: stream,
-        seen: seen.clone(),
-    };
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let first_byte = async {
-        tokio::time::sleep(core.config.limits.header_timeout).await;
-        if seen.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
+        let running = Running::start(a.clone());
+        let answer = router.clone().oneshot(req.map(Body::new));
+        async move {
+            let r = answer.await;
+            drop(running);
+            r
         }
-    };
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let idle = core.config.limits.header_timeout;
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -196,8 +191,10 @@ async fn serve_connection(
             }
             return;
         }
-        () = first_byte => {
+        () = activity.idle_for(idle) => {
             tracing::debug!(%peer, "no request within header_timeout: closing");
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(idle, conn).await;
             return;
         }
         () = core.shutdown.cancelled() => {}
@@ -206,50 +203,61 @@ async fn serve_connection(
     let _ = conn.await;
 }
 
-/// A stream that notes when its first byte arrives.
-struct FirstRead {
-    inner: Stream,
-    seen: Arc<AtomicBool>,
+/// The calls running on one HTTP connection and since when none has.
+/// hyper has no timeout for the first bytes of a connection (HTTP/1.1 or
+/// the HTTP/2 preface) nor for an idle HTTP/2 connection: a connection
+/// with no call running for `header_timeout` is closed gracefully
+/// (HTTP/1.1's own header read timeout applies too).
+struct Activity {
+    running: AtomicUsize,
+    idle_since: Mutex<Instant>,
 }
 
-impl AsyncRead for FirstRead {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.seen.store(true, Ordering::Relaxed);
+impl Activity {
+    fn idle_since(&self) -> Instant {
+        *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves once no call has run for `t`.
+    async fn idle_for(&self, t: Duration) {
+        loop {
+            if self.running.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(t).await;
+                continue;
+            }
+            let Some(due) = self.idle_since().checked_add(t) else {
+                // Too far to represent: never idle out.
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(due.into()).await;
+            if self.running.load(Ordering::Acquire) == 0 && self.idle_since().elapsed() >= t {
+                return;
+            }
         }
-        r
     }
 }
 
-impl AsyncWrite for FirstRead {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+/// One call counted as running on its connection while it lives.
+struct Running(Arc<Activity>);
+
+impl Running {
+    fn start(a: Arc<Activity>) -> Self {
+        a.running.fetch_add(1, Ordering::AcqRel);
+        Self(a)
     }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        *self
+            .0
+            .idle_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -406,3 +406,45 @@ async fn a_tls_handshake_not_started_is_closed_at_tls_handshake_timeout() {
     assert!(plain.read_response().await.is_none());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_at_header_timeout() {
+    use http_body_util::{BodyExt, Full};
+    let mut cfg = config();
+    cfg.limits.header_timeout = Duration::from_millis(400);
+    let gw = http_gateway(cfg).await;
+    let tcp = TcpStream::connect(gw.local_addr()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake (prior knowledge)");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}/", gw.local_addr()))
+        .body(Full::new(bytes::Bytes::from_static(
+            br#"{"procedure":"sleep","args":{"ms":600}}"#,
+        )))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let resp = send.send_request(req).await.expect("answered over HTTP/2");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["data"],
+        600
+    );
+    // A call longer than the idle timeout was not cut; once idle, the
+    // server ends the connection (GOAWAY) by itself.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("the idle HTTP/2 connection is closed by the server")
+        .unwrap()
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before it was idle"
+    );
+    gw.shutdown().await;
+}
