@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::launch::{Launcher, run_one};
+use crate::launch::{Launcher, Runs};
 use crate::opts::Opts;
 use crate::orchestrate::{Plan, Spec};
 use crate::report::loadavg;
@@ -370,34 +369,15 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
         ),
         ("WebSocket plain", spec("gw-ws", "ws"), spec("tung", "ws")),
     ];
-    let mut results: HashMap<String, Vec<Value>> = HashMap::new();
-    let mut failures = Vec::new();
+    let mut runs = Runs::default();
     for rep in 0..plan.reps {
         for (_, g, b) in &rows {
-            for s in [g, b] {
-                match run_one(&exe, &dir, s, &plan) {
-                    Ok(v) => {
-                        eprintln!("[rep {rep}] {} {v}", s.key());
-                        results.entry(s.key()).or_default().push(v);
-                    }
-                    Err(e) => {
-                        eprintln!("[rep {rep}] {} FAILED: {e}", s.key());
-                        failures.push(format!("{}: {e}", s.key()));
-                    }
-                }
-            }
+            runs.run(&exe, &dir, g, &plan, rep);
+            runs.run(&exe, &dir, b, &plan, rep);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let median = |s: &Spec, field: &str| -> Option<f64> {
-        let mut v: Vec<f64> = results
-            .get(&s.key())?
-            .iter()
-            .filter_map(|r| r[field].as_f64())
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
+    let median = |s: &Spec, field: &str| runs.median(s, field);
     let mut md = String::from("# The gateways against bare axum and tokio-tungstenite echoes\n\n");
     let _ = writeln!(
         md,
@@ -436,29 +416,6 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
         md,
         "\nBaselines: HTTP rows a bare axum `Json<Value>` echo (same hyper-util connection builder, same TLS config), the WebSocket row a bare tokio-tungstenite echo of each text frame.\n\nEvery run (calls/s):\n"
     );
-    for (_, g, b) in &rows {
-        for s in [g, b] {
-            let runs: Vec<String> = results
-                .get(&s.key())
-                .map(|v| {
-                    v.iter()
-                        .map(|r| format!("{:.0}", r["rtt_per_s"].as_f64().unwrap_or(0.0)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let _ = writeln!(md, "- `{}`: {}", s.key(), runs.join(", "));
-        }
-    }
-    for f in &failures {
-        let _ = writeln!(md, "- FAILED {f}");
-    }
-    println!("{md}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/gateway-latest.md");
-    std::fs::write(&out, &md).map_err(|e| format!("{}: {e}", out.display()))?;
-    eprintln!("wrote {}", out.display());
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{} run(s) failed", failures.len()))
-    }
+    runs.every_run(&mut md, rows.iter().flat_map(|(_, g, b)| [g, b]));
+    runs.finish(&md, "gateway-latest.md")
 }

@@ -1,6 +1,7 @@
 //! Starting one measured server/client pair of processes ([`run_one`]) and
 //! how they are started ([`Launcher`]: pinned, niced or under SCHED_FIFO).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
@@ -96,6 +97,78 @@ fn works(cmd: &str, args: &[&str]) -> bool {
 fn kill(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();
+}
+
+/// What a plan's repetitions gathered: each spec's results (by key, in
+/// run order) and the failed runs.
+#[derive(Default)]
+pub(crate) struct Runs {
+    pub(crate) results: HashMap<String, Vec<Value>>,
+    pub(crate) failures: Vec<String>,
+}
+
+impl Runs {
+    /// Runs `spec` once (repetition `rep`) and files its result or failure.
+    pub(crate) fn run(&mut self, exe: &Path, dir: &Path, spec: &Spec, plan: &Plan, rep: usize) {
+        match run_one(exe, dir, spec, plan) {
+            Ok(v) => {
+                eprintln!("[rep {rep}] {} {v}", spec.key());
+                self.results.entry(spec.key()).or_default().push(v);
+            }
+            Err(e) => {
+                eprintln!("[rep {rep}] {} FAILED: {e}", spec.key());
+                self.failures.push(format!("{}: {e}", spec.key()));
+            }
+        }
+    }
+
+    /// The median of `field` over `spec`'s results.
+    pub(crate) fn median(&self, spec: &Spec, field: &str) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .results
+            .get(&spec.key())?
+            .iter()
+            .filter_map(|r| r[field].as_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    }
+
+    /// Appends one line per spec with the calls/s of every run, then the
+    /// failures.
+    pub(crate) fn every_run<'a>(&self, md: &mut String, specs: impl IntoIterator<Item = &'a Spec>) {
+        for s in specs {
+            let runs: Vec<String> = self
+                .results
+                .get(&s.key())
+                .map(|v| {
+                    v.iter()
+                        .map(|r| format!("{:.0}", r["rtt_per_s"].as_f64().unwrap_or(0.0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = writeln!(md, "- `{}`: {}", s.key(), runs.join(", "));
+        }
+        for f in &self.failures {
+            let _ = writeln!(md, "- FAILED {f}");
+        }
+    }
+
+    /// Prints the report, writes it to `bench/results/<name>`; `Err` if a
+    /// run failed.
+    pub(crate) fn finish(&self, md: &str, name: &str) -> Result<(), String> {
+        println!("{md}");
+        let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("results")
+            .join(name);
+        std::fs::write(&out, md).map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+        if self.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} run(s) failed", self.failures.len()))
+        }
+    }
 }
 
 /// Runs one server/client pair; returns the client's JSON (or the memory

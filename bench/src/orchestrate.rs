@@ -2,13 +2,11 @@
 //! process (pinned to different cores when `taskset` exists), interleaved
 //! over several repetitions, and writes a markdown report.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_json::Value;
 
-use crate::launch::{Launcher, run_one};
+use crate::launch::{Launcher, Runs};
 use crate::opts::Opts;
 use crate::report::{loadavg, report};
 use crate::setup::{make_material_dir, raise_nofile};
@@ -176,26 +174,17 @@ pub(crate) fn all(o: &Opts) -> Result<(), String> {
         load.retain(|s| keep(s));
         mem.retain(|s| keep(s));
     }
-    let mut results: HashMap<String, Vec<Value>> = HashMap::new();
-    let mut failures = Vec::new();
+    let mut runs = Runs::default();
     for rep in 0..plan.reps {
         // The largest connection count takes longest and varies least: once.
         let mem_now = mem
             .iter()
             .filter(|m| rep == 0 || Some(&m.conns) != plan.conns.last());
         for spec in load.iter().chain(mem_now) {
-            match run_one(&exe, &dir, spec, &plan) {
-                Ok(v) => {
-                    eprintln!("[rep {rep}] {} {v}", spec.key());
-                    results.entry(spec.key()).or_default().push(v);
-                }
-                Err(e) => {
-                    eprintln!("[rep {rep}] {} FAILED: {e}", spec.key());
-                    failures.push(format!("{}: {e}", spec.key()));
-                }
-            }
+            runs.run(&exe, &dir, spec, &plan, rep);
         }
     }
+    let Runs { results, failures } = runs;
     let _ = std::fs::remove_dir_all(&dir);
     let md = report(
         &plan,
