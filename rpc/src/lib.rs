@@ -33,8 +33,8 @@ pub use client::{ClientError, LinkTransport, RpcClient, RpcTransport, TransportE
 pub use link::{LinkOptions, serve};
 pub use registry::{
     BoxFuture, CallInfo, Caller, Context, ErrorEvent, FnMiddleware, HandlerFault, Limits,
-    Middleware, Next, Origin, PeerInfo, Procedure, ProcedureInfo, Registry, RegistryBuilder,
-    RegistryError, RpcError, Transport,
+    Middleware, Next, Origin, PeerInfo, Procedure, ProcedureInfo, ProcedureStream, Registry,
+    RegistryBuilder, RegistryError, RpcError, Transport,
 };
 pub use trace::Trace;
 pub use wire::{Authorization, CallRequest, CallResponse, Identity, ParseLimits, code};
