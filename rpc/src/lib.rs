@@ -29,7 +29,9 @@ pub mod schema;
 pub mod trace;
 pub mod wire;
 
-pub use client::{ClientError, LinkTransport, RpcClient, RpcTransport, TransportError};
+pub use client::{
+    ClientError, LinkTransport, RpcClient, RpcStream, RpcTransport, StreamError, TransportError,
+};
 pub use link::{LinkOptions, serve};
 pub use registry::{
     BoxFuture, CallInfo, Caller, Context, ErrorEvent, FnMiddleware, HandlerFault, Limits,
