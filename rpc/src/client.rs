@@ -478,7 +478,7 @@ impl RpcTransport for LinkTransport {
     }
 
     fn stream(&self, req: CallRequest) -> BoxFuture<'_, Result<RpcStream, TransportError>> {
-        Box::pin(LinkTransport::stream(self, req))
+        Box::pin(Self::stream(self, req))
     }
 }
 

@@ -382,7 +382,7 @@ impl Ctl {
     }
 
     /// Ready `true` once cancelled, `false` once there is credit.
-    fn poll_credit(&self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+    fn poll_credit(&self, cx: &std::task::Context<'_>) -> Poll<bool> {
         let mut st = self.lock();
         if st.cancelled {
             return Poll::Ready(true);
@@ -394,7 +394,7 @@ impl Ctl {
         Poll::Pending
     }
 
-    fn poll_cancelled(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    fn poll_cancelled(&self, cx: &std::task::Context<'_>) -> Poll<()> {
         let mut st = self.lock();
         if st.cancelled {
             return Poll::Ready(());
