@@ -4,10 +4,13 @@
 //!   codes;
 //! - [`registry`]: procedures keyed by exact `scope::procedure::version`
 //!   with validated arguments, identity, internal procedures, nested calls,
-//!   middleware and an error hook;
+//!   middleware and an error hook; stream procedures
+//!   ([`RegistryBuilder::stream_procedure`]);
 //! - [`schema`]: argument schemas (JSON Schema, `jsonschema`);
 //! - [`Trace`]: a ready middleware logging each call in a `tracing` span;
-//! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`);
+//! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`,
+//!   and the stream ops `rpc.stream`, `rpc.item`, `rpc.credit`,
+//!   `rpc.cancel`);
 //! - [`client`]: [`RpcClient`] over transports tried in order, and the
 //!   jsonlink [`LinkTransport`].
 //!

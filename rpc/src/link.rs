@@ -9,6 +9,12 @@
 //!   `null`): it becomes the link's identity, used by every later call on
 //!   that link that carries none; answered `{"code":200,"success":true}`.
 //!
+//! - `rpc.stream` opens a stream procedure: its items come as `rpc.item`
+//!   messages while the caller has granted credit (`rpc.credit`), the
+//!   answer `{"items": n, "end": CallResponse}` follows the last one, and
+//!   `rpc.cancel` stops it (the handler's stream is dropped without another
+//!   poll). See PROTOCOL.md §11.6, *Streams*.
+//!
 //! The link's handshake identity (node, designation) reaches handlers as
 //! [`Origin::peer`], never as the call's authorization: anyone holding the
 //! link secret can claim any node id.
@@ -124,7 +130,8 @@ pub fn peer_info(link: &Link) -> Option<PeerInfo> {
     })
 }
 
-/// Registers `rpc.call` and `rpc.identity` in `handlers` (a server's or a
+/// Registers `rpc.call`, `rpc.identity` and the stream ops (`rpc.stream`,
+/// `rpc.credit`, `rpc.cancel`) in `handlers` (a server's or a
 /// client's), serving `registry`. `rt` is the runtime whose timer enforces
 /// [`LinkOptions::call_timeout`].
 pub fn serve(handlers: &Handlers, registry: Registry, rt: Arc<dyn Runtime>, options: LinkOptions) {
@@ -418,7 +425,7 @@ impl Ctl {
 /// How many cancellations of streams not (yet) open are remembered: a
 /// cancel may overtake its `rpc.stream` (messages and requests are
 /// dispatched apart).
-const EARLY_CANCELS: usize = 64;
+pub const EARLY_CANCELS: usize = 64;
 
 /// The streams being served, by link id and stream id.
 #[derive(Default)]
