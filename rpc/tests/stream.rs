@@ -387,3 +387,75 @@ async fn a_stream_through_the_unary_path_is_400_and_the_other_way_round() {
     ));
     p.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_takes_a_stream_from_its_client() {
+    let p = pair(
+        registry(Arc::default(), Arc::default()),
+        LinkOptions::default(),
+    )
+    .await;
+    let client_side = Registry::builder()
+        .stream_procedure(
+            Procedure::new("readings").scope("device"),
+            |cx, _: Value| {
+                let peer = cx.origin().peer.as_ref().map(|p| p.node.clone());
+                futures_lite::stream::iter(
+                    (0..20u32).map(move |i| Ok::<_, RpcError>(json!([i, peer]))),
+                )
+            },
+        )
+        .build()
+        .unwrap();
+    jsonlink_rpc::serve(
+        p.client.handlers(),
+        client_side,
+        jl::runtime(),
+        LinkOptions::default(),
+    );
+    let link = p.server.links().pop().expect("one link");
+    let t = LinkTransport::link(link).runtime(jl::runtime()).window(3);
+    let (items, err) = collect(
+        open(
+            &t,
+            CallRequest::new("readings", Value::Null).scope("device"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(err, None);
+    assert_eq!(items.len(), 20);
+    assert_eq!(items[19], json!([19, "srv-1"]));
+    p.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_at_once_on_one_link_stay_apart() {
+    let p = pair(
+        registry(Arc::default(), Arc::default()),
+        LinkOptions::default(),
+    )
+    .await;
+    let t = Arc::new(transport(&p.client, 2));
+    let mut tasks = Vec::new();
+    for k in 0..8u64 {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = t
+                .stream(CallRequest::new("count", json!({"n": 30 + k})))
+                .await
+                .unwrap();
+            collect(s).await
+        }));
+    }
+    for (k, task) in tasks.into_iter().enumerate() {
+        let (items, err) = task.await.unwrap();
+        assert_eq!(err, None);
+        assert_eq!(
+            items,
+            (0..30 + k as u64).map(|i| json!(i)).collect::<Vec<_>>()
+        );
+    }
+    no_request_in_flight(&p.server).await;
+    p.close().await;
+}
