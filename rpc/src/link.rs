@@ -61,6 +61,7 @@ const LINK_DEPTH: usize = 128;
 /// | `call_timeout` | 30 s | a call not answered within it is answered 500 `deadline exceeded` and its future dropped (nested calls with it) |
 /// | `parse` | [`ParseLimits::default`] with `max_depth` 128 | limits on the CallRequest (name length; nesting depth, which a link already bounds at 127 levels per frame, PROTOCOL.md §4.3, so by default no scan is added; set `max_depth` below 127 to scan each call for it) |
 /// | `stream_timeout` | 300 s | a stream (`rpc.stream`) not ended within it is ended 500 `deadline exceeded` and the handler's stream dropped |
+/// | `stream_link_check` | 1 s | how often an open stream checks that its link is still up: a stream whose link is lost is dropped within this (at once if it was sending) |
 /// | `max_stream_window` | 256 | the most items a caller may have unacknowledged on one stream (its `window` is capped at this); so a stream holds at most this many items in the caller's buffer |
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
@@ -72,6 +73,8 @@ pub struct LinkOptions {
     pub stream_timeout: Duration,
     /// The largest window (items sent before the caller grants more).
     pub max_stream_window: u32,
+    /// How often an open stream looks whether its link was lost.
+    pub stream_link_check: Duration,
 }
 
 impl Default for LinkOptions {
@@ -84,6 +87,7 @@ impl Default for LinkOptions {
             },
             stream_timeout: Duration::from_secs(300),
             max_stream_window: 256,
+            stream_link_check: Duration::from_secs(1),
         }
     }
 }
@@ -628,9 +632,25 @@ async fn serve_stream(
             }
         }
     };
-    let end = match select(std::pin::pin!(work), rt.sleep_until(deadline)).await {
+    // The link's loss is seen at the next send, or by this watch while the
+    // producer or the caller's credit is awaited.
+    let check = options.stream_link_check.max(Duration::from_millis(10));
+    let lost = async {
+        loop {
+            let next = deadline_after(rt.now(), check).min(deadline);
+            rt.sleep_until(next).await;
+            if link.is_closed() || rt.now() >= deadline {
+                return link.is_closed();
+            }
+        }
+    };
+    let end = match select(std::pin::pin!(work), std::pin::pin!(lost)).await {
         Either::Left((resp, _)) => resp,
-        Either::Right(((), _)) => {
+        Either::Right((true, _)) => {
+            tracing::debug!(target: "jsonlink::rpc", "procedure stream's link lost");
+            CallResponse::error(code::INTERNAL, "link lost")
+        }
+        Either::Right((false, _)) => {
             tracing::warn!(target: "jsonlink::rpc", "procedure stream exceeded its deadline");
             CallResponse::error(code::INTERNAL, "deadline exceeded")
         }

@@ -459,3 +459,40 @@ async fn many_streams_at_once_on_one_link_stay_apart() {
     no_request_in_flight(&p.server).await;
     p.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_link_ends_the_stream_on_both_sides() {
+    let (gate_tx, gate_rx) = mpsc::unbounded_channel();
+    let (dropped_tx, dropped_rx) = oneshot::channel();
+    let probe = Arc::new(Probe {
+        gate: Mutex::new(Some(gate_rx)),
+        dropped: Mutex::new(Some(dropped_tx)),
+        ..Probe::default()
+    });
+    let options = LinkOptions {
+        stream_link_check: Duration::from_millis(50),
+        ..LinkOptions::default()
+    };
+    let p = pair(registry(probe, Arc::default()), options).await;
+    let t = transport(&p.client, 4);
+    let mut s = open(&t, CallRequest::new("gated", Value::Null)).await;
+    gate_tx.send(7).unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap(), json!(7));
+    // The server drops the link (its close waits 200 ms for the stream's
+    // answer, then ends it); the producer is waiting on its gate.
+    let link = p.server.links().pop().expect("one link");
+    link.close("going away").await;
+    tokio::time::timeout(Duration::from_secs(5), dropped_rx)
+        .await
+        .expect("the producer dropped once the link was lost")
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("the caller's stream ends");
+    assert!(
+        matches!(next, Some(Err(StreamError::Failed(_)))),
+        "{next:?}"
+    );
+    assert!(s.next().await.is_none());
+    p.close().await;
+}
