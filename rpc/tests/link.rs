@@ -1,6 +1,7 @@
 //! Procedures over real jsonlink links on 127.0.0.1 (TLS, tokio): the codes,
 //! identity and peer, nested calls, middleware, the error hook, deadlines,
-//! both directions, the RpcClient's fallback rules; fault cases P3, P4, P6.
+//! both directions, the RpcClient's fallback rules; fault cases P3, P4, P6
+//! (its stream half too; the streams themselves are in `stream.rs`).
 
 mod common;
 
