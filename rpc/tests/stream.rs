@@ -496,3 +496,35 @@ async fn a_lost_link_ends_the_stream_on_both_sides() {
     assert!(s.next().await.is_none());
     p.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_falls_back_only_past_transports_that_cannot_stream() {
+    let p = pair(
+        registry(Arc::default(), Arc::default()),
+        LinkOptions::default(),
+    )
+    .await;
+    // The first cannot stream (no runtime): unavailable, nothing sent; the
+    // second takes the stream.
+    let rpc = RpcClient::new(vec![
+        Arc::new(LinkTransport::client(p.client.clone())),
+        Arc::new(transport(&p.client, 4)),
+    ]);
+    let s = rpc
+        .stream(CallRequest::new("count", json!({"n": 4})))
+        .await
+        .unwrap();
+    assert_eq!(collect(s).await.0.len(), 4);
+    let none = RpcClient::new(vec![Arc::new(LinkTransport::client(p.client.clone()))]);
+    match none
+        .stream(CallRequest::new("count", json!({"n": 4})))
+        .await
+    {
+        Err(jsonlink_rpc::ClientError::NoTransport(why)) => {
+            assert_eq!(why.len(), 1);
+            assert!(why[0].1.contains("runtime"), "{why:?}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    p.close().await;
+}
