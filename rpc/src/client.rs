@@ -331,7 +331,8 @@ impl LinkTransport {
     /// (backpressure: the callee waits for credit). The stream ends with
     /// `None` after the last item, or with one [`StreamError`]. Dropping it
     /// sends `rpc.cancel`: the callee drops the handler's stream without
-    /// polling it again.
+    /// polling it again. The identity is set on the link first (as for a
+    /// call); `rpc.stream` itself is sent when the stream is first polled.
     ///
     /// # Errors
     ///
