@@ -21,12 +21,20 @@
 //! once per connection and again after each reconnect (WebSocket, jsonlink
 //! link). A call's own `identity` still wins for that call.
 
-use crate::link::{CALL_OP, IDENTITY_OP};
+use crate::link::{CALL_OP, CANCEL_OP, CREDIT_OP, IDENTITY_OP, ITEM_OP, STREAM_OP, StreamEnd};
 use crate::registry::BoxFuture;
 use crate::wire::{CallRequest, CallResponse, Identity};
+use futures_util::Stream;
 use jsonlink_rt::{Client, Error as LinkError, Link};
+use jsonlink_rt::{Message, RawJson, Runtime};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 /// Why a transport did not deliver an answer.
@@ -50,6 +58,42 @@ pub trait RpcTransport: Send + Sync + 'static {
     fn set_identity(&self, identity: Option<Identity>);
     /// Sends one call and waits for its answer.
     fn call(&self, req: CallRequest) -> BoxFuture<'_, Result<CallResponse, TransportError>>;
+    /// Opens a stream procedure (see [`LinkTransport::stream`]). The
+    /// default answers [`TransportError::Unavailable`]: this transport
+    /// carries no streams, so the client tries the next one.
+    fn stream(&self, req: CallRequest) -> BoxFuture<'_, Result<RpcStream, TransportError>> {
+        let _ = req;
+        let name = self.name().to_owned();
+        Box::pin(async move {
+            Err(TransportError::Unavailable(format!(
+                "transport {name} carries no streams"
+            )))
+        })
+    }
+}
+
+/// The items of a stream procedure as a caller sees them. Dropping it
+/// cancels the stream.
+pub type RpcStream = Pin<Box<dyn Stream<Item = Result<Value, StreamError>> + Send + 'static>>;
+
+/// Why a stream ended with an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// The stream was not opened, or ended, with this code: 400 (not a
+    /// stream procedure, bad request), 403, 422, 501 as for a call; 500 a
+    /// handler error or panic, or `deadline exceeded`; any code of an
+    /// error item.
+    #[error("stream answered {code}: {message}")]
+    Answer {
+        /// The code.
+        code: u16,
+        /// The message.
+        message: String,
+    },
+    /// The link was lost, or the peer broke the stream's rules (more
+    /// items than the window, an answer that does not parse).
+    #[error("stream failed: {0}")]
+    Failed(String),
 }
 
 /// Why an [`RpcClient`] call failed.
@@ -142,6 +186,29 @@ impl RpcClient {
         Err(ClientError::NoTransport(unavailable))
     }
 
+    /// Opens a stream procedure through the first transport that carries
+    /// streams and is available (the same fallback rule as
+    /// [`call`](Self::call): only [`TransportError::Unavailable`] moves
+    /// on). Dropping the stream cancels it.
+    pub async fn stream(&self, req: CallRequest) -> Result<RpcStream, ClientError> {
+        let mut unavailable = Vec::new();
+        for t in self.transports.iter() {
+            match t.stream(req.clone()).await {
+                Ok(s) => return Ok(s),
+                Err(TransportError::Unavailable(why)) => {
+                    unavailable.push((t.name().to_owned(), why))
+                }
+                Err(TransportError::Failed(reason)) => {
+                    return Err(ClientError::Failed {
+                        transport: t.name().to_owned(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Err(ClientError::NoTransport(unavailable))
+    }
+
     /// Calls a procedure and decodes a 2xx answer's `data` as `R`.
     pub async fn call_typed<R: serde::de::DeserializeOwned>(
         &self,
@@ -179,6 +246,10 @@ pub struct LinkTransport {
     target: Target,
     timeout: Option<Duration>,
     identity: Mutex<IdentityState>,
+    rt: Option<Arc<dyn Runtime>>,
+    window: u32,
+    stream_timeout: Duration,
+    installed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -216,7 +287,132 @@ impl LinkTransport {
             target,
             timeout: None,
             identity: Mutex::new(IdentityState::default()),
+            rt: None,
+            window: crate::link::DEFAULT_WINDOW,
+            stream_timeout: Duration::from_secs(3600),
+            installed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The runtime on which a dropped stream's `rpc.cancel` is sent (a
+    /// drop cannot wait). Needed for [`stream`](Self::stream).
+    pub fn runtime(mut self, rt: Arc<dyn Runtime>) -> Self {
+        self.rt = Some(rt);
+        self
+    }
+
+    /// How many items a stream may have in flight before this caller
+    /// grants more (default 16; the callee caps it at its
+    /// `max_stream_window`). At most this many items wait in the stream's
+    /// buffer while it is not read.
+    pub fn window(mut self, window: u32) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// How long this side waits for a stream's end (default 1 h; the
+    /// callee's own `stream_timeout` normally ends it first).
+    pub fn stream_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_timeout = timeout;
+        self
+    }
+
+    /// The handlers table on which this side takes `rpc.item` messages.
+    fn handlers(&self) -> Option<jsonlink_rt::Handlers> {
+        match &self.target {
+            Target::Client(c) => Some(c.handlers().clone()),
+            Target::Link(l) => l.server().map(|s| s.handlers().clone()),
+        }
+    }
+
+    /// Opens a stream procedure over the current link (`rpc.stream`,
+    /// PROTOCOL.md §11.6): the items come as the callee produces them, at
+    /// most [`window`](Self::window) ahead of what has been read
+    /// (backpressure: the callee waits for credit). The stream ends with
+    /// `None` after the last item, or with one [`StreamError`]. Dropping it
+    /// sends `rpc.cancel`: the callee drops the handler's stream without
+    /// polling it again. The identity is set on the link first (as for a
+    /// call); `rpc.stream` itself is sent when the stream is first polled.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Unavailable`] without a [`runtime`](Self::runtime)
+    /// or a link now, or when setting the identity failed; nothing was
+    /// sent.
+    pub async fn stream(&self, req: CallRequest) -> Result<RpcStream, TransportError> {
+        let Some(rt) = self.rt.clone() else {
+            return Err(TransportError::Unavailable(
+                "streams need LinkTransport::runtime".into(),
+            ));
+        };
+        let link = self.current()?;
+        self.ensure_identity(&link).await?;
+        if !self
+            .installed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let Some(handlers) = self.handlers() else {
+                self.installed
+                    .store(false, std::sync::atomic::Ordering::Release);
+                return Err(TransportError::Unavailable(
+                    "the link has no handlers table for stream items".into(),
+                ));
+            };
+            install_items(&handlers);
+        }
+        let sid = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let inbox = Arc::new(Inbox {
+            state: Mutex::new(InboxState::default()),
+            link: link.id(),
+            window: self.window as usize,
+        });
+        inboxes().insert(sid, inbox.clone());
+        let body = open_body(sid, self.window, &req).inspect_err(|_| {
+            inboxes().remove(&sid);
+        })?;
+        let l = link.clone();
+        let timeout = self.stream_timeout;
+        let end = Box::pin(async move { l.request_raw(body, Some(timeout)).await });
+        Ok(Box::pin(CallStream {
+            sid,
+            link,
+            inbox,
+            end: Some(end),
+            ended: None,
+            received: 0,
+            unacked: 0,
+            window: self.window,
+            credit: None,
+            rt,
+            done: false,
+        }))
+    }
+
+    /// Sets the identity on `link` first if it does not hold it.
+    async fn ensure_identity(&self, link: &Link) -> Result<(), TransportError> {
+        let Some(identity) = self.identity_due(link) else {
+            return Ok(());
+        };
+        let body = raw_call(IDENTITY_OP, &identity)?;
+        let resp = link
+            .request_raw(body, self.timeout)
+            .await
+            .map_err(|e| TransportError::Unavailable(format!("setting the identity: {e}")))?;
+        let resp: CallResponse = resp
+            .parse()
+            .map_err(|e| TransportError::Failed(format!("identity answer: {e}")))?;
+        if !resp.success {
+            return Err(TransportError::Failed(format!(
+                "identity refused: {}",
+                resp.message.unwrap_or_default()
+            )));
+        }
+        let mut st = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+        if st.identity == identity {
+            st.sent_on = Some(link.id());
+            st.set_on = identity.is_some().then(|| link.id());
+        }
+        Ok(())
     }
 
     /// The request timeout of each call (default: the link's configured
@@ -252,30 +448,10 @@ impl LinkTransport {
 
     async fn send(&self, req: CallRequest) -> Result<CallResponse, TransportError> {
         let link = self.current()?;
-        if let Some(identity) = self.identity_due(&link) {
-            // The call is not sent before the identity is set: a link lost
-            // meanwhile is a link we could not use (so the next transport
-            // may take the call).
-            let body = raw_call(IDENTITY_OP, &identity)?;
-            let resp = link
-                .request_raw(body, self.timeout)
-                .await
-                .map_err(|e| TransportError::Unavailable(format!("setting the identity: {e}")))?;
-            let resp: CallResponse = resp
-                .parse()
-                .map_err(|e| TransportError::Failed(format!("identity answer: {e}")))?;
-            if !resp.success {
-                return Err(TransportError::Failed(format!(
-                    "identity refused: {}",
-                    resp.message.unwrap_or_default()
-                )));
-            }
-            let mut st = self.identity.lock().unwrap_or_else(|e| e.into_inner());
-            if st.identity == identity {
-                st.sent_on = Some(link.id());
-                st.set_on = identity.is_some().then(|| link.id());
-            }
-        }
+        // The call is not sent before the identity is set: a link lost
+        // meanwhile is a link we could not use (so the next transport may
+        // take the call).
+        self.ensure_identity(&link).await?;
         let body = flat_call(&req)?;
         let answer = link
             .request_raw(body, self.timeout)
@@ -300,6 +476,10 @@ impl RpcTransport for LinkTransport {
 
     fn call(&self, req: CallRequest) -> BoxFuture<'_, Result<CallResponse, TransportError>> {
         Box::pin(self.send(req))
+    }
+
+    fn stream(&self, req: CallRequest) -> BoxFuture<'_, Result<RpcStream, TransportError>> {
+        Box::pin(Self::stream(self, req))
     }
 }
 
@@ -339,9 +519,9 @@ fn flat_call(req: &CallRequest) -> Result<Box<serde_json::value::RawValue>, Tran
         scope: &'a str,
         #[serde(skip_serializing_if = "is_default_version")]
         version: &'a str,
-        args: &'a serde_json::Value,
+        args: &'a Value,
         #[serde(skip_serializing_if = "Option::is_none")]
-        correlation_id: &'a Option<serde_json::Value>,
+        correlation_id: &'a Option<Value>,
         #[serde(skip_serializing_if = "Option::is_none")]
         identity: &'a Option<Identity>,
     }
@@ -362,5 +542,245 @@ fn map_link_error(e: LinkError) -> TransportError {
     match e {
         LinkError::NotConnected | LinkError::Closed => TransportError::Unavailable(e.to_string()),
         other => TransportError::Failed(other.to_string()),
+    }
+}
+
+/// Stream ids, unique in the process (so one table serves every link).
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+/// The open streams of this process, by stream id.
+fn inboxes() -> std::sync::MutexGuard<'static, HashMap<u64, Arc<Inbox>>> {
+    static TABLE: std::sync::OnceLock<Mutex<HashMap<u64, Arc<Inbox>>>> = std::sync::OnceLock::new();
+    TABLE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The items of one open stream that arrived and were not read yet.
+struct Inbox {
+    state: Mutex<InboxState>,
+    /// The link the stream was opened on (items from another are refused).
+    link: u64,
+    window: usize,
+}
+
+#[derive(Default)]
+struct InboxState {
+    items: VecDeque<Value>,
+    /// The peer sent more than the window.
+    overflow: bool,
+    waker: Option<Waker>,
+}
+
+/// Takes `rpc.item` messages into the open streams' inboxes. An item for
+/// no open stream (one dropped meanwhile) is answered with `rpc.cancel`.
+fn install_items(handlers: &jsonlink_rt::Handlers) {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        stream: u64,
+        #[serde(default)]
+        data: Value,
+    }
+    handlers.on_message(ITEM_OP, |msg: Message| async move {
+        let Ok(item) = msg.parse::<Item>() else {
+            tracing::debug!(target: "jsonlink::rpc", "an rpc.item that does not parse, dropped");
+            return;
+        };
+        let inbox = inboxes().get(&item.stream).cloned();
+        match inbox {
+            Some(inbox) if inbox.link == msg.link.id() => {
+                let waker = {
+                    let mut st = inbox.state.lock().unwrap_or_else(|e| e.into_inner());
+                    if st.items.len() >= inbox.window {
+                        st.overflow = true;
+                    } else {
+                        st.items.push_back(item.data);
+                    }
+                    st.waker.take()
+                };
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            _ => {
+                let _ = msg.link.send_raw(cancel_body(item.stream)).await;
+            }
+        }
+    });
+}
+
+fn cancel_body(stream: u64) -> Arc<serde_json::value::RawValue> {
+    let v = serde_json::json!({"op": CANCEL_OP, "stream": stream});
+    Arc::from(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| {
+        serde_json::value::RawValue::from_string("{}".into()).unwrap_or_default()
+    }))
+}
+
+fn credit_body(stream: u64, n: u32) -> Arc<serde_json::value::RawValue> {
+    let v = serde_json::json!({"op": CREDIT_OP, "stream": stream, "n": n});
+    Arc::from(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| {
+        serde_json::value::RawValue::from_string("{}".into()).unwrap_or_default()
+    }))
+}
+
+/// `{"op":"rpc.stream","stream":…,"window":…,"call":{CallRequest}}`.
+fn open_body(
+    stream: u64,
+    window: u32,
+    req: &CallRequest,
+) -> Result<Box<serde_json::value::RawValue>, TransportError> {
+    #[derive(serde::Serialize)]
+    struct Open<'a> {
+        op: &'a str,
+        stream: u64,
+        window: u32,
+        call: &'a CallRequest,
+    }
+    serde_json::value::to_raw_value(&Open {
+        op: STREAM_OP,
+        stream,
+        window,
+        call: req,
+    })
+    .map_err(|e| TransportError::Failed(format!("does not serialize: {e}")))
+}
+
+type EndFuture = Pin<Box<dyn Future<Output = Result<RawJson, LinkError>> + Send>>;
+
+/// The caller's side of one stream over a link.
+struct CallStream {
+    sid: u64,
+    link: Link,
+    inbox: Arc<Inbox>,
+    end: Option<EndFuture>,
+    ended: Option<Result<StreamEnd, String>>,
+    received: u64,
+    /// Items read since the last grant.
+    unacked: u32,
+    window: u32,
+    credit: Option<BoxFuture<'static, ()>>,
+    rt: Arc<dyn Runtime>,
+    done: bool,
+}
+
+impl CallStream {
+    fn finish(&mut self) {
+        self.done = true;
+        self.end = None;
+        self.credit = None;
+        inboxes().remove(&self.sid);
+    }
+
+    /// Grants what was read once half the window is read (and no grant is
+    /// on its way).
+    fn grant(&mut self, cx: &mut TaskContext<'_>) {
+        if let Some(f) = self.credit.as_mut() {
+            if f.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            self.credit = None;
+        }
+        if self.unacked >= (self.window / 2).max(1) {
+            let link = self.link.clone();
+            let body = credit_body(self.sid, self.unacked);
+            self.unacked = 0;
+            let mut f: BoxFuture<'static, ()> = Box::pin(async move {
+                let _ = link.send_raw(body).await;
+            });
+            if f.as_mut().poll(cx).is_pending() {
+                self.credit = Some(f);
+            }
+        }
+    }
+}
+
+impl Stream for CallStream {
+    type Item = Result<Value, StreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.grant(cx);
+        if this.ended.is_none()
+            && let Some(end) = this.end.as_mut()
+            && let Poll::Ready(r) = end.as_mut().poll(cx)
+        {
+            this.end = None;
+            this.ended = Some(match r {
+                Ok(raw) => raw
+                    .parse::<StreamEnd>()
+                    .map_err(|e| format!("not a stream end: {e}")),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        let (item, overflow) = {
+            let mut st = this.inbox.state.lock().unwrap_or_else(|e| e.into_inner());
+            let item = st.items.pop_front();
+            if item.is_none() {
+                st.waker = Some(cx.waker().clone());
+            }
+            (item, st.overflow)
+        };
+        if overflow {
+            this.finish();
+            return Poll::Ready(Some(Err(StreamError::Failed(
+                "the peer sent more items than the window".into(),
+            ))));
+        }
+        if let Some(v) = item {
+            this.received += 1;
+            this.unacked += 1;
+            this.grant(cx);
+            return Poll::Ready(Some(Ok(v)));
+        }
+        match this.ended.take() {
+            None => Poll::Pending,
+            Some(Err(e)) => {
+                this.finish();
+                Poll::Ready(Some(Err(StreamError::Failed(e))))
+            }
+            Some(Ok(end)) if this.received < end.items && !this.link.is_closed() => {
+                // Items sent before the end are still being dispatched.
+                this.ended = Some(Ok(end));
+                Poll::Pending
+            }
+            Some(Ok(end)) => {
+                this.finish();
+                if end.items > this.received {
+                    return Poll::Ready(Some(Err(StreamError::Failed(format!(
+                        "link lost with {} items not delivered",
+                        end.items - this.received
+                    )))));
+                }
+                if end.end.success {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(StreamError::Answer {
+                        code: end.end.code,
+                        message: end.end.message.unwrap_or_default(),
+                    })))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CallStream {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        inboxes().remove(&self.sid);
+        if self.ended.is_some() {
+            return;
+        }
+        let link = self.link.clone();
+        let body = cancel_body(self.sid);
+        self.rt.spawn(Box::pin(async move {
+            let _ = link.send_raw(body).await;
+        }));
     }
 }

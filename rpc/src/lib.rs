@@ -4,10 +4,13 @@
 //!   codes;
 //! - [`registry`]: procedures keyed by exact `scope::procedure::version`
 //!   with validated arguments, identity, internal procedures, nested calls,
-//!   middleware and an error hook;
+//!   middleware and an error hook; stream procedures
+//!   ([`RegistryBuilder::stream_procedure`]);
 //! - [`schema`]: argument schemas (JSON Schema, `jsonschema`);
 //! - [`Trace`]: a ready middleware logging each call in a `tracing` span;
-//! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`);
+//! - [`link`]: procedures over jsonlink links (`rpc.call`, `rpc.identity`,
+//!   and the stream ops `rpc.stream`, `rpc.item`, `rpc.credit`,
+//!   `rpc.cancel`);
 //! - [`client`]: [`RpcClient`] over transports tried in order, and the
 //!   jsonlink [`LinkTransport`].
 //!
@@ -29,12 +32,14 @@ pub mod schema;
 pub mod trace;
 pub mod wire;
 
-pub use client::{ClientError, LinkTransport, RpcClient, RpcTransport, TransportError};
+pub use client::{
+    ClientError, LinkTransport, RpcClient, RpcStream, RpcTransport, StreamError, TransportError,
+};
 pub use link::{LinkOptions, serve};
 pub use registry::{
     BoxFuture, CallInfo, Caller, Context, ErrorEvent, FnMiddleware, HandlerFault, Limits,
-    Middleware, Next, Origin, PeerInfo, Procedure, ProcedureInfo, Registry, RegistryBuilder,
-    RegistryError, RpcError, Transport,
+    Middleware, Next, Origin, PeerInfo, Procedure, ProcedureInfo, ProcedureStream, Registry,
+    RegistryBuilder, RegistryError, RpcError, Transport,
 };
 pub use trace::Trace;
 pub use wire::{Authorization, CallRequest, CallResponse, Identity, ParseLimits, code};

@@ -21,7 +21,7 @@
 
 use crate::schema::{CompiledSchema, SchemaError};
 use crate::wire::{CallRequest, CallResponse, Identity, code};
-use futures_util::FutureExt;
+use futures_util::{FutureExt, Stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -32,12 +32,30 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 type RawFn = dyn Fn(Context, Value) -> BoxFuture<'static, CallResponse> + Send + Sync;
+
+/// The items of a stream procedure, boxed: each a value, or an error that
+/// ends the stream.
+pub type BoxItems = Pin<Box<dyn Stream<Item = Result<Value, RpcError>> + Send + 'static>>;
+
+type StreamFn = dyn Fn(Context, Value) -> Result<BoxItems, RpcError> + Send + Sync;
+
+/// A procedure's handler: one answer, or a stream of items.
+#[derive(Clone)]
+enum Handler {
+    Unary(Arc<RawFn>),
+    Stream(Arc<StreamFn>),
+}
+
+/// Where a stream procedure's opened stream is left for the caller of
+/// [`Registry::open_stream`] (`None` for a unary call).
+type StreamSlot = Arc<std::sync::Mutex<Option<ProcedureStream>>>;
 
 /// The transport a call came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -261,13 +279,16 @@ pub struct ProcedureInfo {
     pub internal: bool,
     /// Its argument schema.
     pub args: Option<Value>,
+    /// Whether it is a stream procedure (see
+    /// [`RegistryBuilder::stream_procedure`]).
+    pub stream: bool,
 }
 
 struct Entry {
     info: ProcedureInfo,
     schema: Option<CompiledSchema>,
     coerce: bool,
-    handler: Arc<RawFn>,
+    handler: Handler,
 }
 
 /// The registry's limits and switches.
@@ -419,6 +440,7 @@ struct Endpoint {
     inner: Arc<Inner>,
     ctx: Context,
     args: std::sync::Mutex<Option<Value>>,
+    slot: Option<StreamSlot>,
 }
 
 impl Endpoint {
@@ -439,12 +461,58 @@ impl Endpoint {
                 return CallResponse::error(code::UNPROCESSABLE, message);
             }
         }
-        run_handler(&self.inner, &self.entry, self.ctx.clone(), args).await
+        run_handler(
+            &self.inner,
+            &self.entry,
+            self.ctx.clone(),
+            args,
+            self.slot.as_ref(),
+        )
+        .await
     }
 }
 
-async fn run_handler(inner: &Inner, entry: &Entry, ctx: Context, args: Value) -> CallResponse {
-    let fut = (entry.handler)(ctx.clone(), args);
+async fn run_handler(
+    inner: &Arc<Inner>,
+    entry: &Arc<Entry>,
+    ctx: Context,
+    args: Value,
+    slot: Option<&StreamSlot>,
+) -> CallResponse {
+    let handler = match &entry.handler {
+        Handler::Unary(h) => h,
+        Handler::Stream(h) => {
+            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| h(ctx.clone(), args)));
+            let (resp, fault) = match opened {
+                Ok(Ok(items)) => {
+                    if let Some(slot) = slot {
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(ProcedureStream {
+                            items: Some(items),
+                            inner: inner.clone(),
+                            entry: entry.clone(),
+                            ctx,
+                        });
+                    }
+                    return CallResponse::ok(Value::Null);
+                }
+                Ok(Err(e)) if e.code == code::INTERNAL => {
+                    let m = e.message.clone();
+                    (CallResponse::from(e), HandlerFault::Error(m))
+                }
+                Ok(Err(e)) => return e.into(),
+                Err(panic) => {
+                    let msg = panic_message(panic.as_ref());
+                    (
+                        CallResponse::error(code::INTERNAL, msg.clone()),
+                        HandlerFault::Panic(msg),
+                    )
+                }
+            };
+            report_fault(inner, entry, &ctx, fault);
+            return hide(inner, resp);
+        }
+    };
+    let fut = handler(ctx.clone(), args);
     let (resp, fault) = match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(resp) if resp.code == code::INTERNAL => {
             let msg = resp.message.clone().unwrap_or_default();
@@ -460,6 +528,21 @@ async fn run_handler(inner: &Inner, entry: &Entry, ctx: Context, args: Value) ->
         }
     };
     let Some(fault) = fault else { return resp };
+    report_fault(inner, entry, &ctx, fault);
+    hide(inner, resp)
+}
+
+/// A handler's 500 as sent: its text only if configured.
+fn hide(inner: &Inner, resp: CallResponse) -> CallResponse {
+    if inner.limits.expose_internal_errors {
+        resp
+    } else {
+        CallResponse::error(code::INTERNAL, "internal error")
+    }
+}
+
+/// Logs a handler fault and gives it to the error hook.
+fn report_fault(inner: &Inner, entry: &Entry, ctx: &Context, fault: HandlerFault) {
     tracing::warn!(
         target: "jsonlink::rpc",
         scope = %entry.info.scope,
@@ -488,11 +571,6 @@ async fn run_handler(inner: &Inner, entry: &Entry, ctx: Context, args: Value) ->
         };
         // A panicking hook must not take the call down with it.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&event)));
-    }
-    if inner.limits.expose_internal_errors {
-        resp
-    } else {
-        CallResponse::error(code::INTERNAL, "internal error")
     }
 }
 
@@ -558,7 +636,7 @@ pub enum RegistryError {
 
 /// Collects procedures, middleware, the error hook and limits.
 pub struct RegistryBuilder {
-    procedures: Vec<(Procedure, Arc<RawFn>)>,
+    procedures: Vec<(Procedure, Handler)>,
     middleware: Vec<Arc<dyn Middleware>>,
     error_hook: Option<Arc<ErrorHook>>,
     limits: Limits,
@@ -633,7 +711,43 @@ impl RegistryBuilder {
                 }
             }) as BoxFuture<'static, CallResponse>
         });
-        self.procedures.push((procedure, raw));
+        self.procedures.push((procedure, Handler::Unary(raw)));
+        self
+    }
+
+    /// Adds a stream procedure: the arguments are deserialized into `A`
+    /// (failure → 422) and the handler returns a stream of items, each
+    /// serialized as it is taken. An `Err` item ends the stream with its
+    /// code and message (a 500 is a handler error: reported to the error
+    /// hook, its message hidden unless configured), as does a panic while
+    /// the stream is polled. The stream is dropped — the producer stops —
+    /// when the caller cancels, its link is lost, or the deadline passes.
+    ///
+    /// Called through a unary path ([`Registry::call`], `rpc.call`, a
+    /// gateway) a stream procedure answers **400** `… is a stream
+    /// procedure`; take it with [`Registry::open_stream`] (over a link:
+    /// `rpc.stream`, [`LinkTransport::stream`](crate::LinkTransport::stream)).
+    pub fn stream_procedure<A, R, F, S>(mut self, procedure: Procedure, handler: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Context, A) -> S + Send + Sync + 'static,
+        S: Stream<Item = Result<R, RpcError>> + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        let raw: Arc<StreamFn> = Arc::new(move |ctx: Context, args: Value| {
+            let args = from_value::<A>(args).map_err(|e| {
+                RpcError::unprocessable(format!("args do not fit the procedure: {e}"))
+            })?;
+            let items = handler(ctx, args).map(|item| {
+                item.and_then(|r| {
+                    to_value(r)
+                        .map_err(|e| RpcError::internal(format!("item does not serialize: {e}")))
+                })
+            });
+            Ok(Box::pin(items) as BoxItems)
+        });
+        self.procedures.push((procedure, Handler::Stream(raw)));
         self
     }
 
@@ -648,7 +762,7 @@ impl RegistryBuilder {
         let raw: Arc<RawFn> = Arc::new(move |ctx: Context, args: Value| {
             Box::pin(handler(ctx, args)) as BoxFuture<'static, CallResponse>
         });
-        self.procedures.push((procedure, raw));
+        self.procedures.push((procedure, Handler::Unary(raw)));
         self
     }
 
@@ -714,6 +828,7 @@ impl RegistryBuilder {
                     description: p.description,
                     internal: p.internal,
                     args: p.schema,
+                    stream: matches!(handler, Handler::Stream(_)),
                 },
                 schema,
                 coerce: p.coerce,
@@ -785,6 +900,52 @@ impl Registry {
         connection_identity: Option<Arc<Identity>>,
         origin: Origin,
     ) -> impl Future<Output = CallResponse> + Send + 'static {
+        self.run_as(req, connection_identity, origin, None)
+    }
+
+    /// Opens a stream procedure (see
+    /// [`RegistryBuilder::stream_procedure`]): the same checks as
+    /// [`call`](Self::call) (501, 403, middleware — which sees the opening
+    /// and may refuse it —, validation), then the handler makes the stream.
+    /// `Err` is the answer when the stream was not opened: any code of
+    /// [`call`](Self::call)'s, and 400 for a procedure that is not a
+    /// stream procedure. The items are taken from the [`ProcedureStream`];
+    /// dropping it drops the handler's stream.
+    pub fn open_stream(
+        &self,
+        req: CallRequest,
+        origin: Origin,
+    ) -> impl Future<Output = Result<ProcedureStream, CallResponse>> + Send + 'static {
+        self.open_stream_as(req, None, origin)
+    }
+
+    /// [`open_stream`](Self::open_stream) with a shared connection
+    /// identity.
+    pub(crate) fn open_stream_as(
+        &self,
+        req: CallRequest,
+        connection_identity: Option<Arc<Identity>>,
+        origin: Origin,
+    ) -> impl Future<Output = Result<ProcedureStream, CallResponse>> + Send + 'static {
+        let slot: StreamSlot = Arc::default();
+        let run = self.run_as(req, connection_identity, origin, Some(slot.clone()));
+        async move {
+            let resp = run.await;
+            let opened = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match opened {
+                Some(s) if resp.success => Ok(s),
+                _ => Err(resp),
+            }
+        }
+    }
+
+    fn run_as(
+        &self,
+        req: CallRequest,
+        connection_identity: Option<Arc<Identity>>,
+        origin: Origin,
+        slot: Option<StreamSlot>,
+    ) -> impl Future<Output = CallResponse> + Send + 'static {
         let inner = self.inner.clone();
         async move {
             let identity = match req.identity {
@@ -801,6 +962,7 @@ impl Registry {
                 identity,
                 Arc::new(origin),
                 0,
+                slot,
             );
             // A handler's panic is caught (and reported) closer to it; this
             // catches one in a middleware, so the call still gets its 500.
@@ -833,6 +995,7 @@ async fn dispatch(
     identity: Option<Arc<Identity>>,
     origin: Arc<Origin>,
     depth: u32,
+    slot: Option<StreamSlot>,
 ) -> CallResponse {
     if origin.deadline.is_some_and(|d| Instant::now() >= d) {
         return CallResponse::error(code::INTERNAL, "deadline exceeded");
@@ -849,6 +1012,25 @@ async fn dispatch(
             format!("{scope}::{procedure}::{version} is internal"),
         );
     }
+    match (&entry.handler, &slot) {
+        (Handler::Stream(_), None) => {
+            return CallResponse::error(
+                code::BAD_REQUEST,
+                format!(
+                    "{scope}::{procedure}::{version} is a stream procedure: open it as a stream (rpc.stream)"
+                ),
+            );
+        }
+        (Handler::Unary(_), Some(_)) => {
+            return CallResponse::error(
+                code::BAD_REQUEST,
+                format!(
+                    "{scope}::{procedure}::{version} is not a stream procedure: call it with rpc.call"
+                ),
+            );
+        }
+        _ => {}
+    }
     let ctx = Context {
         inner: inner.clone(),
         entry: entry.clone(),
@@ -858,15 +1040,21 @@ async fn dispatch(
     };
     if inner.middleware.is_empty() && entry.schema.is_none() {
         // The hot path: no chain to build.
-        run_handler(&inner, &entry, ctx, args).await
+        run_handler(&inner, &entry, ctx, args, slot.as_ref()).await
     } else {
         // Boxed: keeps the chain's state out of every call's future.
-        Box::pin(chain(inner, entry, ctx, args)).await
+        Box::pin(chain(inner, entry, ctx, args, slot)).await
     }
 }
 
 /// Middleware, validation and the handler.
-async fn chain(inner: Arc<Inner>, entry: Arc<Entry>, ctx: Context, args: Value) -> CallResponse {
+async fn chain(
+    inner: Arc<Inner>,
+    entry: Arc<Entry>,
+    ctx: Context,
+    args: Value,
+    slot: Option<StreamSlot>,
+) -> CallResponse {
     let identity = ctx.identity.clone();
     let origin = ctx.origin.clone();
     let depth = ctx.depth;
@@ -875,6 +1063,7 @@ async fn chain(inner: Arc<Inner>, entry: Arc<Entry>, ctx: Context, args: Value) 
         inner: inner.clone(),
         ctx,
         args: std::sync::Mutex::new(Some(args)),
+        slot,
     };
     let info = CallInfo {
         procedure: &entry.info.procedure,
@@ -1016,6 +1205,7 @@ impl Caller {
                 identity,
                 origin,
                 depth,
+                None,
             )
             .await
             .with_correlation_id(correlation_id)
@@ -1031,5 +1221,73 @@ impl Caller {
         }
         serde_json::from_value(resp.data.unwrap_or(Value::Null))
             .map_err(|e| RpcError::internal(format!("nested result does not fit: {e}")))
+    }
+}
+
+/// The items of an opened stream procedure ([`Registry::open_stream`]).
+/// Each is a value, or an error that ends the stream: the handler's own
+/// error item (a 500 reported to the error hook and hidden unless
+/// configured), or a 500 for a panic while polling it. It ends after an
+/// error. Dropping it drops the handler's stream at once.
+pub struct ProcedureStream {
+    items: Option<BoxItems>,
+    inner: Arc<Inner>,
+    entry: Arc<Entry>,
+    ctx: Context,
+}
+
+impl fmt::Debug for ProcedureStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcedureStream")
+            .field("procedure", &self.entry.info.procedure)
+            .field("ended", &self.items.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcedureStream {
+    /// The handler's context (identity, origin, deadline).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Stream for ProcedureStream {
+    type Item = Result<Value, RpcError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(items) = this.items.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| items.as_mut().poll_next(cx)));
+        let fault = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Some(Ok(v)))) => return Poll::Ready(Some(Ok(v))),
+            Ok(Poll::Ready(None)) => {
+                this.items = None;
+                return Poll::Ready(None);
+            }
+            Ok(Poll::Ready(Some(Err(e)))) if e.code != code::INTERNAL => {
+                this.items = None;
+                return Poll::Ready(Some(Err(e)));
+            }
+            Ok(Poll::Ready(Some(Err(e)))) => HandlerFault::Error(e.message),
+            Err(panic) => HandlerFault::Panic(panic_message(panic.as_ref())),
+        };
+        this.items = None;
+        let text = match &fault {
+            HandlerFault::Error(m) | HandlerFault::Panic(m) => m.clone(),
+        };
+        report_fault(&this.inner, &this.entry, &this.ctx, fault);
+        let message = if this.inner.limits.expose_internal_errors {
+            text
+        } else {
+            "internal error".to_owned()
+        };
+        Poll::Ready(Some(Err(RpcError::new(code::INTERNAL, message))))
     }
 }

@@ -30,6 +30,10 @@ pub mod code {
     /// A limit refused the call (rate, calls in flight). An extension to the
     /// therms codes.
     pub const TOO_MANY_REQUESTS: u16 = 429;
+    /// The caller cancelled the stream (the end of a cancelled
+    /// `rpc.stream`, which the caller no longer waits for). An extension
+    /// to the therms codes.
+    pub const CANCELLED: u16 = 499;
     /// The handler failed, panicked, or did not answer in time.
     pub const INTERNAL: u16 = 500;
     /// No procedure is registered for this scope, procedure and version.

@@ -1,10 +1,12 @@
 //! Procedures over real jsonlink links on 127.0.0.1 (TLS, tokio): the codes,
 //! identity and peer, nested calls, middleware, the error hook, deadlines,
-//! both directions, the RpcClient's fallback rules; fault cases P3, P4, P6.
+//! both directions, the RpcClient's fallback rules; fault cases P3, P4, P6
+//! (its stream half too; the streams themselves are in `stream.rs`).
 
 mod common;
 
 use common::{capture_logs, pair, record};
+use futures_lite::StreamExt;
 use jsonlink_rpc::{
     BoxFuture, CallInfo, CallRequest, CallResponse, ClientError, ErrorEvent, HandlerFault,
     Identity, LinkOptions, LinkTransport, Next, Origin, Procedure, Registry, RpcClient, RpcError,
@@ -415,7 +417,19 @@ async fn p6_panic_and_a_handler_that_never_returns() {
     let started2 = started.clone();
     let hooks = Arc::new(Mutex::new(Vec::<ErrorEvent>::new()));
     let hooks2 = hooks.clone();
+    let (stream_dropped_tx, stream_dropped_rx) = tokio::sync::oneshot::channel();
+    let stream_dropped_tx = Mutex::new(Some(stream_dropped_tx));
+    let produced = Arc::new(AtomicUsize::new(0));
+    let produced2 = produced.clone();
     let reg = Registry::builder()
+        .stream_procedure(Procedure::new("ticks"), move |_cx, _: Value| {
+            let flag = DropFlag(stream_dropped_tx.lock().unwrap().take());
+            let produced = produced2.clone();
+            futures_lite::stream::unfold((0u64, flag), move |(i, flag)| {
+                produced.fetch_add(1, Ordering::SeqCst);
+                async move { Some((Ok::<_, RpcError>(i), (i + 1, flag))) }
+            })
+        })
         .procedure(Procedure::new("forever"), move |_cx, _: Value| {
             let flag = DropFlag(dropped_tx.lock().unwrap().take());
             let started = started2.clone();
@@ -466,9 +480,38 @@ async fn p6_panic_and_a_handler_that_never_returns() {
     );
     let r = rpc_call(&p.client, &CallRequest::new("after", Value::Null)).await;
     assert_eq!(r.data, Some(json!("still serving")));
+    // The stream half: an endless stream, window 2, cancelled by dropping
+    // it after 3 items.
+    let t = LinkTransport::client(p.client.clone())
+        .runtime(jl::runtime())
+        .window(2);
+    let mut s = t
+        .stream(CallRequest::new("ticks", Value::Null))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(s.next().await.unwrap().unwrap(), json!(i));
+    }
+    drop(s);
+    tokio::time::timeout(Duration::from_secs(5), stream_dropped_rx)
+        .await
+        .expect("the producer's stream dropped on the cancel")
+        .unwrap();
+    let made = produced.load(Ordering::SeqCst);
+    // 3 read + at most the window granted + the one in hand.
+    assert!(made <= 3 + 2 + 1, "produced {made}");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while p.server.stats().requests_in_flight != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the stream's handler task ended");
+    let r = rpc_call(&p.client, &CallRequest::new("ticks", Value::Null)).await;
+    assert_eq!(r.code, code::BAD_REQUEST);
     record(
         "P6",
-        "panic: 500 \"internal error\" (no internals), the error hook got the panic text, the server serves on; never-returning handler: 500 \"deadline exceeded\" at the 300 ms call timeout, its future dropped; streams: not implemented (procedures answer one value)",
+        "panic: 500 \"internal error\" (no internals), the error hook got the panic text, the server serves on; never-returning handler: 500 \"deadline exceeded\" at the 300 ms call timeout, its future dropped; stream: an endless stream (window 2) dropped by the caller after 3 items: rpc.cancel, the producer's stream dropped without another poll, at most 6 items made (3 read + the 2 granted + 1 in hand), its handler task ended; through the unary path: 400",
     );
     p.close().await;
 }

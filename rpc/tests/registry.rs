@@ -480,3 +480,121 @@ fn a_panicking_middleware_is_a_500_not_a_panic() {
         CallResponse::error(500, "internal error").with_correlation_id(Some(json!(4)))
     );
 }
+
+#[test]
+fn stream_procedures_in_process_checks_middleware_and_the_unary_path() {
+    use futures_lite::StreamExt;
+    let opened = Arc::new(Mutex::new(Vec::<String>::new()));
+    let opened2 = opened.clone();
+    let r = Registry::builder()
+        .stream_procedure(
+            Procedure::new("evens").schema(json!({
+                "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]
+            })),
+            |cx, a: Value| {
+                let who = cx.identity().and_then(|i| i.device_name.clone());
+                let n = a["n"].as_u64().unwrap_or(0);
+                futures_lite::stream::iter(
+                    (0..n).map(move |i| Ok::<_, RpcError>(json!([i * 2, who]))),
+                )
+            },
+        )
+        .stream_procedure(Procedure::new("hidden").internal(true), |_cx, _: Value| {
+            futures_lite::stream::iter([Ok::<_, RpcError>(1)])
+        })
+        .procedure(Procedure::new("nested"), |cx, _: Value| async move {
+            Ok::<_, RpcError>(
+                cx.call(CallRequest::new("evens", json!({"n": 1})))
+                    .await
+                    .code,
+            )
+        })
+        .middleware_fn(move |call, next| {
+            opened2.lock().unwrap().push(call.procedure.to_owned());
+            let refuse = call
+                .identity
+                .is_some_and(|i| i.device_name.as_deref() == Some("banned"));
+            Box::pin(async move {
+                if refuse {
+                    CallResponse::error(401, "banned")
+                } else {
+                    next.run(call).await
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    let infos = r.procedures();
+    assert!(
+        infos
+            .iter()
+            .find(|p| p.procedure == "evens")
+            .unwrap()
+            .stream
+    );
+    assert!(
+        !infos
+            .iter()
+            .find(|p| p.procedure == "nested")
+            .unwrap()
+            .stream
+    );
+    let device = |d: &str| Identity {
+        device_name: Some(d.into()),
+        ..Identity::default()
+    };
+    // Opened: the items, in order, with the caller's identity.
+    let s = block_on(r.open_stream(
+        CallRequest::new("evens", json!({"n": 3})).identity(device("phone")),
+        http(),
+    ))
+    .unwrap();
+    assert_eq!(
+        s.context().identity().unwrap().device_name.as_deref(),
+        Some("phone")
+    );
+    let items: Vec<_> = block_on(s.collect::<Vec<_>>());
+    assert_eq!(
+        items,
+        vec![
+            Ok(json!([0, "phone"])),
+            Ok(json!([2, "phone"])),
+            Ok(json!([4, "phone"]))
+        ]
+    );
+    // The middleware saw the opening and may refuse it.
+    let refused = block_on(r.open_stream(
+        CallRequest::new("evens", json!({"n": 3})).identity(device("banned")),
+        http(),
+    ))
+    .unwrap_err();
+    assert_eq!(refused.code, 401);
+    assert_eq!(opened.lock().unwrap().as_slice(), ["evens", "evens"]);
+    // The schema runs before the handler: 422.
+    let bad =
+        block_on(r.open_stream(CallRequest::new("evens", json!({"n": "x"})), http())).unwrap_err();
+    assert_eq!(bad.code, code::UNPROCESSABLE);
+    // 403 and 501 as for calls.
+    let e = block_on(r.open_stream(CallRequest::new("hidden", Value::Null), http())).unwrap_err();
+    assert_eq!(e.code, code::FORBIDDEN);
+    let e = block_on(r.open_stream(CallRequest::new("none", Value::Null), http())).unwrap_err();
+    assert_eq!(e.code, code::NOT_IMPLEMENTED);
+    // A unary procedure opened as a stream, and a stream called as unary
+    // (from a gateway and nested): 400.
+    let e = block_on(r.open_stream(CallRequest::new("nested", Value::Null), http())).unwrap_err();
+    assert_eq!(e.code, code::BAD_REQUEST);
+    assert!(e.message.unwrap().contains("not a stream procedure"));
+    let resp = call(
+        &r,
+        CallRequest::new("evens", json!({"n": 1})).correlation_id(json!(5)),
+        http(),
+    );
+    assert_eq!(resp.code, code::BAD_REQUEST);
+    assert_eq!(resp.correlation_id, Some(json!(5)));
+    assert_eq!(
+        resp.message.as_deref(),
+        Some("global::evens::1 is a stream procedure: open it as a stream (rpc.stream)")
+    );
+    let nested = call(&r, CallRequest::new("nested", Value::Null), http());
+    assert_eq!(nested.data, Some(json!(400)));
+}
