@@ -9,6 +9,10 @@
 //! before the answer, the answer not a CallResponse, the timeout) is
 //! [`TransportError::Failed`] and never retried.
 //!
+//! Streams: the @therms wire has none, so both transports keep the trait's
+//! default `stream` (unavailable: `RpcClient::stream` goes on to a
+//! transport that streams, such as the jsonlink link).
+//!
 //! Identity: [`HttpTransport`] sends it with every call (HTTP is
 //! stateless); [`WsTransport`] sends it once per connection, first thing
 //! after connecting, and again after every reconnect.
