@@ -154,6 +154,10 @@ impl Driver {
             o.authenticated(&link);
         }
         v.dispatch.emit(Event::Authenticated { link, info: auth });
+        // Pushed now (a new dispatcher never waits, and lifecycle events
+        // always go in): ahead of any refusal of a later join, which is
+        // reported at once.
+        v.dispatch.flush();
         self.virtuals.insert(client.0, v);
     }
 
