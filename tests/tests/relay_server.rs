@@ -378,3 +378,128 @@ fn unusable_relay_secrets_are_refused_at_bind() {
         assert!(matches!(err, Error::RelaySecrets(_)), "{err:?}");
     });
 }
+
+#[test]
+fn a_slow_relayed_client_is_answered_busy_without_stalling_the_others() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let secret = relay_secret();
+        let server = bind(
+            fx.server()
+                .relay_secrets(vec![secret.clone()])
+                .max_handler_tasks(1),
+        )
+        .await;
+        common_handlers(server.handlers());
+        let (gate_tx, gate_rx) = async_channel::bounded::<()>(1);
+        server
+            .handlers()
+            .handle_request("hold", move |_link: Link, _v: Value| {
+                let gate = gate_rx.clone();
+                async move {
+                    let _ = gate.recv().await;
+                    Ok(1)
+                }
+            });
+        let mut relay = TestRelay::connect(&fx, &server, secret).await;
+        let _relay_link = authenticated_with_info(&server).await;
+        let slow = relay.join("slow", "10.1.0.1:1");
+        let other = relay.join("other", "10.1.0.2:1");
+        relay.flush().await;
+        let _ = relayed_links(&server, 2).await;
+
+        // The slow client's first call takes its one handler slot; its
+        // second is answered busy at once; the other client is served.
+        let hold = raw(&json!({"op": "hold"}));
+        relay
+            .conn
+            .client_forward(slow, PeerRequestId(1), &hold)
+            .expect("forward");
+        relay
+            .conn
+            .client_forward(slow, PeerRequestId(2), &hold)
+            .expect("forward");
+        relay
+            .conn
+            .client_forward(
+                other,
+                PeerRequestId(1),
+                &raw(&json!({"op": "add", "a": 1, "b": 1})),
+            )
+            .expect("forward");
+        let mut busy = false;
+        let mut added = false;
+        while !(busy && added) {
+            match relay.data_event().await {
+                CoreEvent::ClientRequestFailed { client, id, error } => {
+                    assert_eq!((client, id.0), (slow, 2), "{error:?}");
+                    assert!(format!("{error:?}").contains("busy"), "{error:?}");
+                    busy = true;
+                }
+                CoreEvent::ClientResponse { client, id, body } => {
+                    assert_eq!((client, id.0, body.get()), (other, 1, "2"));
+                    added = true;
+                }
+                other => {
+                    panic!("expected busy for the slow client and 2 for the other, got {other:?}")
+                }
+            }
+        }
+        // Released, the slow client's first call is answered.
+        gate_tx.send(()).await.expect("gate");
+        match relay.data_event().await {
+            CoreEvent::ClientResponse { client, id, body } => {
+                assert_eq!((client, id.0, body.get()), (slow, 1, "1"));
+            }
+            other => panic!("expected the held answer, got {other:?}"),
+        }
+    });
+}
+
+/// X4 at the runtime level: a plain client (the client secret, no relay
+/// role) sending relay frames to a server that allows relays is closed
+/// `unexpected_frame`; no relayed client appears.
+#[test]
+fn x4_rt_relay_frames_from_a_plain_client_close_its_link() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let server = bind(fx.server().relay_secrets(vec![relay_secret()])).await;
+        let (mut raw_tls, mut conn) = fx.adversary(server.local_addr()).await;
+        assert!(!conn.is_relay());
+        let (plain, info) = authenticated_with_info(&server).await;
+        assert!(!info.relay);
+        raw_tls
+            .send(
+                b"{\"t\":\"join\",\"c\":1,\"node\":\"n\",\"designation\":\"d\",\"addr\":\"1.2.3.4:5\",\"max_frame\":4096}\n",
+            )
+            .await
+            .expect("write");
+        let (link, reason) = closed(&server).await;
+        assert_eq!(link.id(), plain.id());
+        let mut peer_saw = None;
+        while let Some(ev) = raw_tls
+            .next_event(&mut conn, SETTLE)
+            .await
+            .expect("the server closes in time")
+        {
+            if let CoreEvent::Closed(r) = ev {
+                peer_saw = Some(r);
+            }
+        }
+        let peer_saw = peer_saw.expect("the adversary's core closed");
+        assert!(
+            matches!(&peer_saw, CloseReason::Remote { code, .. } if *code == CloseCode::UnexpectedFrame),
+            "{peer_saw:?}"
+        );
+        assert!(server.links().is_empty(), "no relayed client appeared");
+        assert_eq!(reason.code(), CloseCode::UnexpectedFrame, "{reason:?}");
+        jsonlink_tests::faults::record(
+            "X4/rt",
+            format!(
+                "join from a plain client over TLS: server Closed {}, peer got close {}, no relayed link",
+                reason.code().as_str(),
+                CloseCode::UnexpectedFrame.as_str()
+            ),
+        );
+    });
+}
