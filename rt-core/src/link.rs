@@ -154,7 +154,8 @@ impl fmt::Debug for Link {
 
 impl Link {
     /// The link id: assigned by the server, counting from 1 on each
-    /// server (on a client, the id the server announced; 0 before
+    /// server, shared by direct links, relay links and relayed clients and
+    /// never reused (on a client, the id the server announced; 0 before
     /// authentication). Unique only within one server: links of a
     /// [`Multiplexer`](crate::Multiplexer) also have its own id,
     /// [`mux_id`](Self::mux_id), unique across all its entries.
@@ -197,7 +198,8 @@ impl Link {
         self.inner.counters.snapshot()
     }
 
-    /// The peer's socket address.
+    /// The peer's socket address (for a relayed client, the address its
+    /// relay reported; see [`via_relay`](Self::via_relay)).
     pub fn peer_addr(&self) -> SocketAddr {
         self.inner.peer_addr
     }
@@ -346,7 +348,10 @@ impl Link {
     /// Sends a ping carrying `data` (a JSON object, like zetta-rpc's
     /// `pingDataObject`), or a bare ping for `None`. The peer sees
     /// [`Event::Ping`](crate::Event::Ping) and answers with a pong
-    /// ([`Event::Pong`](crate::Event::Pong) here).
+    /// ([`Event::Pong`](crate::Event::Pong) here). Not on a relayed
+    /// client's link ([`via_relay`](Self::via_relay)): PROTOCOL.md §18
+    /// carries no pings for relayed clients, so it fails with
+    /// [`Error::Send`] ([`SendError::NotRelay`](jsonlink_proto::SendError::NotRelay)).
     ///
     /// # Errors
     ///

@@ -118,6 +118,9 @@ impl Driver {
             relay: false,
         };
         let link = new_virtual_link(&self.link, client, addr, auth.clone());
+        if let Some(o) = &self.ctx.observer {
+            o.created(&link);
+        }
         link.inner.accepting.store(TAKES_ALL, Ordering::Release);
         let span = tracing::info_span!(
             "jsonlink.relayed",
