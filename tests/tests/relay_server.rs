@@ -503,3 +503,67 @@ fn x4_rt_relay_frames_from_a_plain_client_close_its_link() {
         );
     });
 }
+
+#[test]
+fn closing_a_relayed_link_and_shutting_down_end_relayed_clients() {
+    on_tokio(Gauges::Shared, |rt| async move {
+        let fx = Fixture::new(rt);
+        let secret = relay_secret();
+        let server = bind(fx.server().relay_secrets(vec![secret.clone()])).await;
+        let mut relay = TestRelay::connect(&fx, &server, secret).await;
+        let (relay_link, _) = authenticated_with_info(&server).await;
+        let a = relay.join("a", "10.2.0.1:1");
+        let b = relay.join("b", "10.2.0.2:1");
+        relay.flush().await;
+        let links = relayed_links(&server, 2).await;
+
+        // Link::close on a relayed client: the relay gets the going-away
+        // notice for it, answers with its leave, and the link is Closed.
+        links[0].close("enough").await;
+        match relay.data_event().await {
+            CoreEvent::ClientClosing { client, reason } => {
+                assert_eq!((client, reason.as_str()), (a, "enough"));
+            }
+            other => panic!("expected the notice for the client, got {other:?}"),
+        }
+        relay
+            .conn
+            .leave(Instant::now(), a, CloseCode::Normal, "")
+            .expect("leave");
+        relay.flush().await;
+        let (gone, _) = closed(&server).await;
+        assert_eq!(gone.id(), links[0].id());
+        assert!(links[0].is_closed());
+        assert!(!links[1].is_closed());
+        assert_eq!(links[1].stats().messages_in, 0);
+
+        // Shutdown: the relay link closes gracefully and takes its client.
+        let stopping = {
+            let server = server.clone();
+            tokio::spawn(async move {
+                server
+                    .shutdown(Instant::now() + std::time::Duration::from_secs(5))
+                    .await;
+            })
+        };
+        let mut ended = false;
+        while !ended {
+            match relay.raw.next_event(&mut relay.conn, SETTLE).await {
+                Ok(Some(CoreEvent::Closed(_))) | Ok(None) | Err(_) => ended = true,
+                Ok(Some(_)) => relay.flush().await,
+            }
+        }
+        let mut closed_ids = HashSet::new();
+        for _ in 0..2 {
+            let (link, _) = closed(&server).await;
+            closed_ids.insert(link.id());
+        }
+        assert_eq!(closed_ids, HashSet::from([links[1].id(), relay_link.id()]));
+        tokio::time::timeout(SETTLE, stopping)
+            .await
+            .expect("shutdown returns")
+            .expect("task");
+        assert!(server.links().is_empty());
+        let _ = b;
+    });
+}

@@ -302,6 +302,7 @@ impl Driver {
                         bump(&self.ctx.counters.messages_out, 1);
                         if let Some(v) = self.virtuals.get_mut(&client.0) {
                             v.counts.messages_out += 1;
+                            self.dirty.insert(client.0);
                         }
                     }
                     Err(_) => {}
@@ -326,6 +327,7 @@ impl Driver {
                         Some(v) => {
                             v.counts.requests_out += 1;
                             v.requests.insert(&self.ctx, id, reply);
+                            self.dirty.insert(client.0);
                         }
                         None => {
                             let _ = reply.send(Err(Error::ConnectionLost));

@@ -250,6 +250,12 @@ pub(crate) struct Driver {
     leaving: Vec<Virtual>,
     /// Why each virtual link in `leaving` ended.
     left_reasons: std::collections::HashMap<u64, CloseReason>,
+    /// The virtual links touched since their last flush (events staged, a
+    /// delivery waiting, counters changed): only these are visited each
+    /// round, so an idle relayed client costs its relay link nothing.
+    dirty: std::collections::HashSet<u64>,
+    /// Whether a virtual link's delivery waits (room in the event stream).
+    virtual_waiting: bool,
 }
 
 impl Driver {
@@ -296,6 +302,8 @@ impl Driver {
             virtuals: std::collections::HashMap::new(),
             leaving: Vec::new(),
             left_reasons: std::collections::HashMap::new(),
+            dirty: std::collections::HashSet::new(),
+            virtual_waiting: false,
         }
     }
 
@@ -312,7 +320,7 @@ impl Driver {
         }
         let now = self.rt.now();
         let mut progress = self.dispatch.poll_waiting(cx);
-        if !self.virtuals.is_empty() || !self.leaving.is_empty() {
+        if !self.dirty.is_empty() || !self.leaving.is_empty() {
             progress |= self.poll_virtuals(cx);
         }
         progress |= self.take_input(cx, now);
@@ -391,6 +399,8 @@ impl Driver {
                 E::ClientMessage { client, op, body } => {
                     if let Some(v) = self.virtuals.get_mut(&client.0) {
                         v.dispatch.message(op, body);
+                        self.virtual_waiting |= v.dispatch.is_waiting();
+                        self.dirty.insert(client.0);
                     }
                 }
                 E::ClientRequest {
@@ -400,7 +410,10 @@ impl Driver {
                     body,
                 } => match self.virtuals.get_mut(&client.0) {
                     Some(v) => {
-                        if let Some(answer) = v.dispatch.request(id, op, body) {
+                        let answer = v.dispatch.request(id, op, body);
+                        self.virtual_waiting |= v.dispatch.is_waiting();
+                        self.dirty.insert(client.0);
+                        if let Some(answer) = answer {
                             self.inbox.answer_now(&mut self.conn, answer);
                         }
                     }
@@ -422,9 +435,7 @@ impl Driver {
             }
         }
         self.dispatch.flush();
-        for v in self.virtuals.values_mut() {
-            v.dispatch.flush();
-        }
+        self.flush_virtuals();
         progress
     }
 
@@ -535,9 +546,6 @@ impl Driver {
         counts.bytes_in = s.bytes_in;
         counts.bytes_out = s.bytes_out;
         self.link.inner.counters.publish(counts);
-        if !self.virtuals.is_empty() {
-            self.sync_virtual_stats();
-        }
     }
 
     /// Moves the link's life on once the core has ended: deliveries done →

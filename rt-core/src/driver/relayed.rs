@@ -49,22 +49,51 @@ impl Driver {
     /// waiting: the link then neither reads nor dispatches.
     pub(super) fn delivery_waiting(&self) -> bool {
         self.dispatch.is_waiting()
-            || self
-                .virtuals
-                .values()
-                .chain(self.leaving.iter())
-                .any(|v| v.dispatch.is_waiting())
+            || self.virtual_waiting
+            || self.leaving.iter().any(|v| v.dispatch.is_waiting())
     }
 
-    /// Polls the virtual links' waiting deliveries, flushes their staged
-    /// events, and ends those that left once everything they dispatched
-    /// is delivered; whether anything moved.
-    pub(super) fn poll_virtuals(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        for v in self.virtuals.values_mut() {
-            progress |= v.dispatch.poll_waiting(cx);
-            progress |= v.dispatch.flush();
+    /// Flushes the staged events of the virtual links touched and
+    /// publishes their counters; those still not idle stay touched.
+    pub(super) fn flush_virtuals(&mut self) -> bool {
+        self.visit_dirty(None)
+    }
+
+    /// As [`flush_virtuals`](Self::flush_virtuals), polling their waiting
+    /// deliveries first (with `cx`).
+    fn visit_dirty(&mut self, mut cx: Option<&mut Context<'_>>) -> bool {
+        if self.dirty.is_empty() {
+            self.virtual_waiting = false;
+            return false;
         }
+        let mut progress = false;
+        let mut waiting = false;
+        let dirty = std::mem::take(&mut self.dirty);
+        for c in dirty {
+            let Some(v) = self.virtuals.get_mut(&c) else {
+                continue;
+            };
+            if let Some(cx) = cx.as_deref_mut() {
+                progress |= v.dispatch.poll_waiting(cx);
+            }
+            progress |= v.dispatch.flush();
+            v.counts.messages_in = v.dispatch.messages_in;
+            v.counts.requests_in = v.dispatch.requests_in;
+            v.link.inner.counters.publish(&v.counts);
+            waiting |= v.dispatch.is_waiting();
+            if !v.dispatch.is_idle() {
+                self.dirty.insert(c);
+            }
+        }
+        self.virtual_waiting = waiting;
+        progress
+    }
+
+    /// Polls the touched virtual links' waiting deliveries, flushes their
+    /// staged events, and ends those that left once everything they
+    /// dispatched is delivered; whether anything moved.
+    pub(super) fn poll_virtuals(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = self.visit_dirty(Some(cx));
         let mut i = 0;
         while i < self.leaving.len() {
             let v = &mut self.leaving[i];
@@ -220,15 +249,6 @@ impl Driver {
     ) {
         let err = RemoteError::new(RemoteError::INTERNAL, "the client is not a link here");
         let _ = self.conn.client_respond(client, id, Err(&err));
-    }
-
-    /// Publishes the virtual links' counters.
-    pub(super) fn sync_virtual_stats(&mut self) {
-        for v in self.virtuals.values_mut() {
-            v.counts.messages_in = v.dispatch.messages_in;
-            v.counts.requests_in = v.dispatch.requests_in;
-            v.link.inner.counters.publish(&v.counts);
-        }
     }
 
     /// The relay link ended without the core's `Left` for some clients
