@@ -176,6 +176,12 @@ pub enum Error {
     /// Another refusal by the core, e.g. ping data that is not an object.
     #[error(transparent)]
     Send(SendError),
+    /// The relay secrets given to
+    /// [`ServerBuilder::relay_secrets`](crate::ServerBuilder::relay_secrets)
+    /// are unusable (too many, or one equals the client secret); the
+    /// server was not bound.
+    #[error("relay secrets: {0}")]
+    RelaySecrets(jsonlink_proto::RelaySecretsError),
 }
 
 /// One line saying why the handshake was rejected and what usually causes

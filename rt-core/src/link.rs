@@ -38,6 +38,39 @@ pub(crate) enum Command {
     },
     /// Close this link gracefully.
     Close { reason: String },
+    /// A command for a relayed client's virtual link, queued on its relay
+    /// link's one queue (PROTOCOL.md §18): the relay link's driver gives
+    /// it to the core as the `client_*` command for `client`.
+    Relayed {
+        client: jsonlink_proto::ClientId,
+        cmd: Box<Self>,
+    },
+}
+
+impl Command {
+    /// The command itself, without a relayed client's tag.
+    pub(crate) fn unwrap_relayed(&self) -> &Self {
+        match self {
+            Self::Relayed { cmd, .. } => cmd.unwrap_relayed(),
+            c => c,
+        }
+    }
+
+    /// As [`unwrap_relayed`](Self::unwrap_relayed), by value.
+    pub(crate) fn into_unwrapped(self) -> Self {
+        match self {
+            Self::Relayed { cmd, .. } => cmd.into_unwrapped(),
+            c => c,
+        }
+    }
+}
+
+/// Where a relayed client's virtual link sends its commands: its relay
+/// link, tagged with the client id.
+#[derive(Clone)]
+pub(crate) struct RelayRoute {
+    pub(crate) relay: Link,
+    pub(crate) client: jsonlink_proto::ClientId,
 }
 
 /// A close order from the owner (server shutdown, client close). Sent on a
@@ -68,6 +101,9 @@ pub(crate) struct LinkInner {
     /// Set when a [`Multiplexer`](crate::Multiplexer) owns the link: its
     /// entry and the Multiplexer's id for it.
     pub(crate) tag: OnceLock<MuxTag>,
+    /// Set on a relayed client's virtual link: its commands go through
+    /// the relay link's queue.
+    pub(crate) relay: Option<RelayRoute>,
 }
 
 /// Which [`Multiplexer`](crate::Multiplexer) entry a link belongs to, and
@@ -118,7 +154,8 @@ impl fmt::Debug for Link {
 
 impl Link {
     /// The link id: assigned by the server, counting from 1 on each
-    /// server (on a client, the id the server announced; 0 before
+    /// server, shared by direct links, relay links and relayed clients and
+    /// never reused (on a client, the id the server announced; 0 before
     /// authentication). Unique only within one server: links of a
     /// [`Multiplexer`](crate::Multiplexer) also have its own id,
     /// [`mux_id`](Self::mux_id), unique across all its entries.
@@ -161,7 +198,8 @@ impl Link {
         self.inner.counters.snapshot()
     }
 
-    /// The peer's socket address.
+    /// The peer's socket address (for a relayed client, the address its
+    /// relay reported; see [`via_relay`](Self::via_relay)).
     pub fn peer_addr(&self) -> SocketAddr {
         self.inner.peer_addr
     }
@@ -190,9 +228,39 @@ impl Link {
             .and_then(crate::Server::from_weak)
     }
 
-    /// Whether the link's driver has ended.
+    /// Whether the link's driver has ended (for a relayed client: whether
+    /// its virtual link has ended).
     pub fn is_closed(&self) -> bool {
         self.inner.cmd.is_closed()
+    }
+
+    /// For a client reached through a relay (PROTOCOL.md §18): the link id
+    /// of the relay's own link to this server; `None` for a direct link.
+    /// A relayed client's [`peer_addr`](Self::peer_addr) is the address
+    /// the relay reported in its `join` (the relay's own address if that
+    /// did not parse).
+    pub fn via_relay(&self) -> Option<u64> {
+        self.inner.relay.as_ref().map(|r| r.relay.id())
+    }
+
+    /// The queue this link's commands go to: its own, or its relay link's.
+    fn queue(&self) -> &Queue<Command> {
+        match &self.inner.relay {
+            Some(r) => &r.relay.inner.cmd,
+            None => &self.inner.cmd,
+        }
+    }
+
+    /// `cmd` as queued on [`queue`](Self::queue): tagged with the client
+    /// id on a relayed client's link.
+    fn wrap(&self, cmd: Command) -> Command {
+        match &self.inner.relay {
+            Some(r) => Command::Relayed {
+                client: r.client,
+                cmd: Box::new(cmd),
+            },
+            None => cmd,
+        }
     }
 
     send_methods! {
@@ -232,9 +300,8 @@ impl Link {
     pub async fn send_raw(&self, body: Arc<RawValue>) -> Result<(), Error> {
         self.check_send(&body)?;
         let weight = body.get().len();
-        self.inner
-            .cmd
-            .push(Command::Send { body }, weight)
+        self.queue()
+            .push(self.wrap(Command::Send { body }), weight)
             .await
             .map_err(|_| Error::NotConnected)
     }
@@ -281,7 +348,10 @@ impl Link {
     /// Sends a ping carrying `data` (a JSON object, like zetta-rpc's
     /// `pingDataObject`), or a bare ping for `None`. The peer sees
     /// [`Event::Ping`](crate::Event::Ping) and answers with a pong
-    /// ([`Event::Pong`](crate::Event::Pong) here).
+    /// ([`Event::Pong`](crate::Event::Pong) here). Not on a relayed
+    /// client's link ([`via_relay`](Self::via_relay)): PROTOCOL.md §18
+    /// carries no pings for relayed clients, so it fails with
+    /// [`Error::Send`] ([`SendError::NotRelay`](jsonlink_proto::SendError::NotRelay)).
     ///
     /// # Errors
     ///
@@ -296,9 +366,8 @@ impl Link {
             .map_err(Error::Encode)?;
         let (tx, rx) = oneshot::channel();
         let weight = data.as_ref().map_or(0, |d| d.get().len());
-        self.inner
-            .cmd
-            .push(Command::Ping { data, ack: tx }, weight)
+        self.queue()
+            .push(self.wrap(Command::Ping { data, ack: tx }), weight)
             .await
             .map_err(|_| Error::NotConnected)?;
         rx.await.unwrap_or(Err(Error::NotConnected))
@@ -308,9 +377,11 @@ impl Link {
     /// full or the link is gone (used by broadcast).
     pub(crate) fn try_send_raw(&self, body: Arc<RawValue>) -> bool {
         let weight = body.get().len();
-        self.inner
-            .cmd
-            .try_push(Command::Send { body }, weight)
+        if self.inner.relay.is_some() && !self.takes_commands() {
+            return false;
+        }
+        self.queue()
+            .try_push(self.wrap(Command::Send { body }), weight)
             .is_ok()
     }
 
@@ -346,23 +417,25 @@ impl Link {
     ) -> Result<RawJson, Error> {
         let (tx, rx) = oneshot::channel();
         let weight = body.get().len();
-        let cmd = Command::Request {
+        if self.inner.relay.is_some() && self.inner.cmd.is_closed() {
+            return Err(Error::NotConnected);
+        }
+        let cmd = self.wrap(Command::Request {
             body,
             deadline,
             reply: tx,
-        };
+        });
         // Fast path: room in the command queue. The core times the
         // request out at `deadline` (and the driver fails a request it holds
         // back for backpressure at its deadline), so no timer is needed here.
-        let cmd = match self.inner.cmd.try_push(cmd, weight) {
+        let cmd = match self.queue().try_push(cmd, weight) {
             Ok(()) => return rx.await.unwrap_or(Err(Error::ConnectionLost)),
             Err(PushError::Closed(_)) => return Err(Error::NotConnected),
             Err(PushError::Full(cmd)) => cmd,
         };
         // The queue is full (backpressure): bound the wait for room too.
         let exchange = async {
-            self.inner
-                .cmd
+            self.queue()
                 .push(cmd, weight)
                 .await
                 .map_err(|_| Error::NotConnected)?;
@@ -377,13 +450,15 @@ impl Link {
     /// get up to the close timeout to finish (messages may still be sent
     /// meanwhile, see [`send`](Self::send)).
     pub async fn close(&self, reason: &str) {
+        if self.inner.relay.is_some() && self.inner.cmd.is_closed() {
+            return;
+        }
         let _ = self
-            .inner
-            .cmd
+            .queue()
             .push(
-                Command::Close {
+                self.wrap(Command::Close {
                     reason: reason.to_owned(),
-                },
+                }),
                 reason.len(),
             )
             .await;

@@ -84,12 +84,49 @@ impl ServerBuilder {
         self
     }
 
+    /// Accepts relays (PROTOCOL.md §18): a connection authenticating with
+    /// one of these secrets (and offering the `relay` extension) is a relay
+    /// link, and each client its relay announces (`join`) becomes a
+    /// [`Link`] of its own — a server-wide link id, its identity and
+    /// address from the join, [`Link::via_relay`] naming the relay link,
+    /// the same handlers, events, [`Server::send`], [`Server::request`] and
+    /// [`Server::broadcast`] as a direct client. Relayed clients count
+    /// against [`max_connections`](Self::max_connections) and, by the
+    /// address in their join, [`max_connections_per_ip`](Self::max_connections_per_ip);
+    /// past either the join is refused (`leave` with code `refused`, and an
+    /// [`Event::Error`] with [`Error::Refused`]). At most 16 secrets, none
+    /// equal to the client secret (checked by [`bind`](Self::bind)).
+    /// Default: none (no relays accepted).
+    pub fn relay_secrets(mut self, secrets: Vec<Secret>) -> Self {
+        self.config.relay_secrets = secrets;
+        self
+    }
+
+    /// The relayed clients one relay connection may have live at once;
+    /// past it a join is refused (`leave` with code `refused`). Default
+    /// [`DEFAULT_MAX_RELAYED_CLIENTS`](jsonlink_proto::DEFAULT_MAX_RELAYED_CLIENTS)
+    /// (16384).
+    pub fn max_relayed_clients(mut self, n: usize) -> Self {
+        self.config.max_relayed_clients = n;
+        self
+    }
+
+    /// The requests of all clients of one relay connection awaiting our
+    /// answer at once; past it a new one is answered `busy`. Default
+    /// [`DEFAULT_MAX_RELAYED_INCOMING`](jsonlink_proto::DEFAULT_MAX_RELAYED_INCOMING)
+    /// (65536).
+    pub fn max_relayed_incoming(mut self, n: usize) -> Self {
+        self.config.max_relayed_incoming = n;
+        self
+    }
+
     /// Binds the listener and starts accepting.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the address cannot be bound (in use, not
-    /// local, not permitted).
+    /// local, not permitted); [`Error::RelaySecrets`] if the
+    /// [`relay_secrets`](Self::relay_secrets) are unusable.
     pub async fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
         let (server, _) = self.bind_inner(addr, false).await?;
         Ok(server)
@@ -113,6 +150,9 @@ impl ServerBuilder {
         detach_events: bool,
     ) -> Result<(Server, Option<EventStream>), Error> {
         saturate_durations(&mut self.config);
+        self.config
+            .check_relay_secrets()
+            .map_err(Error::RelaySecrets)?;
         let listener = self.rt.bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (ctx, events) = LinkCtx::new(
@@ -401,7 +441,64 @@ impl ServerHooks {
     }
 }
 
+impl ServerShared {
+    /// Admits a relayed client joining from `addr` on `relay`: a
+    /// server-wide link id and a registry entry, within the connection
+    /// limits (counted by the join's address).
+    fn admit_relayed(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+    ) -> Result<crate::driver::Admitted, &'static str> {
+        let ip = addr.ip();
+        let counters = &self.ctx.counters;
+        bump(&counters.connections_total, 1);
+        let mut reg = self.registry();
+        if reg.closed || self.shutting_down.load(Ordering::Acquire) {
+            return Err("server shutting down");
+        }
+        if reg.links.len() >= self.max_connections {
+            return Err("max_connections");
+        }
+        if self
+            .max_connections_per_ip
+            .is_some_and(|max| reg.per_ip.get(&ip).copied().unwrap_or(0) >= max)
+        {
+            return Err("max_connections_per_ip");
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        reg.links.insert(
+            id,
+            Entry {
+                // The relay link's own close order covers its clients.
+                close_order: None,
+                link: None,
+            },
+        );
+        *reg.per_ip.entry(ip).or_default() += 1;
+        drop(reg);
+        bump(&counters.connections, 1);
+        let hooks = ServerHooks {
+            shared: self.clone(),
+            id,
+            ip,
+            released: false,
+        };
+        Ok(crate::driver::Admitted {
+            id,
+            hooks: Box::new(hooks),
+        })
+    }
+}
+
 impl LinkHooks for ServerHooks {
+    fn join(
+        &mut self,
+        _relay: &Link,
+        addr: SocketAddr,
+    ) -> Result<crate::driver::Admitted, &'static str> {
+        self.shared.admit_relayed(addr)
+    }
+
     fn authenticated(&mut self, link: &Link) {
         if let Some(e) = self.shared.registry().links.get_mut(&self.id) {
             e.link = Some(link.clone());
@@ -594,7 +691,8 @@ impl Server {
         self.link(id).ok_or(Error::UnknownLink(id))
     }
 
-    /// Sends a message to every authenticated link without waiting: the
+    /// Sends a message to every authenticated link (relayed clients
+    /// included, relay links themselves not) without waiting: the
     /// value is encoded once; a link whose command queue is full is
     /// skipped (counted in [`Stats::broadcast_skipped`]), so one slow
     /// reader cannot stall the rest. Returns how many links it was queued
@@ -608,7 +706,12 @@ impl Server {
         let body: Arc<serde_json::value::RawValue> =
             Arc::from(serde_json::value::to_raw_value(value).map_err(Error::Encode)?);
         let mut queued = 0;
-        for link in self.links() {
+        // A relay's own link is skipped: its clients are links of their own.
+        for link in self
+            .links()
+            .into_iter()
+            .filter(|l| !l.auth().is_some_and(|a| a.relay))
+        {
             if link.try_send_raw(body.clone()) {
                 queued += 1;
             } else {

@@ -24,6 +24,9 @@ pub(crate) struct Answer {
     /// core answers with its own error
     /// ([`Connection::respond_too_large`]).
     pub(crate) too_large: Option<(usize, usize)>,
+    /// Set when the request came from a relayed client: answered with
+    /// `client_respond` (whose core replaces an answer too large itself).
+    pub(crate) client: Option<jsonlink_proto::ClientId>,
 }
 
 impl Answer {
@@ -45,6 +48,7 @@ impl Answer {
             result,
             op,
             too_large,
+            client: link.inner.relay.as_ref().map(|r| r.client),
         }
     }
 
@@ -61,9 +65,21 @@ impl Answer {
     /// back (`Blocked`). An answer replaced for being too large is logged
     /// here, once.
     pub(crate) fn give_to(self, conn: &mut Connection) -> Option<Self> {
-        let given = match self.too_large {
-            Some((size, _)) => conn.respond_too_large(self.id, size),
-            None => conn.respond(self.id, self.result.as_ref().map(|b| &**b)),
+        let given = match (self.client, self.too_large) {
+            (Some(c), Some(_)) => {
+                // The core replaces it and logs nothing: warn here.
+                let r = conn.client_respond(c, self.id, self.result.as_ref().map(|b| &**b));
+                if let Err(SendError::Blocked) = r {
+                    return Some(self);
+                }
+                if let Some((size, limit)) = self.too_large {
+                    warn_too_large(self.id, self.op.as_deref(), size, limit);
+                }
+                return None;
+            }
+            (Some(c), None) => conn.client_respond(c, self.id, self.result.as_ref().map(|b| &**b)),
+            (None, Some((size, _))) => conn.respond_too_large(self.id, size),
+            (None, None) => conn.respond(self.id, self.result.as_ref().map(|b| &**b)),
         };
         match given {
             Err(SendError::Blocked) => return Some(self),
@@ -88,7 +104,11 @@ impl Answer {
                     RemoteError::INTERNAL,
                     format!("the answer was nested deeper than the {limit}-level depth limit"),
                 );
-                if let Err(SendError::Blocked) = conn.respond(self.id, Err(&err)) {
+                let r = match self.client {
+                    Some(c) => conn.client_respond(c, self.id, Err(&err)),
+                    None => conn.respond(self.id, Err(&err)),
+                };
+                if let Err(SendError::Blocked) = r {
                     return Some(Self {
                         result: Err(err),
                         ..self
@@ -219,6 +239,7 @@ impl Drop for Responder {
                 )),
                 op: self.op.take(),
                 too_large: None,
+                client: self.link.inner.relay.as_ref().map(|r| r.client),
             };
             let _ = tx.try_push(answer, 0);
         }

@@ -50,6 +50,11 @@ pub(crate) struct Dispatcher {
     /// [`LinkStats`](crate::LinkStats), published by the driver).
     pub(crate) messages_in: u64,
     pub(crate) requests_in: u64,
+    /// A relayed client's dispatcher: past the handler budget its requests
+    /// are answered `busy` and its messages dropped (counted), instead of
+    /// the link waiting, so one slow client never stops its relay link
+    /// from reading for the others.
+    shed: bool,
 }
 
 impl Dispatcher {
@@ -70,7 +75,29 @@ impl Dispatcher {
             staged: VecDeque::new(),
             messages_in: 0,
             requests_in: 0,
+            shed: false,
         }
+    }
+
+    /// A relayed client's dispatcher (see the `shed` field): past the
+    /// handler budget it sheds instead of waiting.
+    pub(crate) fn shedding(mut self) -> Self {
+        self.shed = true;
+        self
+    }
+
+    /// Whether a shedding dispatcher has no room for a handler call of
+    /// `bytes` now (room only grows until the driver admits a call, so
+    /// the admission that follows a `false` cannot wait).
+    fn over_budget(&self, bytes: usize) -> bool {
+        if !self.shed {
+            return false;
+        }
+        let limits = BudgetLimits {
+            tasks: self.ctx.options.max_handler_tasks,
+            bytes: self.ctx.options.max_handler_bytes,
+        };
+        self.budget.try_acquire(limits, bytes).is_none()
     }
 
     /// Whether a delivery is waiting: the link then neither reads nor
@@ -110,6 +137,11 @@ impl Dispatcher {
             body,
         };
         let bytes = msg.body.get().len();
+        if handler.is_some() && self.over_budget(bytes) {
+            tracing::debug!(op = ?msg.op.as_deref(), "relayed client over its handler budget: message dropped");
+            bump(&self.ctx.counters.dropped_messages, 1);
+            return;
+        }
         match handler {
             Some(MessageRoute::Ordered(h)) => self.run_handler(Job::Ordered(h, msg), bytes),
             Some(MessageRoute::Concurrent(h)) => self.run_handler(Job::Task(h(msg)), bytes),
@@ -150,6 +182,13 @@ impl Dispatcher {
             op,
             body,
         };
+        if handler.is_some() && self.over_budget(req.body.get().len()) {
+            let _ = req.responder.respond_error(RemoteError::new(
+                RemoteError::BUSY,
+                "too many requests in progress for this client",
+            ));
+            return None;
+        }
         match handler {
             Some(h) => {
                 let bytes = req.body.get().len();

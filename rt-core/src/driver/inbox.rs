@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use async_channel::Receiver;
 use futures_lite::Stream;
-use jsonlink_proto::{Connection, SendError};
+use jsonlink_proto::{ClientId, CloseCode, Connection, SendError};
 
 use crate::dispatch::Answer;
 use crate::error::Error;
@@ -276,6 +276,89 @@ impl Driver {
                 self.conn.close(now, &reason);
                 None
             }
+            Command::Relayed { client, cmd } => {
+                self.apply_relayed(client, *cmd, now)
+                    .map(|cmd| Command::Relayed {
+                        client,
+                        cmd: Box::new(cmd),
+                    })
+            }
+        }
+    }
+
+    /// Gives a relayed client's command to the core as its `client_*`
+    /// command; gives it back if the core pushes back. A client that has
+    /// left fails it with [`Error::NotConnected`].
+    fn apply_relayed(&mut self, client: ClientId, cmd: Command, now: Instant) -> Option<Command> {
+        let gone = |e: SendError| match e {
+            SendError::UnknownClient(_) => Error::NotConnected,
+            e => Error::from_send(e),
+        };
+        match cmd {
+            Command::Send { body } => {
+                match self.conn.client_send(client, &body) {
+                    Err(SendError::Blocked) => return Some(Command::Send { body }),
+                    Ok(()) => {
+                        bump(&self.ctx.counters.messages_out, 1);
+                        if let Some(v) = self.virtuals.get_mut(&client.0) {
+                            v.counts.messages_out += 1;
+                            self.dirty.insert(client.0);
+                        }
+                    }
+                    Err(_) => {}
+                }
+                None
+            }
+            Command::Request {
+                body,
+                deadline,
+                reply,
+            } => {
+                if reply.is_canceled() {
+                    return None;
+                }
+                if now >= deadline {
+                    let _ = reply.send(Err(Error::Timeout));
+                    return None;
+                }
+                let timeout = deadline.saturating_duration_since(now);
+                match self.conn.client_request(now, client, &body, Some(timeout)) {
+                    Ok(id) => match self.virtuals.get_mut(&client.0) {
+                        Some(v) => {
+                            v.counts.requests_out += 1;
+                            v.requests.insert(&self.ctx, id, reply);
+                            self.dirty.insert(client.0);
+                        }
+                        None => {
+                            let _ = reply.send(Err(Error::ConnectionLost));
+                        }
+                    },
+                    Err(SendError::Blocked) => {
+                        return Some(Command::Request {
+                            body,
+                            deadline,
+                            reply,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(gone(e)));
+                    }
+                }
+                None
+            }
+            Command::Ping { ack, .. } => {
+                // §18 carries no pings for relayed clients.
+                let _ = ack.send(Err(Error::Send(SendError::NotRelay)));
+                None
+            }
+            Command::Close { reason } => {
+                let _ = self.conn.leave(now, client, CloseCode::Normal, &reason);
+                None
+            }
+            Command::Relayed { cmd, .. } => {
+                fail_command(*cmd);
+                None
+            }
         }
     }
 }
@@ -331,7 +414,7 @@ impl Backlog {
         *self.earliest.get_or_insert_with(|| {
             self.items
                 .iter()
-                .filter_map(|(c, _)| match c {
+                .filter_map(|(c, _)| match c.unwrap_relayed() {
                     Command::Request { deadline, .. } => Some(*deadline),
                     _ => None,
                 })
@@ -343,7 +426,7 @@ impl Backlog {
     /// with [`Error::Timeout`]; how many, and their bytes.
     fn expire(&mut self, now: Instant) -> (usize, usize) {
         let expired = |c: &Command| {
-            matches!(c, Command::Request { deadline, reply, .. }
+            matches!(c.unwrap_relayed(), Command::Request { deadline, reply, .. }
                 if now >= *deadline || reply.is_canceled())
         };
         let (mut count, mut bytes) = (0, 0);
@@ -353,7 +436,7 @@ impl Backlog {
                 kept.push_back((cmd, weight));
                 continue;
             }
-            if let Command::Request { reply, .. } = cmd {
+            if let Command::Request { reply, .. } = cmd.into_unwrapped() {
                 let _ = reply.send(Err(Error::Timeout));
             }
             count += 1;
@@ -369,6 +452,7 @@ impl Backlog {
 fn fail_command(cmd: Command) {
     match cmd {
         Command::Send { .. } | Command::Close { .. } => {}
+        Command::Relayed { cmd, .. } => fail_command(*cmd),
         Command::Request { reply, .. } => {
             let _ = reply.send(Err(Error::NotConnected));
         }

@@ -37,6 +37,7 @@
 //! commands, emits the final event and ends.
 
 mod inbox;
+mod relayed;
 mod requests;
 mod timer;
 mod transport;
@@ -64,6 +65,8 @@ use crate::runtime::{BoxStream, Runtime};
 use crate::stats::bump;
 
 use inbox::Inbox;
+pub(crate) use relayed::Admitted;
+use relayed::Virtual;
 use requests::Requests;
 use timer::Timer;
 use transport::Transport;
@@ -84,6 +87,16 @@ pub(crate) trait LinkHooks: Send {
     /// notice), or it ended at once (`None`).
     fn closing(&mut self, _link: &Link, _draining: Option<&CloseReason>) {}
     fn closed(&mut self, link: &Link, reason: &CloseReason);
+    /// On a relay link (PROTOCOL.md §18): a relayed client joined from
+    /// `addr`; the owner admits it as a link of its own (its id and hooks)
+    /// or refuses it, naming the limit.
+    fn join(
+        &mut self,
+        _relay: &Link,
+        _addr: std::net::SocketAddr,
+    ) -> Result<Admitted, &'static str> {
+        Err("relayed clients not accepted")
+    }
 }
 
 /// What a [`Multiplexer`](crate::Multiplexer) learns of every link of
@@ -127,8 +140,45 @@ pub(crate) fn new_link(
             server,
             counters: crate::stats::LinkCounters::default(),
             tag: std::sync::OnceLock::new(),
+            relay: None,
         }),
     }
+}
+
+/// Makes the virtual link of a relayed client (PROTOCOL.md §18) that
+/// joined on the relay link `relay`, authenticated as `auth` (its
+/// `connection_id` the server-wide link id). Its own command queue is
+/// never filled (its commands go through the relay link's queue); it is
+/// closed when the client leaves, which is what
+/// [`Link::is_closed`] reads.
+pub(crate) fn new_virtual_link(
+    relay: &Link,
+    client: jsonlink_proto::ClientId,
+    peer_addr: std::net::SocketAddr,
+    auth: jsonlink_proto::Authenticated,
+) -> Link {
+    let r = &relay.inner;
+    let link = Link {
+        inner: Arc::new(LinkInner {
+            id: auth.connection_id,
+            peer_addr,
+            auth: std::sync::OnceLock::new(),
+            cmd: Queue::new(1, 0),
+            rt: r.rt.clone(),
+            request_timeout: r.request_timeout,
+            config: r.config.clone(),
+            accepting: std::sync::atomic::AtomicU8::new(TAKES_NOTHING),
+            server: r.server.clone(),
+            counters: crate::stats::LinkCounters::default(),
+            tag: std::sync::OnceLock::new(),
+            relay: Some(crate::link::RelayRoute {
+                relay: relay.clone(),
+                client,
+            }),
+        }),
+    };
+    let _ = link.inner.auth.set(auth);
+    link
 }
 
 /// Everything a driver starts with.
@@ -194,6 +244,18 @@ pub(crate) struct Driver {
     /// This link's counts, published to its handle every round.
     counts: crate::stats::LinkStats,
     life: Life,
+    /// On a relay link: the relayed clients' virtual links, by client id.
+    virtuals: std::collections::HashMap<u64, Virtual>,
+    /// Virtual links that left, until what they dispatched is delivered.
+    leaving: Vec<Virtual>,
+    /// Why each virtual link in `leaving` ended.
+    left_reasons: std::collections::HashMap<u64, CloseReason>,
+    /// The virtual links touched since their last flush (events staged, a
+    /// delivery waiting, counters changed): only these are visited each
+    /// round, so an idle relayed client costs its relay link nothing.
+    dirty: std::collections::HashSet<u64>,
+    /// Whether a virtual link's delivery waits (room in the event stream).
+    virtual_waiting: bool,
 }
 
 impl Driver {
@@ -237,6 +299,11 @@ impl Driver {
             last_stats: jsonlink_proto::Stats::default(),
             counts: crate::stats::LinkStats::default(),
             life: Life::Running,
+            virtuals: std::collections::HashMap::new(),
+            leaving: Vec::new(),
+            left_reasons: std::collections::HashMap::new(),
+            dirty: std::collections::HashSet::new(),
+            virtual_waiting: false,
         }
     }
 
@@ -253,6 +320,9 @@ impl Driver {
         }
         let now = self.rt.now();
         let mut progress = self.dispatch.poll_waiting(cx);
+        if !self.dirty.is_empty() || !self.leaving.is_empty() {
+            progress |= self.poll_virtuals(cx);
+        }
         progress |= self.take_input(cx, now);
         progress |= self.read(cx, now);
         progress |= self.fire_timers(now);
@@ -275,7 +345,7 @@ impl Driver {
 
     /// Step 2: one read, handed to the core (see [`Transport::read`]).
     fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        if self.dispatch.is_waiting() || !self.conn.wants_input() {
+        if self.delivery_waiting() || !self.conn.wants_input() {
             return false;
         }
         let size = self.ctx.options.read_buffer.max(512);
@@ -298,7 +368,7 @@ impl Driver {
     fn forward_events(&mut self) -> bool {
         use jsonlink_proto::Event as E;
         let mut progress = self.dispatch.flush();
-        while !self.dispatch.is_waiting() {
+        while !self.delivery_waiting() {
             let Some(ev) = self.conn.poll_event() else {
                 break;
             };
@@ -325,10 +395,47 @@ impl Driver {
                     self.dispatch.emit(Event::Pong { link });
                 }
                 E::Closed(reason) => self.on_core_closed(reason),
+                E::Joined(joined) => self.on_joined(joined),
+                E::ClientMessage { client, op, body } => {
+                    if let Some(v) = self.virtuals.get_mut(&client.0) {
+                        v.dispatch.message(op, body);
+                        self.virtual_waiting |= v.dispatch.is_waiting();
+                        self.dirty.insert(client.0);
+                    }
+                }
+                E::ClientRequest {
+                    client,
+                    id,
+                    op,
+                    body,
+                } => match self.virtuals.get_mut(&client.0) {
+                    Some(v) => {
+                        let answer = v.dispatch.request(id, op, body);
+                        self.virtual_waiting |= v.dispatch.is_waiting();
+                        self.dirty.insert(client.0);
+                        if let Some(answer) = answer {
+                            self.inbox.answer_now(&mut self.conn, answer);
+                        }
+                    }
+                    None => self.answer_unknown_client(client, id),
+                },
+                E::ClientResponse { client, id, body } => {
+                    if let Some(v) = self.virtuals.get_mut(&client.0) {
+                        v.requests.complete(&self.ctx, id, Ok(body));
+                    }
+                }
+                E::ClientRequestFailed { client, id, error } => {
+                    if let Some(v) = self.virtuals.get_mut(&client.0) {
+                        v.requests
+                            .complete(&self.ctx, id, Err(Error::from_request(error)));
+                    }
+                }
+                E::Left { client, reason } => self.on_left(client, reason),
                 _ => {}
             }
         }
         self.dispatch.flush();
+        self.flush_virtuals();
         progress
     }
 
@@ -446,7 +553,7 @@ impl Driver {
     /// finished.
     fn advance(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<Outcome> {
         if let Life::Ending { reason } = &self.life {
-            if !self.dispatch.is_idle() {
+            if !self.dispatch.is_idle() || !self.leaving.is_empty() {
                 return None;
             }
             let reason = reason.clone();
@@ -476,6 +583,7 @@ impl Driver {
     /// requests in flight with [`Error::ConnectionLost`].
     fn release(&mut self, reason: &CloseReason) {
         let leftovers = self.link.inner.cmd.close();
+        self.release_virtuals(reason);
         if let Some(mut hooks) = self.hooks.take() {
             hooks.closed(&self.link, reason);
             if let Some(o) = &self.ctx.observer {
