@@ -10,4 +10,4 @@ msrv=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -1)
 echo "== MSRV $msrv: the published crates"
 rustup toolchain list | grep -q "^$msrv" || rustup toolchain install "$msrv" --profile minimal
 cargo "+$msrv" check --locked --target-dir target/msrv \
-    -p jsonlink-proto -p jsonlink-rt -p jsonlink-tokio -p jsonlink-async-std -p jsonlink-smol -p jsonlink-rpc --lib
+    -p jsonlink-proto -p jsonlink-rt -p jsonlink-tokio -p jsonlink-async-std -p jsonlink-smol -p jsonlink-rpc -p jsonlink-gateway --lib
