@@ -287,9 +287,34 @@ fn relayed_clients_are_links_messages_requests_broadcast_leave_and_relay_loss() 
         assert!(l4.id() > links[2].id());
         let _ = c4;
 
-        // The relay connection drops: Closed for each client left and for
-        // the relay link.
+        // The relay connection drops with a request of the server's in
+        // flight: it fails ConnectionLost; Closed for each client left and
+        // for the relay link.
+        let in_flight = {
+            let server = server.clone();
+            let id = links[1].id();
+            tokio::spawn(async move {
+                server
+                    .request::<Value, _>(id, &json!({"op": "never"}))
+                    .await
+            })
+        };
+        loop {
+            match relay.data_event().await {
+                CoreEvent::ClientRequest { client, .. } => {
+                    assert_eq!(client, clients[1]);
+                    break;
+                }
+                // Our own leave of the first client, reported to the relay.
+                CoreEvent::Left { client, .. } => assert_eq!(client, clients[0]),
+                other => panic!("expected the server's request, got {other:?}"),
+            }
+        }
         drop(relay);
+        assert!(matches!(
+            in_flight.await.expect("task"),
+            Err(Error::ConnectionLost)
+        ));
         let mut closed_ids = HashSet::new();
         for _ in 0..4 {
             let (link, _) = closed(&server).await;
