@@ -385,7 +385,18 @@ fn relayed_clients_count_against_the_per_address_and_per_relay_limits() {
             other => panic!("expected the refusal of the third live client, got {other:?}"),
         }
         assert_eq!(server.links().len(), 3);
-        let _ = (a, c);
+        // One round trip later both refusals are counted: the address
+        // limit's (by the server) and the relay limit's (by the core).
+        relay
+            .conn
+            .client_forward(c, PeerRequestId(1), &raw(&json!({"op": "nothing"})))
+            .expect("forward");
+        match relay.data_event().await {
+            CoreEvent::ClientRequestFailed { client, .. } => assert_eq!(client, c),
+            other => panic!("expected no_handler, got {other:?}"),
+        }
+        assert_eq!(server.stats().connections_refused, 2);
+        let _ = a;
     });
 }
 
