@@ -325,6 +325,13 @@ fn relayed_clients_are_links_messages_requests_broadcast_leave_and_relay_loss() 
             HashSet::from([links[1].id(), links[2].id(), l4.id(), relay_link.id()])
         );
         assert!(server.links().is_empty());
+        let stats = server.stats();
+        assert_eq!(stats.connections, 0, "every slot released: {stats:?}");
+        assert_eq!(stats.requests_in_flight, 0, "{stats:?}");
+        assert_eq!(
+            stats.authenticated, 5,
+            "the relay and four clients: {stats:?}"
+        );
     });
 }
 
