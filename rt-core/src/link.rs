@@ -148,6 +148,7 @@ impl fmt::Debug for Link {
             .field("entry", &self.entry())
             .field("peer_addr", &self.inner.peer_addr)
             .field("peer", &self.peer())
+            .field("via_relay", &self.via_relay())
             .finish()
     }
 }

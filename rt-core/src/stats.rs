@@ -15,7 +15,8 @@ pub struct Stats {
     pub connections: u64,
     /// Connections accepted (server) or attempted (client) in total.
     pub connections_total: u64,
-    /// Connections refused by a limit (server).
+    /// Connections refused by a limit (server), relayed clients' joins
+    /// refused included (PROTOCOL.md §18.5).
     pub connections_refused: u64,
     /// Links that authenticated.
     pub authenticated: u64,

@@ -287,9 +287,34 @@ fn relayed_clients_are_links_messages_requests_broadcast_leave_and_relay_loss() 
         assert!(l4.id() > links[2].id());
         let _ = c4;
 
-        // The relay connection drops: Closed for each client left and for
-        // the relay link.
+        // The relay connection drops with a request of the server's in
+        // flight: it fails ConnectionLost; Closed for each client left and
+        // for the relay link.
+        let in_flight = {
+            let server = server.clone();
+            let id = links[1].id();
+            tokio::spawn(async move {
+                server
+                    .request::<Value, _>(id, &json!({"op": "never"}))
+                    .await
+            })
+        };
+        loop {
+            match relay.data_event().await {
+                CoreEvent::ClientRequest { client, .. } => {
+                    assert_eq!(client, clients[1]);
+                    break;
+                }
+                // Our own leave of the first client, reported to the relay.
+                CoreEvent::Left { client, .. } => assert_eq!(client, clients[0]),
+                other => panic!("expected the server's request, got {other:?}"),
+            }
+        }
         drop(relay);
+        assert!(matches!(
+            in_flight.await.expect("task"),
+            Err(Error::ConnectionLost)
+        ));
         let mut closed_ids = HashSet::new();
         for _ in 0..4 {
             let (link, _) = closed(&server).await;
@@ -300,6 +325,13 @@ fn relayed_clients_are_links_messages_requests_broadcast_leave_and_relay_loss() 
             HashSet::from([links[1].id(), links[2].id(), l4.id(), relay_link.id()])
         );
         assert!(server.links().is_empty());
+        let stats = server.stats();
+        assert_eq!(stats.connections, 0, "every slot released: {stats:?}");
+        assert_eq!(stats.requests_in_flight, 0, "{stats:?}");
+        assert_eq!(
+            stats.authenticated, 5,
+            "the relay and four clients: {stats:?}"
+        );
     });
 }
 
@@ -360,7 +392,18 @@ fn relayed_clients_count_against_the_per_address_and_per_relay_limits() {
             other => panic!("expected the refusal of the third live client, got {other:?}"),
         }
         assert_eq!(server.links().len(), 3);
-        let _ = (a, c);
+        // One round trip later both refusals are counted: the address
+        // limit's (by the server) and the relay limit's (by the core).
+        relay
+            .conn
+            .client_forward(c, PeerRequestId(1), &raw(&json!({"op": "nothing"})))
+            .expect("forward");
+        match relay.data_event().await {
+            CoreEvent::ClientRequestFailed { client, .. } => assert_eq!(client, c),
+            other => panic!("expected no_handler, got {other:?}"),
+        }
+        assert_eq!(server.stats().connections_refused, 2);
+        let _ = a;
     });
 }
 

@@ -540,6 +540,12 @@ impl Driver {
             s.responses_too_large
                 .saturating_sub(last.responses_too_large),
         );
+        // Joins the core refused itself (a relay's `max_relayed_clients`).
+        bump(
+            &c.connections_refused,
+            s.relay_joins_refused
+                .saturating_sub(last.relay_joins_refused),
+        );
         let counts = &mut self.counts;
         counts.messages_in = self.dispatch.messages_in;
         counts.requests_in = self.dispatch.requests_in;

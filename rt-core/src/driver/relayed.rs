@@ -114,6 +114,9 @@ impl Driver {
     /// limits) and it becomes a link, or it is refused with `leave`
     /// (code `refused`).
     pub(super) fn on_joined(&mut self, joined: Joined) {
+        // The relay link's own events first (its `Authenticated` may be
+        // staged still, when the join came in the same read).
+        self.dispatch.flush();
         let now = self.rt.now();
         let client = joined.client;
         let addr = joined_addr(&joined, &self.link);
