@@ -511,9 +511,15 @@ impl Upstream {
                     let _ = tx.force_send(Down::Close(reason));
                 }
             }
-            Event::Left { client, .. } => {
+            Event::Left { client, reason } => {
                 if let Some(tx) = self.clients.remove(&client) {
-                    let _ = tx.force_send(Down::Close("left".into()));
+                    // Left with the connection: the upstream is gone.
+                    let why = if self.conn.is_closed() {
+                        format!("upstream_lost: {reason}")
+                    } else {
+                        format!("the server ended the client: {reason}")
+                    };
+                    let _ = tx.force_send(Down::Close(why));
                 }
             }
             _ => {}
