@@ -28,7 +28,7 @@ use futures_lite::AsyncReadExt;
 use futures_lite::AsyncWriteExt;
 use jsonlink_proto::{
     ClientId, CloseCode, Config, Connection, ConnectionParams, DEFAULT_MAX_RELAYED_FRAME, Event,
-    Extensions, Identity, PeerRequestId, RawJson, RemoteError, RequestId, Secret, Side,
+    Extensions, Identity, PeerRequestId, RawJson, RemoteError, RequestId, Secret, SendError, Side,
 };
 use rustls_pki_types::ServerName;
 
@@ -38,6 +38,10 @@ use crate::runtime::{BoxStream, Runtime};
 /// Default of [`RelayBuilder::client_queue`]: frames from the server
 /// waiting for one client.
 pub const DEFAULT_RELAY_CLIENT_QUEUE: usize = 1024;
+/// Commands from all clients waiting for the upstream link (bounded, so
+/// a blocked upstream backs the clients up instead of growing memory).
+const UP_QUEUE: usize = 4096;
+
 /// Default of [`RelayBuilder::max_clients`].
 pub const DEFAULT_RELAY_MAX_CLIENTS: usize = 10_000;
 
@@ -149,7 +153,7 @@ impl RelayBuilder {
         let max_frame = DEFAULT_MAX_RELAYED_FRAME.min(conn.relayed_frame_limit());
         let listener = rt.bind(addr).await.map_err(Error::Io)?;
         let local_addr = listener.local_addr().map_err(Error::Io)?;
-        let (up_tx, up_rx) = async_channel::unbounded::<Up>();
+        let (up_tx, up_rx) = async_channel::bounded::<Up>(UP_QUEUE);
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let shared = Arc::new(Shared {
             clients: AtomicUsize::new(0),
@@ -270,8 +274,10 @@ enum Down {
     Msg(RawJson),
     Req(PeerRequestId, RawJson),
     Res(PeerRequestId, Result<RawJson, RemoteError>),
-    /// Close the client with this reason.
+    /// Close the client at once with this reason.
     Close(String),
+    /// Close the client gracefully (the server's going-away notice).
+    Drain(String),
 }
 
 /// Runs the handshake of `conn` over `stream`; `true` once authenticated.
@@ -379,6 +385,7 @@ impl Upstream {
         for ev in std::mem::take(&mut self.early) {
             self.event(ev);
         }
+        let mut held: Option<Up> = None;
         loop {
             while let Some(ev) = self.conn.poll_event() {
                 self.event(ev);
@@ -386,16 +393,32 @@ impl Upstream {
             if !flush(&mut self.conn, &mut stream).await || self.conn.is_closed() {
                 break;
             }
+            if let Some(cmd) = held.take() {
+                let now = self.rt.now();
+                held = self.command(now, cmd);
+                if held.is_none() {
+                    continue;
+                }
+            }
             let timeout = self.conn.poll_timeout();
+            let paused = held.is_some();
             let step = futures_lite::future::or(
                 async {
                     let r = read_or_timeout(&*self.rt, &mut stream, &mut buf, timeout).await;
                     Step::Read(r)
                 },
-                futures_lite::future::or(async { Step::Cmd(cmds.recv().await.ok()) }, async {
-                    let _ = stop.recv().await;
-                    Step::Cmd(None)
-                }),
+                futures_lite::future::or(
+                    async {
+                        if paused {
+                            std::future::pending::<()>().await;
+                        }
+                        Step::Cmd(cmds.recv().await.ok())
+                    },
+                    async {
+                        let _ = stop.recv().await;
+                        Step::Cmd(None)
+                    },
+                ),
             )
             .await;
             let now = self.rt.now();
@@ -406,7 +429,7 @@ impl Upstream {
                 }
                 Step::Read(Read::Eof) => self.conn.handle_eof(now),
                 Step::Read(Read::Timeout) => self.conn.handle_timeout(now),
-                Step::Cmd(Some(cmd)) => self.command(now, cmd),
+                Step::Cmd(Some(cmd)) => held = self.command(now, cmd),
                 // The relay dropped: close the upstream link.
                 Step::Cmd(None) => self.conn.close_by(now, "relay stopped", now),
             }
@@ -424,7 +447,10 @@ impl Upstream {
         }
     }
 
-    fn command(&mut self, now: Instant, cmd: Up) {
+    /// Applies one command from a client's task; the command back if the
+    /// upstream connection is blocked (its outbound buffer is full: the
+    /// clients then wait, the bounded command queue backing them up).
+    fn command(&mut self, now: Instant, cmd: Up) -> Option<Up> {
         let c = &mut self.conn;
         match cmd {
             Up::Join {
@@ -434,38 +460,55 @@ impl Upstream {
                 extensions,
                 down,
                 reply,
-            } => {
-                let id = c.join(&identity, &addr, max_frame, extensions).ok();
-                if let Some(id) = id {
+            } => match c.join(&identity, &addr, max_frame, extensions) {
+                Err(SendError::Blocked) => {
+                    return Some(Up::Join {
+                        identity,
+                        addr,
+                        max_frame,
+                        extensions,
+                        down,
+                        reply,
+                    });
+                }
+                Ok(id) => {
                     self.clients.insert(id, down);
+                    let _ = reply.send(Some(id));
                 }
-                let _ = reply.send(id);
-            }
+                Err(e) => {
+                    tracing::debug!(error = %e, "relay: join refused");
+                    let _ = reply.send(None);
+                }
+            },
             Up::Msg(client, body) => {
-                let _ = c.client_send(client, body.raw());
-            }
-            Up::Req(client, id, body) => {
-                if c.client_forward(client, id, body.raw()).is_err() {
-                    self.deliver(
-                        client,
-                        Down::Res(
-                            id,
-                            Err(RemoteError::new(
-                                RemoteError::INTERNAL,
-                                "the relay could not forward the request",
-                            )),
-                        ),
-                    );
+                if let Err(SendError::Blocked) = c.client_send(client, body.raw()) {
+                    return Some(Up::Msg(client, body));
                 }
             }
+            Up::Req(client, id, body) => match c.client_forward(client, id, body.raw()) {
+                Ok(_) => {}
+                Err(SendError::Blocked) => return Some(Up::Req(client, id, body)),
+                Err(e) => {
+                    let err = RemoteError::new(
+                        RemoteError::INTERNAL,
+                        format!("the relay could not forward the request: {e}"),
+                    );
+                    self.deliver(client, Down::Res(id, Err(err)));
+                }
+            },
             Up::Res(client, id, result) => {
-                let _ = c.client_respond(client, id, result.as_ref().map(RawJson::raw));
+                if let Err(SendError::Blocked) =
+                    c.client_respond(client, id, result.as_ref().map(RawJson::raw))
+                {
+                    return Some(Up::Res(client, id, result));
+                }
             }
             Up::Leave(client, code, reason) => {
                 self.clients.remove(&client);
                 let _ = c.leave(now, client, code, &reason);
             }
         }
+        None
     }
 
     /// Queues `frame` for `client`; a client whose queue is full is closed
@@ -475,7 +518,9 @@ impl Upstream {
             return;
         };
         if tx.len() >= self.queue || tx.try_send(frame).is_err() {
-            let _ = tx.force_send(Down::Close("overflow".into()));
+            let _ = tx.force_send(Down::Close(
+                "overflow: the client reads slower than the server sends".into(),
+            ));
             self.clients.remove(&client);
             let now = self.rt.now();
             let _ = self.conn.leave(
@@ -508,7 +553,7 @@ impl Upstream {
             }
             Event::ClientClosing { client, reason } => {
                 if let Some(tx) = self.clients.get(&client) {
-                    let _ = tx.force_send(Down::Close(reason));
+                    let _ = tx.force_send(Down::Drain(reason));
                 }
             }
             Event::Left { client, reason } => {
@@ -551,7 +596,14 @@ impl Downstream {
         tls: Arc<rustls::ServerConfig>,
     ) {
         let peer_addr = accepted.peer_addr();
-        let Ok(tls) = accepted.tls(tls).await else {
+        // The TLS handshake within the client handshake timeout (the
+        // jsonlink handshake has its own timer in the core).
+        let deadline =
+            crate::deadline::deadline_after(self.rt.now(), self.config.handshake_timeout);
+        let tls = crate::deadline::with_deadline(&*self.rt, deadline, accepted.tls(tls))
+            .await
+            .and_then(Result::ok);
+        let Some(tls) = tls else {
             return;
         };
         let params = ConnectionParams {
@@ -592,6 +644,11 @@ impl Downstream {
         let mut buf = vec![0u8; 16 * 1024];
         let mut pending = early;
         let mut code = CloseCode::Normal;
+        // A frame for the client that its connection refused as blocked
+        // (its outbound buffer is full): the client is paused, its queue
+        // at the relay fills, and past the bound the upstream task closes
+        // it (`overflow`).
+        let mut held: Option<Down> = None;
         loop {
             for ev in pending.drain(..) {
                 self.event(client, &mut theirs, ev).await;
@@ -605,47 +662,36 @@ impl Downstream {
             if !flush(&mut conn, &mut stream).await || conn.is_closed() {
                 break;
             }
+            let now = self.rt.now();
+            if let Some(frame) = held.take() {
+                held = self.apply(&mut conn, client, &mut theirs, now, frame).await;
+                if held.is_none() {
+                    continue;
+                }
+            }
             let timeout = conn.poll_timeout();
+            let paused = held.is_some();
             let step = futures_lite::future::or(
                 async {
                     Step::Read(read_or_timeout(&*self.rt, &mut stream, &mut buf, timeout).await)
                 },
-                async { Step::Cmd(down_rx.recv().await.ok()) },
+                async {
+                    if paused {
+                        std::future::pending::<()>().await;
+                    }
+                    Step::Cmd(down_rx.recv().await.ok())
+                },
             )
             .await;
             let now = self.rt.now();
             match step {
                 Step::Read(Read::Data(n)) => {
-                    conn.handle_input(now, buf.get(..n).unwrap_or_default())
+                    conn.handle_input(now, buf.get(..n).unwrap_or_default());
                 }
                 Step::Read(Read::Eof) => conn.handle_eof(now),
                 Step::Read(Read::Timeout) => conn.handle_timeout(now),
-                Step::Cmd(Some(Down::Msg(body))) => {
-                    let _ = conn.send(body.raw());
-                }
-                Step::Cmd(Some(Down::Req(id, body))) => match conn.request(now, body.raw(), None) {
-                    Ok(ours) => {
-                        theirs.insert(ours, id);
-                    }
-                    Err(_) => {
-                        let _ = self
-                            .up
-                            .send(Up::Res(
-                                client,
-                                id,
-                                Err(RemoteError::new(
-                                    RemoteError::INTERNAL,
-                                    "the relay could not forward the request",
-                                )),
-                            ))
-                            .await;
-                    }
-                },
-                Step::Cmd(Some(Down::Res(id, result))) => {
-                    let _ = conn.respond(id, result.as_ref().map(RawJson::raw));
-                }
-                Step::Cmd(Some(Down::Close(reason))) => {
-                    conn.close_by(now, &reason, now);
+                Step::Cmd(Some(frame)) => {
+                    held = self.apply(&mut conn, client, &mut theirs, now, frame).await;
                 }
                 Step::Cmd(None) => {
                     conn.close_by(now, "upstream_lost", now);
@@ -660,6 +706,45 @@ impl Downstream {
                 "the client's connection ended".into(),
             ))
             .await;
+    }
+
+    /// Gives one frame from the server to the client's connection; the
+    /// frame back if the connection is blocked (try again after
+    /// `SendUnblocked`).
+    async fn apply(
+        &self,
+        conn: &mut Connection,
+        client: ClientId,
+        theirs: &mut HashMap<RequestId, PeerRequestId>,
+        now: Instant,
+        frame: Down,
+    ) -> Option<Down> {
+        match frame {
+            Down::Msg(body) => match conn.send(body.raw()) {
+                Err(SendError::Blocked) => return Some(Down::Msg(body)),
+                Ok(()) | Err(_) => {}
+            },
+            Down::Req(id, body) => match conn.request(now, body.raw(), None) {
+                Ok(ours) => {
+                    theirs.insert(ours, id);
+                }
+                Err(SendError::Blocked) => return Some(Down::Req(id, body)),
+                Err(e) => {
+                    let err = RemoteError::new(
+                        RemoteError::INTERNAL,
+                        format!("the relay could not forward the request: {e}"),
+                    );
+                    let _ = self.up.send(Up::Res(client, id, Err(err))).await;
+                }
+            },
+            Down::Res(id, result) => match conn.respond(id, result.as_ref().map(RawJson::raw)) {
+                Err(SendError::Blocked) => return Some(Down::Res(id, result)),
+                Ok(()) | Err(_) => {}
+            },
+            Down::Close(reason) => conn.close_by(now, &reason, now),
+            Down::Drain(reason) => conn.close(now, &reason),
+        }
+        None
     }
 
     async fn event(
