@@ -27,8 +27,9 @@ use std::time::Instant;
 use futures_lite::AsyncReadExt;
 use futures_lite::AsyncWriteExt;
 use jsonlink_proto::{
-    ClientId, CloseCode, Config, Connection, ConnectionParams, DEFAULT_MAX_RELAYED_FRAME, Event,
-    Extensions, Identity, PeerRequestId, RawJson, RemoteError, RequestId, Secret, SendError, Side,
+    Authenticated, ClientId, CloseCode, Config, Connection, ConnectionParams,
+    DEFAULT_MAX_RELAYED_FRAME, Event, Extensions, Identity, PeerRequestId, RawJson, RemoteError,
+    RequestId, Secret, SendError, Side,
 };
 use rustls_pki_types::ServerName;
 
@@ -147,7 +148,11 @@ impl RelayBuilder {
         );
         let mut stream = tls.stream;
         let mut early = Vec::new();
-        if !handshake(&*rt, &mut conn, &mut stream, &mut early).await || !conn.is_relay() {
+        if handshake(&*rt, &mut conn, &mut stream, &mut early)
+            .await
+            .is_none()
+            || !conn.is_relay()
+        {
             return Err(Error::Closed);
         }
         let max_frame = DEFAULT_MAX_RELAYED_FRAME.min(conn.relayed_frame_limit());
@@ -176,7 +181,6 @@ impl RelayBuilder {
             let shared = shared.clone();
             let max_clients = self.max_clients;
             let tls = self.tls.clone();
-            let stop_rx = stop_rx.clone();
             async move {
                 loop {
                     let accepted =
@@ -194,6 +198,7 @@ impl RelayBuilder {
                     }
                     shared.clients.fetch_add(1, Ordering::Relaxed);
                     let client = Downstream {
+                        max_frame,
                         rt: rt.clone(),
                         config: client_config.clone(),
                         up: up_tx.clone(),
@@ -280,30 +285,31 @@ enum Down {
     Drain(String),
 }
 
-/// Runs the handshake of `conn` over `stream`; `true` once authenticated.
-/// Events after `Authenticated` in the same round stay in `early`.
+/// Runs the handshake of `conn` over `stream`; what it authenticated,
+/// or `None`. Events after `Authenticated` in the same round stay in
+/// `early`.
 async fn handshake(
     rt: &dyn Runtime,
     conn: &mut Connection,
     stream: &mut BoxStream,
     early: &mut Vec<Event>,
-) -> bool {
+) -> Option<Authenticated> {
     let mut buf = vec![0u8; 16 * 1024];
-    let mut done = false;
+    let mut done = None;
     loop {
         while let Some(ev) = conn.poll_event() {
             match ev {
-                Event::Authenticated(_) => done = true,
-                Event::Closed(_) => return false,
-                ev if done => early.push(ev),
+                Event::Authenticated(a) => done = Some(a),
+                Event::Closed(_) => return None,
+                ev if done.is_some() => early.push(ev),
                 _ => {}
             }
         }
         if !flush(conn, stream).await {
-            return false;
+            return None;
         }
-        if done {
-            return true;
+        if done.is_some() {
+            return done;
         }
         let timeout = conn.poll_timeout();
         match read_or_timeout(rt, stream, &mut buf, timeout).await {
@@ -574,6 +580,8 @@ impl Upstream {
 
 /// One client's connection to the relay.
 struct Downstream {
+    /// The bound on relayed frames (announced to the clients as theirs).
+    max_frame: usize,
     rt: Arc<dyn Runtime>,
     config: Arc<Config>,
     up: async_channel::Sender<Up>,
@@ -613,9 +621,9 @@ impl Downstream {
         let mut conn = Connection::new(self.config.clone(), Side::Server, self.rt.now(), params);
         let mut stream = tls.stream;
         let mut early = Vec::new();
-        if !handshake(&*self.rt, &mut conn, &mut stream, &mut early).await {
+        let Some(auth) = handshake(&*self.rt, &mut conn, &mut stream, &mut early).await else {
             return;
-        }
+        };
         let Some(peer) = conn.peer().cloned() else {
             return;
         };
@@ -624,7 +632,9 @@ impl Downstream {
         let join = Up::Join {
             identity: peer,
             addr: peer_addr.to_string(),
-            max_frame: conn.peer_max_frame().max(512),
+            // What the client accepts as a plain frame, within the bound on
+            // relayed frames (PROTOCOL.md §18.3).
+            max_frame: auth.max_plain_frame().min(self.max_frame).max(512),
             extensions: conn.extensions(),
             down: down_tx,
             reply: reply_tx,
@@ -720,10 +730,11 @@ impl Downstream {
         frame: Down,
     ) -> Option<Down> {
         match frame {
-            Down::Msg(body) => match conn.send(body.raw()) {
-                Err(SendError::Blocked) => return Some(Down::Msg(body)),
-                Ok(()) | Err(_) => {}
-            },
+            Down::Msg(body) => {
+                if let Err(SendError::Blocked) = conn.send(body.raw()) {
+                    return Some(Down::Msg(body));
+                }
+            }
             Down::Req(id, body) => match conn.request(now, body.raw(), None) {
                 Ok(ours) => {
                     theirs.insert(ours, id);
@@ -737,10 +748,12 @@ impl Downstream {
                     let _ = self.up.send(Up::Res(client, id, Err(err))).await;
                 }
             },
-            Down::Res(id, result) => match conn.respond(id, result.as_ref().map(RawJson::raw)) {
-                Err(SendError::Blocked) => return Some(Down::Res(id, result)),
-                Ok(()) | Err(_) => {}
-            },
+            Down::Res(id, result) => {
+                if let Err(SendError::Blocked) = conn.respond(id, result.as_ref().map(RawJson::raw))
+                {
+                    return Some(Down::Res(id, result));
+                }
+            }
             Down::Close(reason) => conn.close_by(now, &reason, now),
             Down::Drain(reason) => conn.close(now, &reason),
         }
