@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use jsonlink_proto::{CloseCode, CloseReason, DEFAULT_MAX_RELAYED_FRAME, Side};
-use jsonlink_rt::{Client, Identity, Link, Relay, RelayBuilder, Secret, Server};
+use jsonlink_rt::{Client, Error, Identity, Link, Relay, RelayBuilder, Secret, Server};
 use jsonlink_tests::RawTlsClient;
 use jsonlink_tests::fixtures::{Fixture, bind, common_handlers, connect};
 use jsonlink_tests::runtimes::{Gauges, LIMIT, on_tokio};
@@ -165,9 +165,28 @@ fn clients_through_a_relay_requests_both_ways_messages_broadcast_leave_and_upstr
         assert_eq!(gone.id(), links[0].id());
         assert!(server.link(links[0].id()).is_none());
 
-        // The upstream cut (the server closes the relay's link): the
-        // relay's clients are closed, saying why.
-        relay_link.close("cut").await;
+        // The upstream cut (the server shuts down at once, with a request
+        // of a client in flight): the relay's clients are closed, saying
+        // why, and the request fails once.
+        let (hung_tx, hung_rx) = async_channel::bounded::<()>(1);
+        server
+            .handlers()
+            .handle_request("hang", move |_l: Link, _v: Value| {
+                let tx = hung_tx.clone();
+                async move {
+                    let _ = tx.send(()).await;
+                    std::future::pending::<Result<Value, jsonlink_rt::HandlerError>>().await
+                }
+            });
+        let hanging = {
+            let c = clients[1].clone();
+            tokio::spawn(async move { c.request::<Value, _>(&json!({"op": "hang"})).await })
+        };
+        hung_rx
+            .recv()
+            .await
+            .expect("the request reached the server");
+        server.shutdown(std::time::Instant::now()).await;
         for c in &clients[1..] {
             let (_, reason) = closed(c).await;
             assert!(
@@ -175,6 +194,10 @@ fn clients_through_a_relay_requests_both_ways_messages_broadcast_leave_and_upstr
                 "closed because the upstream went: {reason:?}"
             );
         }
+        assert!(
+            matches!(hanging.await.expect("task"), Err(Error::ConnectionLost)),
+            "a request in flight when the upstream went fails once, ConnectionLost"
+        );
         assert!(!relay.upstream_open());
     });
 }
@@ -380,5 +403,14 @@ fn three_relays_thirty_clients_each_and_one_relay_dropped() {
             .await
             .expect("the other relays go on");
         assert_eq!(s, 2);
+
+        // The server closing a relayed client's link: the relay closes
+        // that client gracefully, and the server sees Closed for it.
+        links[1][0].close("bye").await;
+        let (l, _) = closed(&server).await;
+        assert_eq!(l.id(), links[1][0].id());
+        let (_, reason) = closed(&clients[1][0]).await;
+        assert!(reason.to_string().contains("bye"), "{reason:?}");
+        assert_eq!(server.links().len(), (RELAYS - 1) * (PER_RELAY + 1) - 1);
     });
 }
