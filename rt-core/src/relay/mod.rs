@@ -547,15 +547,17 @@ impl Upstream {
             Event::ClientResponse { client, id, body } => {
                 self.deliver(client, Down::Res(PeerRequestId(id.0), Ok(body)));
             }
-            Event::ClientRequestFailed { client, id, error } => match error {
-                jsonlink_proto::RequestError::Remote(e) => {
-                    self.deliver(client, Down::Res(PeerRequestId(id.0), Err(e)));
-                }
-                // The client left or the upstream link ended: the client's
-                // connection is closed (by its own end, or with
-                // `upstream_lost`), which fails the request there, once.
-                _ => {}
-            },
+            // A failure other than the server's error answer (the client
+            // left, or the upstream link ended) is not passed on: the
+            // client's connection is closed (by its own end, or with
+            // `upstream_lost`), which fails the request there, once.
+            Event::ClientRequestFailed {
+                client,
+                id,
+                error: jsonlink_proto::RequestError::Remote(e),
+            } => {
+                self.deliver(client, Down::Res(PeerRequestId(id.0), Err(e)));
+            }
             Event::ClientClosing { client, reason } => {
                 if let Some(tx) = self.clients.get(&client) {
                     let _ = tx.force_send(Down::Drain(reason));
