@@ -72,6 +72,7 @@ mod link;
 pub mod multiplexer;
 mod queue;
 pub mod reconnect;
+pub mod relay;
 pub mod runtime;
 mod server;
 mod stats;
@@ -155,6 +156,7 @@ pub use multiplexer::{
     MultiplexerBuilder, MuxEvent, MuxLinkId, Role, ServerEntry, To,
 };
 pub use reconnect::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, Reconnect};
+pub use relay::{DEFAULT_RELAY_CLIENT_QUEUE, DEFAULT_RELAY_MAX_CLIENTS, Relay, RelayBuilder};
 pub use runtime::{
     Accepted, AsyncStream, BoxFuture, BoxStream, EXPORTER_LABEL, EXPORTER_LEN, Listener, Runtime,
     TlsStream, channel_binding,
