@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-
 use crate::launch::{Launcher, Runs};
 use crate::opts::Opts;
 use crate::report::{loadavg, report};
