@@ -390,9 +390,18 @@ impl LinkTransport {
 
     /// Sets the identity on `link` first if it does not hold it.
     async fn ensure_identity(&self, link: &Link) -> Result<(), TransportError> {
-        let Some(identity) = self.identity_due(link) else {
-            return Ok(());
-        };
+        match self.identity_due(link) {
+            Some(identity) => self.set_identity_on(link, identity).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sets `identity` on `link` (the link does not hold it yet).
+    async fn set_identity_on(
+        &self,
+        link: &Link,
+        identity: Option<Identity>,
+    ) -> Result<(), TransportError> {
         let body = raw_call(IDENTITY_OP, &identity)?;
         let resp = link
             .request_raw(body, self.timeout)
@@ -451,7 +460,11 @@ impl LinkTransport {
         // The call is not sent before the identity is set: a link lost
         // meanwhile is a link we could not use (so the next transport may
         // take the call).
-        self.ensure_identity(&link).await?;
+        if let Some(identity) = self.identity_due(&link) {
+            // Boxed: the rare exchange keeps its state out of every call's
+            // future.
+            Box::pin(self.set_identity_on(&link, identity)).await?;
+        }
         let body = flat_call(&req)?;
         let answer = link
             .request_raw(body, self.timeout)
